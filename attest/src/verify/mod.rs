@@ -1,0 +1,3 @@
+//! The verifier side: checks what a TPM produced, with no TPM of its own.
+
+pub mod ek_chain;

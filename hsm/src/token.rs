@@ -1,0 +1,174 @@
+//! Loading a PKCS#11 module and finding a token by label.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::MechanismType;
+use cryptoki::slot::Slot;
+
+use crate::HsmError;
+
+/// A loaded and initialised PKCS#11 module.
+pub struct Module {
+    ctx: Pkcs11,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Module {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Module").field("path", &self.path).finish()
+    }
+}
+
+impl Module {
+    /// Loads the module's shared library and calls C_Initialize with OS locking,
+    /// so one context can be shared by many threads.
+    pub fn load(path: &Path) -> Result<Self, HsmError> {
+        let ctx = Pkcs11::new(path).map_err(|e| HsmError::ModuleLoad {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .map_err(|e| HsmError::ModuleLoad {
+                path: path.to_owned(),
+                reason: format!("C_Initialize: {e}"),
+            })?;
+        Ok(Self {
+            ctx,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The module's own description, e.g. "Implementation of PKCS11 2.40".
+    pub fn description(&self) -> Result<String, HsmError> {
+        let info = self
+            .ctx
+            .get_library_info()
+            .map_err(HsmError::pkcs11("C_GetInfo"))?;
+        Ok(format!(
+            "{} {} (library {})",
+            info.manufacturer_id().trim(),
+            info.library_description().trim(),
+            info.library_version()
+        ))
+    }
+
+    /// Finds the token with this label. Slot numbers are not stable (SoftHSM
+    /// moves an initialised token to a random slot), labels are.
+    pub fn find_token(&self, label: &str) -> Result<Slot, HsmError> {
+        let mut present = Vec::new();
+        for slot in self
+            .ctx
+            .get_slots_with_token()
+            .map_err(HsmError::pkcs11("C_GetSlotList"))?
+        {
+            let info = self
+                .ctx
+                .get_token_info(slot)
+                .map_err(HsmError::pkcs11("C_GetTokenInfo"))?;
+            let l = info.label().trim_end();
+            if l == label {
+                return Ok(slot);
+            }
+            present.push(format!("{l:?}"));
+        }
+        Err(HsmError::TokenAbsent {
+            label: label.to_owned(),
+            module: self.path.clone(),
+            present: if present.is_empty() {
+                "none".into()
+            } else {
+                present.join(", ")
+            },
+        })
+    }
+
+    /// Describes the token labelled `label`: identity and mechanisms.
+    pub fn token_summary(&self, label: &str) -> Result<TokenSummary, HsmError> {
+        let slot = self.find_token(label)?;
+        let info = self
+            .ctx
+            .get_token_info(slot)
+            .map_err(HsmError::pkcs11("C_GetTokenInfo"))?;
+        let mechanisms = self
+            .ctx
+            .get_mechanism_list(slot)
+            .map_err(HsmError::pkcs11("C_GetMechanismList"))?;
+        Ok(TokenSummary {
+            label: info.label().trim_end().to_owned(),
+            manufacturer: info.manufacturer_id().trim_end().to_owned(),
+            model: info.model().trim_end().to_owned(),
+            serial: info.serial_number().trim_end().to_owned(),
+            mechanisms,
+        })
+    }
+}
+
+/// What zeroth needs a token to do, and the PKCS#11 mechanisms each needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// Generate Ed25519 keys and sign with pure EdDSA (SSH CAs).
+    Ed25519,
+    /// Generate P-256 keys and sign digests with ECDSA (X.509 CA, JWTs).
+    EcdsaP256,
+    /// Generate AES-256 keys and seal with AES-GCM (the store's KEK).
+    AesGcm,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 3] = [Self::Ed25519, Self::EcdsaP256, Self::AesGcm];
+
+    pub fn required_mechanisms(self) -> [MechanismType; 2] {
+        match self {
+            Self::Ed25519 => [
+                MechanismType::ECC_EDWARDS_KEY_PAIR_GEN,
+                MechanismType::EDDSA,
+            ],
+            Self::EcdsaP256 => [MechanismType::ECC_KEY_PAIR_GEN, MechanismType::ECDSA],
+            Self::AesGcm => [MechanismType::AES_KEY_GEN, MechanismType::AES_GCM],
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ed25519 => "Ed25519",
+            Self::EcdsaP256 => "ECDSA",
+            Self::AesGcm => "AES-GCM",
+        })
+    }
+}
+
+/// A token's identity and the mechanisms it offers.
+#[derive(Debug, Clone)]
+pub struct TokenSummary {
+    pub label: String,
+    pub manufacturer: String,
+    pub model: String,
+    pub serial: String,
+    pub mechanisms: Vec<MechanismType>,
+}
+
+impl TokenSummary {
+    /// True if the token offers every mechanism `cap` needs.
+    pub fn supports(&self, cap: Capability) -> bool {
+        cap.required_mechanisms()
+            .iter()
+            .all(|m| self.mechanisms.contains(m))
+    }
+
+    /// The mechanisms `cap` needs that the token lacks, by PKCS#11 name.
+    pub fn missing(&self, cap: Capability) -> Vec<String> {
+        cap.required_mechanisms()
+            .iter()
+            .filter(|m| !self.mechanisms.contains(m))
+            .map(|m| m.to_string())
+            .collect()
+    }
+}

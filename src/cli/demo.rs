@@ -1,0 +1,187 @@
+//! `zeroth demo`: the newcomer's first look at zeroth, on a private lab.
+
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use secrecy::ExposeSecret;
+use zeroth_attest::{verify_ek_chain, EkAlgorithm, Tpm, TrustAnchors};
+use zeroth_hsm::{Capability, Module};
+
+use crate::lab::{self, MariaDb, Postgres, SoftHsm, Sshd, SshdOptions, Swtpm};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {}
+
+/// The lab's components, started together.
+struct Bench {
+    tpm: Swtpm,
+    hsm: SoftHsm,
+    pg: Postgres,
+    maria: MariaDb,
+    sshd: Sshd,
+}
+
+pub fn run(_args: &DemoArgs) -> Result<()> {
+    let started = Instant::now();
+    println!(
+        "zeroth {} demo: starting a private lab on 127.0.0.1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let bench = start_bench()?;
+    println!("lab ready in {:.1}s\n", started.elapsed().as_secs_f64());
+
+    show_tpm(&bench.tpm)?;
+    show_hsm(&bench.hsm)?;
+    show_postgres(&bench.pg)?;
+    show_mariadb(&bench.maria)?;
+    show_sshd(&bench.sshd)?;
+
+    let pids = [
+        bench.tpm.pid(),
+        bench.pg.pid(),
+        bench.maria.pid(),
+        bench.sshd.pid(),
+    ];
+    drop(bench);
+    let left: Vec<u32> = pids
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    anyhow::ensure!(
+        left.is_empty(),
+        "lab processes still running after shutdown: {left:?}"
+    );
+    println!("\nlab stopped: every daemon reaped, temporary directories removed");
+    Ok(())
+}
+
+fn start_bench() -> Result<Bench> {
+    // Start the five parts in parallel; each is independent.
+    std::thread::scope(|s| {
+        let tpm = s.spawn(Swtpm::start);
+        let hsm = s.spawn(SoftHsm::start);
+        let pg = s.spawn(Postgres::start);
+        let maria = s.spawn(MariaDb::start);
+        let sshd = s.spawn(|| Sshd::start(&SshdOptions::default()));
+        Ok(Bench {
+            tpm: join("swtpm", tpm.join())?,
+            hsm: join("SoftHSM", hsm.join())?,
+            pg: join("PostgreSQL", pg.join())?,
+            maria: join("MariaDB", maria.join())?,
+            sshd: join("sshd", sshd.join())?,
+        })
+    })
+}
+
+fn join<T>(name: &str, r: std::thread::Result<Result<T, lab::LabError>>) -> Result<T> {
+    r.map_err(|_| anyhow::anyhow!("starting {name} panicked"))?
+        .with_context(|| format!("start {name}"))
+}
+
+fn show_tpm(tpm: &Swtpm) -> Result<()> {
+    let mut anchors = TrustAnchors::default();
+    anchors.add_roots_pem(&read(tpm.ca_root_pem())?)?;
+    anchors.add_intermediates_pem(&read(tpm.ca_intermediate_pem())?)?;
+    let mut dev = Tpm::open(&tpm.tcti())?;
+    let random = dev.random(8)?;
+    println!("TPM 2.0    swtpm {} at {}", tpm.version(), tpm.tcti());
+    println!("           GetRandom: {}", hex(&random));
+    for alg in [EkAlgorithm::Rsa2048, EkAlgorithm::EccP384] {
+        let der = dev.ek_certificate(alg)?;
+        let chain = verify_ek_chain(&der, &anchors, SystemTime::now())
+            .with_context(|| format!("the {alg} EK certificate does not chain to the lab CA"))?;
+        println!(
+            "           EK {alg} certificate: subject \"{}\", issuer \"{}\", chains to the lab CA ({})",
+            chain.subject,
+            chain.issuer,
+            chain.path.join(" -> ")
+        );
+    }
+    Ok(())
+}
+
+fn show_hsm(hsm: &SoftHsm) -> Result<()> {
+    // The module reads its configuration from the environment at C_Initialize.
+    std::env::set_var("SOFTHSM2_CONF", hsm.conf());
+    let module = Module::load(hsm.module())?;
+    let token = module.token_summary(hsm.token_label())?;
+    let caps: Vec<String> = Capability::ALL
+        .iter()
+        .map(|c| {
+            if token.supports(*c) {
+                format!("{c} yes")
+            } else {
+                format!("{c} MISSING {}", token.missing(*c).join(","))
+            }
+        })
+        .collect();
+    println!(
+        "PKCS#11    SoftHSM {} ({})",
+        hsm.version(),
+        hsm.module().display()
+    );
+    println!(
+        "           token \"{}\" ({} {}, serial {}): {}",
+        token.label,
+        token.manufacturer,
+        token.model,
+        token.serial,
+        caps.join(", ")
+    );
+    anyhow::ensure!(
+        Capability::ALL.iter().all(|c| token.supports(*c)),
+        "the token lacks mechanisms zeroth needs"
+    );
+    Ok(())
+}
+
+fn show_postgres(pg: &Postgres) -> Result<()> {
+    let out = lab::process::run(
+        "psql",
+        std::process::Command::new(lab::tools::PSQL.path()?)
+            .arg(pg.conninfo(lab::postgres::SUPERUSER, "postgres"))
+            .args(["-XAtqc", "SHOW server_version"])
+            .env("PGPASSWORD", pg.password().expose_secret()),
+    )?;
+    println!(
+        "PostgreSQL {} at {} (superuser logged in with SCRAM-SHA-256; server_version {})",
+        pg.version(),
+        pg.addr(),
+        out.trim()
+    );
+    Ok(())
+}
+
+fn show_mariadb(db: &MariaDb) -> Result<()> {
+    let scheduler = db.query("SELECT @@event_scheduler")?;
+    println!(
+        "MariaDB    {} at {} (root logged in with its password; event_scheduler={})",
+        db.version(),
+        db.addr(),
+        scheduler.trim()
+    );
+    Ok(())
+}
+
+fn show_sshd(sshd: &Sshd) -> Result<()> {
+    let host_key = sshd.host_public_key()?;
+    let kind = host_key.split_whitespace().next().unwrap_or("?");
+    println!(
+        "OpenSSH    sshd {} at {} (host key {kind}, logins as {})",
+        sshd.version(),
+        sshd.addr(),
+        sshd.login_user()
+    );
+    Ok(())
+}
+
+fn read(p: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("read {}", p.display()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

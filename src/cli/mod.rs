@@ -1,0 +1,78 @@
+//! The `zeroth` command line: one module per command group.
+
+mod demo;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// zeroth gives machines a hardware-rooted identity and short-lived credentials.
+///
+/// Machines prove who they are with their TPM 2.0; every root key stays inside
+/// a PKCS#11 HSM; in return machines and their workloads get an auto-rotating
+/// identity and dynamic, short-lived PostgreSQL/MariaDB users and OpenSSH
+/// certificates, so no durable secret sits on disk, in a config or in an
+/// environment variable.
+#[derive(Debug, Parser)]
+#[command(name = "zeroth", version, about, long_about, propagate_version = true)]
+#[command(after_help = "Start with `zeroth demo` to see every part working on a private lab.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a private lab (TPM, HSM, PostgreSQL, MariaDB, sshd), show zeroth
+    /// working against it, and shut it all down.
+    ///
+    /// Everything runs on loopback in a temporary directory and is removed
+    /// when the demo ends. Needs root (sshd) and the packages `make deps`
+    /// installs.
+    Demo(demo::DemoArgs),
+}
+
+/// Parses the command line, runs the command and maps the outcome to an exit code:
+/// 0 success, 1 failure, 2 bad usage.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    // cryptoki logs an error for every vendor mechanism it has no name for.
+    let filter = EnvFilter::try_from_env("ZEROTH_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,cryptoki=off"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unknown_command_is_a_usage_error() {
+        let err = Cli::try_parse_from(["zeroth", "no-such-command"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

@@ -1,0 +1,152 @@
+//! A private PostgreSQL server with SCRAM-SHA-256 password authentication.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use rustix::process::Signal;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::process::{run, Daemon};
+use super::tools::{INITDB, PG_ISREADY, POSTGRES};
+use super::{accounts, ports, random_password, version_of, wait, LabDir, LabError, PORT_ATTEMPTS};
+
+/// The superuser the lab creates.
+pub const SUPERUSER: &str = "postgres";
+
+/// A running PostgreSQL cluster on a random loopback port.
+#[derive(Debug)]
+pub struct Postgres {
+    daemon: Daemon,
+    port: u16,
+    password: SecretString,
+    socket_dir: PathBuf,
+    version: String,
+    _dir: LabDir,
+}
+
+impl Postgres {
+    pub fn start() -> Result<Self, LabError> {
+        let initdb = INITDB.path()?;
+        let postgres = POSTGRES.path()?;
+        PG_ISREADY.path()?;
+        let dir = LabDir::new("postgres")?;
+        // initdb refuses to run as root: the cluster belongs to an unprivileged account.
+        let owner = accounts::unprivileged()?;
+        let home = dir.subdir("pg", 0o700)?;
+        owner.chown(&home)?;
+        let socket_dir = home.join("sock");
+        let data = home.join("data");
+        let password = random_password();
+        let pwfile = dir.write_private("pg/pwfile", password.expose_secret().as_bytes())?;
+        owner.chown(&pwfile)?;
+        let mut cmd = Command::new(&initdb);
+        cmd.arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .current_dir(&home);
+        owner.apply(&mut cmd);
+        run("initialise the PostgreSQL cluster (initdb)", &mut cmd)?;
+        std::fs::remove_file(&pwfile)
+            .map_err(|e| LabError::io("remove the initdb password file", e))?;
+        std::fs::create_dir(&socket_dir)
+            .map_err(|e| LabError::io("create the socket directory", e))?;
+        owner.chown(&socket_dir)?;
+        let version = version_of(&postgres, "--version")?;
+
+        let mut last = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = ports::free_port()?;
+            let mut cmd = Command::new(&postgres);
+            cmd.arg("-D")
+                .arg(&data)
+                .args([
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-k",
+                ])
+                .arg(&socket_dir)
+                // Durability is not under test here; speed is.
+                .args([
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                ])
+                .current_dir(&home);
+            owner.apply(&mut cmd);
+            // SIGINT is PostgreSQL's "fast" shutdown: roll back and disconnect clients.
+            let mut daemon =
+                Daemon::spawn("postgres", cmd, &dir.join("postgres.log"), Signal::INT)?;
+            let ready = wait::until("postgres", &mut daemon, Duration::from_secs(30), || {
+                Command::new(PG_ISREADY.path().ok()?)
+                    .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-t", "1"])
+                    .status()
+                    .ok()
+                    .filter(|s| s.success())
+            });
+            match ready {
+                Ok(_) => {
+                    return Ok(Self {
+                        daemon,
+                        port,
+                        password,
+                        socket_dir,
+                        version,
+                        _dir: dir,
+                    })
+                }
+                Err(e) if ports::lost_port_race(&e.to_string()) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(LabError::Spawner))
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The superuser's password.
+    pub fn password(&self) -> &SecretString {
+        &self.password
+    }
+
+    /// A libpq connection string without the password (pass it as `PGPASSWORD`).
+    pub fn conninfo(&self, user: &str, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} dbname={dbname} sslmode=disable",
+            self.port
+        )
+    }
+
+    pub fn socket_dir(&self) -> &std::path::Path {
+        &self.socket_dir
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.daemon.pid())
+    }
+}

@@ -1,0 +1,99 @@
+//! A private PKCS#11 token: SoftHSM2 with its own configuration and token store.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::process::run;
+use super::tools::{SOFTHSM2_MODULE, SOFTHSM2_UTIL};
+use super::{random_password, version_of, LabDir, LabError};
+
+/// The label the lab gives its token.
+pub const TOKEN_LABEL: &str = "zeroth-lab";
+
+/// An initialised SoftHSM2 token in a private token directory.
+///
+/// SoftHSM is a library, not a daemon: whoever loads the module with
+/// `SOFTHSM2_CONF` pointing at [`SoftHsm::conf`] sees this token.
+#[derive(Debug)]
+pub struct SoftHsm {
+    conf: PathBuf,
+    module: PathBuf,
+    pin_file: PathBuf,
+    version: String,
+    dir: LabDir,
+}
+
+impl SoftHsm {
+    pub fn start() -> Result<Self, LabError> {
+        let util = SOFTHSM2_UTIL.path()?;
+        let module = SOFTHSM2_MODULE.path()?;
+        let dir = LabDir::new("softhsm")?;
+        let tokens = dir.subdir("tokens", 0o700)?;
+        let conf = dir.write(
+            "softhsm2.conf",
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            )
+            .as_bytes(),
+            0o600,
+        )?;
+        let pin = random_password();
+        let so_pin = random_password();
+        let pin_file = dir.write_private("user.pin", pin.expose_secret().as_bytes())?;
+        run(
+            "initialise the SoftHSM token",
+            Command::new(&util)
+                .env("SOFTHSM2_CONF", &conf)
+                .args(["--init-token", "--free", "--label", TOKEN_LABEL])
+                .arg("--pin")
+                .arg(pin.expose_secret())
+                .arg("--so-pin")
+                .arg(so_pin.expose_secret()),
+        )?;
+        let version = version_of(&util, "--version")?;
+        Ok(Self {
+            conf,
+            module,
+            pin_file,
+            version,
+            dir,
+        })
+    }
+
+    /// The softhsm2.conf to export as `SOFTHSM2_CONF` before loading the module.
+    pub fn conf(&self) -> &Path {
+        &self.conf
+    }
+
+    /// The PKCS#11 module (shared library) path.
+    pub fn module(&self) -> &Path {
+        &self.module
+    }
+
+    pub fn token_label(&self) -> &str {
+        TOKEN_LABEL
+    }
+
+    /// A file (mode 0600) holding the token's user PIN.
+    pub fn pin_file(&self) -> &Path {
+        &self.pin_file
+    }
+
+    /// The user PIN, for tests that drive `pkcs11-tool`.
+    pub fn pin(&self) -> Result<SecretString, LabError> {
+        std::fs::read_to_string(&self.pin_file)
+            .map(SecretString::from)
+            .map_err(|e| LabError::io(format!("read {}", self.pin_file.display()), e))
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}

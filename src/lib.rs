@@ -1,0 +1,9 @@
+//! zeroth: secret zero solved outside the cloud.
+//!
+//! Machines prove who they are with their TPM 2.0, root keys stay inside a
+//! PKCS#11 HSM, and machines and workloads receive short-lived identities and
+//! credentials in return.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod lab;
