@@ -8,19 +8,10 @@ use secrecy::ExposeSecret;
 use zeroth_attest::{verify_ek_chain, EkAlgorithm, Tpm, TrustAnchors};
 use zeroth_hsm::{Capability, Module};
 
-use crate::lab::{self, MariaDb, Postgres, SoftHsm, Sshd, SshdOptions, Swtpm};
+use crate::lab::{self, Bench, Component, MariaDb, Postgres, SoftHsm, Sshd, Swtpm};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {}
-
-/// The lab's components, started together.
-struct Bench {
-    tpm: Swtpm,
-    hsm: SoftHsm,
-    pg: Postgres,
-    maria: MariaDb,
-    sshd: Sshd,
-}
 
 pub fn run(_args: &DemoArgs) -> Result<()> {
     let started = Instant::now();
@@ -28,26 +19,28 @@ pub fn run(_args: &DemoArgs) -> Result<()> {
         "zeroth {} demo: starting a private lab on 127.0.0.1",
         env!("CARGO_PKG_VERSION")
     );
-    let bench = start_bench()?;
+    let bench = Bench::start(&Component::ALL).context("start the lab")?;
     println!("lab ready in {:.1}s\n", started.elapsed().as_secs_f64());
+    let (Some(tpm), Some(hsm), Some(pg), Some(maria), Some(sshd)) = (
+        &bench.tpm,
+        &bench.hsm,
+        &bench.postgres,
+        &bench.mariadb,
+        &bench.sshd,
+    ) else {
+        anyhow::bail!("the lab started without all of its components");
+    };
 
-    show_tpm(&bench.tpm)?;
-    show_hsm(&bench.hsm)?;
-    show_postgres(&bench.pg)?;
-    show_mariadb(&bench.maria)?;
-    show_sshd(&bench.sshd)?;
+    show_tpm(tpm)?;
+    show_hsm(hsm)?;
+    show_postgres(pg)?;
+    show_mariadb(maria)?;
+    show_sshd(sshd)?;
 
-    let pids = [
-        bench.tpm.pid(),
-        bench.pg.pid(),
-        bench.maria.pid(),
-        bench.sshd.pid(),
-    ];
+    let pids = bench.pids();
     drop(bench);
     let left: Vec<u32> = pids
-        .iter()
-        .flatten()
-        .copied()
+        .into_iter()
         .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
         .collect();
     anyhow::ensure!(
@@ -56,29 +49,6 @@ pub fn run(_args: &DemoArgs) -> Result<()> {
     );
     println!("\nlab stopped: every daemon reaped, temporary directories removed");
     Ok(())
-}
-
-fn start_bench() -> Result<Bench> {
-    // Start the five parts in parallel; each is independent.
-    std::thread::scope(|s| {
-        let tpm = s.spawn(Swtpm::start);
-        let hsm = s.spawn(SoftHsm::start);
-        let pg = s.spawn(Postgres::start);
-        let maria = s.spawn(MariaDb::start);
-        let sshd = s.spawn(|| Sshd::start(&SshdOptions::default()));
-        Ok(Bench {
-            tpm: join("swtpm", tpm.join())?,
-            hsm: join("SoftHSM", hsm.join())?,
-            pg: join("PostgreSQL", pg.join())?,
-            maria: join("MariaDB", maria.join())?,
-            sshd: join("sshd", sshd.join())?,
-        })
-    })
-}
-
-fn join<T>(name: &str, r: std::thread::Result<Result<T, lab::LabError>>) -> Result<T> {
-    r.map_err(|_| anyhow::anyhow!("starting {name} panicked"))?
-        .with_context(|| format!("start {name}"))
 }
 
 fn show_tpm(tpm: &Swtpm) -> Result<()> {

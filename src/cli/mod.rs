@@ -1,6 +1,7 @@
 //! The `zeroth` command line: one module per command group.
 
 mod demo;
+mod lab;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,11 @@ enum Command {
     /// when the demo ends. Needs root (sshd) and the packages `make deps`
     /// installs.
     Demo(demo::DemoArgs),
+    /// Start the private lab and keep it running until Ctrl-C or end of input.
+    ///
+    /// Prints one line per component with what a client needs to reach it
+    /// (address, TCTI, module and PIN file). For poking at the real parts by hand.
+    Lab(lab::LabArgs),
 }
 
 /// Parses the command line, runs the command and maps the outcome to an exit code:
@@ -39,6 +45,7 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
+        Command::Lab(args) => lab::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

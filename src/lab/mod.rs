@@ -7,6 +7,7 @@
 //! parts from here, so they exercise the same paths.
 
 mod accounts;
+mod bench;
 mod dir;
 mod error;
 pub mod mariadb;
@@ -19,6 +20,7 @@ pub mod swtpm;
 pub mod tools;
 pub mod wait;
 
+pub use bench::{Bench, Component};
 pub use dir::LabDir;
 pub use error::LabError;
 pub use mariadb::MariaDb;
