@@ -136,3 +136,18 @@ fn reboot_resets_pcrs_and_increments_reset_count() {
         lab.ek_cert_rsa_der().unwrap()
     );
 }
+
+#[test]
+fn platform_certificate_is_provisioned_in_nv() {
+    let lab = Swtpm::start().unwrap();
+    // TCG PC Client platform certificate index.
+    let public = tpm2(&lab, &["tpm2_nvreadpublic", "0x01c08000"]);
+    let size: usize = public
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("size:"))
+        .unwrap_or_else(|| panic!("no size in:\n{public}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(size > 100, "a platform certificate of {size} bytes");
+}
