@@ -5,8 +5,10 @@ use std::time::{Instant, SystemTime};
 use anyhow::{Context, Result};
 use clap::Args;
 use secrecy::ExposeSecret;
+use std::sync::Arc;
 use zeroth_attest::{verify_ek_chain, EkAlgorithm, Tpm, TrustAnchors};
-use zeroth_hsm::{Capability, Module};
+
+use zeroth_hsm::{Binding, Capability, KeyName, KeyStore, Pkcs11KeyStore, PublicKey, Sealer};
 
 use crate::lab::{self, Bench, Component, MariaDb, Postgres, SoftHsm, Sshd, Swtpm};
 
@@ -74,18 +76,14 @@ fn show_tpm(tpm: &Swtpm) -> Result<()> {
 }
 
 fn show_hsm(hsm: &SoftHsm) -> Result<()> {
-    // The module reads its configuration from the environment at C_Initialize.
-    std::env::set_var("SOFTHSM2_CONF", hsm.conf());
-    let module = Module::load(hsm.module())?;
-    let token = module.token_summary(hsm.token_label())?;
+    hsm.export_conf();
+    let store = Pkcs11KeyStore::open(&hsm.pkcs11_config())?;
+    let token = store.module().token_summary(store.token())?;
     let caps: Vec<String> = Capability::ALL
         .iter()
-        .map(|c| {
-            if token.supports(*c) {
-                format!("{c} yes")
-            } else {
-                format!("{c} MISSING {}", token.missing(*c).join(","))
-            }
+        .map(|c| match token.supports(*c) {
+            true => format!("{c} yes"),
+            false => format!("{c} MISSING {}", token.missing(*c).join(",")),
         })
         .collect();
     println!(
@@ -104,6 +102,53 @@ fn show_hsm(hsm: &SoftHsm) -> Result<()> {
     anyhow::ensure!(
         Capability::ALL.iter().all(|c| token.supports(*c)),
         "the token lacks mechanisms zeroth needs"
+    );
+
+    println!(
+        "\n$ zeroth hsm init   # zeroth's root keys, generated inside the token, never extractable"
+    );
+    super::hsm::init(&store)?;
+
+    let ca = KeyName::new("ssh-user-ca")?;
+    let message = b"zeroth demo: signed inside the HSM";
+    let sig = store.sign(&ca, message)?;
+    let Some(PublicKey::Ed25519(pk)) = store
+        .list()?
+        .into_iter()
+        .find(|k| k.name == ca)
+        .and_then(|k| k.public)
+    else {
+        anyhow::bail!("ssh-user-ca has no Ed25519 public key");
+    };
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk)?;
+    vk.verify_strict(message, &ed25519_dalek::Signature::from_slice(&sig)?)
+        .context("the HSM's Ed25519 signature does not verify")?;
+    println!("           ssh-user-ca signed a message in the HSM; ed25519-dalek verified it");
+
+    let store: Arc<dyn KeyStore> = Arc::new(store);
+    let sealer = Sealer::new(store, KeyName::new("store-kek")?)?;
+    let here = Binding {
+        table: "db_connections",
+        record: "demo",
+        column: "admin_password",
+    };
+    let sealed = sealer.seal(here, b"an admin password")?;
+    let opened = sealer.open(here, &sealed)?;
+    anyhow::ensure!(
+        &opened[..] == b"an admin password",
+        "sealed value did not round-trip"
+    );
+    let moved = sealer.open(
+        Binding {
+            record: "other",
+            ..here
+        },
+        &sealed,
+    );
+    anyhow::ensure!(moved.is_err(), "a sealed value opened in another row");
+    println!(
+        "           sealed a secret under store-kek ({} bytes); it opens in its row and not in another",
+        sealed.len()
     );
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The `zeroth` command line: one module per command group.
 
+mod bench;
 mod demo;
+mod hsm;
 mod lab;
 
 use std::process::ExitCode;
@@ -36,6 +38,10 @@ enum Command {
     /// Prints one line per component with what a client needs to reach it
     /// (address, TCTI, module and PIN file). For poking at the real parts by hand.
     Lab(lab::LabArgs),
+    /// Inspect the PKCS#11 HSM and create zeroth's standard keys in it.
+    Hsm(hsm::HsmArgs),
+    /// Measure zeroth against the raw speed of the hardware it drives.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line, runs the command and maps the outcome to an exit code:
@@ -46,6 +52,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Lab(args) => lab::run(&args),
+        Command::Hsm(args) => hsm::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

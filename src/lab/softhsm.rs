@@ -89,6 +89,24 @@ impl SoftHsm {
             .map_err(|e| LabError::io(format!("read {}", self.pin_file.display()), e))
     }
 
+    /// The configuration zeroth's PKCS#11 key store uses for this token.
+    pub fn pkcs11_config(&self) -> zeroth_hsm::Pkcs11Config {
+        zeroth_hsm::Pkcs11Config {
+            module: self.module.clone(),
+            token: zeroth_hsm::TokenSelector::Label(TOKEN_LABEL.into()),
+            pin: zeroth_hsm::PinSource::File(self.pin_file.clone()),
+            max_sessions: 0,
+        }
+    }
+
+    /// Points this process's SoftHSM at the lab token. SoftHSM reads
+    /// `SOFTHSM2_CONF` once, when the module is initialised, so a process
+    /// can use one lab token; call this before opening the module and
+    /// before starting threads that read the environment.
+    pub fn export_conf(&self) {
+        std::env::set_var("SOFTHSM2_CONF", &self.conf);
+    }
+
     pub fn version(&self) -> &str {
         &self.version
     }

@@ -2,7 +2,7 @@ use std::process::Command;
 
 use secrecy::ExposeSecret;
 use zeroth::lab::SoftHsm;
-use zeroth_hsm::{Capability, HsmError, Module};
+use zeroth_hsm::{Capability, HsmError, Module, TokenSelector};
 
 #[test]
 fn softhsm_token_offers_the_mechanisms_zeroth_needs() {
@@ -10,7 +10,9 @@ fn softhsm_token_offers_the_mechanisms_zeroth_needs() {
     // SoftHSM reads its configuration once, when this process initialises it.
     std::env::set_var("SOFTHSM2_CONF", lab.conf());
     let module = Module::load(lab.module()).unwrap();
-    let token = module.token_summary(lab.token_label()).unwrap();
+    let token = module
+        .token_summary(&TokenSelector::Label(lab.token_label().into()))
+        .unwrap();
     assert_eq!(token.label, lab.token_label());
     for cap in Capability::ALL {
         assert!(
@@ -21,7 +23,9 @@ fn softhsm_token_offers_the_mechanisms_zeroth_needs() {
     }
 
     // A token that is not there is named, with the ones that are.
-    let err = module.token_summary("no-such-token").unwrap_err();
+    let err = module
+        .token_summary(&TokenSelector::Label("no-such-token".into()))
+        .unwrap_err();
     assert!(matches!(err, HsmError::TokenAbsent { .. }));
     let msg = err.to_string();
     assert!(

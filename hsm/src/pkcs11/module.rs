@@ -7,6 +7,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::slot::Slot;
 
+use super::TokenSelector;
 use crate::HsmError;
 
 /// A loaded and initialised PKCS#11 module.
@@ -40,6 +41,10 @@ impl Module {
         })
     }
 
+    pub(crate) fn ctx(&self) -> &Pkcs11 {
+        &self.ctx
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -58,27 +63,32 @@ impl Module {
         ))
     }
 
-    /// Finds the token with this label. Slot numbers are not stable (SoftHSM
-    /// moves an initialised token to a random slot), labels are.
-    pub fn find_token(&self, label: &str) -> Result<Slot, HsmError> {
+    /// Finds the token. Slot numbers are not stable (SoftHSM moves an
+    /// initialised token to a random slot), labels and serials are.
+    pub fn find_slot(&self, token: &TokenSelector) -> Result<Slot, HsmError> {
         let mut present = Vec::new();
-        for slot in self
+        let slots = self
             .ctx
             .get_slots_with_token()
-            .map_err(HsmError::pkcs11("C_GetSlotList"))?
-        {
+            .map_err(HsmError::pkcs11("C_GetSlotList"))?;
+        for slot in slots {
             let info = self
                 .ctx
                 .get_token_info(slot)
                 .map_err(HsmError::pkcs11("C_GetTokenInfo"))?;
-            let l = info.label().trim_end();
-            if l == label {
+            let label = info.label().trim_end();
+            let serial = info.serial_number().trim_end();
+            let hit = match token {
+                TokenSelector::Label(l) => l == label,
+                TokenSelector::Serial(s) => s == serial,
+            };
+            if hit {
                 return Ok(slot);
             }
-            present.push(format!("{l:?}"));
+            present.push(format!("{label:?} (serial {serial})"));
         }
         Err(HsmError::TokenAbsent {
-            label: label.to_owned(),
+            token: token.to_string(),
             module: self.path.clone(),
             present: if present.is_empty() {
                 "none".into()
@@ -88,9 +98,9 @@ impl Module {
         })
     }
 
-    /// Describes the token labelled `label`: identity and mechanisms.
-    pub fn token_summary(&self, label: &str) -> Result<TokenSummary, HsmError> {
-        let slot = self.find_token(label)?;
+    /// Describes the token: identity and mechanisms.
+    pub fn token_summary(&self, token: &TokenSelector) -> Result<TokenSummary, HsmError> {
+        let slot = self.find_slot(token)?;
         let info = self
             .ctx
             .get_token_info(slot)

@@ -1,0 +1,75 @@
+//! `zeroth bench`: throughput against the physical limit of the hardware.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use zeroth_hsm::{bench, KeyName, Pkcs11KeyStore};
+
+use crate::lab::SoftHsm;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Ed25519 signatures per second: raw PKCS#11 against zeroth's KeyStore,
+    /// at one thread and at one thread per core.
+    ///
+    /// Without --module, runs on a private SoftHSM2 token from the lab.
+    Hsm {
+        #[command(flatten)]
+        token: super::hsm::TokenArgs,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    match &args.command {
+        BenchCommand::Hsm { token, seconds } => hsm(token, Duration::from_secs(*seconds)),
+    }
+}
+
+fn hsm(token: &super::hsm::TokenArgs, duration: Duration) -> Result<()> {
+    let (_lab, config) = match token.module {
+        Some(_) => (None, token.config()?),
+        None => {
+            let lab = SoftHsm::start().context("start a lab SoftHSM token")?;
+            lab.export_conf();
+            let config = lab.pkcs11_config();
+            (Some(lab), config)
+        }
+    };
+    let store = Pkcs11KeyStore::open(&config).context("open the HSM")?;
+    let name = KeyName::new("bench-ed25519")?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "Ed25519 signing on {} ({} s per run)",
+        store.module().path().display(),
+        duration.as_secs()
+    );
+    println!(
+        "{:>8} {:>14} {:>14} {:>7}",
+        "threads", "raw signs/s", "KeyStore/s", "ratio"
+    );
+    for threads in [1, cores] {
+        let raw = bench::raw_ed25519(&store, &name, threads, duration)?;
+        let ks = bench::keystore(&store, &name, threads, duration)?;
+        println!(
+            "{:>8} {:>14.0} {:>14.0} {:>7.3}",
+            threads,
+            raw.per_second(),
+            ks.per_second(),
+            ks.per_second() / raw.per_second()
+        );
+    }
+    if token.module.is_none() {
+        zeroth_hsm::KeyStore::destroy(&store, &name)?;
+    }
+    Ok(())
+}
