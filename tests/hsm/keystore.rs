@@ -85,3 +85,20 @@ fn sealed_secrets_fail_when_tampered_or_moved() {
         assert!(sealer.open(here, &t).is_err(), "flip at {at}");
     }
 }
+
+#[test]
+fn a_store_logs_in_again_after_its_login_is_lost() {
+    let (lab, store) = open();
+    let name = KeyName::new("survivor").unwrap();
+    store.get_or_generate(&name, KeyKind::EcdsaP256).unwrap();
+    store.sign(&name, b"before").unwrap();
+
+    // Another user of the same module logs the application out, as a token
+    // reset or an operator's tool would: every session loses its login.
+    let module = zeroth_hsm::Module::load(lab.module()).unwrap();
+    let token = zeroth_hsm::TokenSelector::Label(lab.token_label().into());
+    module.logout(&token).unwrap();
+
+    let sig = store.sign(&name, b"after").unwrap();
+    assert_eq!(sig.len(), 64);
+}

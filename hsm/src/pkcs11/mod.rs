@@ -124,20 +124,49 @@ impl Pkcs11KeyStore {
         })
     }
 
-    /// Runs `op` on a pooled session. If the module lost our sessions or
-    /// login, or a cached handle went stale, starts over once with fresh
-    /// sessions, a new login and no cached handles; a second failure is final.
+    /// Runs `op` on a pooled session; if the module lost our sessions or
+    /// login, starts over once after [`Self::recover`].
     fn run<T>(&self, op: impl Fn(&Session) -> Result<T, HsmError>) -> Result<T, HsmError> {
         match self.pool.with(self.module.ctx(), &op) {
-            Err(e) if e.needs_new_session() || stale_handle(&e) => {
-                tracing::warn!(error = %e, "HSM session lost; logging in again");
-                self.pool.drain();
-                self.forget_handles();
-                self.login()?;
+            Err(e) if e.needs_new_session() => {
+                self.recover(&e)?;
                 self.pool.with(self.module.ctx(), &op)
             }
             other => other,
         }
+    }
+
+    /// Runs `op` with the key `name` after `check` accepts its kind. A lost
+    /// session or login, or a key handle gone stale, leads to one retry with
+    /// fresh sessions, a new login and the key looked up again.
+    fn with_key<T>(
+        &self,
+        name: &KeyName,
+        check: impl Fn(KeyKind) -> Result<(), HsmError>,
+        op: impl Fn(&Session, KeyObject) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        let attempt = || {
+            let k = self
+                .key(name)?
+                .ok_or_else(|| HsmError::KeyMissing(name.to_string()))?;
+            check(k.kind)?;
+            self.pool.with(self.module.ctx(), |s| op(s, k))
+        };
+        match attempt() {
+            Err(e) if e.needs_new_session() || stale_handle(&e) => {
+                self.recover(&e)?;
+                attempt()
+            }
+            other => other,
+        }
+    }
+
+    /// Drops every pooled session and cached handle and logs in again.
+    fn recover(&self, cause: &HsmError) -> Result<(), HsmError> {
+        tracing::warn!(error = %cause, "HSM sessions or key handles lost; logging in again");
+        self.pool.drain();
+        self.forget_handles();
+        self.login()
     }
 
     fn forget_handles(&self) {
@@ -178,26 +207,15 @@ impl Pkcs11KeyStore {
         Ok(found)
     }
 
-    fn key_of_kind(&self, name: &KeyName, wanted: KeyKind) -> Result<KeyObject, HsmError> {
-        let k = self
-            .key(name)?
-            .ok_or_else(|| HsmError::KeyMissing(name.to_string()))?;
-        check_kind(name, k.kind, wanted)?;
-        Ok(k)
-    }
-
-    fn signing_key(&self, name: &KeyName) -> Result<KeyObject, HsmError> {
-        let k = self
-            .key(name)?
-            .ok_or_else(|| HsmError::KeyMissing(name.to_string()))?;
-        if !k.kind.is_signing() {
-            return Err(HsmError::WrongKind {
+    fn signing_kind(name: &KeyName) -> impl Fn(KeyKind) -> Result<(), HsmError> + '_ {
+        move |kind| match kind.is_signing() {
+            true => Ok(()),
+            false => Err(HsmError::WrongKind {
                 name: name.to_string(),
-                actual: k.kind.to_string(),
+                actual: kind.to_string(),
                 wanted: KeyKind::Ed25519,
-            });
+            }),
         }
-        Ok(k)
     }
 
     fn generate(&self, name: &KeyName, kind: KeyKind) -> Result<KeyObject, HsmError> {
@@ -267,7 +285,11 @@ impl KeyStore for Pkcs11KeyStore {
     }
 
     fn public_key(&self, name: &KeyName) -> Result<PublicKey, HsmError> {
-        let k = self.signing_key(name)?;
+        let kind = self
+            .key(name)?
+            .ok_or_else(|| HsmError::KeyMissing(name.to_string()))?
+            .kind;
+        Self::signing_kind(name)(kind)?;
         let point = self.run(|s| {
             let label = Attribute::Label(name.label().into_bytes());
             let objs = s
@@ -286,33 +308,25 @@ impl KeyStore for Pkcs11KeyStore {
                     Attribute::EcPoint(p) => Some(p),
                     _ => None,
                 })
-                .ok_or(HsmError::BadPublicKey {
-                    kind: k.kind,
-                    len: 0,
-                })
+                .ok_or(HsmError::BadPublicKey { kind, len: 0 })
         })?;
-        PublicKey::from_ec_point(k.kind, &point)
+        PublicKey::from_ec_point(kind, &point)
     }
 
     fn sign(&self, name: &KeyName, message: &[u8]) -> Result<Vec<u8>, HsmError> {
-        let k = self.signing_key(name)?;
-        let sig = match k.kind {
-            KeyKind::Ed25519 => {
-                let mech = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
-                self.run(|s| {
-                    s.sign(&mech, k.handle, message)
-                        .map_err(HsmError::pkcs11("C_Sign"))
-                })?
-            }
-            // The token offers raw ECDSA only: hash here, sign the digest there.
-            _ => {
-                let digest = Sha256::digest(message);
-                self.run(|s| {
-                    s.sign(&Mechanism::Ecdsa, k.handle, &digest)
-                        .map_err(HsmError::pkcs11("C_Sign"))
-                })?
-            }
-        };
+        // The token offers raw ECDSA only: hash here, sign the digest there.
+        let digest = Sha256::digest(message);
+        let sig = self.with_key(name, Self::signing_kind(name), |s, key| {
+            let result = match key.kind {
+                KeyKind::Ed25519 => s.sign(
+                    &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                    key.handle,
+                    message,
+                ),
+                _ => s.sign(&Mechanism::Ecdsa, key.handle, &digest),
+            };
+            result.map_err(HsmError::pkcs11("C_Sign"))
+        })?;
         if sig.len() != 64 {
             return Err(HsmError::Pkcs11 {
                 operation: "C_Sign",
@@ -323,18 +337,21 @@ impl KeyStore for Pkcs11KeyStore {
     }
 
     fn encrypt(&self, name: &KeyName, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError> {
-        let k = self.key_of_kind(name, KeyKind::Aes256)?;
         // A random 96-bit nonce per message (NIST SP 800-38D §8.2.2); a KEK
         // seals one data key per record, far below the 2^32 message limit.
         let mut nonce = [0u8; GCM_NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|_| HsmError::Sealed("the OS random source failed"))?;
-        let ct = self.run(|s| {
-            let mut iv = nonce;
-            let params = GcmParams::new(&mut iv, aad, (GCM_TAG_LEN as u64 * 8).into())
-                .map_err(HsmError::pkcs11("GCM parameters"))?;
-            s.encrypt(&Mechanism::AesGcm(params), k.handle, plaintext)
-                .map_err(HsmError::pkcs11("C_Encrypt"))
-        })?;
+        let ct = self.with_key(
+            name,
+            |k| check_kind(name, k, KeyKind::Aes256),
+            |s, key| {
+                let mut iv = nonce;
+                let params = GcmParams::new(&mut iv, aad, (GCM_TAG_LEN as u64 * 8).into())
+                    .map_err(HsmError::pkcs11("GCM parameters"))?;
+                s.encrypt(&Mechanism::AesGcm(params), key.handle, plaintext)
+                    .map_err(HsmError::pkcs11("C_Encrypt"))
+            },
+        )?;
         Ok([&nonce[..], &ct].concat())
     }
 
@@ -344,23 +361,30 @@ impl KeyStore for Pkcs11KeyStore {
         ciphertext: &[u8],
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
-        let k = self.key_of_kind(name, KeyKind::Aes256)?;
+        let check = |k| check_kind(name, k, KeyKind::Aes256);
         if ciphertext.len() < GCM_NONCE_LEN + GCM_TAG_LEN {
+            // Still name a missing or wrong key before blaming the input.
+            let k = self
+                .key(name)?
+                .ok_or_else(|| HsmError::KeyMissing(name.to_string()))?;
+            check(k.kind)?;
             return Err(HsmError::Decrypt);
         }
         let (nonce, body) = ciphertext.split_at(GCM_NONCE_LEN);
-        let result = self.run(|s| {
+        let result = self.with_key(name, check, |s, key| {
             let mut iv = [0u8; GCM_NONCE_LEN];
             iv.copy_from_slice(nonce);
             let params = GcmParams::new(&mut iv, aad, (GCM_TAG_LEN as u64 * 8).into())
                 .map_err(HsmError::pkcs11("GCM parameters"))?;
-            s.decrypt(&Mechanism::AesGcm(params), k.handle, body)
+            s.decrypt(&Mechanism::AesGcm(params), key.handle, body)
                 .map_err(HsmError::pkcs11("C_Decrypt"))
         });
         match result {
             Ok(pt) => Ok(Zeroizing::new(pt)),
             // Modules report a tag mismatch variously (SoftHSM: CKR_GENERAL_ERROR).
-            Err(e) if e.rv().is_some() => Err(HsmError::Decrypt),
+            Err(e) if e.rv().is_some() && !e.needs_new_session() && !stale_handle(&e) => {
+                Err(HsmError::Decrypt)
+            }
             Err(e) => Err(e),
         }
     }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::slot::Slot;
 
@@ -30,11 +31,16 @@ impl Module {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .map_err(|e| HsmError::ModuleLoad {
-                path: path.to_owned(),
-                reason: format!("C_Initialize: {e}"),
-            })?;
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            // Another part of this process initialised the module: share it.
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => {
+                return Err(HsmError::ModuleLoad {
+                    path: path.to_owned(),
+                    reason: format!("C_Initialize: {e}"),
+                })
+            }
+        }
         Ok(Self {
             ctx,
             path: path.to_owned(),
@@ -96,6 +102,18 @@ impl Module {
                 present.join(", ")
             },
         })
+    }
+
+    /// Logs the user out of the token for this whole process (PKCS#11 login
+    /// state is per application). Every session of every key store in the
+    /// process loses its login; the stores log in again on next use.
+    pub fn logout(&self, token: &TokenSelector) -> Result<(), HsmError> {
+        let slot = self.find_slot(token)?;
+        let session = self
+            .ctx
+            .open_ro_session(slot)
+            .map_err(HsmError::pkcs11("C_OpenSession"))?;
+        session.logout().map_err(HsmError::pkcs11("C_Logout"))
     }
 
     /// Describes the token: identity and mechanisms.
