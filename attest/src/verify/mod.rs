@@ -1,3 +1,16 @@
 //! The verifier side: checks what a TPM produced, with no TPM of its own.
+//! Pure Rust, no unsafe, usable by a server without a TPM. Every parser is
+//! bounds-checked and returns an error, never panics, on hostile bytes.
 
+pub mod alg;
+pub mod attestation;
+pub mod credential;
+pub mod ek;
 pub mod ek_chain;
+mod error;
+pub mod pcr;
+pub mod public;
+pub mod quote;
+mod wire;
+
+pub use error::VerifyError;

@@ -1,0 +1,5 @@
+//! zeroth-attest's verifier against a real TPM (swtpm) driven by tpm2-tools,
+//! the reference implementation, and its attester against the same TPM.
+
+mod tools;
+mod verifier;
