@@ -13,5 +13,5 @@ pub mod attester;
 pub mod verify;
 
 #[cfg(feature = "attester")]
-pub use attester::{AttestError, EkAlgorithm, Tpm};
+pub use attester::{AkAlgorithm, AttestError, Attester, EkAlgorithm, KeyBlob, Quote, Tpm, TpmInfo};
 pub use verify::ek_chain::{verify_ek_chain, ChainError, EkChain, TrustAnchors};

@@ -1,5 +1,6 @@
 //! zeroth-attest's verifier against a real TPM (swtpm) driven by tpm2-tools,
 //! the reference implementation, and its attester against the same TPM.
 
+mod roundtrip;
 mod tools;
 mod verifier;

@@ -13,4 +13,10 @@ pub mod public;
 pub mod quote;
 mod wire;
 
+/// Appends a TPM2B (u16 size + bytes), for the attester's encodings.
+#[cfg(feature = "attester")]
+pub(crate) fn wire_put_tpm2b(out: &mut Vec<u8>, data: &[u8]) {
+    wire::put_tpm2b(out, data)
+}
+
 pub use error::VerifyError;
