@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: deps rust build demo test fmt lint check clean
+.PHONY: deps rust build demo test fuzz bench fmt clean
 
 ## Install the Debian packages and the Rust toolchain zeroth builds and tests with.
 deps:
@@ -24,6 +24,25 @@ test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) nextest run --workspace --no-fail-fast
+
+## Fuzz every parser of untrusted bytes for FUZZ_SECONDS each (libFuzzer).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := tpm2b_public tpms_attest tpmt_signature quote ek_certificate
+fuzz: deps
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+	@set -eo pipefail; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t fuzz/logs; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir fuzz $$t fuzz/corpus/$$t fuzz/seeds/$$t \
+	    -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 > fuzz/logs/$$t.log 2>&1 \
+	    || { tail -40 fuzz/logs/$$t.log; exit 1; }; \
+	  grep -E 'stat::number_of_executed_units|stat::average_exec_per_sec' fuzz/logs/$$t.log; \
+	done
+
+## Throughput against the hardware's own limits (HSM signing, quote checks).
+bench: deps
+	$(CARGO) run --release --quiet --bin zeroth -- bench hsm
+	$(CARGO) run --release --quiet --bin zeroth -- bench quote
 
 fmt:
 	$(CARGO) fmt --all

@@ -6,7 +6,11 @@ use anyhow::{Context, Result};
 use clap::Args;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
-use zeroth_attest::{verify_ek_chain, EkAlgorithm, Tpm, TrustAnchors};
+use zeroth_attest::verify::credential::{check_activation, make_credential};
+use zeroth_attest::verify::ek::check_ek;
+use zeroth_attest::verify::public::Public;
+use zeroth_attest::verify::quote::{check_ak, verify_quote, Ak};
+use zeroth_attest::{AkAlgorithm, Attester, EkAlgorithm, TrustAnchors};
 
 use zeroth_hsm::{Binding, Capability, KeyName, KeyStore, Pkcs11KeyStore, PublicKey, Sealer};
 
@@ -53,25 +57,68 @@ pub fn run(_args: &DemoArgs) -> Result<()> {
     Ok(())
 }
 
-fn show_tpm(tpm: &Swtpm) -> Result<()> {
+fn show_tpm(lab: &Swtpm) -> Result<()> {
     let mut anchors = TrustAnchors::default();
-    anchors.add_roots_pem(&read(tpm.ca_root_pem())?)?;
-    anchors.add_intermediates_pem(&read(tpm.ca_intermediate_pem())?)?;
-    let mut dev = Tpm::open(&tpm.tcti())?;
-    let random = dev.random(8)?;
-    println!("TPM 2.0    swtpm {} at {}", tpm.version(), tpm.tcti());
-    println!("           GetRandom: {}", hex(&random));
-    for alg in [EkAlgorithm::Rsa2048, EkAlgorithm::EccP384] {
-        let der = dev.ek_certificate(alg)?;
-        let chain = verify_ek_chain(&der, &anchors, SystemTime::now())
-            .with_context(|| format!("the {alg} EK certificate does not chain to the lab CA"))?;
-        println!(
-            "           EK {alg} certificate: subject \"{}\", issuer \"{}\", chains to the lab CA ({})",
-            chain.subject,
-            chain.issuer,
-            chain.path.join(" -> ")
-        );
+    anchors.add_roots_pem(&read(lab.ca_root_pem())?)?;
+    anchors.add_intermediates_pem(&read(lab.ca_intermediate_pem())?)?;
+    println!(
+        "swtpm {} on loopback; the lab CA plays the TPM manufacturer",
+        lab.version()
+    );
+    println!(
+        "$ zeroth tpm info --tcti {} --ek-roots <lab CA>",
+        lab.tcti()
+    );
+    let tpm = Attester::open(&lab.tcti())?;
+    super::tpm::print_info(&tpm, anchors.clone(), true)?;
+
+    // What enrolment will do: the machine proves its AK lives beside its EK,
+    // then quotes its boot PCRs; the verifier needs no TPM of its own.
+    println!("\n$ attestation round trip (machine: TPM through tss-esapi; verifier: pure Rust)");
+    let ek_pub = tpm.run(|t| t.ek_public(EkAlgorithm::Rsa2048))?;
+    let ek_cert = tpm.run(|t| t.ek_certificate(EkAlgorithm::Rsa2048))?;
+    let ak_blob = tpm.run(|t| t.create_ak(AkAlgorithm::EccP256))?;
+    let ek = Public::from_tpm2b(&ek_pub)?;
+    check_ek(&ek, Some(&ek_cert), &anchors, &[], SystemTime::now())?;
+    let ak_public = Public::from_tpm2b(&ak_blob.public)?;
+    check_ak(&ak_public)?;
+    println!(
+        "           EK certificate matches the EK; AK {} is fixedTPM, restricted, sign-only",
+        hex(&ak_public.name()[2..10])
+    );
+    let secret: [u8; 32] = rand::random();
+    let cred = make_credential(&ek, &ak_public.name(), &secret)?;
+    let blob = ak_blob.clone();
+    let recovered = tpm.run(move |t| {
+        t.activate_credential(&blob, &cred.credential_blob, &cred.encrypted_secret)
+    })?;
+    check_activation(&secret, &recovered)?;
+    println!("           MakeCredential -> ActivateCredential: secret recovered, so AK and EK share one TPM");
+    let nonce: [u8; 32] = rand::random();
+    let ak = Ak::under_ek(ak_public, &ek);
+    let blob = ak_blob.clone();
+    let quote = tpm.run(move |t| t.quote(&blob, &[0, 1, 2, 3, 4, 5, 6, 7], &nonce))?;
+    let v = verify_quote(
+        &ak,
+        &quote.attest,
+        &quote.signature,
+        &nonce,
+        &quote.pcrs,
+        None,
+    )?;
+    println!(
+        "           quote over sha256 PCRs 0-7 verified: nonce, signer, PCR digest; resetCount {}, clock {} ms",
+        v.clock.reset_count, v.clock.clock
+    );
+    let mut forged = quote.attest.clone();
+    if let Some(b) = forged.last_mut() {
+        *b ^= 1;
     }
+    let refused = verify_quote(&ak, &forged, &quote.signature, &nonce, &quote.pcrs, None)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "ACCEPTED".into());
+    println!("           the same quote with one bit flipped: refused ({refused})");
     Ok(())
 }
 

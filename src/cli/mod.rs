@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod hsm;
 mod lab;
+mod tpm;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,8 @@ enum Command {
     Lab(lab::LabArgs),
     /// Inspect the PKCS#11 HSM and create zeroth's standard keys in it.
     Hsm(hsm::HsmArgs),
+    /// Inspect the machine's TPM and its endorsement key certificates.
+    Tpm(tpm::TpmArgs),
     /// Measure zeroth against the raw speed of the hardware it drives.
     Bench(bench::BenchArgs),
 }
@@ -48,12 +51,18 @@ enum Command {
 /// 0 success, 1 failure, 2 bad usage.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The TPM library logs every failed probe (an absent NV index) to stderr;
+    // zeroth reports real failures itself. Set before any thread starts.
+    if std::env::var_os("TSS2_LOG").is_none() {
+        std::env::set_var("TSS2_LOG", "all+none");
+    }
     init_logging();
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Hsm(args) => hsm::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Tpm(args) => tpm::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,9 +75,10 @@ pub fn main() -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    // cryptoki logs an error for every vendor mechanism it has no name for.
+    // cryptoki logs an error for every vendor mechanism it has no name for,
+    // tss-esapi for every failed probe; both surface real failures as errors.
     let filter = EnvFilter::try_from_env("ZEROTH_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,cryptoki=off"));
+        .unwrap_or_else(|_| EnvFilter::new("warn,cryptoki=off,tss_esapi=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -296,6 +296,37 @@ impl Tpm {
         })
     }
 
+    /// Certificates the manufacturer stored in NV 0x01c00100–0x01c001ff
+    /// (TCG EK Credential Profile §2.2.1.5): intermediates between the EK
+    /// certificate and the manufacturer's root, to help path building.
+    pub fn nv_intermediates(&mut self) -> Result<Vec<Vec<u8>>, AttestError> {
+        use tss_esapi::abstraction::nv;
+        use tss_esapi::handles::TpmHandle;
+        use tss_esapi::interface_types::resource_handles::NvAuth;
+        let mut out = Vec::new();
+        let indices = nv::list(&mut self.ctx).map_err(tpm_err("NV listing"))?;
+        for (public, _) in indices {
+            let idx = public.nv_index();
+            if !(0x01c0_0100..=0x01c0_01ff).contains(&u32::from(idx)) {
+                continue;
+            }
+            let handle = self
+                .ctx
+                .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::NvIndex(idx)))
+                .map_err(tpm_err("TR_FromTPMPublic(NV)"))?;
+            let read = self
+                .ctx
+                .execute_with_nullauth_session(|c| {
+                    nv::read_full(c, NvAuth::NvIndex(handle.into()), idx)
+                })
+                .map_err(tpm_err("NV_Read(intermediate)"));
+            let mut h = handle;
+            let _ = self.ctx.tr_close(&mut h);
+            out.push(read?);
+        }
+        Ok(out)
+    }
+
     /// Runs `f` with the EK (created from the TCG default template, which
     /// reproduces the same key every time) loaded, then flushes it.
     fn with_ek<T>(

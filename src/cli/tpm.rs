@@ -1,0 +1,114 @@
+//! `zeroth tpm`: what the machine's TPM is and whether its EK is trusted.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use zeroth_attest::verify::ek_chain::ChainError;
+use zeroth_attest::{verify_ek_chain, Attester, EkAlgorithm, TrustAnchors};
+
+#[derive(Debug, Args)]
+pub struct TpmArgs {
+    #[command(subcommand)]
+    command: TpmCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TpmCommand {
+    /// Manufacturer, firmware, PCR banks, and the EK certificates with
+    /// whether they chain to the trusted manufacturer roots.
+    Info {
+        /// TCTI of the TPM: device:/dev/tpmrm0, swtpm:host=H,port=P, tabrmd.
+        #[arg(long, default_value = "device:/dev/tpmrm0")]
+        tcti: String,
+        /// Directory of trusted TPM manufacturer root certificates (PEM files).
+        #[arg(long, value_name = "DIR")]
+        ek_roots: Option<PathBuf>,
+        /// Extra intermediate certificates (PEM), besides those in the TPM's NV.
+        #[arg(long, value_name = "FILE")]
+        ek_intermediates: Option<PathBuf>,
+    },
+}
+
+pub fn run(args: &TpmArgs) -> Result<()> {
+    match &args.command {
+        TpmCommand::Info {
+            tcti,
+            ek_roots,
+            ek_intermediates,
+        } => {
+            let mut anchors = TrustAnchors::default();
+            if let Some(dir) = ek_roots {
+                load_roots(&mut anchors, dir)?;
+            }
+            if let Some(f) = ek_intermediates {
+                let pem = std::fs::read(f).with_context(|| format!("read {}", f.display()))?;
+                anchors.add_intermediates_pem(&pem)?;
+            }
+            let tpm = Attester::open(tcti)?;
+            print_info(&tpm, anchors, ek_roots.is_some())
+        }
+    }
+}
+
+/// Adds every PEM certificate in `dir` as a trusted root.
+pub fn load_roots(anchors: &mut TrustAnchors, dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("read the EK roots directory {}", dir.display()))?;
+    let mut n = 0;
+    for e in entries {
+        let path = e?.path();
+        if path.is_file() {
+            let pem = std::fs::read(&path)?;
+            match anchors.add_roots_pem(&pem) {
+                Ok(k) => n += k,
+                Err(ChainError::NoPemCertificate) => {}
+                Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+            }
+        }
+    }
+    anyhow::ensure!(n > 0, "no PEM certificates in {}", dir.display());
+    Ok(())
+}
+
+/// Prints what `zeroth tpm info` shows, one fact per line.
+pub fn print_info(tpm: &Attester, mut anchors: TrustAnchors, have_roots: bool) -> Result<()> {
+    let info = tpm.run(|t| t.info())?;
+    println!("TPM 2.0    {}", tpm.tcti());
+    println!(
+        "           manufacturer {} ({}), firmware {}",
+        info.manufacturer, info.vendor, info.firmware
+    );
+    println!("           PCR banks: {}", info.pcr_banks.join(", "));
+    let nv = tpm.run(|t| t.nv_intermediates())?;
+    if !nv.is_empty() {
+        println!("           {} intermediate certificate(s) in NV", nv.len());
+        anchors.intermediates.extend(nv);
+    }
+    for alg in [
+        EkAlgorithm::Rsa2048,
+        EkAlgorithm::EccP256,
+        EkAlgorithm::EccP384,
+    ] {
+        let Ok(der) = tpm.run(move |t| t.ek_certificate(alg)) else {
+            continue;
+        };
+        let verdict = match verify_ek_chain(&der, &anchors, SystemTime::now()) {
+            Ok(chain) => format!("chains to a trusted root ({})", chain.path.join(" -> ")),
+            Err(e) if have_roots => format!("NOT trusted: {e}"),
+            Err(_) => "trust not checked (no --ek-roots)".to_owned(),
+        };
+        let (subject, issuer) = names(&der);
+        println!("           EK {alg} certificate: subject \"{subject}\", issuer \"{issuer}\", {verdict}");
+    }
+    Ok(())
+}
+
+fn names(der: &[u8]) -> (String, String) {
+    use x509_parser::prelude::FromDer;
+    match x509_parser::certificate::X509Certificate::from_der(der) {
+        Ok((_, c)) => (c.subject().to_string(), c.issuer().to_string()),
+        Err(e) => (format!("unparsable ({e})"), String::new()),
+    }
+}
