@@ -27,11 +27,25 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         seconds: u64,
     },
+    /// Quote verifications per second in pure Rust, against running
+    /// `tpm2_checkquote` per quote, on quotes from a lab TPM.
+    Quote {
+        /// Seconds per pure-Rust measurement.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Quotes checked with tpm2_checkquote.
+        #[arg(long, default_value_t = 50)]
+        reference_quotes: usize,
+    },
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.command {
         BenchCommand::Hsm { token, seconds } => hsm(token, Duration::from_secs(*seconds)),
+        BenchCommand::Quote {
+            seconds,
+            reference_quotes,
+        } => super::bench_quote::run(Duration::from_secs(*seconds), *reference_quotes),
     }
 }
 

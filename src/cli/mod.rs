@@ -1,6 +1,7 @@
 //! The `zeroth` command line: one module per command group.
 
 mod bench;
+mod bench_quote;
 mod demo;
 mod hsm;
 mod lab;

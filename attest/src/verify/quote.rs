@@ -80,6 +80,21 @@ pub fn verify_signature(
             found: format!("{}-{}", alg::name(got_alg), alg::name(got_hash)),
         });
     }
+    // The common case, ECDSA P-256 over SHA-256, goes through ring's
+    // constant-time, assembly-optimised verifier.
+    if let (
+        KeyMaterial::Ecc {
+            curve: alg::ECC_NIST_P256,
+            x,
+            y,
+            ..
+        },
+        Signature::Ecdsa { r, s, .. },
+        HashAlg::Sha256,
+    ) = (&key.key, signature, want_hash)
+    {
+        return verify_p256_sha256(x, y, message, r, s);
+    }
     let digest = want_hash.digest(&[message]);
     match (&key.key, signature) {
         (KeyMaterial::Ecc { curve, x, y, .. }, Signature::Ecdsa { r, s, .. }) => {
@@ -112,6 +127,30 @@ fn left_pad(v: &[u8], n: usize) -> Option<Vec<u8>> {
         out.extend_from_slice(v);
         out
     })
+}
+
+fn verify_p256_sha256(
+    x: &[u8],
+    y: &[u8],
+    message: &[u8],
+    r: &[u8],
+    s: &[u8],
+) -> Result<(), VerifyError> {
+    let invalid = |_| VerifyError::AkKeyInvalid("ECC point too long for P-256".into());
+    let point = [
+        &[0x04][..],
+        &left_pad(x, 32).ok_or(()).map_err(invalid)?,
+        &left_pad(y, 32).ok_or(()).map_err(invalid)?,
+    ]
+    .concat();
+    let rs = [
+        left_pad(r, 32).ok_or(VerifyError::BadSignature)?,
+        left_pad(s, 32).ok_or(VerifyError::BadSignature)?,
+    ]
+    .concat();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &point)
+        .verify(message, &rs)
+        .map_err(|_| VerifyError::BadSignature)
 }
 
 fn verify_ecdsa(
