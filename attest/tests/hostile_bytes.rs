@@ -102,3 +102,41 @@ proptest! {
         prop_assert!(verify_quote(&ak(), &attest, &sig, &[1; 32], &zero_pcrs(), None).is_err());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn event_log_replay_never_panics(
+        flips in proptest::collection::vec((0usize..400, any::<u8>()), 0..6),
+        cut in 0usize..400,
+        tail in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut log = SEED_LOG.to_vec();
+        for (i, v) in flips {
+            let n = log.len();
+            log[i % n] ^= v;
+        }
+        log.truncate(cut);
+        log.extend(tail);
+        if let Ok(l) = zeroth_attest::verify::event_log::replay(&log) {
+            let _ = l.check_against(&zero_pcrs());
+        }
+    }
+}
+
+const SEED_LOG: &[u8] = include_bytes!("../../fuzz/seeds/event_log/two_banks");
+
+#[test]
+fn the_seed_log_replays_with_startup_locality() {
+    let log = zeroth_attest::verify::event_log::replay(SEED_LOG).unwrap();
+    assert_eq!(log.events.len(), 4);
+    // PCR 0 starts at locality 3, then measures "crtm".
+    let mut start = vec![0u8; 32];
+    start[31] = 3;
+    let crtm = HashAlg::Sha256.digest(&[b"crtm"]);
+    assert_eq!(
+        log.pcrs.get(HashAlg::Sha256, 0).unwrap(),
+        HashAlg::Sha256.digest(&[&start, &crtm])
+    );
+}

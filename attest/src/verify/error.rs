@@ -58,6 +58,13 @@ pub enum VerifyError {
         expected: String,
         found: String,
     },
+    #[error("event log replay gives PCR {bank}:{index} = {replayed}, but the quote says {quoted}: the log is not the one measured")]
+    EventLogMismatch {
+        bank: String,
+        index: u8,
+        replayed: String,
+        quoted: String,
+    },
     #[error("credential activation secret mismatch: the AK and EK are not in the same TPM")]
     CredentialMismatch,
     #[error("the EK cannot be used for MakeCredential: {0}")]

@@ -8,6 +8,7 @@ pub mod credential;
 pub mod ek;
 pub mod ek_chain;
 mod error;
+pub mod event_log;
 pub mod pcr;
 pub mod public;
 pub mod quote;
