@@ -228,3 +228,30 @@ fn quotes_across_a_reboot_move_reset_count_forward() {
         })
     ));
 }
+
+#[test]
+fn an_rsa_ak_is_activated_and_its_quotes_verify() {
+    let lab = Swtpm::start().unwrap();
+    let tpm = Attester::open(&lab.tcti()).unwrap();
+    let ek = Public::from_tpm2b(&tpm.run(|t| t.ek_public(EkAlgorithm::Rsa2048)).unwrap()).unwrap();
+    let blob = tpm.run(|t| t.create_ak(AkAlgorithm::Rsa2048)).unwrap();
+    let public = Public::from_tpm2b(&blob.public).unwrap();
+    check_ak(&public).unwrap();
+    assert!(matches!(public.key, KeyMaterial::Rsa { bits: 2048, .. }));
+    let cred = make_credential(&ek, &public.name(), b"rsa ak").unwrap();
+    let b = blob.clone();
+    let got = tpm
+        .run(move |t| t.activate_credential(&b, &cred.credential_blob, &cred.encrypted_secret))
+        .unwrap();
+    assert_eq!(&got[..], b"rsa ak");
+    let ak = Ak::under_ek(public, &ek);
+    let q = tpm.run(move |t| t.quote(&blob, &[0, 7], &[5; 20])).unwrap();
+    verify_quote(&ak, &q.attest, &q.signature, &[5; 20], &q.pcrs, None).unwrap();
+    let mut bad = q.signature.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(
+        verify_quote(&ak, &q.attest, &bad, &[5; 20], &q.pcrs, None),
+        Err(VerifyError::BadSignature)
+    );
+}

@@ -298,3 +298,58 @@ fn the_ek_certificate_must_certify_the_ek_presented() {
         Ok(EkTrust::Certificate(_))
     ));
 }
+
+#[test]
+fn our_make_credential_for_an_ecc_ek_is_activated_by_the_tpm() {
+    let tpm = Swtpm::start().unwrap();
+    let t = Tpm2Tools::new(&tpm);
+    // The TCG default ECC P-256 EK (policy: PolicySecret(endorsement)).
+    t.run(&["tpm2_createek", "-c", "ek.ctx", "-G", "ecc", "-u", "ek.pub"]);
+    t.run(&[
+        "tpm2_createak",
+        "-C",
+        "ek.ctx",
+        "-c",
+        "ak.ctx",
+        "-G",
+        "ecc",
+        "-g",
+        "sha256",
+        "-s",
+        "ecdsa",
+        "-u",
+        "ak.pub",
+        "-n",
+        "ak.name",
+    ]);
+    let ek = Public::from_tpm2b(&t.read("ek.pub")).unwrap();
+    assert!(matches!(
+        ek.key,
+        zeroth_attest::verify::public::KeyMaterial::Ecc { .. }
+    ));
+    let secret = [0xa5u8; 20];
+    let cred = make_credential(&ek, &t.read("ak.name"), &secret).unwrap();
+    std::fs::write(t.path("cred.in"), cred.to_tpm2_tools_file()).unwrap();
+    t.run(&[
+        "tpm2_startauthsession",
+        "--policy-session",
+        "-S",
+        "session.ctx",
+    ]);
+    t.run(&["tpm2_policysecret", "-S", "session.ctx", "-c", "e"]);
+    t.run(&[
+        "tpm2_activatecredential",
+        "-c",
+        "ak.ctx",
+        "-C",
+        "ek.ctx",
+        "-i",
+        "cred.in",
+        "-o",
+        "secret.out",
+        "-P",
+        "session:session.ctx",
+    ]);
+    t.run(&["tpm2_flushcontext", "session.ctx"]);
+    assert_eq!(t.read("secret.out"), secret);
+}
