@@ -1,0 +1,113 @@
+//! The `zeroth` binary as a newcomer and an operator run it.
+
+use std::process::Command;
+
+use zeroth::lab::{LabDir, Swtpm};
+
+fn zeroth(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn demo_shows_every_part_working_and_leaves_nothing_behind() {
+    let running = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = running.id();
+    let child = running.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    for expected in [
+        "chains to a trusted root",
+        "secret recovered, so AK and EK share one TPM",
+        "quote over sha256 PCRs 0-7 verified",
+        "refused (the signature does not verify under the AK)",
+        "Ed25519 yes, ECDSA yes, AES-GCM yes",
+        "store-kek",
+        "ed25519-dalek verified it",
+        "it opens in its row and not in another",
+        "event_scheduler=ON",
+        "lab stopped: every daemon reaped",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "demo output lacks {expected:?}:\n{stdout}"
+        );
+    }
+    let prefix = format!("zeroth-lab.{pid}.");
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "the demo left {left:?}");
+}
+
+#[test]
+fn version_and_help_read_well() {
+    let (ok, out, _) = zeroth(&["--version"]);
+    assert!(ok);
+    assert!(out.starts_with("zeroth "), "{out}");
+    let (ok, out, _) = zeroth(&["--help"]);
+    assert!(ok);
+    for cmd in ["demo", "lab", "hsm", "tpm", "bench"] {
+        assert!(out.contains(cmd), "--help lacks {cmd}:\n{out}");
+    }
+    let (ok, _, err) = zeroth(&["hsm", "status"]);
+    assert!(!ok);
+    assert!(err.contains("--module is required"), "{err}");
+}
+
+#[test]
+fn tpm_info_says_whether_the_ek_chains_to_the_configured_roots() {
+    let lab = Swtpm::start().unwrap();
+    let roots = LabDir::new("roots").unwrap();
+    std::fs::copy(lab.ca_root_pem(), roots.join("lab-root.pem")).unwrap();
+    let (ok, out, err) = zeroth(&[
+        "tpm",
+        "info",
+        "--tcti",
+        &lab.tcti(),
+        "--ek-roots",
+        roots.path().to_str().unwrap(),
+        "--ek-intermediates",
+        lab.ca_intermediate_pem().to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("manufacturer IBM"), "{out}");
+    assert!(out.contains("PCR banks: sha256"), "{out}");
+    assert_eq!(out.matches("chains to a trusted root").count(), 2, "{out}");
+
+    // Another manufacturer's root: the same names, a different key.
+    let other = Swtpm::start().unwrap();
+    let foreign = LabDir::new("roots").unwrap();
+    std::fs::copy(other.ca_root_pem(), foreign.join("other-root.pem")).unwrap();
+    let (ok, out, err) = zeroth(&[
+        "tpm",
+        "info",
+        "--tcti",
+        &lab.tcti(),
+        "--ek-roots",
+        foreign.path().to_str().unwrap(),
+        "--ek-intermediates",
+        lab.ca_intermediate_pem().to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("NOT trusted"), "{out}");
+    assert!(!out.contains("chains to a trusted root"), "{out}");
+}
