@@ -5,5 +5,7 @@
 //! credentials in return.
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod lab;
+pub mod store;

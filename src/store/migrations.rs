@@ -1,0 +1,61 @@
+//! Versioned schema migrations, applied in order, each in one transaction.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// (version, SQL). Append only: a released migration never changes.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE audit (
+        seq        INTEGER PRIMARY KEY,
+        time       INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        subject    TEXT NOT NULL,
+        detail     TEXT NOT NULL,
+        prev_hash  BLOB NOT NULL,
+        hash       BLOB NOT NULL
+     );
+     CREATE TABLE audit_checkpoints (
+        seq        INTEGER PRIMARY KEY,
+        hash       BLOB NOT NULL,
+        signature  BLOB NOT NULL,
+        time       INTEGER NOT NULL
+     );",
+)];
+
+pub const LATEST: i64 = 1;
+
+pub fn current(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .map_err(StoreError::sql("reading the schema version"))
+}
+
+pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+         INSERT INTO schema_version (version)
+            SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM schema_version);",
+    )
+    .map_err(StoreError::sql("creating the schema_version table"))?;
+    let found = current(conn)?;
+    if found > LATEST {
+        return Err(StoreError::TooNew {
+            found,
+            supported: LATEST,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        let tx = conn
+            .transaction()
+            .map_err(StoreError::sql("starting a migration"))?;
+        tx.execute_batch(sql)
+            .map_err(StoreError::sql("applying a migration"))?;
+        tx.execute("UPDATE schema_version SET version = ?1", [version])
+            .map_err(StoreError::sql("recording a migration"))?;
+        tx.commit()
+            .map_err(StoreError::sql("committing a migration"))?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
