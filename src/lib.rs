@@ -7,5 +7,6 @@
 
 pub mod audit;
 pub mod cli;
+pub mod identity;
 pub mod lab;
 pub mod store;
