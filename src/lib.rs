@@ -5,8 +5,12 @@
 //! credentials in return.
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod audit;
 pub mod cli;
+pub mod config;
 pub mod identity;
 pub mod lab;
+pub mod policy;
+pub mod server;
 pub mod store;

@@ -1,10 +1,12 @@
 //! The `zeroth` command line: one module per command group.
 
+mod agent;
 mod bench;
 mod bench_quote;
 mod demo;
 mod hsm;
 mod lab;
+mod server;
 mod tpm;
 
 use std::process::ExitCode;
@@ -42,6 +44,10 @@ enum Command {
     Lab(lab::LabArgs),
     /// Inspect the PKCS#11 HSM and create zeroth's standard keys in it.
     Hsm(hsm::HsmArgs),
+    /// Run the zeroth server: TPM enrolment and identities over HTTPS, keys in the HSM.
+    Server(server::ServerArgs),
+    /// The machine side: enrol through the TPM.
+    Agent(agent::AgentArgs),
     /// Inspect the machine's TPM and its endorsement key certificates.
     Tpm(tpm::TpmArgs),
     /// Measure zeroth against the raw speed of the hardware it drives.
@@ -64,6 +70,8 @@ pub fn main() -> ExitCode {
         Command::Hsm(args) => hsm::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Tpm(args) => tpm::run(&args),
+        Command::Server(args) => server::run(&args),
+        Command::Agent(args) => agent::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

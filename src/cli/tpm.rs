@@ -1,11 +1,10 @@
 //! `zeroth tpm`: what the machine's TPM is and whether its EK is trusted.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use zeroth_attest::verify::ek_chain::ChainError;
 use zeroth_attest::{verify_ek_chain, Attester, EkAlgorithm, TrustAnchors};
 
 #[derive(Debug, Args)]
@@ -38,38 +37,15 @@ pub fn run(args: &TpmArgs) -> Result<()> {
             ek_roots,
             ek_intermediates,
         } => {
-            let mut anchors = TrustAnchors::default();
-            if let Some(dir) = ek_roots {
-                load_roots(&mut anchors, dir)?;
-            }
-            if let Some(f) = ek_intermediates {
-                let pem = std::fs::read(f).with_context(|| format!("read {}", f.display()))?;
-                anchors.add_intermediates_pem(&pem)?;
-            }
+            let anchors = crate::policy::enrolment::trust_anchors(
+                ek_roots.as_deref(),
+                ek_intermediates.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?;
             let tpm = Attester::open(tcti)?;
             print_info(&tpm, anchors, ek_roots.is_some())
         }
     }
-}
-
-/// Adds every PEM certificate in `dir` as a trusted root.
-pub fn load_roots(anchors: &mut TrustAnchors, dir: &Path) -> Result<()> {
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("read the EK roots directory {}", dir.display()))?;
-    let mut n = 0;
-    for e in entries {
-        let path = e?.path();
-        if path.is_file() {
-            let pem = std::fs::read(&path)?;
-            match anchors.add_roots_pem(&pem) {
-                Ok(k) => n += k,
-                Err(ChainError::NoPemCertificate) => {}
-                Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
-            }
-        }
-    }
-    anyhow::ensure!(n > 0, "no PEM certificates in {}", dir.display());
-    Ok(())
 }
 
 /// Prints what `zeroth tpm info` shows, one fact per line.

@@ -19,6 +19,7 @@ pub mod sshd;
 pub mod swtpm;
 pub mod tools;
 pub mod wait;
+pub mod zeroth_server;
 
 pub use bench::{Bench, Component};
 pub use dir::LabDir;
@@ -28,6 +29,7 @@ pub use postgres::Postgres;
 pub use softhsm::SoftHsm;
 pub use sshd::{Sshd, SshdOptions};
 pub use swtpm::Swtpm;
+pub use zeroth_server::ZerothServer;
 
 use secrecy::SecretString;
 

@@ -5,9 +5,10 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// (version, SQL). Append only: a released migration never changes.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE audit (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE audit (
         seq        INTEGER PRIMARY KEY,
         time       INTEGER NOT NULL,
         kind       TEXT NOT NULL,
@@ -22,9 +23,53 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         signature  BLOB NOT NULL,
         time       INTEGER NOT NULL
      );",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE nodes (
+        id             TEXT PRIMARY KEY,
+        grp            TEXT NOT NULL,
+        state          TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'revoked')),
+        ek_hash        TEXT NOT NULL UNIQUE,
+        ek_public      BLOB NOT NULL,
+        ek_cert        BLOB,
+        ak_public      BLOB NOT NULL,
+        hostname       TEXT NOT NULL,
+        clock          INTEGER NOT NULL,
+        reset_count    INTEGER NOT NULL,
+        restart_count  INTEGER NOT NULL,
+        created        INTEGER NOT NULL,
+        updated        INTEGER NOT NULL
+     );
+     CREATE TABLE challenges (
+        id           TEXT PRIMARY KEY,
+        grp          TEXT NOT NULL,
+        ek_hash      TEXT NOT NULL,
+        ek_public    BLOB NOT NULL,
+        ek_cert      BLOB,
+        ak_public    BLOB NOT NULL,
+        hostname     TEXT NOT NULL,
+        nonce        BLOB NOT NULL,
+        secret_hash  BLOB NOT NULL,
+        expires      INTEGER NOT NULL,
+        used         INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE TABLE svids (
+        serial     TEXT PRIMARY KEY,
+        node_id    TEXT NOT NULL REFERENCES nodes(id),
+        spiffe_id  TEXT NOT NULL,
+        not_after  INTEGER NOT NULL,
+        issued     INTEGER NOT NULL
+     );
+     CREATE TABLE ca_certificates (
+        name     TEXT PRIMARY KEY,
+        der      BLOB NOT NULL,
+        created  INTEGER NOT NULL
+     );",
+    ),
+];
 
-pub const LATEST: i64 = 1;
+pub const LATEST: i64 = 2;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

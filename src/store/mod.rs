@@ -6,6 +6,7 @@
 //! server acknowledges what it recorded.
 
 mod migrations;
+pub mod nodes;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};

@@ -1,0 +1,6 @@
+//! `zeroth agent`: the machine side. It enrols through the TPM and keeps on
+//! disk only public material and TPM-wrapped key blobs.
+
+pub mod enrol;
+
+pub use enrol::{enrol, EnrolOptions, Outcome};

@@ -1,0 +1,70 @@
+//! `zeroth agent`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use crate::agent::{enrol, EnrolOptions, Outcome};
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    command: AgentCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Enrol this machine through its TPM and obtain its X.509-SVID.
+    Enroll {
+        /// The zeroth server, e.g. https://zeroth.example.org:8443.
+        #[arg(long)]
+        server: String,
+        /// The zeroth CA certificate (PEM) the server's certificate chains to.
+        #[arg(long, value_name = "FILE")]
+        ca_bundle: PathBuf,
+        /// The node group whose policy admits this machine.
+        #[arg(long)]
+        group: String,
+        /// TCTI of the TPM.
+        #[arg(long, default_value = "device:/dev/tpmrm0")]
+        tcti: String,
+        /// Where the agent keeps its TPM-wrapped keys and certificates.
+        #[arg(long, default_value = "/var/lib/zeroth-agent")]
+        state_dir: PathBuf,
+    },
+}
+
+pub fn run(args: &AgentArgs) -> Result<()> {
+    match &args.command {
+        AgentCommand::Enroll {
+            server,
+            ca_bundle,
+            group,
+            tcti,
+            state_dir,
+        } => {
+            let outcome = enrol(&EnrolOptions {
+                server: server.clone(),
+                ca_bundle: ca_bundle.clone(),
+                group: group.clone(),
+                tcti: tcti.clone(),
+                state_dir: state_dir.clone(),
+            })?;
+            match outcome {
+                Outcome::Approved {
+                    node_id, spiffe_id, ..
+                } => {
+                    println!(
+                        "enrolled: node {node_id} is {spiffe_id}; SVID in {}",
+                        state_dir.join("svid.pem").display()
+                    )
+                }
+                Outcome::Pending { node_id } => {
+                    println!("pending: node {node_id} awaits an operator's `zeroth node approve {node_id}`")
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! `zeroth server`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::config::ServerConfig;
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Configuration file.
+    #[arg(long, default_value = "/etc/zeroth/server.toml")]
+    config: PathBuf,
+}
+
+pub fn run(args: &ServerArgs) -> Result<()> {
+    let config = ServerConfig::load(&args.config)?;
+    crate::server::run(config)
+}

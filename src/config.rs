@@ -1,0 +1,272 @@
+//! Typed configuration, validated at load with messages that name the key
+//! and the fix.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::identity::spiffe::check_trust_domain;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: `{key}` {problem}")]
+    Invalid {
+        path: String,
+        key: String,
+        problem: String,
+    },
+}
+
+/// `/etc/zeroth/server.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the HTTPS API listens on, e.g. "0.0.0.0:8443".
+    pub listen: SocketAddr,
+    /// The SPIFFE trust domain, e.g. "example.org".
+    pub trust_domain: String,
+    /// Directory for the database (zeroth.db); 0700, owned by zeroth.
+    pub state_dir: PathBuf,
+    /// DNS names and IP addresses the server's TLS certificate carries.
+    pub tls_names: Vec<String>,
+    pub hsm: HsmConfig,
+    /// Node groups: each holds the enrolment policy of its nodes.
+    #[serde(rename = "group")]
+    pub groups: Vec<GroupConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    pub module: PathBuf,
+    pub token_label: String,
+    /// A file holding the user PIN, or…
+    pub pin_file: Option<PathBuf>,
+    /// …the name of a systemd credential holding it.
+    pub pin_credential: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub name: String,
+    /// Directory of trusted TPM manufacturer root certificates (PEM).
+    pub ek_roots: Option<PathBuf>,
+    /// Extra intermediate certificates (PEM file).
+    pub ek_intermediates: Option<PathBuf>,
+    /// SHA-256 (hex) of EK public areas admitted without a certificate.
+    #[serde(default)]
+    pub ek_allow: Vec<String>,
+    /// SHA-256 PCRs every quote must cover.
+    #[serde(default = "default_pcrs")]
+    pub pcrs: Vec<u8>,
+    /// Expected values, "sha256:<index>" = "<hex>".
+    #[serde(default)]
+    pub pcr_policy: BTreeMap<String, String>,
+    /// Approve nodes that pass every check, or leave them pending for an operator.
+    #[serde(default)]
+    pub auto_approve: bool,
+    /// Lifetime of node X.509-SVIDs, e.g. "1h".
+    #[serde(default = "default_svid_ttl", with = "humantime_serde_compat")]
+    pub svid_ttl: Duration,
+}
+
+fn default_pcrs() -> Vec<u8> {
+    (0..8).collect()
+}
+
+fn default_svid_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a duration like \"10m\" or \"1h\": {e}"
+            ))
+        })
+    }
+}
+
+impl ServerConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            problem,
+        };
+        check_trust_domain(&self.trust_domain)
+            .map_err(|e| invalid("trust_domain", format!("is invalid: {}", e.reason)))?;
+        if self.tls_names.is_empty() {
+            return Err(invalid(
+                "tls_names",
+                "must list at least one name agents use to reach the server".into(),
+            ));
+        }
+        match (&self.hsm.pin_file, &self.hsm.pin_credential) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "hsm.pin_file",
+                    "and hsm.pin_credential are exclusive: keep one".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "hsm.pin_file",
+                    "or hsm.pin_credential is required (never put the PIN itself in this file)"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.groups.is_empty() {
+            return Err(invalid(
+                "group",
+                "needs at least one [[group]] table".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            let key = |k: &str| format!("group[{i}].{k}");
+            if !seen.insert(&g.name) {
+                return Err(invalid(&key("name"), format!("{:?} is used twice", g.name)));
+            }
+            if g.ek_roots.is_none() && g.ek_allow.is_empty() {
+                return Err(invalid(
+                    &key("ek_roots"),
+                    "or ek_allow is required: without either no TPM can be trusted".into(),
+                ));
+            }
+            if g.pcrs.iter().any(|p| *p > 23) {
+                return Err(invalid(&key("pcrs"), "lists a PCR above 23".into()));
+            }
+            for (k, v) in &g.pcr_policy {
+                let idx = k.strip_prefix("sha256:").and_then(|i| i.parse::<u8>().ok());
+                match idx {
+                    Some(i) if g.pcrs.contains(&i) => {}
+                    Some(i) => {
+                        return Err(invalid(
+                            &key("pcr_policy"),
+                            format!("sets PCR {i}, which `pcrs` does not quote"),
+                        ))
+                    }
+                    None => {
+                        return Err(invalid(
+                            &key("pcr_policy"),
+                            format!("key {k:?} is not \"sha256:<index>\""),
+                        ))
+                    }
+                }
+                if v.len() != 64 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(invalid(
+                        &key("pcr_policy"),
+                        format!("value for {k} is not 64 hex digits"),
+                    ));
+                }
+            }
+            if g.svid_ttl < Duration::from_secs(60) {
+                return Err(invalid(&key("svid_ttl"), "must be at least 1m".into()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn group(&self, name: &str) -> Option<&GroupConfig> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:8443"
+trust_domain = "example.org"
+state_dir = "/var/lib/zeroth"
+tls_names = ["localhost", "127.0.0.1"]
+
+[hsm]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "zeroth"
+pin_file = "/etc/zeroth/hsm.pin"
+
+[[group]]
+name = "edge"
+ek_roots = "/etc/zeroth/ek-roots"
+auto_approve = true
+svid_ttl = "30m"
+"#;
+
+    #[test]
+    fn a_good_config_loads_with_defaults() {
+        let c = ServerConfig::parse(GOOD, "server.toml").unwrap();
+        let g = c.group("edge").unwrap();
+        assert_eq!(g.pcrs, (0..8).collect::<Vec<_>>());
+        assert_eq!(g.svid_ttl, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        let cases = [
+            (GOOD.replace("example.org", "Example.ORG"), "trust_domain"),
+            (
+                GOOD.replace("pin_file = \"/etc/zeroth/hsm.pin\"", ""),
+                "hsm.pin_file",
+            ),
+            (
+                GOOD.replace("ek_roots = \"/etc/zeroth/ek-roots\"", ""),
+                "group[0].ek_roots",
+            ),
+            (GOOD.replace("\"30m\"", "\"soon\""), "not a duration"),
+            (GOOD.replace("listen =", "lisen ="), "unknown field `lisen`"),
+            (
+                format!(
+                    "{GOOD}\n[group.pcr_policy]\n\"sha256:9\" = \"{}\"\n",
+                    "00".repeat(32)
+                ),
+                "does not quote",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = ServerConfig::parse(&text, "server.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "expected {want:?} in: {err}");
+        }
+    }
+}

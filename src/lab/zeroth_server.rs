@@ -1,0 +1,92 @@
+//! A real `zeroth server` process on the lab: its HSM is the lab's SoftHSM
+//! token, its TPM manufacturer roots are whatever the caller trusts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use rustix::process::Signal;
+
+use super::process::Daemon;
+use super::{wait, LabDir, LabError, SoftHsm};
+
+/// The trust domain lab servers use.
+pub const TRUST_DOMAIN: &str = "lab.zeroth";
+
+/// A running zeroth server.
+#[derive(Debug)]
+pub struct ZerothServer {
+    daemon: Daemon,
+    url: String,
+    state_dir: PathBuf,
+    dir: LabDir,
+}
+
+impl ZerothServer {
+    /// Starts `exe server` with `groups` (TOML `[[group]]` tables) and the
+    /// lab token as its HSM; returns once it listens.
+    pub fn start(exe: &Path, hsm: &SoftHsm, groups: &str) -> Result<Self, LabError> {
+        let dir = LabDir::new("zeroth-server")?;
+        let state_dir = dir.subdir("state", 0o700)?;
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\ntrust_domain = \"{TRUST_DOMAIN}\"\nstate_dir = \"{}\"\ntls_names = [\"localhost\", \"127.0.0.1\"]\n\n[hsm]\nmodule = \"{}\"\ntoken_label = \"{}\"\npin_file = \"{}\"\n\n{groups}\n",
+            state_dir.display(),
+            hsm.module().display(),
+            hsm.token_label(),
+            hsm.pin_file().display()
+        );
+        let config_path = dir.write("server.toml", config.as_bytes(), 0o600)?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("server")
+            .arg("--config")
+            .arg(&config_path)
+            .env("SOFTHSM2_CONF", hsm.conf())
+            .env("ZEROTH_LOG", "info");
+        let log = dir.join("server.log");
+        let mut daemon = Daemon::spawn("zeroth server", cmd, &log, Signal::TERM)?;
+        let url = wait::until(
+            "zeroth server",
+            &mut daemon,
+            Duration::from_secs(30),
+            || {
+                let text = std::fs::read_to_string(&log).ok()?;
+                text.lines()
+                    .find_map(|l| l.strip_prefix("zeroth server listening on "))
+                    .map(|u| u.trim().to_owned())
+            },
+        )?;
+        Ok(Self {
+            daemon,
+            url,
+            state_dir,
+            dir,
+        })
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The CA bundle (PEM) agents trust.
+    pub fn bundle(&self) -> PathBuf {
+        self.state_dir.join("bundle.pem")
+    }
+
+    /// The server's database.
+    pub fn database(&self) -> PathBuf {
+        self.state_dir.join("zeroth.db")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.daemon.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.daemon.pid())
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}

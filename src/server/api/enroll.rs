@@ -1,0 +1,461 @@
+//! TPM enrolment (DESIGN.md, "Enrolment protocol"): `begin` checks the EK and
+//! AK and returns a credential only that TPM can activate; `finish` checks
+//! the activation, a fresh quote and the certified identity key, then
+//! records the node and issues its X.509-SVID.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroth_attest::verify::alg::HashAlg;
+use zeroth_attest::verify::attestation::ClockInfo;
+use zeroth_attest::verify::credential::make_credential;
+use zeroth_attest::verify::ek::{check_ek, ek_hash, EkTrust};
+use zeroth_attest::verify::pcr::PcrValues;
+use zeroth_attest::verify::public::{KeyMaterial, Public};
+use zeroth_attest::verify::quote::{check_ak, verify_certify, verify_quote, Ak};
+
+use super::error::{b64, ApiError, JsonBody};
+use crate::audit::{self, Event};
+use crate::identity::x509_ca::pem_encode;
+use crate::identity::{P256Subject, SpiffeId};
+use crate::server::state::{AppState, Shared};
+use crate::store::nodes::{self, Challenge, ChallengeRefusal, Node, NodeState};
+use crate::store::now;
+
+/// How long a challenge may be redeemed.
+pub const CHALLENGE_TTL: i64 = 60;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeginRequest {
+    pub group: String,
+    pub hostname: String,
+    /// TPM2B_PUBLIC of the EK, base64.
+    pub ek_public: String,
+    /// DER EK certificate from NV, base64.
+    pub ek_certificate: Option<String>,
+    /// TPM2B_PUBLIC of the AK, base64.
+    pub ak_public: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BeginResponse {
+    pub challenge_id: String,
+    /// TPM2B_ID_OBJECT contents, base64.
+    pub credential_blob: String,
+    /// TPM2B_ENCRYPTED_SECRET contents, base64.
+    pub encrypted_secret: String,
+    /// Qualifying data for the quote and the certification, base64.
+    pub nonce: String,
+    /// SHA-256 PCRs to quote.
+    pub pcrs: Vec<u8>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishRequest {
+    pub challenge_id: String,
+    /// The secret ActivateCredential recovered, base64.
+    pub secret: String,
+    /// TPMS_ATTEST of the quote, base64.
+    pub quote_attest: String,
+    /// TPMT_SIGNATURE of the quote, base64.
+    pub quote_signature: String,
+    /// "sha256:<index>" -> hex value of each quoted PCR.
+    pub pcrs: std::collections::BTreeMap<String, String>,
+    /// TPM2B_PUBLIC of the TPM-resident identity key, base64.
+    pub identity_key: String,
+    /// TPMS_ATTEST of TPM2_Certify(identity key, AK), base64.
+    pub certify_attest: String,
+    /// TPMT_SIGNATURE of the certification, base64.
+    pub certify_signature: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FinishResponse {
+    pub node_id: String,
+    pub state: NodeState,
+    pub spiffe_id: String,
+    /// The node's X.509-SVID (PEM), when approved.
+    pub svid: Option<String>,
+    /// The trust bundle (PEM).
+    pub bundle: String,
+}
+
+fn b64e(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    use rand::RngCore;
+    let mut b = [0u8; N];
+    rand::rng().fill_bytes(&mut b);
+    b
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Records a refusal in the audit log, then returns it. If the audit write
+/// fails, the caller sees that failure instead.
+fn refuse(s: &AppState, subject: &str, err: ApiError) -> ApiError {
+    let mut conn = s.store.lock();
+    let recorded = conn
+        .transaction()
+        .map_err(|e| crate::store::StoreError::sql("starting a transaction")(e).into())
+        .and_then(|tx| {
+            audit::append(
+                &tx,
+                &Event {
+                    kind: "enrol.rejected",
+                    subject,
+                    detail: serde_json::json!({"reason": err.reason, "status": err.status.as_u16()}),
+                },
+            )?;
+            tx.commit().map_err(|e| crate::store::StoreError::sql("committing")(e))?;
+            Ok::<(), crate::audit::AuditError>(())
+        });
+    match recorded {
+        Ok(()) => err,
+        Err(e) => e.into(),
+    }
+}
+
+pub async fn begin(
+    State(s): State<Shared>,
+    JsonBody(req): JsonBody<BeginRequest>,
+) -> Result<Json<BeginResponse>, ApiError> {
+    s.blocking(move |s| begin_blocking(s, req)).await?.map(Json)
+}
+
+fn begin_blocking(s: &AppState, req: BeginRequest) -> Result<BeginResponse, ApiError> {
+    let group = s
+        .groups
+        .get(&req.group)
+        .ok_or_else(|| ApiError::not_found(format!("no node group {:?}", req.group)))?;
+    let ek_bytes = b64("ek_public", &req.ek_public)?;
+    let ak_bytes = b64("ak_public", &req.ak_public)?;
+    let ek_cert = req
+        .ek_certificate
+        .as_deref()
+        .map(|c| b64("ek_certificate", c))
+        .transpose()?;
+    let ek = Public::from_tpm2b(&ek_bytes)
+        .map_err(|e| ApiError::bad_request(format!("`ek_public`: {e}")))?;
+    let ak = Public::from_tpm2b(&ak_bytes)
+        .map_err(|e| ApiError::bad_request(format!("`ak_public`: {e}")))?;
+    let ek_id = ek_hash(&ek);
+    let subject = format!("ek/{}", &ek_id[..16]);
+
+    let verdict = check_ek(
+        &ek,
+        ek_cert.as_deref(),
+        &group.anchors,
+        &group.ek_allow,
+        std::time::SystemTime::now(),
+    )
+    .and_then(|trust| check_ak(&ak).map(|()| trust));
+    let trust = match verdict {
+        Ok(t) => t,
+        Err(e) => return Err(refuse(s, &subject, ApiError::rejected(e.to_string()))),
+    };
+    // A node's EK and AK are pinned to its id once enrolled. (The lookup is
+    // its own statement: the store lock must be released before `refuse`.)
+    let existing = nodes::node_by_ek(&s.store.lock(), &ek_id)?;
+    if let Some(node) = existing {
+        if node.state == NodeState::Revoked {
+            return Err(refuse(
+                s,
+                &subject,
+                ApiError::rejected(format!("this TPM is node {}, which was revoked", node.id)),
+            ));
+        }
+        if node.ak_public != ak_bytes {
+            return Err(refuse(
+                s,
+                &subject,
+                ApiError::rejected(format!(
+                    "this TPM is node {} with another AK; an operator must re-enrol it",
+                    node.id
+                )),
+            ));
+        }
+    }
+
+    let secret: [u8; 32] = random();
+    let nonce: [u8; 32] = random();
+    let cred =
+        make_credential(&ek, &ak.name(), &secret).map_err(|e| ApiError::rejected(e.to_string()))?;
+    let id = hex(&random::<16>());
+    nodes::insert_challenge(
+        &s.store.lock(),
+        &Challenge {
+            id: id.clone(),
+            group: group.name.clone(),
+            ek_hash: ek_id,
+            ek_public: ek_bytes,
+            ek_cert,
+            ak_public: ak_bytes,
+            hostname: req.hostname,
+            nonce: nonce.to_vec(),
+            secret_hash: Sha256::digest(secret).to_vec(),
+            expires: now() + CHALLENGE_TTL,
+        },
+    )?;
+    tracing::info!(challenge = %id, trust = %match trust { EkTrust::Certificate(_) => "certificate", EkTrust::AllowListed => "allow-list" }, "enrolment begun");
+    Ok(BeginResponse {
+        challenge_id: id,
+        credential_blob: b64e(&cred.credential_blob),
+        encrypted_secret: b64e(&cred.encrypted_secret),
+        nonce: b64e(&nonce),
+        pcrs: group.pcrs.clone(),
+    })
+}
+
+pub async fn finish(
+    State(s): State<Shared>,
+    JsonBody(req): JsonBody<FinishRequest>,
+) -> Result<(StatusCode, Json<FinishResponse>), ApiError> {
+    s.blocking(move |s| finish_blocking(s, req))
+        .await?
+        .map(|r| {
+            let status = if r.state == NodeState::Approved {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            (status, Json(r))
+        })
+}
+
+fn parse_pcrs(pcrs: &std::collections::BTreeMap<String, String>) -> Result<PcrValues, ApiError> {
+    let mut values = PcrValues::default();
+    for (k, v) in pcrs {
+        let idx = k
+            .strip_prefix("sha256:")
+            .and_then(|i| i.parse::<u8>().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("`pcrs` key {k:?} is not \"sha256:<index>\""))
+            })?;
+        if v.len() != 64 || !v.is_ascii() {
+            return Err(ApiError::bad_request(format!(
+                "`pcrs.{k}` is not 64 hex digits"
+            )));
+        }
+        let value = (0..64)
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&v[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| ApiError::bad_request(format!("`pcrs.{k}` is not 64 hex digits")))?;
+        values.insert(HashAlg::Sha256, idx, value);
+    }
+    Ok(values)
+}
+
+fn finish_blocking(s: &AppState, req: FinishRequest) -> Result<FinishResponse, ApiError> {
+    let secret = b64("secret", &req.secret)?;
+    let attest = b64("quote_attest", &req.quote_attest)?;
+    let signature = b64("quote_signature", &req.quote_signature)?;
+    let key_bytes = b64("identity_key", &req.identity_key)?;
+    let certify_attest = b64("certify_attest", &req.certify_attest)?;
+    let certify_signature = b64("certify_signature", &req.certify_signature)?;
+    let pcrs = parse_pcrs(&req.pcrs)?;
+    let subject = format!("challenge/{}", req.challenge_id);
+
+    // Redeem the challenge in its own transaction: used once, whatever follows.
+    let challenge = {
+        let mut conn = s.store.lock();
+        let tx = conn
+            .transaction()
+            .map_err(crate::store::StoreError::sql("starting a transaction"))?;
+        let taken = nodes::take_challenge(&tx, &req.challenge_id)?;
+        tx.commit()
+            .map_err(crate::store::StoreError::sql("committing a challenge"))?;
+        taken
+    };
+    let c = match challenge {
+        Ok(c) => c,
+        Err(ChallengeRefusal::Unknown) => return Err(ApiError::not_found("unknown challenge_id")),
+        Err(ChallengeRefusal::AlreadyUsed) => {
+            return Err(refuse(
+                s,
+                &subject,
+                ApiError::conflict("this challenge was already used: a finish cannot be replayed"),
+            ))
+        }
+        Err(ChallengeRefusal::Expired) => {
+            return Err(refuse(
+                s,
+                &subject,
+                ApiError::rejected(format!(
+                    "the challenge expired ({CHALLENGE_TTL} s); begin again"
+                )),
+            ))
+        }
+    };
+    let subject = format!("ek/{}", &c.ek_hash[..16]);
+    let group = s
+        .groups
+        .get(&c.group)
+        .ok_or_else(|| ApiError::not_found(format!("node group {:?} no longer exists", c.group)))?;
+
+    if !bool::from(Sha256::digest(&secret)[..].ct_eq(&c.secret_hash)) {
+        return Err(refuse(
+            s,
+            &subject,
+            ApiError::rejected(
+                "wrong activation secret: the AK and the EK are not in the same TPM",
+            ),
+        ));
+    }
+    let ek =
+        Public::from_tpm2b(&c.ek_public).map_err(|e| ApiError::unavailable("a stored EK", e))?;
+    let ak = Ak::under_ek(
+        Public::from_tpm2b(&c.ak_public).map_err(|e| ApiError::unavailable("a stored AK", e))?,
+        &ek,
+    );
+    let existing = nodes::node_by_ek(&s.store.lock(), &c.ek_hash)?;
+    let previous = existing.as_ref().map(|n| ClockInfo {
+        clock: n.clock,
+        reset_count: n.reset_count,
+        restart_count: n.restart_count,
+        safe: true,
+    });
+    let quote = verify_quote(&ak, &attest, &signature, &c.nonce, &pcrs, previous.as_ref())
+        .map_err(|e| refuse(s, &subject, ApiError::rejected(format!("quote: {e}"))))?;
+    let covered: Vec<u8> = quote
+        .selection
+        .banks
+        .iter()
+        .filter(|(bank, _)| *bank == HashAlg::Sha256.tpm_id())
+        .flat_map(|(_, p)| p.clone())
+        .collect();
+    if let Some(missing) = group.pcrs.iter().find(|p| !covered.contains(p)) {
+        return Err(refuse(
+            s,
+            &subject,
+            ApiError::rejected(format!("the quote does not cover sha256 PCR {missing}")),
+        ));
+    }
+    group
+        .pcr_policy
+        .check(&quote.pcrs)
+        .map_err(|e| refuse(s, &subject, ApiError::rejected(e.to_string())))?;
+    let key = Public::from_tpm2b(&key_bytes)
+        .map_err(|e| ApiError::bad_request(format!("`identity_key`: {e}")))?;
+    verify_certify(&ak, &certify_attest, &certify_signature, &c.nonce, &key).map_err(|e| {
+        refuse(
+            s,
+            &subject,
+            ApiError::rejected(format!("identity key certification: {e}")),
+        )
+    })?;
+    let point = match &key.key {
+        KeyMaterial::Ecc {
+            curve: 0x0003,
+            x,
+            y,
+            ..
+        } if x.len() == 32 && y.len() == 32 => {
+            let mut p = [0u8; 65];
+            p[0] = 4;
+            p[1..33].copy_from_slice(x);
+            p[33..].copy_from_slice(y);
+            p
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "`identity_key` must be an ECC P-256 key",
+            ))
+        }
+    };
+
+    let node_id = existing
+        .as_ref()
+        .map(|n| n.id.clone())
+        .unwrap_or_else(|| hex(&random::<8>()));
+    let state = match &existing {
+        Some(n) if n.state == NodeState::Approved => NodeState::Approved,
+        _ if group.auto_approve => NodeState::Approved,
+        _ => NodeState::Pending,
+    };
+    let spiffe_id = SpiffeId::new(&s.trust_domain, &["node", &node_id])
+        .map_err(|e| ApiError::unavailable("SPIFFE ID", e))?;
+    let svid = match state {
+        NodeState::Approved => Some(
+            s.ca.issue_svid(&P256Subject(point), &spiffe_id, group.svid_ttl)
+                .map_err(|e| ApiError::unavailable("the CA", e))?,
+        ),
+        _ => None,
+    };
+
+    let node = Node {
+        id: node_id.clone(),
+        group: group.name.clone(),
+        state,
+        ek_hash: c.ek_hash.clone(),
+        ek_public: c.ek_public.clone(),
+        ak_public: c.ak_public.clone(),
+        hostname: c.hostname.clone(),
+        clock: quote.clock.clock,
+        reset_count: quote.clock.reset_count,
+        restart_count: quote.clock.restart_count,
+        created: now(),
+        updated: now(),
+    };
+    // The node, its SVID and their audit events commit together or not at all.
+    let mut conn = s.store.lock();
+    let tx = conn
+        .transaction()
+        .map_err(crate::store::StoreError::sql("starting a transaction"))?;
+    nodes::upsert_node(&tx, &node, c.ek_cert.as_deref())?;
+    let node_subject = format!("node/{node_id}");
+    audit::append(
+        &tx,
+        &Event {
+            kind: if state == NodeState::Approved {
+                "node.enrolled"
+            } else {
+                "node.pending"
+            },
+            subject: &node_subject,
+            detail: serde_json::json!({
+                "group": group.name, "hostname": c.hostname, "ek": c.ek_hash,
+                "reset_count": quote.clock.reset_count, "restart_count": quote.clock.restart_count,
+                "re_attested": existing.is_some(),
+            }),
+        },
+    )?;
+    if let Some(svid) = &svid {
+        let not_after = svid
+            .not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs() as i64;
+        nodes::record_svid(&tx, &svid.serial, &node_id, spiffe_id.as_str(), not_after)?;
+        audit::append(
+            &tx,
+            &Event {
+                kind: "svid.issued",
+                subject: &node_subject,
+                detail: serde_json::json!({"serial": svid.serial, "spiffe_id": spiffe_id.as_str(), "not_after": not_after}),
+            },
+        )?;
+    }
+    tx.commit()
+        .map_err(crate::store::StoreError::sql("committing an enrolment"))?;
+    Ok(FinishResponse {
+        node_id,
+        state,
+        spiffe_id: spiffe_id.to_string(),
+        svid: svid.map(|c| pem_encode("CERTIFICATE", &c.der)),
+        bundle: s.ca.cert_pem(),
+    })
+}

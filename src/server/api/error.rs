@@ -1,0 +1,111 @@
+//! API errors: the status, a stable code and a reason safe to show the
+//! caller, kept apart from the internal cause, which is only logged.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub reason: String,
+}
+
+impl ApiError {
+    pub fn bad_request(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            reason: reason.into(),
+        }
+    }
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            code: "rejected",
+            reason: reason.into(),
+        }
+    }
+    pub fn not_found(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            reason: reason.into(),
+        }
+    }
+    pub fn conflict(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
+            reason: reason.into(),
+        }
+    }
+    /// A failure of ours or of the hardware: the cause is logged, the
+    /// caller learns only which part is unavailable.
+    pub fn unavailable(what: &'static str, cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "{what} unavailable");
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            reason: format!("{what} is unavailable; try again later"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({"error": self.code, "reason": self.reason})),
+        )
+            .into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::unavailable("the database", e)
+    }
+}
+
+impl From<crate::audit::AuditError> for ApiError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        Self::unavailable("the audit log", e)
+    }
+}
+
+/// A JSON body that, when malformed, is answered 400 with serde's reason
+/// (which names the field), in the API's error format.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(ApiError {
+                status: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                code: "bad_request",
+                reason: rejection.body_text(),
+            }),
+        }
+    }
+}
+
+/// Decodes a base64 field, naming it when it is not base64.
+pub fn b64(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|e| ApiError::bad_request(format!("`{field}` is not base64: {e}")))
+}

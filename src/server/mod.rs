@@ -1,0 +1,90 @@
+//! `zeroth server`: the HTTPS API over TLS 1.3, backed by the HSM and SQLite.
+
+pub mod api;
+pub mod state;
+pub mod tls;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use zeroth_hsm::{KeyStore, PinSource, Pkcs11Config, Pkcs11KeyStore, TokenSelector};
+
+use crate::config::ServerConfig;
+use crate::identity::X509Ca;
+use crate::policy::GroupPolicy;
+use crate::store::{nodes, Store};
+
+/// The server's TLS certificate is reissued at every start with this lifetime.
+const TLS_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Opens the HSM, the database and the CA, then serves until SIGINT/SIGTERM.
+/// Prints one line once listening: `zeroth server listening on https://ADDR`.
+pub fn run(config: ServerConfig) -> Result<()> {
+    let pin = match (&config.hsm.pin_file, &config.hsm.pin_credential) {
+        (Some(f), _) => PinSource::File(f.clone()),
+        (None, Some(c)) => PinSource::SystemdCredential(c.clone()),
+        (None, None) => anyhow::bail!("hsm.pin_file or hsm.pin_credential is required"),
+    };
+    let keys: Arc<dyn KeyStore> = Arc::new(
+        Pkcs11KeyStore::open(&Pkcs11Config {
+            module: config.hsm.module.clone(),
+            token: TokenSelector::Label(config.hsm.token_label.clone()),
+            pin,
+            max_sessions: 0,
+        })
+        .context("open the HSM")?,
+    );
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("create {}", config.state_dir.display()))?;
+    let store = Arc::new(Store::open(&config.state_dir.join("zeroth.db"))?);
+    let existing = nodes::ca_certificate(&store.lock(), "x509")?;
+    let ca =
+        X509Ca::open(keys.clone(), &config.trust_domain, existing).context("open the X.509 CA")?;
+    nodes::save_ca_certificate(&store.lock(), "x509", ca.cert_der())?;
+    std::fs::write(config.state_dir.join("bundle.pem"), ca.cert_pem())
+        .context("write bundle.pem")?;
+    let mut groups = BTreeMap::new();
+    for g in &config.groups {
+        groups.insert(g.name.clone(), GroupPolicy::load(g)?);
+    }
+    let tls = tls::server_config(keys.clone(), &ca, &config.tls_names, TLS_CERT_TTL)
+        .context("set up TLS")?;
+    let state = Arc::new(state::AppState {
+        trust_domain: config.trust_domain.clone(),
+        store,
+        keys,
+        ca,
+        groups,
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async move {
+        let handle = axum_server::Handle::new();
+        let shutdown = handle.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+            }
+            shutdown.graceful_shutdown(Some(Duration::from_secs(5)));
+        });
+        let announce = handle.clone();
+        tokio::spawn(async move {
+            if let Some(addr) = announce.listening().await {
+                println!("zeroth server listening on https://{addr}");
+            }
+        });
+        let app = api::router(state);
+        axum_server::bind_rustls(config.listen, axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)))
+            .handle(handle)
+            .serve(app.into_make_service())
+            .await
+            .context("serve HTTPS")
+    })
+}

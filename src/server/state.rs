@@ -1,0 +1,33 @@
+//! What every request handler shares.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use zeroth_hsm::KeyStore;
+
+use crate::identity::X509Ca;
+use crate::policy::GroupPolicy;
+use crate::store::Store;
+
+pub struct AppState {
+    pub trust_domain: String,
+    pub store: Arc<Store>,
+    pub keys: Arc<dyn KeyStore>,
+    pub ca: X509Ca,
+    pub groups: BTreeMap<String, GroupPolicy>,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    /// Runs blocking work (SQLite, HSM, verification) off the async reactor.
+    pub async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&AppState) -> T + Send + 'static,
+    ) -> Result<T, super::api::error::ApiError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| super::api::error::ApiError::unavailable("the server", e))
+    }
+}

@@ -1,0 +1,264 @@
+//! Nodes, enrolment challenges, issued SVIDs and CA certificates.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::{now, StoreError};
+
+/// Where a node stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Pending,
+    Approved,
+    Revoked,
+}
+
+impl NodeState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "approved" => Self::Approved,
+            "revoked" => Self::Revoked,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// A node, as the registry holds it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Node {
+    pub id: String,
+    pub group: String,
+    pub state: NodeState,
+    pub ek_hash: String,
+    #[serde(skip)]
+    pub ek_public: Vec<u8>,
+    #[serde(skip)]
+    pub ak_public: Vec<u8>,
+    pub hostname: String,
+    pub clock: u64,
+    pub reset_count: u32,
+    pub restart_count: u32,
+    pub created: i64,
+    pub updated: i64,
+}
+
+fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
+    Ok(Node {
+        id: r.get(0)?,
+        group: r.get(1)?,
+        state: NodeState::parse(&r.get::<_, String>(2)?),
+        ek_hash: r.get(3)?,
+        ek_public: r.get(4)?,
+        ak_public: r.get(5)?,
+        hostname: r.get(6)?,
+        clock: r.get::<_, i64>(7)? as u64,
+        reset_count: r.get::<_, i64>(8)? as u32,
+        restart_count: r.get::<_, i64>(9)? as u32,
+        created: r.get(10)?,
+        updated: r.get(11)?,
+    })
+}
+
+const NODE_COLUMNS: &str =
+    "id, grp, state, ek_hash, ek_public, ak_public, hostname, clock, reset_count, restart_count, created, updated";
+
+pub fn node_by_ek(conn: &Connection, ek_hash: &str) -> Result<Option<Node>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE ek_hash = ?1"),
+        [ek_hash],
+        node_from_row,
+    )
+    .optional()
+    .map_err(StoreError::sql("looking up a node by EK"))
+}
+
+pub fn node(conn: &Connection, id: &str) -> Result<Option<Node>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"),
+        [id],
+        node_from_row,
+    )
+    .optional()
+    .map_err(StoreError::sql("looking up a node"))
+}
+
+pub fn nodes(conn: &Connection) -> Result<Vec<Node>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {NODE_COLUMNS} FROM nodes ORDER BY created"
+        ))
+        .map_err(StoreError::sql("listing nodes"))?;
+    let rows = stmt
+        .query_map([], node_from_row)
+        .map_err(StoreError::sql("listing nodes"))?;
+    rows.map(|r| r.map_err(StoreError::sql("reading a node")))
+        .collect()
+}
+
+/// Inserts or updates a node after a successful attestation.
+pub fn upsert_node(
+    tx: &Transaction<'_>,
+    n: &Node,
+    ek_cert: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO nodes (id, grp, state, ek_hash, ek_public, ek_cert, ak_public, hostname, clock, reset_count, restart_count, created, updated)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+         ON CONFLICT(id) DO UPDATE SET state = excluded.state, hostname = excluded.hostname,
+            clock = excluded.clock, reset_count = excluded.reset_count,
+            restart_count = excluded.restart_count, updated = excluded.updated",
+        params![
+            n.id,
+            n.group,
+            n.state.as_str(),
+            n.ek_hash,
+            n.ek_public,
+            ek_cert,
+            n.ak_public,
+            n.hostname,
+            n.clock as i64,
+            i64::from(n.reset_count),
+            i64::from(n.restart_count),
+            now()
+        ],
+    )
+    .map_err(StoreError::sql("recording a node"))?;
+    Ok(())
+}
+
+pub fn set_node_state(
+    tx: &Transaction<'_>,
+    id: &str,
+    state: NodeState,
+) -> Result<bool, StoreError> {
+    let n = tx
+        .execute(
+            "UPDATE nodes SET state = ?1, updated = ?2 WHERE id = ?3",
+            params![state.as_str(), now(), id],
+        )
+        .map_err(StoreError::sql("changing a node's state"))?;
+    Ok(n == 1)
+}
+
+/// An enrolment challenge: single use, short-lived.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    pub id: String,
+    pub group: String,
+    pub ek_hash: String,
+    pub ek_public: Vec<u8>,
+    pub ek_cert: Option<Vec<u8>>,
+    pub ak_public: Vec<u8>,
+    pub hostname: String,
+    pub nonce: Vec<u8>,
+    pub secret_hash: Vec<u8>,
+    pub expires: i64,
+}
+
+pub fn insert_challenge(conn: &Connection, c: &Challenge) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO challenges (id, grp, ek_hash, ek_public, ek_cert, ak_public, hostname, nonce, secret_hash, expires)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![c.id, c.group, c.ek_hash, c.ek_public, c.ek_cert, c.ak_public, c.hostname, c.nonce, c.secret_hash, c.expires],
+    )
+    .map_err(StoreError::sql("recording a challenge"))?;
+    // Expired challenges are of no further use.
+    conn.execute("DELETE FROM challenges WHERE expires < ?1", [now() - 3600])
+        .map_err(StoreError::sql("pruning old challenges"))?;
+    Ok(())
+}
+
+/// Why a challenge cannot be redeemed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeRefusal {
+    Unknown,
+    AlreadyUsed,
+    Expired,
+}
+
+/// Marks the challenge used and returns it, in the caller's transaction:
+/// a second redemption finds it used, even if the first one fails later.
+pub fn take_challenge(
+    tx: &Transaction<'_>,
+    id: &str,
+) -> Result<Result<Challenge, ChallengeRefusal>, StoreError> {
+    let row = tx
+        .query_row(
+            "SELECT id, grp, ek_hash, ek_public, ek_cert, ak_public, hostname, nonce, secret_hash, expires, used
+             FROM challenges WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    Challenge {
+                        id: r.get(0)?,
+                        group: r.get(1)?,
+                        ek_hash: r.get(2)?,
+                        ek_public: r.get(3)?,
+                        ek_cert: r.get(4)?,
+                        ak_public: r.get(5)?,
+                        hostname: r.get(6)?,
+                        nonce: r.get(7)?,
+                        secret_hash: r.get(8)?,
+                        expires: r.get(9)?,
+                    },
+                    r.get::<_, i64>(10)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(StoreError::sql("reading a challenge"))?;
+    let Some((c, used)) = row else {
+        return Ok(Err(ChallengeRefusal::Unknown));
+    };
+    if used != 0 {
+        return Ok(Err(ChallengeRefusal::AlreadyUsed));
+    }
+    tx.execute("UPDATE challenges SET used = 1 WHERE id = ?1", [id])
+        .map_err(StoreError::sql("using a challenge"))?;
+    if c.expires < now() {
+        return Ok(Err(ChallengeRefusal::Expired));
+    }
+    Ok(Ok(c))
+}
+
+pub fn record_svid(
+    tx: &Transaction<'_>,
+    serial: &str,
+    node_id: &str,
+    spiffe_id: &str,
+    not_after: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO svids (serial, node_id, spiffe_id, not_after, issued) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![serial, node_id, spiffe_id, not_after, now()],
+    )
+    .map_err(StoreError::sql("recording an SVID"))?;
+    Ok(())
+}
+
+pub fn ca_certificate(conn: &Connection, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    conn.query_row(
+        "SELECT der FROM ca_certificates WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(StoreError::sql("reading a CA certificate"))
+}
+
+pub fn save_ca_certificate(conn: &Connection, name: &str, der: &[u8]) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO ca_certificates (name, der, created) VALUES (?1, ?2, ?3)",
+        params![name, der, now()],
+    )
+    .map_err(StoreError::sql("saving a CA certificate"))?;
+    Ok(())
+}

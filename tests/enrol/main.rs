@@ -1,0 +1,307 @@
+//! TPM enrolment end to end: a real `zeroth server` (HSM: SoftHSM), the agent
+//! driving a real swtpm, and the lab CA as the TPM manufacturer.
+
+use std::path::Path;
+
+use zeroth::agent::enrol::{client, post_json, Enrolment};
+use zeroth::agent::{enrol, EnrolOptions, Outcome};
+use zeroth::lab::{LabDir, SoftHsm, Swtpm, ZerothServer};
+use zeroth::server::api::enroll::{BeginResponse, FinishResponse};
+
+/// A group trusting the EK certificates of `tpm`'s manufacturer (the lab CA).
+fn group(name: &str, tpm: &Swtpm, roots: &LabDir, extra: &str) -> String {
+    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
+    format!(
+        "[[group]]\nname = \"{name}\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nsvid_ttl = \"10m\"\n{extra}\n",
+        roots.path().display(),
+        tpm.ca_intermediate_pem().display()
+    )
+}
+
+struct Bench {
+    tpm: Swtpm,
+    _hsm: SoftHsm,
+    server: ZerothServer,
+    agent_dir: LabDir,
+    _roots: LabDir,
+}
+
+fn bench(extra: &str) -> Bench {
+    let tpm = Swtpm::start().unwrap();
+    let hsm = SoftHsm::start().unwrap();
+    let roots = LabDir::new("roots").unwrap();
+    let server = ZerothServer::start(
+        Path::new(env!("CARGO_BIN_EXE_zeroth")),
+        &hsm,
+        &group("edge", &tpm, &roots, extra),
+    )
+    .unwrap();
+    Bench {
+        tpm,
+        _hsm: hsm,
+        server,
+        agent_dir: LabDir::new("agent").unwrap(),
+        _roots: roots,
+    }
+}
+
+impl Bench {
+    fn options(&self) -> EnrolOptions {
+        EnrolOptions {
+            server: self.server.url().to_owned(),
+            ca_bundle: self.server.bundle(),
+            group: "edge".into(),
+            tcti: self.tpm.tcti(),
+            state_dir: self.agent_dir.path().to_owned(),
+        }
+    }
+}
+
+fn refusal(err: zeroth::agent::enrol::AgentError) -> (u16, String) {
+    match err {
+        zeroth::agent::enrol::AgentError::Refused { status, reason } => (status, reason),
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[test]
+fn an_approved_node_gets_an_svid_for_its_tpm_key() {
+    let b = bench("auto_approve = true");
+    let Outcome::Approved {
+        node_id,
+        spiffe_id,
+        svid_pem,
+    } = enrol(&b.options()).unwrap()
+    else {
+        panic!("not approved:\n{}", b.server.log());
+    };
+    assert_eq!(spiffe_id, format!("spiffe://lab.zeroth/node/{node_id}"));
+
+    use x509_parser::prelude::*;
+    let (_, pem) = parse_x509_pem(svid_pem.as_bytes()).unwrap();
+    let svid = pem.parse_x509().unwrap();
+    let bundle = std::fs::read(b.server.bundle()).unwrap();
+    let (_, ca_pem) = parse_x509_pem(&bundle).unwrap();
+    let ca = ca_pem.parse_x509().unwrap();
+    svid.verify_signature(Some(ca.public_key())).unwrap();
+    let uris: Vec<String> = svid
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .filter_map(|g| match g {
+            GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(uris, vec![spiffe_id.clone()]);
+    // The certified key is the TPM-resident identity key.
+    let key = zeroth_attest::verify::public::Public::from_tpm2b(
+        &std::fs::read(b.agent_dir.join("key.pub")).unwrap(),
+    )
+    .unwrap();
+    let zeroth_attest::verify::public::KeyMaterial::Ecc { x, y, .. } = key.key else {
+        panic!("an ECC key");
+    };
+    assert_eq!(
+        svid.public_key().subject_public_key.data.as_ref(),
+        [&[4u8][..], &x, &y].concat().as_slice()
+    );
+    // Only public and TPM-wrapped material on disk.
+    let mut files: Vec<String> = std::fs::read_dir(b.agent_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "ak.priv",
+            "ak.pub",
+            "bundle.pem",
+            "key.priv",
+            "key.pub",
+            "svid.pem"
+        ]
+    );
+
+    // Enrolling again re-attests the same node.
+    let Outcome::Approved { node_id: again, .. } = enrol(&b.options()).unwrap() else {
+        panic!("re-attestation not approved");
+    };
+    assert_eq!(again, node_id);
+}
+
+#[test]
+fn without_auto_approval_a_node_waits_for_an_operator() {
+    let b = bench("auto_approve = false");
+    let outcome = enrol(&b.options()).unwrap();
+    assert!(matches!(outcome, Outcome::Pending { .. }), "{outcome:?}");
+    assert!(!b.agent_dir.join("svid.pem").exists());
+}
+
+#[test]
+fn a_tpm_from_an_untrusted_manufacturer_is_rejected_with_the_reason() {
+    let tpm = Swtpm::start().unwrap();
+    let other = Swtpm::start().unwrap();
+    let hsm = SoftHsm::start().unwrap();
+    let roots = LabDir::new("roots").unwrap();
+    // The group trusts the other lab's CA: same names, different keys.
+    let server = ZerothServer::start(
+        Path::new(env!("CARGO_BIN_EXE_zeroth")),
+        &hsm,
+        &group("edge", &other, &roots, "auto_approve = true"),
+    )
+    .unwrap();
+    let agent = LabDir::new("agent").unwrap();
+    let err = enrol(&EnrolOptions {
+        server: server.url().to_owned(),
+        ca_bundle: server.bundle(),
+        group: "edge".into(),
+        tcti: tpm.tcti(),
+        state_dir: agent.path().to_owned(),
+    })
+    .unwrap_err();
+    let (status, reason) = refusal(err);
+    assert_eq!(status, 403);
+    assert!(
+        reason.contains("no trusted root or intermediate signed"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn replayed_or_forged_finishes_are_refused() {
+    let b = bench("auto_approve = true");
+    let http = client(&b.server.bundle()).unwrap();
+    let begin_url = format!("{}/v1/enroll/begin", b.server.url());
+    let finish_url = format!("{}/v1/enroll/finish", b.server.url());
+    let e = Enrolment::open(&b.tpm.tcti(), b.agent_dir.path()).unwrap();
+
+    // A wrong activation secret: the AK is not beside the EK.
+    let begin: BeginResponse =
+        post_json(&http, &begin_url, &e.begin_request("edge").unwrap()).unwrap();
+    let mut forged = e.finish_request(&begin).unwrap();
+    forged.secret = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
+    let (status, reason) =
+        refusal(post_json::<_, FinishResponse>(&http, &finish_url, &forged).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(reason.contains("wrong activation secret"), "{reason}");
+
+    // A quote with one byte flipped.
+    let begin: BeginResponse =
+        post_json(&http, &begin_url, &e.begin_request("edge").unwrap()).unwrap();
+    let mut forged = e.finish_request(&begin).unwrap();
+    forged.quote_attest = flip_b64(&forged.quote_attest);
+    let (status, reason) =
+        refusal(post_json::<_, FinishResponse>(&http, &finish_url, &forged).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(
+        reason.contains("quote: the signature does not verify"),
+        "{reason}"
+    );
+
+    // A genuine finish works once; its replay is refused.
+    let begin: BeginResponse =
+        post_json(&http, &begin_url, &e.begin_request("edge").unwrap()).unwrap();
+    let finish = e.finish_request(&begin).unwrap();
+    let done: FinishResponse = post_json(&http, &finish_url, &finish).unwrap();
+    assert!(done.svid.is_some());
+    let (status, reason) =
+        refusal(post_json::<_, FinishResponse>(&http, &finish_url, &finish).unwrap_err());
+    assert_eq!(status, 409);
+    assert!(reason.contains("already used"), "{reason}");
+}
+
+fn flip_b64(s: &str) -> String {
+    use base64::Engine;
+    let e = base64::engine::general_purpose::STANDARD;
+    let mut b = e.decode(s).unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    e.encode(b)
+}
+
+#[test]
+fn the_same_tpm_with_another_ak_is_refused() {
+    let b = bench("auto_approve = true");
+    assert!(matches!(
+        enrol(&b.options()).unwrap(),
+        Outcome::Approved { .. }
+    ));
+    // The agent loses its AK and makes a new one in the same TPM.
+    std::fs::remove_file(b.agent_dir.join("ak.pub")).unwrap();
+    std::fs::remove_file(b.agent_dir.join("ak.priv")).unwrap();
+    let (status, reason) = refusal(enrol(&b.options()).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(reason.contains("with another AK"), "{reason}");
+}
+
+#[test]
+fn pcr_drift_after_enrolment_fails_the_policy() {
+    let zero = "0".repeat(64);
+    let b = bench(&format!(
+        "auto_approve = true\npcrs = [0, 10]\npcr_policy = {{ \"sha256:10\" = \"{zero}\" }}"
+    ));
+    assert!(matches!(
+        enrol(&b.options()).unwrap(),
+        Outcome::Approved { .. }
+    ));
+    let out = std::process::Command::new("tpm2_pcrextend")
+        .arg(format!("10:sha256={}", "ab".repeat(32)))
+        .env("TPM2TOOLS_TCTI", b.tpm.tcti())
+        .env("TSS2_LOG", "all+none")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, reason) = refusal(enrol(&b.options()).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(reason.contains("PCR sha256:10"), "{reason}");
+}
+
+#[test]
+fn malformed_requests_are_answered_400_naming_the_field() {
+    let b = bench("auto_approve = true");
+    let http = client(&b.server.bundle()).unwrap();
+    let url = format!("{}/v1/enroll/begin", b.server.url());
+    let cases = [
+        (r#"{"group":"edge"}"#, "missing field"),
+        (
+            r#"{"group":"edge","hostname":"h","ek_public":"!!","ak_public":"AAAA"}"#,
+            "`ek_public` is not base64",
+        ),
+        (
+            r#"{"group":"edge","hostname":"h","ek_public":"AAAA","ak_public":"AAAA"}"#,
+            "`ek_public`: malformed TPM2B_PUBLIC",
+        ),
+        (r#"not json"#, "expected"),
+    ];
+    for (body, want) in cases {
+        let resp = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{body}");
+        let v: serde_json::Value = resp.json().unwrap();
+        assert_eq!(v["error"], "bad_request");
+        assert!(v["reason"].as_str().unwrap().contains(want), "{body}: {v}");
+    }
+    let huge = format!(r#"{{"group":"{}"}}"#, "x".repeat(100_000));
+    let resp = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let resp = http.post(&url).body("{}").send().unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "no content type");
+}
