@@ -1,6 +1,7 @@
 //! The `zeroth` command line: one module per command group.
 
 mod agent;
+mod audit;
 mod bench;
 mod bench_quote;
 mod demo;
@@ -48,6 +49,8 @@ enum Command {
     Server(server::ServerArgs),
     /// The machine side: enrol through the TPM.
     Agent(agent::AgentArgs),
+    /// Verify and read the hash-chained audit log.
+    Audit(audit::AuditArgs),
     /// Inspect the machine's TPM and its endorsement key certificates.
     Tpm(tpm::TpmArgs),
     /// Measure zeroth against the raw speed of the hardware it drives.
@@ -72,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Tpm(args) => tpm::run(&args),
         Command::Server(args) => server::run(&args),
         Command::Agent(args) => agent::run(&args),
+        Command::Audit(args) => audit::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

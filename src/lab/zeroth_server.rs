@@ -19,6 +19,7 @@ pub struct ZerothServer {
     daemon: Daemon,
     url: String,
     state_dir: PathBuf,
+    config: PathBuf,
     dir: LabDir,
 }
 
@@ -59,6 +60,7 @@ impl ZerothServer {
             daemon,
             url,
             state_dir,
+            config: config_path,
             dir,
         })
     }
@@ -76,6 +78,17 @@ impl ZerothServer {
     /// The server's database.
     pub fn database(&self) -> PathBuf {
         self.state_dir.join("zeroth.db")
+    }
+
+    /// The server's configuration file (for `zeroth audit --config`).
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// Stops the server gracefully (it signs a last audit checkpoint), keeping
+    /// its state directory for inspection.
+    pub fn stop(&mut self) {
+        self.daemon.stop(Duration::from_secs(10));
     }
 
     pub fn log(&self) -> String {

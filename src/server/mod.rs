@@ -36,6 +36,12 @@ pub fn run(config: ServerConfig) -> Result<()> {
         })
         .context("open the HSM")?,
     );
+    // zeroth's standard keys (CA, audit checkpoints, store KEK…), generated
+    // in the HSM on first start and found there afterwards.
+    for (name, kind) in zeroth_hsm::STANDARD_KEYS {
+        keys.get_or_generate(&zeroth_hsm::KeyName::new(name)?, kind)
+            .with_context(|| format!("HSM key {name}"))?;
+    }
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("create {}", config.state_dir.display()))?;
     let store = Arc::new(Store::open(&config.state_dir.join("zeroth.db"))?);
@@ -51,6 +57,8 @@ pub fn run(config: ServerConfig) -> Result<()> {
     }
     let tls = tls::server_config(keys.clone(), &ca, &config.tls_names, TLS_CERT_TTL)
         .context("set up TLS")?;
+    let audit_store = store.clone();
+    let audit_keys = keys.clone();
     let state = Arc::new(state::AppState {
         trust_domain: config.trust_domain.clone(),
         store,
@@ -80,11 +88,34 @@ pub fn run(config: ServerConfig) -> Result<()> {
                 println!("zeroth server listening on https://{addr}");
             }
         });
+        // Sign the audit head now and then, so a rewritten log is caught.
+        let (cp_store, cp_keys) = (audit_store.clone(), audit_keys.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(CHECKPOINT_INTERVAL);
+            loop {
+                every.tick().await;
+                let (st, k) = (cp_store.clone(), cp_keys.clone());
+                let _ = tokio::task::spawn_blocking(move || checkpoint(&st, k.as_ref())).await;
+            }
+        });
         let app = api::router(state);
-        axum_server::bind_rustls(config.listen, axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)))
+        let served = axum_server::bind_rustls(config.listen, axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)))
             .handle(handle)
             .serve(app.into_make_service())
             .await
-            .context("serve HTTPS")
+            .context("serve HTTPS");
+        checkpoint(&audit_store, audit_keys.as_ref());
+        served
     })
+}
+
+/// How often the audit head is signed while the server runs (and at shutdown).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+fn checkpoint(store: &Store, keys: &dyn KeyStore) {
+    match crate::audit::checkpoint(&mut store.lock(), keys) {
+        Ok(Some(seq)) => tracing::info!(seq, "audit checkpoint signed"),
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "audit checkpoint failed"),
+    }
 }

@@ -305,3 +305,68 @@ fn malformed_requests_are_answered_400_naming_the_field() {
     let resp = http.post(&url).body("{}").send().unwrap();
     assert_eq!(resp.status().as_u16(), 400, "no content type");
 }
+
+fn zeroth_audit(server: &ZerothServer, hsm_conf: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .arg("audit")
+        .args(args)
+        .arg("--config")
+        .arg(server.config())
+        .env("SOFTHSM2_CONF", hsm_conf)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn every_decision_is_audited_and_tampering_is_detected() {
+    let mut b = bench("auto_approve = true");
+    let Outcome::Approved { node_id, .. } = enrol(&b.options()).unwrap() else {
+        panic!("not approved");
+    };
+    // A refusal is audited too: the same TPM comes back with a new AK.
+    std::fs::remove_file(b.agent_dir.join("ak.pub")).unwrap();
+    assert!(enrol(&b.options()).is_err());
+    b.server.stop();
+    let conf = b._hsm.conf().to_owned();
+
+    let (ok, out) = zeroth_audit(&b.server, &conf, &["tail", "--json"]);
+    assert!(ok, "{out}");
+    let events: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["node.enrolled", "svid.issued", "enrol.rejected"],
+        "{out}"
+    );
+    assert_eq!(events[0]["subject"], format!("node/{node_id}"));
+
+    let (ok, out) = zeroth_audit(&b.server, &conf, &["verify"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("audit chain intact: 3 events, 1 signed checkpoints, 0 events after"),
+        "{out}"
+    );
+
+    let db = rusqlite::Connection::open(b.server.database()).unwrap();
+    db.execute("UPDATE audit SET detail = '{}' WHERE seq = 2", [])
+        .unwrap();
+    let (ok, out) = zeroth_audit(&b.server, &conf, &["verify"]);
+    assert!(!ok);
+    assert!(
+        out.contains("audit chain broken at event 2") && out.contains("edited"),
+        "{out}"
+    );
+}
