@@ -39,6 +39,7 @@ pub fn run(_args: &DemoArgs) -> Result<()> {
 
     show_tpm(tpm)?;
     show_hsm(hsm)?;
+    show_enrolment(tpm, hsm)?;
     show_postgres(pg)?;
     show_mariadb(maria)?;
     show_sshd(sshd)?;
@@ -196,6 +197,93 @@ fn show_hsm(hsm: &SoftHsm) -> Result<()> {
     println!(
         "           sealed a secret under store-kek ({} bytes); it opens in its row and not in another",
         sealed.len()
+    );
+    Ok(())
+}
+
+fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm) -> Result<()> {
+    use crate::agent::{enrol, EnrolOptions, Outcome};
+    use crate::lab::{LabDir, ZerothServer};
+
+    let roots = LabDir::new("demo-roots")?;
+    std::fs::copy(tpm.ca_root_pem(), roots.join("lab-root.pem"))?;
+    let zero = "0".repeat(64);
+    let group = format!(
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\nsvid_ttl = \"10m\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 10]\npcr_policy = {{ \"sha256:10\" = \"{zero}\" }}\n",
+        roots.path().display(),
+        tpm.ca_intermediate_pem().display()
+    );
+    let exe = std::env::current_exe().context("find the zeroth binary")?;
+    let mut server = ZerothServer::start(&exe, hsm, &group)?;
+    println!("\n$ zeroth server   # keys in the lab token; trusts the lab CA as TPM manufacturer; PCR 10 must be zero");
+    println!(
+        "           listening on {} (TLS 1.3, certificate from the HSM CA, key in the HSM)",
+        server.url()
+    );
+
+    let agent_dir = LabDir::new("demo-agent")?;
+    let options = EnrolOptions {
+        server: server.url().to_owned(),
+        ca_bundle: server.bundle(),
+        group: "edge".into(),
+        tcti: tpm.tcti(),
+        state_dir: agent_dir.path().to_owned(),
+    };
+    println!("$ zeroth agent enroll --group edge   # EK cert + AK -> credential activation -> quote -> certified TPM key");
+    let Outcome::Approved {
+        node_id,
+        spiffe_id,
+        svid_pem,
+    } = enrol(&options)?
+    else {
+        anyhow::bail!("the demo node was not approved");
+    };
+    let (_, pem) = x509_parser::pem::parse_x509_pem(svid_pem.as_bytes())?;
+    let cert = pem.parse_x509()?;
+    println!("           node {node_id} enrolled: {spiffe_id}");
+    println!(
+        "           X.509-SVID issued by \"{}\", valid until {}, for a key that never leaves the TPM",
+        cert.issuer(),
+        cert.validity().not_after
+    );
+    let mut files: Vec<String> = std::fs::read_dir(agent_dir.path())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    println!(
+        "           on the node's disk: {} (public or TPM-wrapped only)",
+        files.join(", ")
+    );
+
+    println!("$ tpm2_pcrextend 10:sha256=...   # the node's measured state changes");
+    lab::process::run(
+        "tpm2_pcrextend",
+        std::process::Command::new(lab::tools::TPM2_PCREXTEND.path()?)
+            .arg(format!("10:sha256={}", "ab".repeat(32)))
+            .env("TPM2TOOLS_TCTI", tpm.tcti())
+            .env("TSS2_LOG", "all+none"),
+    )?;
+    match enrol(&options) {
+        Ok(_) => anyhow::bail!("the drifted node was accepted"),
+        Err(e) => println!("$ zeroth agent enroll --group edge\n           refused: {e}"),
+    }
+
+    server.stop();
+    let store = crate::store::Store::open(&server.database())?;
+    let keys = Pkcs11KeyStore::open(&hsm.pkcs11_config())?;
+    let key = keys.public_key(&KeyName::new(crate::audit::CHECKPOINT_KEY)?)?;
+    let report = crate::audit::verify(&store.lock(), &key)?;
+    let kinds: Vec<String> = crate::audit::tail(&store.lock(), 10)?
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    println!("$ zeroth audit verify");
+    println!(
+        "           audit chain intact: {} events ({}), {} HSM-signed checkpoint(s)",
+        report.events,
+        kinds.join(", "),
+        report.checkpoints
     );
     Ok(())
 }

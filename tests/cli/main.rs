@@ -42,6 +42,10 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         "ed25519-dalek verified it",
         "it opens in its row and not in another",
         "event_scheduler=ON",
+        "enrolled: spiffe://lab.zeroth/node/",
+        "for a key that never leaves the TPM",
+        "refused: the server refused enrolment (403): PCR sha256:10",
+        "audit chain intact: 3 events (node.enrolled, svid.issued, enrol.rejected), 1 HSM-signed checkpoint",
         "lab stopped: every daemon reaped",
     ] {
         assert!(
@@ -65,7 +69,9 @@ fn version_and_help_read_well() {
     assert!(out.starts_with("zeroth "), "{out}");
     let (ok, out, _) = zeroth(&["--help"]);
     assert!(ok);
-    for cmd in ["demo", "lab", "hsm", "tpm", "bench"] {
+    for cmd in [
+        "demo", "lab", "hsm", "tpm", "bench", "server", "agent", "audit",
+    ] {
         assert!(out.contains(cmd), "--help lacks {cmd}:\n{out}");
     }
     let (ok, _, err) = zeroth(&["hsm", "status"]);
