@@ -42,6 +42,10 @@ pub struct ServerConfig {
     /// DNS names and IP addresses the server's TLS certificate carries.
     pub tls_names: Vec<String>,
     pub hsm: HsmConfig,
+    /// The operators' Unix socket (default: `<state_dir>/admin.sock`).
+    pub admin_socket: Option<PathBuf>,
+    /// A Unix group whose members may use the admin socket besides root.
+    pub admin_group: Option<String>,
     /// Node groups: each holds the enrolment policy of its nodes.
     #[serde(rename = "group")]
     pub groups: Vec<GroupConfig>,
@@ -203,6 +207,12 @@ impl ServerConfig {
             }
         }
         Ok(())
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.admin_socket
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("admin.sock"))
     }
 
     pub fn group(&self, name: &str) -> Option<&GroupConfig> {

@@ -7,6 +7,7 @@ mod bench_quote;
 mod demo;
 mod hsm;
 mod lab;
+mod node;
 mod server;
 mod tpm;
 
@@ -49,6 +50,8 @@ enum Command {
     Server(server::ServerArgs),
     /// The machine side: enrol through the TPM.
     Agent(agent::AgentArgs),
+    /// The node registry: list, show, approve, reject, revoke (admin socket).
+    Node(node::NodeArgs),
     /// Verify and read the hash-chained audit log.
     Audit(audit::AuditArgs),
     /// Inspect the machine's TPM and its endorsement key certificates.
@@ -76,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Server(args) => server::run(&args),
         Command::Agent(args) => agent::run(&args),
         Command::Audit(args) => audit::run(&args),
+        Command::Node(args) => node::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

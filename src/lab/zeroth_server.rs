@@ -75,6 +75,11 @@ impl ZerothServer {
         self.state_dir.join("bundle.pem")
     }
 
+    /// The operators' admin socket.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.state_dir.join("admin.sock")
+    }
+
     /// The server's database.
     pub fn database(&self) -> PathBuf {
         self.state_dir.join("zeroth.db")

@@ -1,5 +1,6 @@
 //! `zeroth server`: the HTTPS API over TLS 1.3, backed by the HSM and SQLite.
 
+pub mod admin;
 pub mod api;
 pub mod state;
 pub mod tls;
@@ -57,6 +58,19 @@ pub fn run(config: ServerConfig) -> Result<()> {
     }
     let tls = tls::server_config(keys.clone(), &ca, &config.tls_names, TLS_CERT_TTL)
         .context("set up TLS")?;
+    let admin_gid = match &config.admin_group {
+        Some(g) => Some(
+            admin::group_id(g)
+                .with_context(|| format!("admin_group {g:?} is not a group in /etc/group"))?,
+        ),
+        None => None,
+    };
+    admin::serve(
+        &config.admin_socket(),
+        store.clone(),
+        admin::Access { admin_gid },
+    )
+    .with_context(|| format!("bind the admin socket {}", config.admin_socket().display()))?;
     let audit_store = store.clone();
     let audit_keys = keys.clone();
     let state = Arc::new(state::AppState {

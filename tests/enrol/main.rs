@@ -370,3 +370,80 @@ fn every_decision_is_audited_and_tampering_is_detected() {
         "{out}"
     );
 }
+
+fn zeroth_node(server: &ZerothServer, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .arg("node")
+        .args(args)
+        .arg("--socket")
+        .arg(server.admin_socket())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn an_operator_approves_a_pending_node_and_later_revokes_it() {
+    let b = bench("auto_approve = false");
+    let Outcome::Pending { node_id } = enrol(&b.options()).unwrap() else {
+        panic!("expected pending");
+    };
+    let (ok, out) = zeroth_node(&b.server, &["list", "--json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["nodes"][0]["id"], node_id.as_str());
+    assert_eq!(v["nodes"][0]["state"], "pending");
+
+    let (ok, out) = zeroth_node(&b.server, &["approve", &node_id]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("node {node_id} is now approved")),
+        "{out}"
+    );
+    let Outcome::Approved { node_id: again, .. } = enrol(&b.options()).unwrap() else {
+        panic!("approved node got no SVID");
+    };
+    assert_eq!(again, node_id);
+
+    let (ok, out) = zeroth_node(&b.server, &["revoke", &node_id]);
+    assert!(ok, "{out}");
+    let (status, reason) = refusal(enrol(&b.options()).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(reason.contains("revoked"), "{reason}");
+    let (ok, out) = zeroth_node(&b.server, &["approve", &node_id]);
+    assert!(!ok && out.contains("was revoked"), "{out}");
+    let (ok, out) = zeroth_node(&b.server, &["show", "no-such-node"]);
+    assert!(!ok && out.contains("no node no-such-node"), "{out}");
+}
+
+#[test]
+fn the_admin_socket_refuses_callers_who_are_not_operators() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let b = bench("auto_approve = true");
+    // Even with the socket opened to everyone, the kernel-reported uid decides.
+    let socket = b.server.admin_socket();
+    std::fs::set_permissions(
+        socket.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o711),
+    )
+    .unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["node", "list", "--socket"])
+        .arg(b.server.admin_socket())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("permission denied: uid 65534"), "{err}");
+}

@@ -1,0 +1,71 @@
+//! `zeroth node`: the node registry, over the admin socket.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use crate::server::admin::{call, AdminRequest};
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The server's admin socket.
+    #[arg(long, default_value = "/var/lib/zeroth/admin.sock", global = true)]
+    socket: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: NodeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Every node: id, group, state, hostname.
+    List,
+    /// One node in full.
+    Show { id: String },
+    /// Approve a pending node: its next enrolment gets an SVID.
+    Approve { id: String },
+    /// Turn down a pending node.
+    Reject { id: String },
+    /// Revoke a node: no further SVIDs, enrolment refused.
+    Revoke { id: String },
+}
+
+pub fn run(args: &NodeArgs) -> Result<()> {
+    let (op, id) = match &args.command {
+        NodeCommand::List => ("node.list", None),
+        NodeCommand::Show { id } => ("node.show", Some(id.clone())),
+        NodeCommand::Approve { id } => ("node.approve", Some(id.clone())),
+        NodeCommand::Reject { id } => ("node.reject", Some(id.clone())),
+        NodeCommand::Revoke { id } => ("node.revoke", Some(id.clone())),
+    };
+    let answer =
+        call(&args.socket, &AdminRequest { op: op.into(), id }).map_err(anyhow::Error::msg)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    match &args.command {
+        NodeCommand::List => {
+            println!("{:<18} {:<12} {:<9} {}", "ID", "GROUP", "STATE", "HOSTNAME");
+            for n in answer["nodes"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<18} {:<12} {:<9} {}",
+                    n["id"].as_str().unwrap_or(""),
+                    n["group"].as_str().unwrap_or(""),
+                    n["state"].as_str().unwrap_or(""),
+                    n["hostname"].as_str().unwrap_or("")
+                );
+            }
+        }
+        NodeCommand::Show { .. } => println!("{}", serde_json::to_string_pretty(&answer["node"])?),
+        _ => println!(
+            "node {} is now {}",
+            answer["id"].as_str().unwrap_or(""),
+            answer["state"].as_str().unwrap_or("")
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! The operators' Unix socket. Callers are authenticated by the kernel
+//! (SO_PEERCRED): root, or a member of the configured admin group. No
+//! bootstrap secret exists to steal.
+//!
+//! Protocol: one JSON request per connection, one JSON answer.
+//! Requests: `{"op": "node.list"}`, `{"op": "node.show"|"node.approve"|
+//! "node.reject"|"node.revoke", "id": "..."}`. Answers: `{"ok": true, ...}`
+//! or `{"ok": false, "error": "..."}`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{self, Event};
+use crate::store::nodes::{self, NodeState};
+use crate::store::{Store, StoreError};
+
+/// One operator request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminRequest {
+    pub op: String,
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// Who may use the socket.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub admin_gid: Option<u32>,
+}
+
+/// Looks up a group id in /etc/group.
+pub fn group_id(name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.next()?;
+        f.next()?.parse().ok()
+    })
+}
+
+/// Binds the socket (mode 0660) and serves it on its own threads.
+pub fn serve(path: &Path, store: Arc<Store>, access: Access) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(gid) = access.admin_gid {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (store, access) = (store.clone(), access.clone());
+                let _ = std::thread::Builder::new()
+                    .name("admin-conn".into())
+                    .spawn(move || handle(conn, &store, &access));
+            }
+        })?;
+    Ok(())
+}
+
+fn handle(mut conn: UnixStream, store: &Store, access: &Access) {
+    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    // Read the request first, so a refused caller still gets its answer.
+    let mut line = String::new();
+    let read = BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line);
+    let answer = match rustix::net::sockopt::socket_peercred(&conn) {
+        Err(e) => {
+            serde_json::json!({"ok": false, "error": format!("cannot identify the caller: {e}")})
+        }
+        Ok(cred) => {
+            let uid = cred.uid.as_raw();
+            let allowed = uid == 0
+                || access
+                    .admin_gid
+                    .is_some_and(|g| member_of(uid, cred.gid.as_raw(), g));
+            if !allowed {
+                serde_json::json!({"ok": false, "error": format!("permission denied: uid {uid} is neither root nor in the admin group")})
+            } else {
+                match read.map_err(|e| e.to_string()).and_then(|_| {
+                    serde_json::from_str::<AdminRequest>(&line)
+                        .map_err(|e| format!("malformed request: {e}"))
+                }) {
+                    Ok(req) => execute(store, &req, uid)
+                        .unwrap_or_else(|e| serde_json::json!({"ok": false, "error": e})),
+                    Err(e) => serde_json::json!({"ok": false, "error": e}),
+                }
+            }
+        }
+    };
+    let _ = writeln!(conn, "{answer}");
+}
+
+/// Admin requests are one short line.
+const MAX_REQUEST: u64 = 4096;
+
+fn member_of(uid: u32, primary_gid: u32, gid: u32) -> bool {
+    if primary_gid == gid {
+        return true;
+    }
+    // Supplementary membership: /etc/group lists user names.
+    let Some(name) = std::fs::read_to_string("/etc/passwd").ok().and_then(|t| {
+        t.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.get(2)?.parse::<u32>().ok()? == uid).then(|| f[0].to_owned())
+        })
+    }) else {
+        return false;
+    };
+    std::fs::read_to_string("/etc/group").is_ok_and(|t| {
+        t.lines().any(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(gid)
+                && f.get(3).is_some_and(|m| m.split(',').any(|u| u == name))
+        })
+    })
+}
+
+fn execute(store: &Store, req: &AdminRequest, uid: u32) -> Result<serde_json::Value, String> {
+    let id = || {
+        req.id
+            .clone()
+            .ok_or_else(|| format!("{} needs an \"id\"", req.op))
+    };
+    let db = |e: StoreError| e.to_string();
+    match req.op.as_str() {
+        "node.list" => {
+            let list = nodes::nodes(&store.lock()).map_err(db)?;
+            Ok(serde_json::json!({"ok": true, "nodes": list}))
+        }
+        "node.show" => {
+            let id = id()?;
+            let node = nodes::node(&store.lock(), &id)
+                .map_err(db)?
+                .ok_or_else(|| format!("no node {id}"))?;
+            Ok(serde_json::json!({"ok": true, "node": node}))
+        }
+        op @ ("node.approve" | "node.reject" | "node.revoke") => {
+            let id = id()?;
+            let (state, kind) = match op {
+                "node.approve" => (NodeState::Approved, "node.approved"),
+                "node.reject" => (NodeState::Revoked, "node.rejected"),
+                _ => (NodeState::Revoked, "node.revoked"),
+            };
+            let mut conn = store.lock();
+            let tx = conn.transaction().map_err(|e| e.to_string())?;
+            let node = nodes::node(&tx, &id)
+                .map_err(db)?
+                .ok_or_else(|| format!("no node {id}"))?;
+            if op == "node.approve" && node.state == NodeState::Revoked {
+                return Err(format!(
+                    "node {id} was revoked; it must enrol anew under an operator's re-enrolment"
+                ));
+            }
+            if op == "node.reject" && node.state != NodeState::Pending {
+                return Err(format!(
+                    "node {id} is {:?}, not pending; use revoke",
+                    node.state
+                ));
+            }
+            nodes::set_node_state(&tx, &id, state).map_err(db)?;
+            audit::append(
+                &tx,
+                &Event {
+                    kind,
+                    subject: &format!("node/{id}"),
+                    detail: serde_json::json!({"by_uid": uid, "was": node.state}),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            tx.commit().map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({"ok": true, "id": id, "state": state}))
+        }
+        other => Err(format!("unknown operation {other:?}")),
+    }
+}
+
+/// Sends one request to the admin socket and returns the answer.
+pub fn call(socket: &Path, req: &AdminRequest) -> Result<serde_json::Value, String> {
+    let mut conn = UnixStream::connect(socket)
+        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+    let line = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    writeln!(conn, "{line}").map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    BufReader::new(&conn)
+        .read_line(&mut answer)
+        .map_err(|e| e.to_string())?;
+    let v: serde_json::Value =
+        serde_json::from_str(&answer).map_err(|e| format!("malformed answer: {e}"))?;
+    if v["ok"] == true {
+        Ok(v)
+    } else {
+        Err(v["error"].as_str().unwrap_or("unknown error").to_owned())
+    }
+}
