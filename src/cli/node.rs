@@ -49,7 +49,7 @@ pub fn run(args: &NodeArgs) -> Result<()> {
     }
     match &args.command {
         NodeCommand::List => {
-            println!("{:<18} {:<12} {:<9} {}", "ID", "GROUP", "STATE", "HOSTNAME");
+            println!("{:<18} {:<12} {:<9} HOSTNAME", "ID", "GROUP", "STATE");
             for n in answer["nodes"].as_array().into_iter().flatten() {
                 println!(
                     "{:<18} {:<12} {:<9} {}",
