@@ -9,6 +9,7 @@ mod hsm;
 mod lab;
 mod node;
 mod server;
+mod token;
 mod tpm;
 
 use std::process::ExitCode;
@@ -52,6 +53,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// The node registry: list, show, approve, reject, revoke (admin socket).
     Node(node::NodeArgs),
+    /// Rotating identity tokens for hosts without a TPM.
+    Token(token::TokenArgs),
     /// Verify and read the hash-chained audit log.
     Audit(audit::AuditArgs),
     /// Inspect the machine's TPM and its endorsement key certificates.
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Agent(args) => agent::run(&args),
         Command::Audit(args) => audit::run(&args),
         Command::Node(args) => node::run(&args),
+        Command::Token(args) => token::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -41,8 +41,13 @@ pub fn run(args: &NodeArgs) -> Result<()> {
         NodeCommand::Reject { id } => ("node.reject", Some(id.clone())),
         NodeCommand::Revoke { id } => ("node.revoke", Some(id.clone())),
     };
-    let answer =
-        call(&args.socket, &AdminRequest { op: op.into(), id }).map_err(anyhow::Error::msg)?;
+    let request = AdminRequest {
+        op: op.into(),
+        id,
+        group: None,
+        ttl_secs: None,
+    };
+    let answer = call(&args.socket, &request).map_err(anyhow::Error::msg)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());

@@ -25,6 +25,11 @@ pub struct AdminRequest {
     pub op: String,
     #[serde(default)]
     pub id: Option<String>,
+    /// For `token.create`: the node group and the token lifetime in seconds.
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub ttl_secs: Option<i64>,
 }
 
 /// Who may use the socket.
@@ -45,7 +50,12 @@ pub fn group_id(name: &str) -> Option<u32> {
 }
 
 /// Binds the socket (mode 0660) and serves it on its own threads.
-pub fn serve(path: &Path, store: Arc<Store>, access: Access) -> std::io::Result<()> {
+pub fn serve(
+    path: &Path,
+    store: Arc<Store>,
+    access: Access,
+    groups: Vec<String>,
+) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -59,16 +69,16 @@ pub fn serve(path: &Path, store: Arc<Store>, access: Access) -> std::io::Result<
         .name("admin".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (store, access) = (store.clone(), access.clone());
+                let (store, access, groups) = (store.clone(), access.clone(), groups.clone());
                 let _ = std::thread::Builder::new()
                     .name("admin-conn".into())
-                    .spawn(move || handle(conn, &store, &access));
+                    .spawn(move || handle(conn, &store, &access, &groups));
             }
         })?;
     Ok(())
 }
 
-fn handle(mut conn: UnixStream, store: &Store, access: &Access) {
+fn handle(mut conn: UnixStream, store: &Store, access: &Access, groups: &[String]) {
     let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
     // Read the request first, so a refused caller still gets its answer.
     let mut line = String::new();
@@ -90,7 +100,7 @@ fn handle(mut conn: UnixStream, store: &Store, access: &Access) {
                     serde_json::from_str::<AdminRequest>(&line)
                         .map_err(|e| format!("malformed request: {e}"))
                 }) {
-                    Ok(req) => execute(store, &req, uid)
+                    Ok(req) => execute(store, groups, &req, uid)
                         .unwrap_or_else(|e| serde_json::json!({"ok": false, "error": e})),
                     Err(e) => serde_json::json!({"ok": false, "error": e}),
                 }
@@ -125,7 +135,12 @@ fn member_of(uid: u32, primary_gid: u32, gid: u32) -> bool {
     })
 }
 
-fn execute(store: &Store, req: &AdminRequest, uid: u32) -> Result<serde_json::Value, String> {
+fn execute(
+    store: &Store,
+    groups: &[String],
+    req: &AdminRequest,
+    uid: u32,
+) -> Result<serde_json::Value, String> {
     let id = || {
         req.id
             .clone()
@@ -179,6 +194,39 @@ fn execute(store: &Store, req: &AdminRequest, uid: u32) -> Result<serde_json::Va
             .map_err(|e| e.to_string())?;
             tx.commit().map_err(|e| e.to_string())?;
             Ok(serde_json::json!({"ok": true, "id": id, "state": state}))
+        }
+        "token.create" => {
+            let group = req.group.clone().ok_or("token.create needs a \"group\"")?;
+            if !groups.contains(&group) {
+                return Err(format!("no node group {group:?}"));
+            }
+            let ttl = req.ttl_secs.unwrap_or(600);
+            if !(60..=30 * 24 * 3600).contains(&ttl) {
+                return Err("the token lifetime must be between 1 minute and 30 days".into());
+            }
+            let (token, hash) = crate::server::api::token::new_token();
+            let chain = {
+                use rand::RngCore;
+                let mut b = [0u8; 8];
+                rand::rng().fill_bytes(&mut b);
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            };
+            let mut conn = store.lock();
+            let tx = conn.transaction().map_err(|e| e.to_string())?;
+            let expires =
+                crate::store::tokens::create_chain(&tx, &chain, &group, ttl, &hash).map_err(db)?;
+            audit::append(
+                &tx,
+                &Event {
+                    kind: "token.created",
+                    subject: &format!("token-chain/{chain}"),
+                    detail: serde_json::json!({"by_uid": uid, "group": group, "ttl": ttl}),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            tx.commit().map_err(|e| e.to_string())?;
+            // The token is shown once, to the operator, and stored only as a hash.
+            Ok(serde_json::json!({"ok": true, "chain": chain, "token": token, "expires": expires}))
         }
         other => Err(format!("unknown operation {other:?}")),
     }

@@ -65,10 +65,12 @@ pub fn run(config: ServerConfig) -> Result<()> {
         ),
         None => None,
     };
+    let group_names = config.groups.iter().map(|g| g.name.clone()).collect();
     admin::serve(
         &config.admin_socket(),
         store.clone(),
         admin::Access { admin_gid },
+        group_names,
     )
     .with_context(|| format!("bind the admin socket {}", config.admin_socket().display()))?;
     let audit_store = store.clone();

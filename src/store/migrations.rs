@@ -67,9 +67,27 @@ const MIGRATIONS: &[(i64, &str)] = &[
         created  INTEGER NOT NULL
      );",
     ),
+    (
+        3,
+        "CREATE TABLE token_chains (
+        id       TEXT PRIMARY KEY,
+        grp      TEXT NOT NULL,
+        ttl      INTEGER NOT NULL,
+        state    TEXT NOT NULL CHECK (state IN ('active', 'revoked')),
+        created  INTEGER NOT NULL
+     );
+     CREATE TABLE tokens (
+        hash        BLOB PRIMARY KEY,
+        chain_id    TEXT NOT NULL REFERENCES token_chains(id),
+        generation  INTEGER NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('active', 'rotated')),
+        expires     INTEGER NOT NULL,
+        created     INTEGER NOT NULL
+     );",
+    ),
 ];
 
-pub const LATEST: i64 = 2;
+pub const LATEST: i64 = 3;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

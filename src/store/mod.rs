@@ -7,6 +7,7 @@
 
 mod migrations;
 pub mod nodes;
+pub mod tokens;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};

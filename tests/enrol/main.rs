@@ -447,3 +447,115 @@ fn the_admin_socket_refuses_callers_who_are_not_operators() {
     assert!(!out.status.success());
     assert!(err.contains("permission denied: uid 65534"), "{err}");
 }
+
+#[test]
+fn rotating_tokens_work_once_and_a_replayed_one_revokes_its_chain() {
+    use zeroth::server::api::token::{ExchangeRequest, ExchangeResponse};
+    let b = bench("auto_approve = true");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args([
+            "token", "create", "--group", "edge", "--ttl", "10m", "--socket",
+        ])
+        .arg(b.server.admin_socket())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(first.starts_with("zt1."), "{first}");
+
+    let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let point = key
+        .verifying_key()
+        .to_encoded_point(false)
+        .as_bytes()
+        .to_vec();
+    use base64::Engine;
+    let public_key = base64::engine::general_purpose::STANDARD.encode(&point);
+    let http = client(&b.server.bundle()).unwrap();
+    let url = format!("{}/v1/token/exchange", b.server.url());
+    let exchange = |token: &str| {
+        post_json::<_, ExchangeResponse>(
+            &http,
+            &url,
+            &ExchangeRequest {
+                token: token.to_owned(),
+                public_key: public_key.clone(),
+            },
+        )
+    };
+
+    let second = exchange(&first).unwrap();
+    assert!(
+        second.spiffe_id.starts_with("spiffe://lab.zeroth/token/"),
+        "{}",
+        second.spiffe_id
+    );
+    use x509_parser::prelude::*;
+    let (_, pem) = parse_x509_pem(second.svid.as_bytes()).unwrap();
+    assert_eq!(
+        pem.parse_x509()
+            .unwrap()
+            .public_key()
+            .subject_public_key
+            .data
+            .as_ref(),
+        point.as_slice()
+    );
+    let third = exchange(&second.token).unwrap();
+    assert_ne!(third.token, second.token);
+
+    // The first token, presented again: someone holds a copy.
+    let (status, reason) = refusal(exchange(&first).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(reason.contains("treated as stolen"), "{reason}");
+    // Its chain is revoked: even the newest token is dead now.
+    let (status, reason) = refusal(exchange(&third.token).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(reason.contains("chain was revoked"), "{reason}");
+    let (status, _) = refusal(exchange("zt1.not-a-token").unwrap_err());
+    assert_eq!(status, 401);
+
+    let db = rusqlite::Connection::open(b.server.database()).unwrap();
+    let kinds: Vec<String> = db
+        .prepare("SELECT kind FROM audit ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "token.created",
+            "token.rotated",
+            "token.rotated",
+            "token.theft"
+        ]
+    );
+    let everything: String = db
+        .prepare("SELECT detail || subject FROM audit")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for t in [&first, &second.token, &third.token] {
+        assert!(
+            !everything.contains(t.as_str()),
+            "a token reached the audit log"
+        );
+    }
+    // Only hashes are stored.
+    let stored: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM tokens WHERE length(hash) = 32",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 3);
+}

@@ -3,6 +3,7 @@
 pub mod enroll;
 pub mod error;
 mod health;
+pub mod token;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -21,6 +22,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/bundle", get(health::bundle))
         .route("/v1/enroll/begin", post(enroll::begin))
         .route("/v1/enroll/finish", post(enroll::finish))
+        .route("/v1/token/exchange", post(token::exchange))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

@@ -1,0 +1,149 @@
+//! Rotating identity tokens (DESIGN.md, "Universal identity token"): a host
+//! without a TPM exchanges its token for an X.509-SVID and the next token.
+//! Each token works once; presenting a used one is evidence of theft, and
+//! the whole chain is revoked.
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::error::{b64, ApiError, JsonBody};
+use crate::audit::{self, Event};
+use crate::identity::x509_ca::pem_encode;
+use crate::identity::{P256Subject, SpiffeId};
+use crate::server::state::{AppState, Shared};
+use crate::store::{now, tokens, StoreError};
+
+/// Tokens start with this, so scanners can recognise a leaked one.
+pub const TOKEN_PREFIX: &str = "zt1.";
+
+/// A new random token (shown once) and its hash (stored).
+pub fn new_token() -> (String, Vec<u8>) {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let token = format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeRequest {
+    pub token: String,
+    /// The host's ECDSA P-256 public key, uncompressed SEC1 point, base64.
+    pub public_key: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExchangeResponse {
+    /// The next token; the one presented no longer works.
+    pub token: String,
+    pub token_expires: i64,
+    pub spiffe_id: String,
+    pub svid: String,
+    pub bundle: String,
+}
+
+pub async fn exchange(
+    State(s): State<Shared>,
+    JsonBody(req): JsonBody<ExchangeRequest>,
+) -> Result<Json<ExchangeResponse>, ApiError> {
+    s.blocking(move |s| exchange_blocking(s, req))
+        .await?
+        .map(Json)
+}
+
+fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeResponse, ApiError> {
+    let key = b64("public_key", &req.public_key)?;
+    let point: [u8; 65] = key
+        .as_slice()
+        .try_into()
+        .ok()
+        .filter(|p: &[u8; 65]| p[0] == 4 && p256::PublicKey::from_sec1_bytes(p).is_ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("`public_key` is not an uncompressed ECDSA P-256 point")
+        })?;
+    let hash = token_hash(&req.token);
+
+    let mut conn = s.store.lock();
+    let tx = conn
+        .transaction()
+        .map_err(StoreError::sql("starting a transaction"))?;
+    let Some(row) = tokens::find(&tx, &hash)? else {
+        return Err(ApiError {
+            status: axum::http::StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            reason: "unknown token".into(),
+        });
+    };
+    let subject = format!("token-chain/{}", row.chain_id);
+    if row.chain_revoked {
+        return Err(ApiError::rejected("this token's chain was revoked"));
+    }
+    if row.rotated {
+        // Someone else already exchanged this token: one of the two copies
+        // is stolen. Revoke the chain; every holder must be re-provisioned.
+        tokens::revoke_chain(&tx, &row.chain_id)?;
+        audit::append(
+            &tx,
+            &Event {
+                kind: "token.theft",
+                subject: &subject,
+                detail: serde_json::json!({"generation": row.generation, "action": "chain revoked"}),
+            },
+        )?;
+        tx.commit()
+            .map_err(StoreError::sql("committing a revocation"))?;
+        tracing::warn!(chain = %row.chain_id, generation = row.generation, "ALERT: a rotated token was presented again; chain revoked");
+        return Err(ApiError::rejected(
+            "this token was already exchanged: treated as stolen, its whole chain is now revoked",
+        ));
+    }
+    if row.expires < now() {
+        return Err(ApiError::rejected(
+            "this token expired; ask an operator for a new one",
+        ));
+    }
+    let group = s.groups.get(&row.group).ok_or_else(|| {
+        ApiError::rejected(format!("node group {:?} no longer exists", row.group))
+    })?;
+    let id = SpiffeId::new(&s.trust_domain, &["token", &row.chain_id])
+        .map_err(|e| ApiError::unavailable("SPIFFE ID", e))?;
+    let ttl = group
+        .svid_ttl
+        .min(std::time::Duration::from_secs(row.ttl.max(60) as u64));
+    let svid =
+        s.ca.issue_svid(&P256Subject(point), &id, ttl)
+            .map_err(|e| ApiError::unavailable("the CA", e))?;
+    let (next, next_hash) = new_token();
+    let expires = now() + row.ttl;
+    tokens::mark_rotated(&tx, &hash)?;
+    tokens::insert_token(&tx, &row.chain_id, row.generation + 1, &next_hash, expires)?;
+    audit::append(
+        &tx,
+        &Event {
+            kind: "token.rotated",
+            subject: &subject,
+            detail: serde_json::json!({"generation": row.generation + 1, "serial": svid.serial, "spiffe_id": id.as_str()}),
+        },
+    )?;
+    tx.commit()
+        .map_err(StoreError::sql("committing a rotation"))?;
+    Ok(ExchangeResponse {
+        token: next,
+        token_expires: expires,
+        spiffe_id: id.to_string(),
+        svid: pem_encode("CERTIFICATE", &svid.der),
+        bundle: s.ca.cert_pem(),
+    })
+}

@@ -1,0 +1,89 @@
+//! Rotating identity tokens for hosts without a TPM. Only SHA-256 hashes of
+//! tokens are stored.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use super::{now, StoreError};
+
+/// A token as found by its hash.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub chain_id: String,
+    pub group: String,
+    pub generation: i64,
+    pub rotated: bool,
+    pub expires: i64,
+    pub chain_revoked: bool,
+    pub ttl: i64,
+}
+
+pub fn create_chain(
+    tx: &Transaction<'_>,
+    id: &str,
+    group: &str,
+    ttl: i64,
+    first_hash: &[u8],
+) -> Result<i64, StoreError> {
+    let t = now();
+    tx.execute(
+        "INSERT INTO token_chains (id, grp, ttl, state, created) VALUES (?1, ?2, ?3, 'active', ?4)",
+        params![id, group, ttl, t],
+    )
+    .map_err(StoreError::sql("creating a token chain"))?;
+    insert_token(tx, id, 1, first_hash, t + ttl)?;
+    Ok(t + ttl)
+}
+
+pub fn insert_token(
+    tx: &Transaction<'_>,
+    chain: &str,
+    generation: i64,
+    hash: &[u8],
+    expires: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO tokens (hash, chain_id, generation, state, expires, created) VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
+        params![hash, chain, generation, expires, now()],
+    )
+    .map_err(StoreError::sql("recording a token"))?;
+    Ok(())
+}
+
+pub fn find(tx: &Transaction<'_>, hash: &[u8]) -> Result<Option<TokenRow>, StoreError> {
+    tx.query_row(
+        "SELECT t.chain_id, c.grp, t.generation, t.state, t.expires, c.state, c.ttl
+         FROM tokens t JOIN token_chains c ON c.id = t.chain_id WHERE t.hash = ?1",
+        [hash],
+        |r| {
+            Ok(TokenRow {
+                chain_id: r.get(0)?,
+                group: r.get(1)?,
+                generation: r.get(2)?,
+                rotated: r.get::<_, String>(3)? == "rotated",
+                expires: r.get(4)?,
+                chain_revoked: r.get::<_, String>(5)? == "revoked",
+                ttl: r.get(6)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(StoreError::sql("looking up a token"))
+}
+
+pub fn mark_rotated(tx: &Transaction<'_>, hash: &[u8]) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE tokens SET state = 'rotated' WHERE hash = ?1",
+        [hash],
+    )
+    .map_err(StoreError::sql("rotating a token"))?;
+    Ok(())
+}
+
+pub fn revoke_chain(tx: &Transaction<'_>, chain: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE token_chains SET state = 'revoked' WHERE id = ?1",
+        [chain],
+    )
+    .map_err(StoreError::sql("revoking a token chain"))?;
+    Ok(())
+}
