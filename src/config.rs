@@ -202,8 +202,8 @@ impl ServerConfig {
                     ));
                 }
             }
-            if g.svid_ttl < Duration::from_secs(60) {
-                return Err(invalid(&key("svid_ttl"), "must be at least 1m".into()));
+            if g.svid_ttl < Duration::from_secs(10) {
+                return Err(invalid(&key("svid_ttl"), "must be at least 10s".into()));
             }
         }
         Ok(())
@@ -217,6 +217,54 @@ impl ServerConfig {
 
     pub fn group(&self, name: &str) -> Option<&GroupConfig> {
         self.groups.iter().find(|g| g.name == name)
+    }
+}
+
+/// `/etc/zeroth/agent.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The zeroth server, e.g. "https://zeroth.example.org:8443".
+    pub server: String,
+    /// The zeroth CA certificate (PEM) the server's certificate chains to.
+    pub ca_bundle: PathBuf,
+    /// The node group whose policy admits this machine.
+    pub group: String,
+    /// TCTI of the TPM.
+    #[serde(default = "default_tcti")]
+    pub tcti: String,
+    /// Where the agent keeps its TPM-wrapped keys and certificates.
+    #[serde(default = "default_agent_state")]
+    pub state_dir: PathBuf,
+}
+
+fn default_tcti() -> String {
+    "device:/dev/tpmrm0".into()
+}
+
+fn default_agent_state() -> PathBuf {
+    PathBuf::from("/var/lib/zeroth-agent")
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let cfg: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        if !cfg.server.starts_with("https://") {
+            return Err(ConfigError::Invalid {
+                path: p,
+                key: "server".into(),
+                problem: format!("is {:?}; it must be an https:// URL", cfg.server),
+            });
+        }
+        Ok(cfg)
     }
 }
 

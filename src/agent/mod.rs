@@ -2,5 +2,6 @@
 //! disk only public material and TPM-wrapped key blobs.
 
 pub mod enrol;
+pub mod run;
 
 pub use enrol::{enrol, EnrolOptions, Outcome};

@@ -15,6 +15,13 @@ pub struct AgentArgs {
 
 #[derive(Debug, Subcommand)]
 enum AgentCommand {
+    /// Enrol and keep the identity fresh until SIGTERM: re-attest at half the
+    /// SVID's lifetime, back off while the server is unreachable.
+    Run {
+        /// Configuration file.
+        #[arg(long, default_value = "/etc/zeroth/agent.toml")]
+        config: PathBuf,
+    },
     /// Enrol this machine through its TPM and obtain its X.509-SVID.
     Enroll {
         /// The zeroth server, e.g. https://zeroth.example.org:8443.
@@ -37,6 +44,31 @@ enum AgentCommand {
 
 pub fn run(args: &AgentArgs) -> Result<()> {
     match &args.command {
+        AgentCommand::Run { config } => {
+            let c = crate::config::AgentConfig::load(config)?;
+            let (tx, rx) = std::sync::mpsc::channel();
+            let mut signals = signal_hook::iterator::Signals::new([
+                signal_hook::consts::SIGINT,
+                signal_hook::consts::SIGTERM,
+            ])?;
+            std::thread::spawn(move || {
+                if signals.forever().next().is_some() {
+                    let _ = tx.send(());
+                }
+            });
+            crate::agent::run::run(
+                &EnrolOptions {
+                    server: c.server,
+                    ca_bundle: c.ca_bundle,
+                    group: c.group,
+                    tcti: c.tcti,
+                    state_dir: c.state_dir,
+                },
+                &rx,
+            );
+            println!("agent stopped");
+            Ok(())
+        }
         AgentCommand::Enroll {
             server,
             ca_bundle,
