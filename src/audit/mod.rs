@@ -74,17 +74,21 @@ fn checkpoint_message(seq: i64, hash: &[u8]) -> Vec<u8> {
     [&b"zeroth audit checkpoint v1"[..], &seq.to_be_bytes(), hash].concat()
 }
 
+/// The last event's sequence number and hash.
+fn head(conn: &Connection) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+    conn.query_row(
+        "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(StoreError::sql("reading the audit head"))
+}
+
 /// Appends `event` inside the caller's transaction, so the event commits
 /// with the action it records, or neither does.
 pub fn append(tx: &Transaction<'_>, event: &Event<'_>) -> Result<i64, AuditError> {
-    let head: Option<(i64, Vec<u8>)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(StoreError::sql("reading the audit head"))?;
+    let head = head(tx)?;
     let (seq, prev) = match head {
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS.to_vec()),
@@ -106,14 +110,7 @@ pub fn checkpoint(conn: &mut Connection, keys: &dyn KeyStore) -> Result<Option<i
     let tx = conn
         .transaction()
         .map_err(StoreError::sql("starting a checkpoint"))?;
-    let head: Option<(i64, Vec<u8>)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(StoreError::sql("reading the audit head"))?;
+    let head = head(&tx)?;
     let Some((seq, hash)) = head else {
         return Ok(None);
     };

@@ -10,7 +10,7 @@ use zeroth_attest::verify::credential::{check_activation, make_credential};
 use zeroth_attest::verify::ek::check_ek;
 use zeroth_attest::verify::public::Public;
 use zeroth_attest::verify::quote::{check_ak, verify_quote, Ak};
-use zeroth_attest::{AkAlgorithm, Attester, EkAlgorithm, TrustAnchors};
+use zeroth_attest::{AkAlgorithm, Attester, EkAlgorithm};
 
 use zeroth_hsm::{Binding, Capability, KeyName, KeyStore, Pkcs11KeyStore, PublicKey, Sealer};
 
@@ -59,9 +59,7 @@ pub fn run(_args: &DemoArgs) -> Result<()> {
 }
 
 fn show_tpm(lab: &Swtpm) -> Result<()> {
-    let mut anchors = TrustAnchors::default();
-    anchors.add_roots_pem(&read(lab.ca_root_pem())?)?;
-    anchors.add_intermediates_pem(&read(lab.ca_intermediate_pem())?)?;
+    let anchors = lab.trust_anchors()?;
     println!(
         "swtpm {} on loopback; the lab CA plays the TPM manufacturer",
         lab.version()
@@ -326,10 +324,6 @@ fn show_sshd(sshd: &Sshd) -> Result<()> {
         sshd.login_user()
     );
     Ok(())
-}
-
-fn read(p: &std::path::Path) -> Result<Vec<u8>> {
-    std::fs::read(p).with_context(|| format!("read {}", p.display()))
 }
 
 fn hex(b: &[u8]) -> String {

@@ -177,6 +177,19 @@ impl Swtpm {
         &self.ca_intermediate
     }
 
+    /// What a verifier trusting this lab's TPM manufacturer holds: the lab
+    /// CA's root as a trusted root, its intermediate as an intermediate.
+    pub fn trust_anchors(&self) -> Result<zeroth_attest::TrustAnchors, LabError> {
+        let read =
+            |p: &Path| fs::read(p).map_err(|e| LabError::io(format!("read {}", p.display()), e));
+        let mut a = zeroth_attest::TrustAnchors::default();
+        a.add_roots_pem(&read(&self.ca_root)?)
+            .map_err(|e| LabError::Unsupported(format!("lab CA root: {e}")))?;
+        a.add_intermediates_pem(&read(&self.ca_intermediate)?)
+            .map_err(|e| LabError::Unsupported(format!("lab CA intermediate: {e}")))?;
+        Ok(a)
+    }
+
     /// The RSA-2048 EK certificate (DER) as swtpm_setup wrote it into NV,
     /// for cross-checking what is read back through the TPM.
     pub fn ek_cert_rsa_der(&self) -> Result<Vec<u8>, LabError> {

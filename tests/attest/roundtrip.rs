@@ -12,12 +12,7 @@ use zeroth_attest::{AkAlgorithm, Attester, EkAlgorithm, TrustAnchors};
 use crate::tools::{hex, Tpm2Tools};
 
 fn anchors(tpm: &Swtpm) -> TrustAnchors {
-    let mut a = TrustAnchors::default();
-    a.add_roots_pem(&std::fs::read(tpm.ca_root_pem()).unwrap())
-        .unwrap();
-    a.add_intermediates_pem(&std::fs::read(tpm.ca_intermediate_pem()).unwrap())
-        .unwrap();
-    a
+    tpm.trust_anchors().unwrap()
 }
 
 #[test]

@@ -78,6 +78,41 @@ impl<'a> Tpm2Tools<'a> {
         ]);
     }
 
+    /// tpm2_activatecredential of a credential file (tpm2-tools format) by
+    /// ak.ctx under ek.ctx, with the EK's PolicySecret(endorsement) session.
+    /// Returns the recovered secret, or the tool's error output.
+    pub fn activate_credential(&self, credential_file: &[u8]) -> Result<Vec<u8>, String> {
+        std::fs::write(self.path("cred.in"), credential_file).unwrap();
+        let _ = std::fs::remove_file(self.path("secret.out"));
+        self.run(&[
+            "tpm2_startauthsession",
+            "--policy-session",
+            "-S",
+            "session.ctx",
+        ]);
+        self.run(&["tpm2_policysecret", "-S", "session.ctx", "-c", "e"]);
+        let out = self.try_run(&[
+            "tpm2_activatecredential",
+            "-c",
+            "ak.ctx",
+            "-C",
+            "ek.ctx",
+            "-i",
+            "cred.in",
+            "-o",
+            "secret.out",
+            "-P",
+            "session:session.ctx",
+        ]);
+        let _ = self.try_run(&["tpm2_flushcontext", "session.ctx"]);
+        self.run(&["tpm2_flushcontext", "-t"]);
+        if out.status.success() {
+            Ok(self.read("secret.out"))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     /// tpm2_quote over sha256 PCRs `pcrs` with `nonce`: (TPMS_ATTEST, TPMT_SIGNATURE).
     pub fn quote(&self, pcrs: &str, nonce: &[u8]) -> (Vec<u8>, Vec<u8>) {
         self.run(&[

@@ -8,7 +8,6 @@ use zeroth_attest::verify::pcr::PcrPolicy;
 use zeroth_attest::verify::public::Public;
 use zeroth_attest::verify::quote::{check_ak, verify_quote, Ak};
 use zeroth_attest::verify::VerifyError;
-use zeroth_attest::TrustAnchors;
 
 use crate::tools::Tpm2Tools;
 
@@ -127,53 +126,16 @@ fn our_make_credential_is_activated_by_tpm2_activatecredential() {
     let ek = Public::from_tpm2b(&t.read("ek.pub")).unwrap();
     let secret = *b"zeroth: the AK shares a TPM w/EK";
     let cred = make_credential(&ek, &t.read("ak.name"), &secret).unwrap();
-    std::fs::write(t.path("cred.in"), cred.to_tpm2_tools_file()).unwrap();
-    t.run(&[
-        "tpm2_startauthsession",
-        "--policy-session",
-        "-S",
-        "session.ctx",
-    ]);
-    t.run(&["tpm2_policysecret", "-S", "session.ctx", "-c", "e"]);
-    t.run(&[
-        "tpm2_activatecredential",
-        "-c",
-        "ak.ctx",
-        "-C",
-        "ek.ctx",
-        "-i",
-        "cred.in",
-        "-o",
-        "secret.out",
-        "-P",
-        "session:session.ctx",
-    ]);
-    t.run(&["tpm2_flushcontext", "session.ctx"]);
-    assert_eq!(t.read("secret.out"), secret);
+    let recovered = t.activate_credential(&cred.to_tpm2_tools_file()).unwrap();
+    assert_eq!(recovered, secret);
 
     // Bound to the AK's Name: a credential made for another Name does not activate.
     let mut wrong_name = t.read("ak.name");
     let last = wrong_name.len() - 1;
     wrong_name[last] ^= 1;
     let cred = make_credential(&ek, &wrong_name, &secret).unwrap();
-    std::fs::write(t.path("cred.bad"), cred.to_tpm2_tools_file()).unwrap();
-    t.run(&["tpm2_startauthsession", "--policy-session", "-S", "s2.ctx"]);
-    t.run(&["tpm2_policysecret", "-S", "s2.ctx", "-c", "e"]);
-    let out = t.try_run(&[
-        "tpm2_activatecredential",
-        "-c",
-        "ak.ctx",
-        "-C",
-        "ek.ctx",
-        "-i",
-        "cred.bad",
-        "-o",
-        "bad.out",
-        "-P",
-        "session:s2.ctx",
-    ]);
     assert!(
-        !out.status.success(),
+        t.activate_credential(&cred.to_tpm2_tools_file()).is_err(),
         "a credential for another Name was activated"
     );
 }
@@ -262,13 +224,7 @@ fn the_ek_certificate_must_certify_the_ek_presented() {
         Err(VerifyError::EkCertKeyMismatch)
     );
 
-    let mut anchors = TrustAnchors::default();
-    anchors
-        .add_roots_pem(&std::fs::read(tpm.ca_root_pem()).unwrap())
-        .unwrap();
-    anchors
-        .add_intermediates_pem(&std::fs::read(tpm.ca_intermediate_pem()).unwrap())
-        .unwrap();
+    let anchors = tpm.trust_anchors().unwrap();
     let now = SystemTime::now();
     assert!(matches!(
         check_ek(&ek, Some(&cert), &anchors, &[], now),
@@ -329,27 +285,6 @@ fn our_make_credential_for_an_ecc_ek_is_activated_by_the_tpm() {
     ));
     let secret = [0xa5u8; 20];
     let cred = make_credential(&ek, &t.read("ak.name"), &secret).unwrap();
-    std::fs::write(t.path("cred.in"), cred.to_tpm2_tools_file()).unwrap();
-    t.run(&[
-        "tpm2_startauthsession",
-        "--policy-session",
-        "-S",
-        "session.ctx",
-    ]);
-    t.run(&["tpm2_policysecret", "-S", "session.ctx", "-c", "e"]);
-    t.run(&[
-        "tpm2_activatecredential",
-        "-c",
-        "ak.ctx",
-        "-C",
-        "ek.ctx",
-        "-i",
-        "cred.in",
-        "-o",
-        "secret.out",
-        "-P",
-        "session:session.ctx",
-    ]);
-    t.run(&["tpm2_flushcontext", "session.ctx"]);
-    assert_eq!(t.read("secret.out"), secret);
+    let recovered = t.activate_credential(&cred.to_tpm2_tools_file()).unwrap();
+    assert_eq!(recovered, secret);
 }

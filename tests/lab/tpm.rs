@@ -5,12 +5,7 @@ use zeroth::lab::Swtpm;
 use zeroth_attest::{verify_ek_chain, ChainError, EkAlgorithm, Tpm, TrustAnchors};
 
 fn anchors(tpm: &Swtpm) -> TrustAnchors {
-    let mut a = TrustAnchors::default();
-    a.add_roots_pem(&std::fs::read(tpm.ca_root_pem()).unwrap())
-        .unwrap();
-    a.add_intermediates_pem(&std::fs::read(tpm.ca_intermediate_pem()).unwrap())
-        .unwrap();
-    a
+    tpm.trust_anchors().unwrap()
 }
 
 /// Runs a tpm2-tools command against the lab TPM and returns its stdout.
