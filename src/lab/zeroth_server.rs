@@ -27,6 +27,16 @@ impl ZerothServer {
     /// Starts `exe server` with `groups` (TOML `[[group]]` tables) and the
     /// lab token as its HSM; returns once it listens.
     pub fn start(exe: &Path, hsm: &SoftHsm, groups: &str) -> Result<Self, LabError> {
+        Self::start_with(exe, hsm, groups, &[])
+    }
+
+    /// As [`ZerothServer::start`], with extra `zeroth server` arguments.
+    pub fn start_with(
+        exe: &Path,
+        hsm: &SoftHsm,
+        groups: &str,
+        args: &[&str],
+    ) -> Result<Self, LabError> {
         let dir = LabDir::new("zeroth-server")?;
         let state_dir = dir.subdir("state", 0o700)?;
         let config = format!(
@@ -41,6 +51,7 @@ impl ZerothServer {
         cmd.arg("server")
             .arg("--config")
             .arg(&config_path)
+            .args(args)
             .env("SOFTHSM2_CONF", hsm.conf())
             .env("ZEROTH_LOG", "info");
         let log = dir.join("server.log");

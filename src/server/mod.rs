@@ -22,21 +22,26 @@ const TLS_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Opens the HSM, the database and the CA, then serves until SIGINT/SIGTERM.
 /// Prints one line once listening: `zeroth server listening on https://ADDR`.
-pub fn run(config: ServerConfig) -> Result<()> {
-    let pin = match (&config.hsm.pin_file, &config.hsm.pin_credential) {
-        (Some(f), _) => PinSource::File(f.clone()),
-        (None, Some(c)) => PinSource::SystemdCredential(c.clone()),
-        (None, None) => anyhow::bail!("hsm.pin_file or hsm.pin_credential is required"),
+pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
+    let keys: Arc<dyn KeyStore> = if dev {
+        // Only ever on explicit request: keys in memory, gone at exit.
+        Arc::new(zeroth_hsm::SoftwareKeyStore::new_insecure())
+    } else {
+        let pin = match (&config.hsm.pin_file, &config.hsm.pin_credential) {
+            (Some(f), _) => PinSource::File(f.clone()),
+            (None, Some(c)) => PinSource::SystemdCredential(c.clone()),
+            (None, None) => anyhow::bail!("hsm.pin_file or hsm.pin_credential is required"),
+        };
+        Arc::new(
+            Pkcs11KeyStore::open(&Pkcs11Config {
+                module: config.hsm.module.clone(),
+                token: TokenSelector::Label(config.hsm.token_label.clone()),
+                pin,
+                max_sessions: 0,
+            })
+            .context("open the HSM")?,
+        )
     };
-    let keys: Arc<dyn KeyStore> = Arc::new(
-        Pkcs11KeyStore::open(&Pkcs11Config {
-            module: config.hsm.module.clone(),
-            token: TokenSelector::Label(config.hsm.token_label.clone()),
-            pin,
-            max_sessions: 0,
-        })
-        .context("open the HSM")?,
-    );
     // zeroth's standard keys (CA, audit checkpoints, store KEK…), generated
     // in the HSM on first start and found there afterwards.
     for (name, kind) in zeroth_hsm::STANDARD_KEYS {

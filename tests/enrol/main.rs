@@ -638,3 +638,45 @@ fn the_agent_rotates_its_identity_and_stops_renewing_once_revoked() {
     while next_line(deadline) != "agent stopped" {}
     assert!(agent.wait().unwrap().success());
 }
+
+#[test]
+fn dev_mode_is_explicit_loud_and_keeps_keys_out_of_the_hsm() {
+    let tpm = Swtpm::start().unwrap();
+    let hsm = SoftHsm::start().unwrap();
+    let roots = LabDir::new("roots").unwrap();
+    let server = ZerothServer::start_with(
+        Path::new(env!("CARGO_BIN_EXE_zeroth")),
+        &hsm,
+        &group("edge", &tpm, &roots, "auto_approve = true"),
+        &["--dev"],
+    )
+    .unwrap();
+    assert!(
+        server
+            .log()
+            .contains("DEV MODE: keys are held in process memory"),
+        "{}",
+        server.log()
+    );
+    let agent = LabDir::new("agent").unwrap();
+    let outcome = enrol(&EnrolOptions {
+        server: server.url().to_owned(),
+        ca_bundle: server.bundle(),
+        group: "edge".into(),
+        tcti: tpm.tcti(),
+        state_dir: agent.path().to_owned(),
+    })
+    .unwrap();
+    assert!(matches!(outcome, Outcome::Approved { .. }));
+    // Nothing was created in the token.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .env("SOFTHSM2_CONF", hsm.conf())
+        .args(["hsm", "status", "--json", "--module"])
+        .arg(hsm.module())
+        .args(["--token-label", hsm.token_label(), "--pin-file"])
+        .arg(hsm.pin_file())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["keys"].as_array().unwrap().len(), 0, "{v}");
+}
