@@ -56,7 +56,7 @@ pub struct BeginResponse {
     pub pcrs: Vec<u8>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FinishRequest {
     pub challenge_id: String,
@@ -74,6 +74,15 @@ pub struct FinishRequest {
     pub certify_attest: String,
     /// TPMT_SIGNATURE of the certification, base64.
     pub certify_signature: String,
+}
+
+impl std::fmt::Debug for FinishRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FinishRequest")
+            .field("challenge_id", &self.challenge_id)
+            .field("secret", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -36,7 +36,7 @@ pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeRequest {
     pub token: String,
@@ -44,7 +44,15 @@ pub struct ExchangeRequest {
     pub public_key: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+impl std::fmt::Debug for ExchangeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeRequest")
+            .field("token", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
 pub struct ExchangeResponse {
     /// The next token; the one presented no longer works.
     pub token: String,
@@ -52,6 +60,15 @@ pub struct ExchangeResponse {
     pub spiffe_id: String,
     pub svid: String,
     pub bundle: String,
+}
+
+impl std::fmt::Debug for ExchangeResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeResponse")
+            .field("token", &"[REDACTED]")
+            .field("spiffe_id", &self.spiffe_id)
+            .finish_non_exhaustive()
+    }
 }
 
 pub async fn exchange(
@@ -146,4 +163,20 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
         svid: pem_encode("CERTIFICATE", &svid.der),
         bundle: s.ca.cert_pem(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_never_appear_in_debug_output() {
+        let (token, hash) = new_token();
+        assert_eq!(hash, token_hash(&token));
+        let req = ExchangeRequest {
+            token: token.clone(),
+            public_key: String::new(),
+        };
+        assert!(!format!("{req:?}").contains(&token));
+    }
 }
