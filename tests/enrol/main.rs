@@ -306,22 +306,25 @@ fn malformed_requests_are_answered_400_naming_the_field() {
     assert_eq!(resp.status().as_u16(), 400, "no content type");
 }
 
+/// Runs `zeroth <args>`; (success, stdout + stderr).
+fn run_zeroth(cmd: &mut std::process::Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 fn zeroth_audit(server: &ZerothServer, hsm_conf: &Path, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .arg("audit")
-        .args(args)
-        .arg("--config")
-        .arg(server.config())
-        .env("SOFTHSM2_CONF", hsm_conf)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    run_zeroth(
+        std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+            .arg("audit")
+            .args(args)
+            .arg("--config")
+            .arg(server.config())
+            .env("SOFTHSM2_CONF", hsm_conf),
     )
 }
 
@@ -372,20 +375,12 @@ fn every_decision_is_audited_and_tampering_is_detected() {
 }
 
 fn zeroth_node(server: &ZerothServer, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .arg("node")
-        .args(args)
-        .arg("--socket")
-        .arg(server.admin_socket())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    run_zeroth(
+        std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+            .arg("node")
+            .args(args)
+            .arg("--socket")
+            .arg(server.admin_socket()),
     )
 }
 
