@@ -20,7 +20,44 @@ pub struct ZerothServer {
     url: String,
     state_dir: PathBuf,
     config: PathBuf,
+    launch: Launch,
     dir: LabDir,
+}
+
+/// How to (re)start the server process.
+#[derive(Debug)]
+struct Launch {
+    exe: PathBuf,
+    config: PathBuf,
+    args: Vec<String>,
+    softhsm_conf: PathBuf,
+    log: PathBuf,
+}
+
+impl Launch {
+    fn run(&self) -> Result<(Daemon, String), LabError> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("server")
+            .arg("--config")
+            .arg(&self.config)
+            .args(&self.args)
+            .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            .env("ZEROTH_LOG", "info");
+        let mut daemon = Daemon::spawn("zeroth server", cmd, &self.log, Signal::TERM)?;
+        let log = &self.log;
+        let url = wait::until(
+            "zeroth server",
+            &mut daemon,
+            Duration::from_secs(30),
+            || {
+                let text = std::fs::read_to_string(log).ok()?;
+                text.lines()
+                    .find_map(|l| l.strip_prefix("zeroth server listening on "))
+                    .map(|u| u.trim().to_owned())
+            },
+        )?;
+        Ok((daemon, url))
+    }
 }
 
 impl ZerothServer {
@@ -47,33 +84,32 @@ impl ZerothServer {
             hsm.pin_file().display()
         );
         let config_path = dir.write("server.toml", config.as_bytes(), 0o600)?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("server")
-            .arg("--config")
-            .arg(&config_path)
-            .args(args)
-            .env("SOFTHSM2_CONF", hsm.conf())
-            .env("ZEROTH_LOG", "info");
-        let log = dir.join("server.log");
-        let mut daemon = Daemon::spawn("zeroth server", cmd, &log, Signal::TERM)?;
-        let url = wait::until(
-            "zeroth server",
-            &mut daemon,
-            Duration::from_secs(30),
-            || {
-                let text = std::fs::read_to_string(&log).ok()?;
-                text.lines()
-                    .find_map(|l| l.strip_prefix("zeroth server listening on "))
-                    .map(|u| u.trim().to_owned())
-            },
-        )?;
+        let launch = Launch {
+            exe: exe.to_owned(),
+            config: config_path.clone(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            softhsm_conf: hsm.conf().to_owned(),
+            log: dir.join("server.log"),
+        };
+        let (daemon, url) = launch.run()?;
         Ok(Self {
             daemon,
             url,
             state_dir,
             config: config_path,
+            launch,
             dir,
         })
+    }
+
+    /// Stops the server and starts it again on the same configuration, state
+    /// and HSM keys (a new port: see [`ZerothServer::url`]).
+    pub fn restart(&mut self) -> Result<(), LabError> {
+        self.daemon.stop(Duration::from_secs(10));
+        let (daemon, url) = self.launch.run()?;
+        self.daemon = daemon;
+        self.url = url;
+        Ok(())
     }
 
     /// `https://127.0.0.1:PORT`.

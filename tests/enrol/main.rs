@@ -675,3 +675,36 @@ fn dev_mode_is_explicit_loud_and_keeps_keys_out_of_the_hsm() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["keys"].as_array().unwrap().len(), 0, "{v}");
 }
+
+#[test]
+fn a_restarted_server_keeps_its_ca_and_its_nodes() {
+    let mut b = bench("auto_approve = true");
+    let Outcome::Approved { node_id, .. } = enrol(&b.options()).unwrap() else {
+        panic!("not approved");
+    };
+    let bundle_before = std::fs::read(b.server.bundle()).unwrap();
+    b.server.restart().unwrap();
+    assert_eq!(
+        std::fs::read(b.server.bundle()).unwrap(),
+        bundle_before,
+        "same CA after a restart"
+    );
+    // The node re-attests against the restarted server: same id, and the
+    // server still knows its last TPM clock (a replay would be caught).
+    let Outcome::Approved {
+        node_id: again,
+        svid_pem,
+        ..
+    } = enrol(&b.options()).unwrap()
+    else {
+        panic!("not approved after restart:\n{}", b.server.log());
+    };
+    assert_eq!(again, node_id);
+    use x509_parser::prelude::*;
+    let (_, ca) = parse_x509_pem(&bundle_before).unwrap();
+    let (_, leaf) = parse_x509_pem(svid_pem.as_bytes()).unwrap();
+    leaf.parse_x509()
+        .unwrap()
+        .verify_signature(Some(ca.parse_x509().unwrap().public_key()))
+        .unwrap();
+}
