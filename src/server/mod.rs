@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod metrics;
 pub mod state;
 pub mod tls;
 
@@ -80,7 +81,9 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
     .with_context(|| format!("bind the admin socket {}", config.admin_socket().display()))?;
     let audit_store = store.clone();
     let audit_keys = keys.clone();
+    let metrics = metrics::install().context("install the metrics recorder")?;
     let state = Arc::new(state::AppState {
+        metrics,
         trust_domain: config.trust_domain.clone(),
         store,
         keys,

@@ -10,6 +10,7 @@ use crate::policy::GroupPolicy;
 use crate::store::Store;
 
 pub struct AppState {
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub trust_domain: String,
     pub store: Arc<Store>,
     pub keys: Arc<dyn KeyStore>,

@@ -132,6 +132,26 @@ fn an_approved_node_gets_an_svid_for_its_tpm_key() {
         panic!("re-attestation not approved");
     };
     assert_eq!(again, node_id);
+
+    // Operators see it in the metrics.
+    let metrics = client(&b.server.bundle())
+        .unwrap()
+        .get(format!("{}/metrics", b.server.url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for line in [
+        "zeroth_enrolments_total{outcome=\"approved\"} 2",
+        "zeroth_svids_issued_total{for=\"node\"} 2",
+        "zeroth_nodes{state=\"approved\"} 1",
+        "zeroth_nodes{state=\"pending\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:\n{metrics}"
+        );
+    }
 }
 
 #[test]

@@ -115,6 +115,7 @@ fn hex(b: &[u8]) -> String {
 /// Records a refusal in the audit log, then returns it. If the audit write
 /// fails, the caller sees that failure instead.
 fn refuse(s: &AppState, subject: &str, err: ApiError) -> ApiError {
+    crate::server::metrics::rejection("enrolment");
     let mut conn = s.store.lock();
     let recorded = conn
         .transaction()
@@ -460,6 +461,10 @@ fn finish_blocking(s: &AppState, req: FinishRequest) -> Result<FinishResponse, A
     }
     tx.commit()
         .map_err(crate::store::StoreError::sql("committing an enrolment"))?;
+    crate::server::metrics::enrolment(state);
+    if svid.is_some() {
+        crate::server::metrics::svid_issued("node");
+    }
     Ok(FinishResponse {
         node_id,
         state,

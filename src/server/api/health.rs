@@ -31,3 +31,11 @@ pub async fn bundle(State(s): State<Shared>) -> impl IntoResponse {
         s.ca.cert_pem(),
     )
 }
+
+/// Prometheus exposition.
+pub async fn metrics(State(s): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let text = s
+        .blocking(|s| crate::server::metrics::render(&s.metrics, &s.store))
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+}

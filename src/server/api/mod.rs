@@ -20,6 +20,7 @@ pub fn router(state: Shared) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/v1/bundle", get(health::bundle))
+        .route("/metrics", get(health::metrics))
         .route("/v1/enroll/begin", post(enroll::begin))
         .route("/v1/enroll/finish", post(enroll::finish))
         .route("/v1/token/exchange", post(token::exchange))

@@ -121,6 +121,7 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
         )?;
         tx.commit()
             .map_err(StoreError::sql("committing a revocation"))?;
+        crate::server::metrics::token_theft();
         tracing::warn!(chain = %row.chain_id, generation = row.generation, "ALERT: a rotated token was presented again; chain revoked");
         return Err(ApiError::rejected(
             "this token was already exchanged: treated as stolen, its whole chain is now revoked",
@@ -156,6 +157,8 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
     )?;
     tx.commit()
         .map_err(StoreError::sql("committing a rotation"))?;
+    crate::server::metrics::token_rotation();
+    crate::server::metrics::svid_issued("token");
     Ok(ExchangeResponse {
         token: next,
         token_expires: expires,

@@ -1,0 +1,53 @@
+//! Prometheus metrics: what the server decided and issued, and the node
+//! registry by state. Scraped at `GET /metrics`.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::store::nodes::{self, NodeState};
+use crate::store::Store;
+
+/// Installs the process-wide recorder.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    Ok(PrometheusBuilder::new().install_recorder()?)
+}
+
+pub fn enrolment(state: NodeState) {
+    let outcome = match state {
+        NodeState::Approved => "approved",
+        NodeState::Pending => "pending",
+        NodeState::Revoked => "revoked",
+    };
+    metrics::counter!("zeroth_enrolments_total", "outcome" => outcome).increment(1);
+}
+
+pub fn rejection(kind: &'static str) {
+    metrics::counter!("zeroth_refusals_total", "kind" => kind).increment(1);
+}
+
+pub fn svid_issued(kind: &'static str) {
+    metrics::counter!("zeroth_svids_issued_total", "for" => kind).increment(1);
+}
+
+pub fn token_rotation() {
+    metrics::counter!("zeroth_token_rotations_total").increment(1);
+}
+
+pub fn token_theft() {
+    metrics::counter!("zeroth_token_thefts_total").increment(1);
+}
+
+/// The exposition text, with the node gauges refreshed from the store.
+pub fn render(handle: &PrometheusHandle, store: &Store) -> String {
+    if let Ok(list) = nodes::nodes(&store.lock()) {
+        for state in [NodeState::Pending, NodeState::Approved, NodeState::Revoked] {
+            let n = list.iter().filter(|n| n.state == state).count();
+            let label = match state {
+                NodeState::Approved => "approved",
+                NodeState::Pending => "pending",
+                NodeState::Revoked => "revoked",
+            };
+            metrics::gauge!("zeroth_nodes", "state" => label).set(n as f64);
+        }
+    }
+    handle.render()
+}
