@@ -62,6 +62,24 @@ pub struct HsmConfig {
     pub pin_credential: Option<String>,
 }
 
+impl HsmConfig {
+    /// The key store's configuration. Validation guarantees exactly one PIN source.
+    pub fn pkcs11(&self) -> zeroth_hsm::Pkcs11Config {
+        let pin = match (&self.pin_file, &self.pin_credential) {
+            (Some(f), _) => zeroth_hsm::PinSource::File(f.clone()),
+            (None, Some(c)) => zeroth_hsm::PinSource::SystemdCredential(c.clone()),
+            // Unreachable after `ServerConfig::validate`; an empty path fails loudly on read.
+            (None, None) => zeroth_hsm::PinSource::File(PathBuf::new()),
+        };
+        zeroth_hsm::Pkcs11Config {
+            module: self.module.clone(),
+            token: zeroth_hsm::TokenSelector::Label(self.token_label.clone()),
+            pin,
+            max_sessions: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {

@@ -9,6 +9,16 @@ pub const GCM_NONCE_LEN: usize = 12;
 /// Length of the AES-GCM tag that ends every ciphertext.
 pub const GCM_TAG_LEN: usize = 16;
 
+/// Splits `nonce || ciphertext || tag` (what [`KeyStore::encrypt`] returns)
+/// into the nonce and the rest; `None` if it is too short to hold a tag.
+pub(crate) fn split_gcm(sealed: &[u8]) -> Option<([u8; GCM_NONCE_LEN], &[u8])> {
+    if sealed.len() < GCM_NONCE_LEN + GCM_TAG_LEN {
+        return None;
+    }
+    let (nonce, body) = sealed.split_first_chunk::<GCM_NONCE_LEN>()?;
+    Some((*nonce, body))
+}
+
 /// A place where keys are generated and used without leaving it.
 ///
 /// Calls block (a hardware round trip); async callers run them on a blocking

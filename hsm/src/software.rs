@@ -10,7 +10,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use zeroize::Zeroizing;
 
-use crate::keystore::{GCM_NONCE_LEN, GCM_TAG_LEN};
+use crate::keystore::{split_gcm, GCM_NONCE_LEN};
 use crate::{HsmError, KeyInfo, KeyKind, KeyName, KeyStore, PublicKey};
 
 enum SoftKey {
@@ -168,11 +168,7 @@ impl KeyStore for SoftwareKeyStore {
             let SoftKey::Aes256(key) = k else {
                 return Err(wrong_kind(name, k.kind(), KeyKind::Aes256));
             };
-            if ciphertext.len() < GCM_NONCE_LEN + GCM_TAG_LEN {
-                return Err(HsmError::Decrypt);
-            }
-            let (nonce, body) = ciphertext.split_at(GCM_NONCE_LEN);
-            let nonce: [u8; GCM_NONCE_LEN] = nonce.try_into().map_err(|_| HsmError::Decrypt)?;
+            let (nonce, body) = split_gcm(ciphertext).ok_or(HsmError::Decrypt)?;
             let cipher = Aes256Gcm::new_from_slice(&key[..]).map_err(|_| HsmError::Decrypt)?;
             cipher
                 .decrypt(&Nonce::from(nonce), Payload { msg: body, aad })

@@ -224,12 +224,7 @@ impl Enrolment {
             .pcrs
             .0
             .iter()
-            .map(|((_, idx), v)| {
-                (
-                    format!("sha256:{idx}"),
-                    v.iter().map(|b| format!("{b:02x}")).collect(),
-                )
-            })
+            .map(|((_, idx), v)| (format!("sha256:{idx}"), hex::encode(v)))
             .collect();
         Ok(FinishRequest {
             challenge_id: begin.challenge_id.clone(),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use zeroth_hsm::{KeyName, KeyStore, PinSource, Pkcs11Config, Pkcs11KeyStore, TokenSelector};
+use zeroth_hsm::{KeyName, KeyStore, Pkcs11KeyStore};
 
 use crate::audit;
 use crate::config::ServerConfig;
@@ -39,18 +39,7 @@ pub fn run(args: &AuditArgs) -> Result<()> {
     let store = Store::open(&config.state_dir.join("zeroth.db"))?;
     match &args.command {
         AuditCommand::Verify => {
-            let pin = match (&config.hsm.pin_file, &config.hsm.pin_credential) {
-                (Some(f), _) => PinSource::File(f.clone()),
-                (None, Some(c)) => PinSource::SystemdCredential(c.clone()),
-                (None, None) => anyhow::bail!("hsm.pin_file or hsm.pin_credential is required"),
-            };
-            let keys = Pkcs11KeyStore::open(&Pkcs11Config {
-                module: config.hsm.module.clone(),
-                token: TokenSelector::Label(config.hsm.token_label.clone()),
-                pin,
-                max_sessions: 1,
-            })
-            .context("open the HSM")?;
+            let keys = Pkcs11KeyStore::open(&config.hsm.pkcs11()).context("open the HSM")?;
             let key = keys.public_key(&KeyName::new(audit::CHECKPOINT_KEY)?)?;
             let report = audit::verify(&store.lock(), &key)?;
             println!(

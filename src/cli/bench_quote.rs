@@ -70,7 +70,7 @@ pub fn run(duration: Duration, reference_quotes: usize) -> Result<()> {
     }
     let start = Instant::now();
     for (i, (nonce, _)) in quotes.iter().take(reference_quotes).enumerate() {
-        let nonce_hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let nonce_hex = hex::encode(nonce);
         let st = Command::new("tpm2_checkquote")
             .current_dir(dir.path())
             .args([

@@ -83,7 +83,7 @@ fn show_tpm(lab: &Swtpm) -> Result<()> {
     check_ak(&ak_public)?;
     println!(
         "           EK certificate matches the EK; AK {} is fixedTPM, restricted, sign-only",
-        hex(&ak_public.name()[2..10])
+        hex::encode(&ak_public.name()[2..10])
     );
     let secret: [u8; 32] = rand::random();
     let cred = make_credential(&ek, &ak_public.name(), &secret)?;
@@ -324,8 +324,4 @@ fn show_sshd(sshd: &Sshd) -> Result<()> {
         sshd.login_user()
     );
     Ok(())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -129,7 +129,7 @@ fn status(store: &Pkcs11KeyStore, json: bool) -> Result<()> {
                 serde_json::json!({
                     "name": k.name.as_str(),
                     "kind": k.kind.to_string(),
-                    "public_key_spki_sha256": k.public.as_ref().map(|p| hex(&Sha256::digest(p.spki_der()))),
+                    "public_key_spki_sha256": k.public.as_ref().map(|p| hex::encode(Sha256::digest(p.spki_der()))),
                 })
             })
             .collect();
@@ -179,11 +179,7 @@ fn status(store: &Pkcs11KeyStore, json: bool) -> Result<()> {
 /// `SHA256:<hex>` of a public key's SPKI, or a note for secret keys.
 pub fn fingerprint(spki: Option<Vec<u8>>) -> String {
     match spki {
-        Some(der) => format!("SHA256:{}", hex(&Sha256::digest(der))),
+        Some(der) => format!("SHA256:{}", hex::encode(Sha256::digest(der))),
         None => "(secret key, no public half)".into(),
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -216,7 +216,7 @@ impl X509Ca {
         let cert = p.signed_by(subject, &self.issuer, &self.key)?;
         Ok(Issued {
             der: cert.der().to_vec(),
-            serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
+            serial: hex::encode(serial),
             not_after,
         })
     }

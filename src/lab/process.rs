@@ -166,11 +166,29 @@ impl Drop for Daemon {
 
 /// Runs a short command to completion, failing with its output if it fails.
 pub fn run(what: &str, cmd: &mut Command) -> Result<String, LabError> {
+    run_with_input(what, cmd, b"")
+}
+
+/// As [`run`], with `input` on the command's standard input: the way to hand
+/// a program SQL that holds a password, which must not show in argv (where
+/// `ps` reads it) nor in the error (which echoes argv-free output only).
+pub fn run_with_input(what: &str, cmd: &mut Command, input: &[u8]) -> Result<String, LabError> {
+    use std::io::Write;
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| LabError::io(format!("{what}: run {program}"), e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input)
+            .map_err(|e| LabError::io(format!("{what}: write to {program}"), e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| LabError::io(format!("{what}: wait for {program}"), e))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
         Ok(stdout)

@@ -107,6 +107,29 @@ impl SoftHsm {
         std::env::set_var("SOFTHSM2_CONF", &self.conf);
     }
 
+    /// The arguments `zeroth hsm …` (and friends) need to reach this token.
+    pub fn zeroth_args(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--module".into(),
+            self.module.clone().into(),
+            "--token-label".into(),
+            TOKEN_LABEL.into(),
+            "--pin-file".into(),
+            self.pin_file.clone().into(),
+        ]
+    }
+
+    /// `pkcs11-tool` (OpenSC), an independent client, logged in to this token.
+    pub fn pkcs11_tool(&self) -> Result<Command, LabError> {
+        let mut cmd = Command::new(super::tools::PKCS11_TOOL.path()?);
+        cmd.env("SOFTHSM2_CONF", &self.conf)
+            .arg("--module")
+            .arg(&self.module)
+            .args(["--token-label", TOKEN_LABEL, "--login", "--pin"])
+            .arg(self.pin()?.expose_secret());
+        Ok(cmd)
+    }
+
     pub fn version(&self) -> &str {
         &self.version
     }

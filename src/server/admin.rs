@@ -205,12 +205,7 @@ fn execute(
                 return Err("the token lifetime must be between 1 minute and 30 days".into());
             }
             let (token, hash) = crate::server::api::token::new_token();
-            let chain = {
-                use rand::RngCore;
-                let mut b = [0u8; 8];
-                rand::rng().fill_bytes(&mut b);
-                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-            };
+            let chain = hex::encode(rand::random::<[u8; 8]>());
             let mut conn = store.lock();
             let tx = conn.transaction().map_err(|e| e.to_string())?;
             let expires =

@@ -12,12 +12,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 }
 
 pub fn enrolment(state: NodeState) {
-    let outcome = match state {
-        NodeState::Approved => "approved",
-        NodeState::Pending => "pending",
-        NodeState::Revoked => "revoked",
-    };
-    metrics::counter!("zeroth_enrolments_total", "outcome" => outcome).increment(1);
+    metrics::counter!("zeroth_enrolments_total", "outcome" => state.as_str()).increment(1);
 }
 
 pub fn rejection(kind: &'static str) {
@@ -38,16 +33,12 @@ pub fn token_theft() {
 
 /// The exposition text, with the node gauges refreshed from the store.
 pub fn render(handle: &PrometheusHandle, store: &Store) -> String {
-    if let Ok(list) = nodes::nodes(&store.lock()) {
-        for state in [NodeState::Pending, NodeState::Approved, NodeState::Revoked] {
-            let n = list.iter().filter(|n| n.state == state).count();
-            let label = match state {
-                NodeState::Approved => "approved",
-                NodeState::Pending => "pending",
-                NodeState::Revoked => "revoked",
-            };
-            metrics::gauge!("zeroth_nodes", "state" => label).set(n as f64);
+    let conn = store.lock();
+    for state in NodeState::ALL {
+        if let Ok(n) = nodes::count(&conn, state) {
+            metrics::gauge!("zeroth_nodes", "state" => state.as_str()).set(n as f64);
         }
     }
+    drop(conn);
     handle.render()
 }

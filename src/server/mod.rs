@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use zeroth_hsm::{KeyStore, PinSource, Pkcs11Config, Pkcs11KeyStore, TokenSelector};
+use zeroth_hsm::{KeyStore, Pkcs11KeyStore};
 
 use crate::config::ServerConfig;
 use crate::identity::X509Ca;
@@ -28,20 +28,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         // Only ever on explicit request: keys in memory, gone at exit.
         Arc::new(zeroth_hsm::SoftwareKeyStore::new_insecure())
     } else {
-        let pin = match (&config.hsm.pin_file, &config.hsm.pin_credential) {
-            (Some(f), _) => PinSource::File(f.clone()),
-            (None, Some(c)) => PinSource::SystemdCredential(c.clone()),
-            (None, None) => anyhow::bail!("hsm.pin_file or hsm.pin_credential is required"),
-        };
-        Arc::new(
-            Pkcs11KeyStore::open(&Pkcs11Config {
-                module: config.hsm.module.clone(),
-                token: TokenSelector::Label(config.hsm.token_label.clone()),
-                pin,
-                max_sessions: 0,
-            })
-            .context("open the HSM")?,
-        )
+        Arc::new(Pkcs11KeyStore::open(&config.hsm.pkcs11()).context("open the HSM")?)
     };
     // zeroth's standard keys (CA, audit checkpoints, store KEK…), generated
     // in the HSM on first start and found there afterwards.

@@ -14,7 +14,9 @@ pub enum NodeState {
 }
 
 impl NodeState {
-    fn as_str(self) -> &'static str {
+    pub const ALL: [NodeState; 3] = [Self::Pending, Self::Approved, Self::Revoked];
+
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Approved => "approved",
@@ -88,6 +90,16 @@ pub fn node(conn: &Connection, id: &str) -> Result<Option<Node>, StoreError> {
     )
     .optional()
     .map_err(StoreError::sql("looking up a node"))
+}
+
+/// How many nodes are in `state`.
+pub fn count(conn: &Connection, state: NodeState) -> Result<i64, StoreError> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM nodes WHERE state = ?1",
+        [state.as_str()],
+        |r| r.get(0),
+    )
+    .map_err(StoreError::sql("counting nodes"))
 }
 
 pub fn nodes(conn: &Connection) -> Result<Vec<Node>, StoreError> {

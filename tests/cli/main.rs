@@ -79,12 +79,11 @@ fn version_and_help_read_well() {
     assert!(err.contains("--module is required"), "{err}");
 }
 
-#[test]
-fn tpm_info_says_whether_the_ek_chains_to_the_configured_roots() {
-    let lab = Swtpm::start().unwrap();
+/// `zeroth tpm info` on `lab`'s TPM, trusting the root certificate of `root_of`.
+fn tpm_info(lab: &Swtpm, root_of: &Swtpm) -> (bool, String, String) {
     let roots = LabDir::new("roots").unwrap();
-    std::fs::copy(lab.ca_root_pem(), roots.join("lab-root.pem")).unwrap();
-    let (ok, out, err) = zeroth(&[
+    std::fs::copy(root_of.ca_root_pem(), roots.join("root.pem")).unwrap();
+    zeroth(&[
         "tpm",
         "info",
         "--tcti",
@@ -93,7 +92,13 @@ fn tpm_info_says_whether_the_ek_chains_to_the_configured_roots() {
         roots.path().to_str().unwrap(),
         "--ek-intermediates",
         lab.ca_intermediate_pem().to_str().unwrap(),
-    ]);
+    ])
+}
+
+#[test]
+fn tpm_info_says_whether_the_ek_chains_to_the_configured_roots() {
+    let lab = Swtpm::start().unwrap();
+    let (ok, out, err) = tpm_info(&lab, &lab);
     assert!(ok, "{err}");
     assert!(out.contains("manufacturer IBM"), "{out}");
     assert!(out.contains("PCR banks: sha256"), "{out}");
@@ -101,18 +106,7 @@ fn tpm_info_says_whether_the_ek_chains_to_the_configured_roots() {
 
     // Another manufacturer's root: the same names, a different key.
     let other = Swtpm::start().unwrap();
-    let foreign = LabDir::new("roots").unwrap();
-    std::fs::copy(other.ca_root_pem(), foreign.join("other-root.pem")).unwrap();
-    let (ok, out, err) = zeroth(&[
-        "tpm",
-        "info",
-        "--tcti",
-        &lab.tcti(),
-        "--ek-roots",
-        foreign.path().to_str().unwrap(),
-        "--ek-intermediates",
-        lab.ca_intermediate_pem().to_str().unwrap(),
-    ]);
+    let (ok, out, err) = tpm_info(&lab, &other);
     assert!(ok, "{err}");
     assert!(out.contains("NOT trusted"), "{out}");
     assert!(!out.contains("chains to a trusted root"), "{out}");

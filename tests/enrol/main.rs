@@ -45,15 +45,20 @@ fn bench(extra: &str) -> Bench {
     }
 }
 
+/// How an agent with its state in `agent` enrols `tpm` at `server`.
+fn options(server: &ZerothServer, tpm: &Swtpm, agent: &LabDir) -> EnrolOptions {
+    EnrolOptions {
+        server: server.url().to_owned(),
+        ca_bundle: server.bundle(),
+        group: "edge".into(),
+        tcti: tpm.tcti(),
+        state_dir: agent.path().to_owned(),
+    }
+}
+
 impl Bench {
     fn options(&self) -> EnrolOptions {
-        EnrolOptions {
-            server: self.server.url().to_owned(),
-            ca_bundle: self.server.bundle(),
-            group: "edge".into(),
-            tcti: self.tpm.tcti(),
-            state_dir: self.agent_dir.path().to_owned(),
-        }
+        options(&self.server, &self.tpm, &self.agent_dir)
     }
 }
 
@@ -176,14 +181,7 @@ fn a_tpm_from_an_untrusted_manufacturer_is_rejected_with_the_reason() {
     )
     .unwrap();
     let agent = LabDir::new("agent").unwrap();
-    let err = enrol(&EnrolOptions {
-        server: server.url().to_owned(),
-        ca_bundle: server.bundle(),
-        group: "edge".into(),
-        tcti: tpm.tcti(),
-        state_dir: agent.path().to_owned(),
-    })
-    .unwrap_err();
+    let err = enrol(&options(&server, &tpm, &agent)).unwrap_err();
     let (status, reason) = refusal(err);
     assert_eq!(status, 403);
     assert!(
@@ -674,22 +672,13 @@ fn dev_mode_is_explicit_loud_and_keeps_keys_out_of_the_hsm() {
         server.log()
     );
     let agent = LabDir::new("agent").unwrap();
-    let outcome = enrol(&EnrolOptions {
-        server: server.url().to_owned(),
-        ca_bundle: server.bundle(),
-        group: "edge".into(),
-        tcti: tpm.tcti(),
-        state_dir: agent.path().to_owned(),
-    })
-    .unwrap();
+    let outcome = enrol(&options(&server, &tpm, &agent)).unwrap();
     assert!(matches!(outcome, Outcome::Approved { .. }));
     // Nothing was created in the token.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
         .env("SOFTHSM2_CONF", hsm.conf())
-        .args(["hsm", "status", "--json", "--module"])
-        .arg(hsm.module())
-        .args(["--token-label", hsm.token_label(), "--pin-file"])
-        .arg(hsm.pin_file())
+        .args(["hsm", "status", "--json"])
+        .args(hsm.zeroth_args())
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -8,17 +8,14 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use secrecy::ExposeSecret;
-use zeroth::lab::{tools::PKCS11_TOOL, SoftHsm};
+use zeroth::lab::SoftHsm;
 
 fn zeroth_hsm(lab: &SoftHsm, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
         .env("SOFTHSM2_CONF", lab.conf())
         .arg("hsm")
         .args(args)
-        .arg("--module")
-        .arg(lab.module())
-        .args(["--token-label", lab.token_label(), "--pin-file"])
-        .arg(lab.pin_file())
+        .args(lab.zeroth_args())
         .output()
         .unwrap();
     assert!(
@@ -155,12 +152,9 @@ fn keys_persist_across_processes_and_never_leave_the_token() {
         .is_err());
 
     // An independent client agrees.
-    let out = Command::new(PKCS11_TOOL.path().unwrap())
-        .env("SOFTHSM2_CONF", lab.conf())
-        .arg("--module")
-        .arg(lab.module())
-        .args(["--token-label", lab.token_label(), "--login", "--pin"])
-        .arg(lab.pin().unwrap().expose_secret())
+    let out = lab
+        .pkcs11_tool()
+        .unwrap()
         .arg("--list-objects")
         .output()
         .unwrap();

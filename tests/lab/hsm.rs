@@ -1,6 +1,3 @@
-use std::process::Command;
-
-use secrecy::ExposeSecret;
 use zeroth::lab::SoftHsm;
 use zeroth_hsm::{Capability, HsmError, Module, TokenSelector};
 
@@ -34,12 +31,9 @@ fn softhsm_token_offers_the_mechanisms_zeroth_needs() {
     );
 
     // An independent PKCS#11 client sees the same token and logs in with the PIN file.
-    let out = Command::new(zeroth::lab::tools::PKCS11_TOOL.path().unwrap())
-        .env("SOFTHSM2_CONF", lab.conf())
-        .args(["--module"])
-        .arg(lab.module())
-        .args(["--token-label", lab.token_label(), "--login", "--pin"])
-        .arg(lab.pin().unwrap().expose_secret())
+    let out = lab
+        .pkcs11_tool()
+        .unwrap()
         .arg("--list-objects")
         .output()
         .unwrap();

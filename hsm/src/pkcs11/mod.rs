@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 pub use config::{PinSource, Pkcs11Config, TokenSelector};
 pub use module::{Capability, Module, TokenSummary};
 
-use crate::keystore::{GCM_NONCE_LEN, GCM_TAG_LEN};
+use crate::keystore::{split_gcm, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::{HsmError, KeyInfo, KeyKind, KeyName, KeyStore, PublicKey};
 use pool::SessionPool;
 
@@ -362,18 +362,16 @@ impl KeyStore for Pkcs11KeyStore {
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
         let check = |k| check_kind(name, k, KeyKind::Aes256);
-        if ciphertext.len() < GCM_NONCE_LEN + GCM_TAG_LEN {
+        let Some((nonce, body)) = split_gcm(ciphertext) else {
             // Still name a missing or wrong key before blaming the input.
             let k = self
                 .key(name)?
                 .ok_or_else(|| HsmError::KeyMissing(name.to_string()))?;
             check(k.kind)?;
             return Err(HsmError::Decrypt);
-        }
-        let (nonce, body) = ciphertext.split_at(GCM_NONCE_LEN);
+        };
         let result = self.with_key(name, check, |s, key| {
-            let mut iv = [0u8; GCM_NONCE_LEN];
-            iv.copy_from_slice(nonce);
+            let mut iv = nonce;
             let params = GcmParams::new(&mut iv, aad, (GCM_TAG_LEN as u64 * 8).into())
                 .map_err(HsmError::pkcs11("GCM parameters"))?;
             s.decrypt(&Mechanism::AesGcm(params), key.handle, body)

@@ -108,9 +108,7 @@ fn random<const N: usize>() -> [u8; N] {
     b
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use hex::encode as hex;
 
 /// Records a refusal in the audit log, then returns it. If the audit write
 /// fails, the caller sees that failure instead.
@@ -203,7 +201,7 @@ fn begin_blocking(s: &AppState, req: BeginRequest) -> Result<BeginResponse, ApiE
     let nonce: [u8; 32] = random();
     let cred =
         make_credential(&ek, &ak.name(), &secret).map_err(|e| ApiError::rejected(e.to_string()))?;
-    let id = hex(&random::<16>());
+    let id = hex(random::<16>());
     nodes::insert_challenge(
         &s.store.lock(),
         &Challenge {
@@ -390,7 +388,7 @@ fn finish_blocking(s: &AppState, req: FinishRequest) -> Result<FinishResponse, A
     let node_id = existing
         .as_ref()
         .map(|n| n.id.clone())
-        .unwrap_or_else(|| hex(&random::<8>()));
+        .unwrap_or_else(|| hex(random::<8>()));
     let state = match &existing {
         Some(n) if n.state == NodeState::Approved => NodeState::Approved,
         _ if group.auto_approve => NodeState::Approved,
