@@ -46,6 +46,12 @@ pub struct ServerConfig {
     pub admin_socket: Option<PathBuf>,
     /// A Unix group whose members may use the admin socket besides root.
     pub admin_group: Option<String>,
+    /// The `iss` of JWT-SVIDs and the base of OIDC discovery (default:
+    /// `https://<first tls_names entry>:<listening port>`).
+    pub jwt_issuer: Option<String>,
+    /// Longest lifetime a JWT-SVID may ask for (default "5m").
+    #[serde(default = "default_jwt_max_ttl", with = "humantime_serde_compat")]
+    pub jwt_max_ttl: Duration,
     /// Node groups: each holds the enrolment policy of its nodes.
     #[serde(rename = "group")]
     pub groups: Vec<GroupConfig>,
@@ -109,6 +115,10 @@ fn default_pcrs() -> Vec<u8> {
     (0..8).collect()
 }
 
+fn default_jwt_max_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
 fn default_svid_ttl() -> Duration {
     Duration::from_secs(3600)
 }
@@ -158,6 +168,14 @@ impl ServerConfig {
                 "tls_names",
                 "must list at least one name agents use to reach the server".into(),
             ));
+        }
+        if let Some(iss) = &self.jwt_issuer {
+            if !iss.starts_with("https://") || iss.ends_with('/') {
+                return Err(invalid(
+                    "jwt_issuer",
+                    format!("is {iss:?}; it must be an https:// URL without a trailing slash"),
+                ));
+            }
         }
         match (&self.hsm.pin_file, &self.hsm.pin_credential) {
             (Some(_), Some(_)) => {
@@ -254,6 +272,14 @@ pub struct AgentConfig {
     /// Where the agent keeps its TPM-wrapped keys and certificates.
     #[serde(default = "default_agent_state")]
     pub state_dir: PathBuf,
+    /// Longest wait between two attempts while the server is unreachable
+    /// or the node is pending (the wait doubles from 1 s up to this).
+    #[serde(default = "default_retry_max", with = "humantime_serde_compat")]
+    pub retry_max: Duration,
+}
+
+fn default_retry_max() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_tcti() -> String {

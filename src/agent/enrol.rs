@@ -8,6 +8,7 @@ use base64::Engine;
 use zeroth_attest::{AkAlgorithm, Attester, EkAlgorithm, KeyBlob};
 
 use crate::server::api::enroll::{BeginRequest, BeginResponse, FinishRequest, FinishResponse};
+use crate::server::api::identity::{RenewChallenge, RenewRequest, RenewResponse};
 use crate::store::nodes::NodeState;
 
 /// Why enrolment did not complete.
@@ -15,7 +16,7 @@ use crate::store::nodes::NodeState;
 pub enum AgentError {
     #[error("the TPM: {0}")]
     Tpm(#[from] zeroth_attest::AttestError),
-    #[error("the server refused enrolment ({status}): {reason}")]
+    #[error("the server refused ({status}): {reason}")]
     Refused { status: u16, reason: String },
     #[error("cannot reach the server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
@@ -171,7 +172,7 @@ pub fn client(ca_bundle: &Path) -> Result<reqwest::blocking::Client, AgentError>
 /// The TPM side of one enrolment, step by step (the tests drive the steps
 /// one at a time to tamper with them).
 pub struct Enrolment {
-    tpm: Attester,
+    tpm: std::sync::Arc<Attester>,
     ak: KeyBlob,
     key: KeyBlob,
 }
@@ -187,7 +188,11 @@ impl Enrolment {
         let tpm = Attester::open(tcti)?;
         let ak = key_blob(&tpm, state_dir, "ak", |t| t.create_ak(AkAlgorithm::EccP256))?;
         let key = key_blob(&tpm, state_dir, "key", |t| t.create_signing_key())?;
-        Ok(Self { tpm, ak, key })
+        Ok(Self {
+            tpm: std::sync::Arc::new(tpm),
+            ak,
+            key,
+        })
     }
 
     /// What `POST /v1/enroll/begin` needs: EK, EK certificate, AK.
@@ -220,12 +225,7 @@ impl Enrolment {
         let quote = self.tpm.run(move |t| t.quote(&a, &pcrs, &n))?;
         let (k, a, n) = (self.key.clone(), self.ak.clone(), nonce);
         let (certify_attest, certify_signature) = self.tpm.run(move |t| t.certify(&k, &a, &n))?;
-        let pcrs = quote
-            .pcrs
-            .0
-            .iter()
-            .map(|((_, idx), v)| (format!("sha256:{idx}"), hex::encode(v)))
-            .collect();
+        let pcrs = pcr_map(&quote);
         Ok(FinishRequest {
             challenge_id: begin.challenge_id.clone(),
             secret: b64(&recovered),
@@ -238,10 +238,42 @@ impl Enrolment {
         })
     }
 
+    /// Answers a renewal challenge with a fresh quote over its nonce.
+    pub fn renew_request(&self, ch: &RenewChallenge) -> Result<RenewRequest, AgentError> {
+        let nonce = unb64("nonce", &ch.nonce)?;
+        let (a, pcrs) = (self.ak.clone(), ch.pcrs.clone());
+        let quote = self.tpm.run(move |t| t.quote(&a, &pcrs, &nonce))?;
+        Ok(RenewRequest {
+            challenge_id: ch.challenge_id.clone(),
+            quote_attest: b64(&quote.attest),
+            quote_signature: b64(&quote.signature),
+            pcrs: pcr_map(&quote),
+        })
+    }
+
+    /// An mTLS client presenting `svid_pem`, signing with the identity key
+    /// in the TPM.
+    pub fn mtls_client(
+        &self,
+        ca_bundle: &Path,
+        svid_pem: &str,
+    ) -> Result<reqwest::blocking::Client, AgentError> {
+        super::mtls::client(ca_bundle, svid_pem, self.tpm.clone(), self.key.clone())
+    }
+
     /// The identity key's public area (TPM2B_PUBLIC).
     pub fn identity_key(&self) -> &[u8] {
         &self.key.public
     }
+}
+
+fn pcr_map(quote: &zeroth_attest::Quote) -> std::collections::BTreeMap<String, String> {
+    quote
+        .pcrs
+        .0
+        .iter()
+        .map(|((_, idx), v)| (format!("sha256:{idx}"), hex::encode(v)))
+        .collect()
 }
 
 /// POSTs a JSON body; a non-2xx answer becomes [`AgentError::Refused`]
@@ -286,4 +318,42 @@ pub fn enrol(opts: &EnrolOptions) -> Result<Outcome, AgentError> {
             node_id: done.node_id,
         }),
     }
+}
+
+/// Renews this machine's SVID over mTLS with a fresh quote. Needs a valid
+/// `svid.pem` in the state directory (see [`enrol`] otherwise).
+pub fn renew(opts: &EnrolOptions) -> Result<Outcome, AgentError> {
+    let svid_path = opts.state_dir.join("svid.pem");
+    let current = std::fs::read_to_string(&svid_path).map_err(|source| AgentError::File {
+        what: "read",
+        path: svid_path.clone(),
+        source,
+    })?;
+    let e = Enrolment::open(&opts.tcti, &opts.state_dir)?;
+    let client = e.mtls_client(&opts.ca_bundle, &current)?;
+    let base = opts.server.trim_end_matches('/');
+    let challenge: RenewChallenge = post_json(
+        &client,
+        &format!("{base}/v1/identity/challenge"),
+        &serde_json::json!({}),
+    )?;
+    let request = e.renew_request(&challenge)?;
+    let done: RenewResponse = post_json(&client, &format!("{base}/v1/identity/renew"), &request)?;
+    write(
+        &opts.state_dir.join("bundle.pem"),
+        "write",
+        done.bundle.as_bytes(),
+    )?;
+    write(&svid_path, "write", done.svid.as_bytes())?;
+    let node_id = done
+        .spiffe_id
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Outcome::Approved {
+        node_id,
+        spiffe_id: done.spiffe_id,
+        svid_pem: done.svid,
+    })
 }

@@ -2,6 +2,9 @@
 //! disk only public material and TPM-wrapped key blobs.
 
 pub mod enrol;
+pub mod jwt;
+pub mod mtls;
 pub mod run;
 
-pub use enrol::{enrol, EnrolOptions, Outcome};
+pub use enrol::{enrol, renew, EnrolOptions, Outcome};
+pub use jwt::jwt;

@@ -1,15 +1,14 @@
-//! `zeroth agent run`: keep this machine's identity fresh. The agent
-//! re-attests (fresh quote, policy re-evaluated by the server) at half the
-//! SVID's lifetime, backs off while the server is unreachable, and
-//! re-attests by itself once it is back, even after its SVID expired.
+//! `zeroth agent run`: keep this machine's identity fresh. At half the
+//! SVID's lifetime the agent renews over mTLS with a fresh quote (the server
+//! re-evaluates its policy); it backs off while the server is unreachable,
+//! and once its SVID has expired it enrols again through the TPM by itself.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, SystemTime};
 
-use super::enrol::{enrol, AgentError, EnrolOptions, Outcome};
+use super::enrol::{enrol, renew, AgentError, EnrolOptions, Outcome};
 
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Never renew more often than this, whatever the SVID's lifetime.
 const MIN_RENEWAL: Duration = Duration::from_secs(2);
 
@@ -28,11 +27,33 @@ fn serial(svid_pem: &str) -> String {
         .unwrap_or_default()
 }
 
+/// An SVID closer to its end than this is not used for mTLS any more.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(2);
+
+/// Renews over mTLS while the SVID on disk is valid; enrols otherwise, or
+/// when the server no longer knows that SVID (401).
+fn refresh(opts: &EnrolOptions) -> (Result<Outcome, AgentError>, &'static str) {
+    let current = std::fs::read_to_string(opts.state_dir.join("svid.pem")).ok();
+    let usable = current
+        .as_deref()
+        .and_then(not_after)
+        .is_some_and(|t| t > SystemTime::now() + EXPIRY_MARGIN);
+    if usable {
+        match renew(opts) {
+            Err(AgentError::Refused { status: 401, .. }) => {}
+            other => return (other, "mtls"),
+        }
+    }
+    (enrol(opts), "enrolment")
+}
+
 /// Runs until `stop` receives a message (or its sender is dropped).
-pub fn run(opts: &EnrolOptions, stop: &Receiver<()>) {
+/// `retry_max` caps the wait between attempts that failed.
+pub fn run(opts: &EnrolOptions, retry_max: Duration, stop: &Receiver<()>) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        let wait = match enrol(opts) {
+        let (result, how) = refresh(opts);
+        let wait = match result {
             Ok(Outcome::Approved {
                 spiffe_id,
                 svid_pem,
@@ -44,7 +65,7 @@ pub fn run(opts: &EnrolOptions, stop: &Receiver<()>) {
                     .and_then(|t| t.duration_since(SystemTime::now()).ok())
                     .unwrap_or(MIN_RENEWAL);
                 println!(
-                    "identity renewed: {spiffe_id} serial {} valid for {}s",
+                    "identity renewed: {spiffe_id} serial {} valid for {}s via {how}",
                     serial(&svid_pem),
                     left.as_secs()
                 );
@@ -52,18 +73,18 @@ pub fn run(opts: &EnrolOptions, stop: &Receiver<()>) {
             }
             Ok(Outcome::Pending { node_id }) => {
                 println!("pending: waiting for an operator to run `zeroth node approve {node_id}`");
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff = (backoff * 2).min(retry_max);
                 backoff
             }
             Err(AgentError::Refused { status, reason }) => {
                 println!("rejected by the server ({status}): {reason}");
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff = (backoff * 2).min(retry_max);
                 backoff
             }
             Err(e) => {
                 println!("cannot renew now, retrying in {}s: {e}", backoff.as_secs());
                 let w = backoff;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff = (backoff * 2).min(retry_max);
                 w
             }
         };

@@ -22,6 +22,19 @@ enum AgentCommand {
         #[arg(long, default_value = "/etc/zeroth/agent.toml")]
         config: PathBuf,
     },
+    /// Print a JWT-SVID for an audience (the node must be enrolled; the
+    /// request is authenticated with its X.509-SVID over mTLS).
+    Jwt {
+        /// Configuration file.
+        #[arg(long, default_value = "/etc/zeroth/agent.toml")]
+        config: PathBuf,
+        /// The `aud` claim; repeat for several.
+        #[arg(long, required = true)]
+        audience: Vec<String>,
+        /// Lifetime, e.g. "2m" (default: the server's maximum).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
     /// Enrol this machine through its TPM and obtain its X.509-SVID.
     Enroll {
         /// The zeroth server, e.g. https://zeroth.example.org:8443.
@@ -42,6 +55,16 @@ enum AgentCommand {
     },
 }
 
+fn options(c: &crate::config::AgentConfig) -> EnrolOptions {
+    EnrolOptions {
+        server: c.server.clone(),
+        ca_bundle: c.ca_bundle.clone(),
+        group: c.group.clone(),
+        tcti: c.tcti.clone(),
+        state_dir: c.state_dir.clone(),
+    }
+}
+
 pub fn run(args: &AgentArgs) -> Result<()> {
     match &args.command {
         AgentCommand::Run { config } => {
@@ -57,16 +80,28 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                 }
             });
             crate::agent::run::run(
-                &EnrolOptions {
-                    server: c.server,
-                    ca_bundle: c.ca_bundle,
-                    group: c.group,
-                    tcti: c.tcti,
-                    state_dir: c.state_dir,
-                },
+                &options(&c),
+                c.retry_max.max(std::time::Duration::from_secs(1)),
                 &rx,
             );
             println!("agent stopped");
+            Ok(())
+        }
+        AgentCommand::Jwt {
+            config,
+            audience,
+            ttl,
+        } => {
+            let c = crate::config::AgentConfig::load(config)?;
+            let svid_path = c.state_dir.join("svid.pem");
+            let svid = std::fs::read_to_string(&svid_path).map_err(|e| {
+                anyhow::anyhow!(
+                    "no X.509-SVID at {} ({e}): run `zeroth agent run` or `zeroth agent enroll` first",
+                    svid_path.display()
+                )
+            })?;
+            let jwt = crate::agent::jwt(&options(&c), &svid, audience, ttl.map(|t| t.as_secs()))?;
+            println!("{}", jwt.token);
             Ok(())
         }
         AgentCommand::Enroll {

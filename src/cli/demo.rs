@@ -254,6 +254,14 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm) -> Result<()> {
         files.join(", ")
     );
 
+    println!(
+        "           chain: {spiffe_id} -> \"{}\" (the trust bundle, key x509-ca in the HSM)",
+        cert.issuer()
+    );
+
+    show_renewal(&options, &svid_pem)?;
+    show_jwt(&options, &svid_pem, &server)?;
+
     println!("$ tpm2_pcrextend 10:sha256=...   # the node's measured state changes");
     lab::process::run(
         "tpm2_pcrextend",
@@ -262,9 +270,33 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm) -> Result<()> {
             .env("TPM2TOOLS_TCTI", tpm.tcti())
             .env("TSS2_LOG", "all+none"),
     )?;
+    match crate::agent::renew(&options) {
+        Ok(_) => anyhow::bail!("the drifted node was renewed"),
+        Err(e) => println!("           renewal: {e}"),
+    }
     match enrol(&options) {
         Ok(_) => anyhow::bail!("the drifted node was accepted"),
-        Err(e) => println!("$ zeroth agent enroll --group edge\n           refused: {e}"),
+        Err(e) => println!("           enrolment: {e}"),
+    }
+
+    println!("$ zeroth node revoke {node_id}   # over the admin socket, as root");
+    let answer = crate::server::admin::call(
+        &server.admin_socket(),
+        &crate::server::admin::AdminRequest {
+            op: "node.revoke".into(),
+            id: Some(node_id.clone()),
+            group: None,
+            ttl_secs: None,
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!(
+        "           node {node_id} is now {}",
+        answer["state"].as_str().unwrap_or("?")
+    );
+    match crate::agent::renew(&options) {
+        Ok(_) => anyhow::bail!("the revoked node was renewed"),
+        Err(e) => println!("           renewal: {e}"),
     }
 
     server.stop();
@@ -282,6 +314,72 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm) -> Result<()> {
         report.events,
         kinds.join(", "),
         report.checkpoints
+    );
+    Ok(())
+}
+
+fn serial_of(pem: &str) -> Result<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())?;
+    Ok(pem.parse_x509()?.raw_serial_as_string())
+}
+
+fn show_renewal(options: &crate::agent::EnrolOptions, first: &str) -> Result<()> {
+    println!("$ zeroth agent run   # at half-life: mTLS with the TPM key, fresh quote, new SVID");
+    let crate::agent::Outcome::Approved { svid_pem, .. } = crate::agent::renew(options)? else {
+        anyhow::bail!("the renewal was not approved");
+    };
+    println!(
+        "           renewed over mTLS: serial {} -> {}",
+        serial_of(first)?,
+        serial_of(&svid_pem)?
+    );
+    Ok(())
+}
+
+fn show_jwt(
+    options: &crate::agent::EnrolOptions,
+    svid_pem: &str,
+    server: &crate::lab::ZerothServer,
+) -> Result<()> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use p256::ecdsa::signature::Verifier;
+    println!("$ zeroth agent jwt --audience payments-db   # a JWT-SVID, signed in the HSM");
+    let svid =
+        std::fs::read_to_string(options.state_dir.join("svid.pem")).unwrap_or(svid_pem.to_owned());
+    let jwt = crate::agent::jwt(options, &svid, &["payments-db".to_owned()], None)?;
+    // What any relying party does: discovery, JWKS, signature and audience.
+    let anyone = crate::agent::enrol::client(&server.bundle())?;
+    let discovery: serde_json::Value = anyone
+        .get(format!("{}/.well-known/openid-configuration", server.url()))
+        .send()?
+        .json()?;
+    let jwks: serde_json::Value = anyone
+        .get(format!("{}/v1/jwks", server.url()))
+        .send()?
+        .json()?;
+    let parts: Vec<&str> = jwt.token.split('.').collect();
+    anyhow::ensure!(parts.len() == 3, "a JWT has three parts");
+    let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0])?)?;
+    let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1])?)?;
+    let jwk = jwks["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| k["kid"] == header["kid"])
+        .context("the JWT's kid is not in the JWKS")?;
+    let coord = |c: &str| URL_SAFE_NO_PAD.decode(jwk[c].as_str().unwrap_or_default());
+    let point = [vec![4u8], coord("x")?, coord("y")?].concat();
+    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)?;
+    let sig = p256::ecdsa::Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2])?)?;
+    key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)?;
+    anyhow::ensure!(claims["aud"] == "payments-db" && claims["iss"] == discovery["issuer"]);
+    println!(
+        "           sub {}, aud {}, expires in {}s; verified with the JWKS named by {}/.well-known/openid-configuration",
+        claims["sub"].as_str().unwrap_or("?"),
+        claims["aud"],
+        jwt.expires - crate::store::now(),
+        discovery["issuer"].as_str().unwrap_or("?")
     );
     Ok(())
 }

@@ -92,6 +92,13 @@ impl ZerothServer {
             log: dir.join("server.log"),
         };
         let (daemon, url) = launch.run()?;
+        // Later starts reuse the port, so agents find the server again.
+        let port = url.rsplit(':').next().unwrap_or("0");
+        std::fs::write(
+            &config_path,
+            config.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+        )
+        .map_err(|e| LabError::io("rewrite the server configuration", e))?;
         Ok(Self {
             daemon,
             url,
@@ -102,10 +109,15 @@ impl ZerothServer {
         })
     }
 
-    /// Stops the server and starts it again on the same configuration, state
-    /// and HSM keys (a new port: see [`ZerothServer::url`]).
+    /// Stops the server and starts it again on the same configuration,
+    /// port, state and HSM keys.
     pub fn restart(&mut self) -> Result<(), LabError> {
-        self.daemon.stop(Duration::from_secs(10));
+        self.stop();
+        self.resume()
+    }
+
+    /// Starts a [stopped](ZerothServer::stop) server again, on the same port.
+    pub fn resume(&mut self) -> Result<(), LabError> {
         let (daemon, url) = self.launch.run()?;
         self.daemon = daemon;
         self.url = url;

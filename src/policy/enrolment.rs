@@ -4,8 +4,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use zeroth_attest::verify::alg::HashAlg;
+use zeroth_attest::verify::attestation::ClockInfo;
 use zeroth_attest::verify::ek_chain::ChainError;
-use zeroth_attest::verify::pcr::PcrPolicy;
+use zeroth_attest::verify::pcr::{PcrPolicy, PcrValues};
+use zeroth_attest::verify::quote::{verify_quote, Ak, VerifiedQuote};
 use zeroth_attest::TrustAnchors;
 
 use crate::config::GroupConfig;
@@ -64,6 +66,36 @@ impl GroupPolicy {
             auto_approve: g.auto_approve,
             svid_ttl: g.svid_ttl,
         })
+    }
+
+    /// Verifies a quote by the node's AK over `nonce` (signature, nonce,
+    /// PCR digest, clock not going backwards) and then this group's PCR
+    /// expectations. The error is the verifier's precise reason.
+    pub fn check_quote(
+        &self,
+        ak: &Ak,
+        attest: &[u8],
+        signature: &[u8],
+        nonce: &[u8],
+        reported: &PcrValues,
+        previous: Option<&ClockInfo>,
+    ) -> Result<VerifiedQuote, String> {
+        let quote = verify_quote(ak, attest, signature, nonce, reported, previous)
+            .map_err(|e| format!("quote: {e}"))?;
+        let covered: Vec<u8> = quote
+            .selection
+            .banks
+            .iter()
+            .filter(|(bank, _)| *bank == HashAlg::Sha256.tpm_id())
+            .flat_map(|(_, p)| p.clone())
+            .collect();
+        if let Some(missing) = self.pcrs.iter().find(|p| !covered.contains(p)) {
+            return Err(format!("the quote does not cover sha256 PCR {missing}"));
+        }
+        self.pcr_policy
+            .check(&quote.pcrs)
+            .map_err(|e| e.to_string())?;
+        Ok(quote)
     }
 }
 

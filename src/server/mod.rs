@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod api;
 pub mod metrics;
+pub mod peer;
 pub mod state;
 pub mod tls;
 
@@ -49,6 +50,17 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
     for g in &config.groups {
         groups.insert(g.name.clone(), GroupPolicy::load(g)?);
     }
+    // Bound before anything is served, so the default JWT issuer can name
+    // the real port (also when `listen` asks for port 0).
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("listen on {}", config.listen))?;
+    let addr = listener.local_addr().context("the listening address")?;
+    let issuer = config
+        .jwt_issuer
+        .clone()
+        .unwrap_or_else(|| format!("https://{}:{}", config.tls_names[0], addr.port()));
+    let jwt = crate::identity::JwtIssuer::open(keys.clone(), &issuer)
+        .context("open the JWT-SVID signing key")?;
     let tls = tls::server_config(keys.clone(), &ca, &config.tls_names, TLS_CERT_TTL)
         .context("set up TLS")?;
     let admin_gid = match &config.admin_group {
@@ -75,6 +87,8 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         store,
         keys,
         ca,
+        jwt,
+        jwt_max_ttl: config.jwt_max_ttl,
         groups,
     });
 
@@ -110,7 +124,13 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
             }
         });
         let app = api::router(state);
-        let served = axum_server::bind_rustls(config.listen, axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)))
+        let acceptor = peer::PeerAcceptor {
+            inner: axum_server::tls_rustls::RustlsAcceptor::new(
+                axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
+            ),
+        };
+        let served = axum_server::from_tcp(listener)
+            .acceptor(acceptor)
             .handle(handle)
             .serve(app.into_make_service())
             .await

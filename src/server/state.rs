@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use zeroth_hsm::KeyStore;
 
-use crate::identity::X509Ca;
+use crate::identity::{JwtIssuer, X509Ca};
 use crate::policy::GroupPolicy;
 use crate::store::Store;
 
@@ -15,6 +15,9 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub keys: Arc<dyn KeyStore>,
     pub ca: X509Ca,
+    pub jwt: JwtIssuer,
+    /// Longest (and default) lifetime of a JWT-SVID.
+    pub jwt_max_ttl: std::time::Duration,
     pub groups: BTreeMap<String, GroupPolicy>,
 }
 

@@ -111,9 +111,21 @@ pub fn server_config(
     let chain = vec![cert.der.into(), ca.cert_der().to_vec().into()];
     let certified = CertifiedKey::new(chain, Arc::new(HsmKey { keys, name }));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Clients may come without a certificate (enrolment, the bundle, OIDC
+    // discovery); one that presents a certificate must present a valid
+    // zeroth SVID, or the handshake fails.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der().to_vec().into())?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(OneCert(Arc::new(certified))));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)

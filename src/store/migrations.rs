@@ -85,9 +85,19 @@ const MIGRATIONS: &[(i64, &str)] = &[
         created     INTEGER NOT NULL
      );",
     ),
+    (
+        4,
+        "CREATE TABLE renewal_challenges (
+        id       TEXT PRIMARY KEY,
+        node_id  TEXT NOT NULL REFERENCES nodes(id),
+        nonce    BLOB NOT NULL,
+        expires  INTEGER NOT NULL,
+        used     INTEGER NOT NULL DEFAULT 0
+     );",
+    ),
 ];
 
-pub const LATEST: i64 = 3;
+pub const LATEST: i64 = 4;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

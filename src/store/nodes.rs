@@ -274,3 +274,80 @@ pub fn save_ca_certificate(conn: &Connection, name: &str, der: &[u8]) -> Result<
     .map_err(StoreError::sql("saving a CA certificate"))?;
     Ok(())
 }
+
+/// A renewal challenge: the nonce an enrolled node must quote over to renew
+/// its SVID. Single use, short-lived, bound to the node that asked.
+#[derive(Debug, Clone)]
+pub struct RenewalChallenge {
+    pub id: String,
+    pub node_id: String,
+    pub nonce: Vec<u8>,
+    pub expires: i64,
+}
+
+pub fn insert_renewal_challenge(conn: &Connection, c: &RenewalChallenge) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO renewal_challenges (id, node_id, nonce, expires) VALUES (?1, ?2, ?3, ?4)",
+        params![c.id, c.node_id, c.nonce, c.expires],
+    )
+    .map_err(StoreError::sql("recording a renewal challenge"))?;
+    conn.execute(
+        "DELETE FROM renewal_challenges WHERE expires < ?1",
+        [now() - 3600],
+    )
+    .map_err(StoreError::sql("pruning old renewal challenges"))?;
+    Ok(())
+}
+
+/// Marks the renewal challenge used and returns it (see [`take_challenge`]).
+pub fn take_renewal_challenge(
+    tx: &Transaction<'_>,
+    id: &str,
+) -> Result<Result<RenewalChallenge, ChallengeRefusal>, StoreError> {
+    let row = tx
+        .query_row(
+            "SELECT id, node_id, nonce, expires, used FROM renewal_challenges WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    RenewalChallenge {
+                        id: r.get(0)?,
+                        node_id: r.get(1)?,
+                        nonce: r.get(2)?,
+                        expires: r.get(3)?,
+                    },
+                    r.get::<_, i64>(4)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(StoreError::sql("reading a renewal challenge"))?;
+    let Some((c, used)) = row else {
+        return Ok(Err(ChallengeRefusal::Unknown));
+    };
+    if used != 0 {
+        return Ok(Err(ChallengeRefusal::AlreadyUsed));
+    }
+    tx.execute("UPDATE renewal_challenges SET used = 1 WHERE id = ?1", [id])
+        .map_err(StoreError::sql("using a renewal challenge"))?;
+    if c.expires < now() {
+        return Ok(Err(ChallengeRefusal::Expired));
+    }
+    Ok(Ok(c))
+}
+
+/// Records a node's latest TPM clock after a renewal's quote.
+pub fn update_clock(
+    tx: &Transaction<'_>,
+    id: &str,
+    clock: u64,
+    reset_count: u32,
+    restart_count: u32,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE nodes SET clock = ?1, reset_count = ?2, restart_count = ?3, updated = ?4 WHERE id = ?5",
+        params![clock as i64, i64::from(reset_count), i64::from(restart_count), now(), id],
+    )
+    .map_err(StoreError::sql("recording a node's clock"))?;
+    Ok(())
+}

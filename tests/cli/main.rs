@@ -44,8 +44,13 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         "event_scheduler=ON",
         "enrolled: spiffe://lab.zeroth/node/",
         "for a key that never leaves the TPM",
-        "refused: the server refused enrolment (403): PCR sha256:10",
-        "audit chain intact: 3 events (node.enrolled, svid.issued, enrol.rejected), 1 HSM-signed checkpoint",
+        "renewed over mTLS: serial ",
+        "aud \"payments-db\", expires in ",
+        "renewal: the server refused (403): PCR sha256:10",
+        "enrolment: the server refused (403): PCR sha256:10",
+        "is now revoked",
+        "renewal: the server refused (403): node ",
+        "audit chain intact: 8 events (node.enrolled, svid.issued, svid.renewed, jwt.issued, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
         "lab stopped: every daemon reaped",
     ] {
         assert!(

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+mod renewal;
+
 use zeroth::agent::enrol::{client, post_json, Enrolment};
 use zeroth::agent::{enrol, EnrolOptions, Outcome};
 use zeroth::lab::{LabDir, SoftHsm, Swtpm, ZerothServer};

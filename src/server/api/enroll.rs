@@ -17,7 +17,7 @@ use zeroth_attest::verify::credential::make_credential;
 use zeroth_attest::verify::ek::{check_ek, ek_hash, EkTrust};
 use zeroth_attest::verify::pcr::PcrValues;
 use zeroth_attest::verify::public::{KeyMaterial, Public};
-use zeroth_attest::verify::quote::{check_ak, verify_certify, verify_quote, Ak};
+use zeroth_attest::verify::quote::{check_ak, verify_certify, Ak};
 
 use super::error::{b64, ApiError, JsonBody};
 use crate::audit::{self, Event};
@@ -96,12 +96,12 @@ pub struct FinishResponse {
     pub bundle: String,
 }
 
-fn b64e(b: &[u8]) -> String {
+pub(super) fn b64e(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-fn random<const N: usize>() -> [u8; N] {
+pub(super) fn random<const N: usize>() -> [u8; N] {
     use rand::RngCore;
     let mut b = [0u8; N];
     rand::rng().fill_bytes(&mut b);
@@ -110,30 +110,8 @@ fn random<const N: usize>() -> [u8; N] {
 
 use hex::encode as hex;
 
-/// Records a refusal in the audit log, then returns it. If the audit write
-/// fails, the caller sees that failure instead.
 fn refuse(s: &AppState, subject: &str, err: ApiError) -> ApiError {
-    crate::server::metrics::rejection("enrolment");
-    let mut conn = s.store.lock();
-    let recorded = conn
-        .transaction()
-        .map_err(|e| crate::store::StoreError::sql("starting a transaction")(e).into())
-        .and_then(|tx| {
-            audit::append(
-                &tx,
-                &Event {
-                    kind: "enrol.rejected",
-                    subject,
-                    detail: serde_json::json!({"reason": err.reason, "status": err.status.as_u16()}),
-                },
-            )?;
-            tx.commit().map_err(|e| crate::store::StoreError::sql("committing")(e))?;
-            Ok::<(), crate::audit::AuditError>(())
-        });
-    match recorded {
-        Ok(()) => err,
-        Err(e) => e.into(),
-    }
+    super::refusal::refuse(s, "enrol.rejected", "enrolment", subject, err)
 }
 
 pub async fn begin(
@@ -243,7 +221,9 @@ pub async fn finish(
         })
 }
 
-fn parse_pcrs(pcrs: &std::collections::BTreeMap<String, String>) -> Result<PcrValues, ApiError> {
+pub(super) fn parse_pcrs(
+    pcrs: &std::collections::BTreeMap<String, String>,
+) -> Result<PcrValues, ApiError> {
     let mut values = PcrValues::default();
     for (k, v) in pcrs {
         let idx = k
@@ -336,26 +316,9 @@ fn finish_blocking(s: &AppState, req: FinishRequest) -> Result<FinishResponse, A
         restart_count: n.restart_count,
         safe: true,
     });
-    let quote = verify_quote(&ak, &attest, &signature, &c.nonce, &pcrs, previous.as_ref())
-        .map_err(|e| refuse(s, &subject, ApiError::rejected(format!("quote: {e}"))))?;
-    let covered: Vec<u8> = quote
-        .selection
-        .banks
-        .iter()
-        .filter(|(bank, _)| *bank == HashAlg::Sha256.tpm_id())
-        .flat_map(|(_, p)| p.clone())
-        .collect();
-    if let Some(missing) = group.pcrs.iter().find(|p| !covered.contains(p)) {
-        return Err(refuse(
-            s,
-            &subject,
-            ApiError::rejected(format!("the quote does not cover sha256 PCR {missing}")),
-        ));
-    }
-    group
-        .pcr_policy
-        .check(&quote.pcrs)
-        .map_err(|e| refuse(s, &subject, ApiError::rejected(e.to_string())))?;
+    let quote = group
+        .check_quote(&ak, &attest, &signature, &c.nonce, &pcrs, previous.as_ref())
+        .map_err(|e| refuse(s, &subject, ApiError::rejected(e)))?;
     let key = Public::from_tpm2b(&key_bytes)
         .map_err(|e| ApiError::bad_request(format!("`identity_key`: {e}")))?;
     verify_certify(&ak, &certify_attest, &certify_signature, &c.nonce, &key).map_err(|e| {

@@ -1,8 +1,12 @@
 //! The HTTPS JSON API. Errors are `{"error": code, "reason": text}`.
 
+pub mod caller;
 pub mod enroll;
 pub mod error;
 mod health;
+pub mod identity;
+pub mod jwt;
+mod refusal;
 pub mod token;
 
 use axum::extract::DefaultBodyLimit;
@@ -23,6 +27,11 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/v1/enroll/begin", post(enroll::begin))
         .route("/v1/enroll/finish", post(enroll::finish))
+        .route("/v1/identity/challenge", post(identity::challenge))
+        .route("/v1/identity/renew", post(identity::renew))
+        .route("/v1/jwt", post(jwt::issue))
+        .route("/.well-known/openid-configuration", get(jwt::discovery))
+        .route("/v1/jwks", get(jwt::jwks))
         .route("/v1/token/exchange", post(token::exchange))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

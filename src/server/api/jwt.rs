@@ -1,0 +1,116 @@
+//! JWT-SVIDs for enrolled nodes, and the OIDC discovery documents anyone
+//! may read to verify them.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::caller::NodeCaller;
+use super::error::{ApiError, JsonBody};
+use crate::audit::{self, Event};
+use crate::identity::jwt::JwtError;
+use crate::server::state::Shared;
+use crate::store::nodes::{self, NodeState};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtRequest {
+    /// Who the token is for: its `aud` claim.
+    pub audience: Vec<String>,
+    /// Lifetime in seconds (default and maximum: the server's `jwt_max_ttl`).
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct JwtResponse {
+    pub token: String,
+    pub spiffe_id: String,
+    pub expires: i64,
+}
+
+impl std::fmt::Debug for JwtResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtResponse")
+            .field("token", &"[REDACTED]")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+/// `POST /v1/jwt`.
+pub async fn issue(
+    State(s): State<Shared>,
+    caller: NodeCaller,
+    JsonBody(req): JsonBody<JwtRequest>,
+) -> Result<Json<JwtResponse>, ApiError> {
+    s.blocking(move |s| {
+        let subject = format!("node/{}", caller.node_id);
+        let node = nodes::node(&s.store.lock(), &caller.node_id)?;
+        if node.as_ref().map(|n| n.state) != Some(NodeState::Approved) {
+            return Err(super::refusal::refuse(
+                s,
+                "jwt.denied",
+                "jwt",
+                &subject,
+                ApiError::rejected(format!(
+                    "node {} is not approved: no JWT-SVID",
+                    caller.node_id
+                )),
+            ));
+        }
+        let ttl = match req.ttl_seconds {
+            None => s.jwt_max_ttl,
+            Some(t) if t >= 10 && Duration::from_secs(t) <= s.jwt_max_ttl => {
+                Duration::from_secs(t)
+            }
+            Some(t) => {
+                return Err(ApiError::bad_request(format!(
+                    "`ttl_seconds` is {t}; it must be 10 to {}",
+                    s.jwt_max_ttl.as_secs()
+                )))
+            }
+        };
+        let svid = s
+            .jwt
+            .issue(&caller.spiffe_id, &req.audience, ttl)
+            .map_err(|e| match e {
+                JwtError::BadRequest(r) => ApiError::bad_request(r),
+                e => ApiError::unavailable("the JWT key", e),
+            })?;
+        let mut conn = s.store.lock();
+        let tx = conn
+            .transaction()
+            .map_err(crate::store::StoreError::sql("starting a transaction"))?;
+        audit::append(
+            &tx,
+            &Event {
+                kind: "jwt.issued",
+                subject: &subject,
+                detail: serde_json::json!({"jti": svid.jti, "audience": req.audience, "expires": svid.expires}),
+            },
+        )?;
+        tx.commit()
+            .map_err(crate::store::StoreError::sql("committing a JWT issuance"))?;
+        crate::server::metrics::svid_issued("jwt");
+        Ok(JwtResponse {
+            token: svid.token,
+            spiffe_id: caller.spiffe_id,
+            expires: svid.expires,
+        })
+    })
+    .await?
+    .map(Json)
+}
+
+/// `GET /.well-known/openid-configuration`.
+pub async fn discovery(State(s): State<Shared>) -> Json<serde_json::Value> {
+    Json(s.jwt.discovery())
+}
+
+/// `GET /v1/jwks`.
+pub async fn jwks(State(s): State<Shared>) -> Json<serde_json::Value> {
+    Json(s.jwt.jwks())
+}
