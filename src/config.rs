@@ -264,8 +264,12 @@ pub struct AgentConfig {
     pub server: String,
     /// The zeroth CA certificate (PEM) the server's certificate chains to.
     pub ca_bundle: PathBuf,
-    /// The node group whose policy admits this machine.
-    pub group: String,
+    /// The node group whose policy admits this machine (TPM hosts).
+    pub group: Option<String>,
+    /// Hosts without a TPM: a file holding the first rotating token an
+    /// operator made with `zeroth token create`. The agent consumes it,
+    /// then keeps the current token in `state_dir/token` (0600).
+    pub token_file: Option<PathBuf>,
     /// TCTI of the TPM.
     #[serde(default = "default_tcti")]
     pub tcti: String,
@@ -306,6 +310,13 @@ impl AgentConfig {
                 path: p,
                 key: "server".into(),
                 problem: format!("is {:?}; it must be an https:// URL", cfg.server),
+            });
+        }
+        if cfg.group.is_some() == cfg.token_file.is_some() {
+            return Err(ConfigError::Invalid {
+                path: p,
+                key: "group".into(),
+                problem: "or token_file is required, not both: `group` for a host with a TPM, `token_file` for one without".into(),
             });
         }
         Ok(cfg)
@@ -369,6 +380,26 @@ svid_ttl = "30m"
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(want), "expected {want:?} in: {err}");
+        }
+    }
+
+    #[test]
+    fn an_agent_has_a_group_or_a_token_file_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let base = "server = \"https://z:8443\"\nca_bundle = \"/etc/zeroth/ca.pem\"\n";
+        for (extra, ok) in [
+            ("group = \"edge\"", true),
+            ("token_file = \"/run/credentials/t\"", true),
+            ("", false),
+            ("group = \"edge\"\ntoken_file = \"/t\"", false),
+        ] {
+            std::fs::write(&path, format!("{base}{extra}\n")).unwrap();
+            let got = AgentConfig::load(&path);
+            assert_eq!(got.is_ok(), ok, "{extra}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("token_file"), "{e}");
+            }
         }
     }
 }

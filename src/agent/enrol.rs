@@ -68,7 +68,7 @@ fn unb64(field: &str, s: &str) -> Result<Vec<u8>, AgentError> {
         .map_err(|e| AgentError::BadAnswer(format!("{field}: {e}")))
 }
 
-fn write(path: &Path, what: &'static str, data: &[u8]) -> Result<(), AgentError> {
+pub(crate) fn write(path: &Path, what: &'static str, data: &[u8]) -> Result<(), AgentError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

@@ -1,10 +1,12 @@
-//! `zeroth agent`: the machine side. It enrols through the TPM and keeps on
-//! disk only public material and TPM-wrapped key blobs.
+//! `zeroth agent`: the machine side. With a TPM it enrols through the TPM
+//! and keeps on disk only public material and TPM-wrapped key blobs;
+//! without one it lives on a rotating identity token.
 
 pub mod enrol;
 pub mod jwt;
 pub mod mtls;
 pub mod run;
+pub mod token;
 
 pub use enrol::{enrol, renew, EnrolOptions, Outcome};
 pub use jwt::jwt;

@@ -13,14 +13,14 @@ const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MIN_RENEWAL: Duration = Duration::from_secs(2);
 
 /// What one attempt led to, printed one line each (the journal's view).
-fn not_after(svid_pem: &str) -> Option<SystemTime> {
+pub(crate) fn not_after(svid_pem: &str) -> Option<SystemTime> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(svid_pem.as_bytes()).ok()?;
     let cert = pem.parse_x509().ok()?;
     let ts = cert.validity().not_after.timestamp();
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(ts).ok()?))
 }
 
-fn serial(svid_pem: &str) -> String {
+pub(crate) fn serial(svid_pem: &str) -> String {
     x509_parser::pem::parse_x509_pem(svid_pem.as_bytes())
         .ok()
         .and_then(|(_, pem)| pem.parse_x509().ok().map(|c| c.raw_serial_as_string()))

@@ -15,8 +15,9 @@ pub struct AgentArgs {
 
 #[derive(Debug, Subcommand)]
 enum AgentCommand {
-    /// Enrol and keep the identity fresh until SIGTERM: re-attest at half the
-    /// SVID's lifetime, back off while the server is unreachable.
+    /// Keep this host's identity fresh until SIGTERM. With a TPM (`group`):
+    /// enrol, then renew over mTLS with a fresh quote at half the SVID's
+    /// lifetime. Without (`token_file`): rotate the identity token.
     Run {
         /// Configuration file.
         #[arg(long, default_value = "/etc/zeroth/agent.toml")]
@@ -59,7 +60,7 @@ fn options(c: &crate::config::AgentConfig) -> EnrolOptions {
     EnrolOptions {
         server: c.server.clone(),
         ca_bundle: c.ca_bundle.clone(),
-        group: c.group.clone(),
+        group: c.group.clone().unwrap_or_default(),
         tcti: c.tcti.clone(),
         state_dir: c.state_dir.clone(),
     }
@@ -79,11 +80,20 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                     let _ = tx.send(());
                 }
             });
-            crate::agent::run::run(
-                &options(&c),
-                c.retry_max.max(std::time::Duration::from_secs(1)),
-                &rx,
-            );
+            let retry_max = c.retry_max.max(std::time::Duration::from_secs(1));
+            match &c.token_file {
+                Some(bootstrap) => crate::agent::token::run(
+                    &crate::agent::token::TokenOptions {
+                        server: c.server.clone(),
+                        ca_bundle: c.ca_bundle.clone(),
+                        bootstrap: bootstrap.clone(),
+                        state_dir: c.state_dir.clone(),
+                    },
+                    retry_max,
+                    &rx,
+                ),
+                None => crate::agent::run::run(&options(&c), retry_max, &rx),
+            }
             println!("agent stopped");
             Ok(())
         }
@@ -93,6 +103,10 @@ pub fn run(args: &AgentArgs) -> Result<()> {
             ttl,
         } => {
             let c = crate::config::AgentConfig::load(config)?;
+            anyhow::ensure!(
+                c.group.is_some(),
+                "JWT-SVIDs are issued to TPM nodes; this agent runs on a token (`token_file`)"
+            );
             let svid_path = c.state_dir.join("svid.pem");
             let svid = std::fs::read_to_string(&svid_path).map_err(|e| {
                 anyhow::anyhow!(

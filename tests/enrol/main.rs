@@ -4,6 +4,7 @@
 use std::path::Path;
 
 mod renewal;
+mod token_agent;
 
 use zeroth::agent::enrol::{client, post_json, Enrolment};
 use zeroth::agent::{enrol, EnrolOptions, Outcome};

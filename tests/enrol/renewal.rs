@@ -258,22 +258,22 @@ fn jwt_svids_verify_with_a_standard_oidc_library() {
 }
 
 /// A `zeroth agent run` process and its stdout, line by line.
-struct AgentProcess {
+pub(crate) struct AgentProcess {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl AgentProcess {
-    fn start(b: &super::Bench, extra: &str) -> Self {
+    /// `extra`: the agent.toml lines besides server, ca_bundle and state_dir.
+    pub(crate) fn start(b: &super::Bench, extra: &str) -> Self {
         use std::io::{BufRead, BufReader};
         let config = b.agent_dir.join("agent.toml");
         std::fs::write(
             &config,
             format!(
-                "server = \"{}\"\nca_bundle = \"{}\"\ngroup = \"edge\"\ntcti = \"{}\"\nstate_dir = \"{}\"\n{extra}\n",
+                "server = \"{}\"\nca_bundle = \"{}\"\nstate_dir = \"{}\"\n{extra}\n",
                 b.server.url(),
                 b.server.bundle().display(),
-                b.tpm.tcti(),
                 b.agent_dir.join("state").display()
             ),
         )
@@ -295,7 +295,7 @@ impl AgentProcess {
     }
 
     /// The first line satisfying `want`, within `within`.
-    fn expect(&self, within: Duration, want: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn expect(&self, within: Duration, want: impl Fn(&str) -> bool) -> String {
         let deadline = std::time::Instant::now() + within;
         loop {
             let line = self
@@ -308,7 +308,7 @@ impl AgentProcess {
         }
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         rustix::process::kill_process(
             rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
             rustix::process::Signal::TERM,
@@ -326,12 +326,16 @@ fn renewed_via(how: &'static str) -> impl Fn(&str) -> bool {
 #[test]
 fn the_agent_survives_its_restart_and_a_server_outage_longer_than_its_ttl() {
     let mut b = bench("auto_approve = true\nsvid_ttl = \"10s\"");
-    let agent = AgentProcess::start(&b, "retry_max = \"2s\"");
+    let config = format!(
+        "group = \"edge\"\ntcti = \"{}\"\nretry_max = \"2s\"",
+        b.tpm.tcti()
+    );
+    let agent = AgentProcess::start(&b, &config);
     agent.expect(Duration::from_secs(30), renewed_via("enrolment"));
     agent.expect(Duration::from_secs(30), renewed_via("mtls"));
     // A restarted agent picks up its SVID from disk and renews over mTLS.
     agent.stop();
-    let agent = AgentProcess::start(&b, "retry_max = \"2s\"");
+    let agent = AgentProcess::start(&b, &config);
     agent.expect(Duration::from_secs(30), renewed_via("mtls"));
 
     // The server goes away for longer than the SVID lives.

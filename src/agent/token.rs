@@ -1,0 +1,144 @@
+//! The agent on a host without a TPM: it holds a rotating identity token
+//! (DESIGN.md, "Universal identity token"), exchanges it for an X.509-SVID
+//! and the next token, and rotates at half the shorter of the two
+//! lifetimes. The SVID's private key exists only in the agent's memory.
+//! The current token is the one durable secret on such a host: it lives in
+//! `state_dir/token`, mode 0600, and is worthless once rotated (presenting
+//! it again revokes the whole chain).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::enrol::{client, post_json, write, AgentError};
+use crate::server::api::token::{ExchangeRequest, ExchangeResponse};
+
+/// Where a token host's agent works.
+#[derive(Debug, Clone)]
+pub struct TokenOptions {
+    pub server: String,
+    pub ca_bundle: PathBuf,
+    /// The operator's first token; consumed by the first exchange.
+    pub bootstrap: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// One exchange's result.
+pub struct Rotated {
+    pub spiffe_id: String,
+    pub svid_pem: String,
+    /// The SVID's key, in memory only.
+    pub key: p256::ecdsa::SigningKey,
+    pub token_expires: i64,
+}
+
+impl std::fmt::Debug for Rotated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rotated")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("token_expires", &self.token_expires)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_token(path: &Path) -> Result<SecretString, AgentError> {
+    std::fs::read_to_string(path)
+        .map(|t| SecretString::from(t.trim().to_owned()))
+        .map_err(|source| AgentError::File {
+            what: "read the token",
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Exchanges the current token (the state's, else the bootstrap one) for
+/// an SVID and the next token, which replaces it on disk at once.
+pub fn exchange(opts: &TokenOptions) -> Result<Rotated, AgentError> {
+    std::fs::create_dir_all(&opts.state_dir).map_err(|source| AgentError::File {
+        what: "create",
+        path: opts.state_dir.clone(),
+        source,
+    })?;
+    let state_token = opts.state_dir.join("token");
+    let from_bootstrap = !state_token.exists();
+    let token = read_token(if from_bootstrap {
+        &opts.bootstrap
+    } else {
+        &state_token
+    })?;
+    let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let point = key.verifying_key().to_encoded_point(false);
+    let http = client(&opts.ca_bundle)?;
+    let answer: ExchangeResponse = post_json(
+        &http,
+        &format!("{}/v1/token/exchange", opts.server.trim_end_matches('/')),
+        &ExchangeRequest {
+            token: token.expose_secret().to_owned(),
+            public_key: base64::engine::general_purpose::STANDARD.encode(point.as_bytes()),
+        },
+    )?;
+    // The presented token is dead from here on: keep the new one first.
+    write(&state_token, "write the token", answer.token.as_bytes())?;
+    if from_bootstrap {
+        // Spent; a copy left behind could only ever trigger a theft alert.
+        let _ = std::fs::remove_file(&opts.bootstrap);
+    }
+    write(
+        &opts.state_dir.join("bundle.pem"),
+        "write",
+        answer.bundle.as_bytes(),
+    )?;
+    write(
+        &opts.state_dir.join("svid.pem"),
+        "write",
+        answer.svid.as_bytes(),
+    )?;
+    Ok(Rotated {
+        spiffe_id: answer.spiffe_id.clone(),
+        svid_pem: answer.svid.clone(),
+        key,
+        token_expires: answer.token_expires,
+    })
+}
+
+/// Rotates until `stop` receives a message (or its sender is dropped).
+pub fn run(opts: &TokenOptions, retry_max: Duration, stop: &Receiver<()>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let wait = match exchange(opts) {
+            Ok(r) => {
+                backoff = Duration::from_secs(1);
+                let token_left = (r.token_expires - crate::store::now()).max(0) as u64;
+                let svid_left = super::run::not_after(&r.svid_pem)
+                    .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+                    .unwrap_or_default();
+                let left = Duration::from_secs(token_left).min(svid_left);
+                println!(
+                    "token rotated: {} serial {} valid for {}s",
+                    r.spiffe_id,
+                    super::run::serial(&r.svid_pem),
+                    left.as_secs()
+                );
+                (left / 2).max(Duration::from_secs(2))
+            }
+            Err(AgentError::Refused { status, reason }) => {
+                println!("rejected by the server ({status}): {reason}");
+                backoff = (backoff * 2).min(retry_max);
+                backoff
+            }
+            Err(e) => {
+                println!("cannot rotate now, retrying in {}s: {e}", backoff.as_secs());
+                let w = backoff;
+                backoff = (backoff * 2).min(retry_max);
+                w
+            }
+        };
+        match stop.recv_timeout(wait) {
+            Err(RecvTimeoutError::Timeout) => continue,
+            _ => return,
+        }
+    }
+}
