@@ -37,6 +37,19 @@ enum BenchCommand {
         #[arg(long, default_value_t = 50)]
         reference_quotes: usize,
     },
+    /// Enrolments and renewals per second a real zeroth server sustains,
+    /// p50/p99 latency, and its resident memory idle and after each run.
+    Server {
+        /// Nodes (one lab swtpm each) enrolling and renewing in parallel.
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// Enrolments, then renewals, per node per run.
+        #[arg(long, default_value_t = 50)]
+        per_node: usize,
+        /// Runs, to see whether memory grows run over run.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -46,6 +59,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             seconds,
             reference_quotes,
         } => super::bench_quote::run(Duration::from_secs(*seconds), *reference_quotes),
+        BenchCommand::Server {
+            nodes,
+            per_node,
+            runs,
+        } => super::bench_server::run(*nodes, *per_node, *runs),
     }
 }
 

@@ -4,6 +4,7 @@ mod agent;
 mod audit;
 mod bench;
 mod bench_quote;
+mod bench_server;
 mod demo;
 mod hsm;
 mod lab;

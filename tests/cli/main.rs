@@ -116,3 +116,29 @@ fn tpm_info_says_whether_the_ek_chains_to_the_configured_roots() {
     assert!(out.contains("NOT trusted"), "{out}");
     assert!(!out.contains("chains to a trusted root"), "{out}");
 }
+
+#[test]
+fn the_server_benchmark_reports_rates_latencies_and_memory() {
+    let (ok, out, err) = zeroth(&[
+        "bench",
+        "server",
+        "--nodes",
+        "1",
+        "--per-node",
+        "3",
+        "--runs",
+        "2",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("server RSS idle: "), "{out}");
+    for phase in ["  enrolments ", "  renewals "] {
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with(phase)).collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        for l in lines {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(words[1..3], ["3", "in"], "{l}");
+            assert!(l.contains("/s  p50 ") && l.ends_with(" ms"), "{l}");
+        }
+    }
+    assert!(out.contains("server RSS after run 2: "), "{out}");
+}
