@@ -370,3 +370,74 @@ fn a_node_renews_after_its_tpm_reboots() {
     svid_of(renew(&b.options()).unwrap());
     assert!(resets() > before, "the server saw the reboot");
 }
+
+#[test]
+fn malformed_renewals_are_answered_400_and_spend_nothing() {
+    let b = bench("auto_approve = true");
+    let svid = svid_of(enrol(&b.options()).unwrap());
+    let e = Enrolment::open(&b.tpm.tcti(), b.agent_dir.path()).unwrap();
+    let http = e.mtls_client(&b.server.bundle(), &svid).unwrap();
+    let ch: RenewChallenge = post_json(
+        &http,
+        &format!("{}/v1/identity/challenge", b.server.url()),
+        &serde_json::json!({}),
+    )
+    .unwrap();
+    let good = serde_json::to_value(e.renew_request(&ch).unwrap()).unwrap();
+    let with = |field: &str, value: serde_json::Value| {
+        let mut v = good.clone();
+        v[field] = value;
+        v.to_string()
+    };
+    let attest = good["quote_attest"].as_str().unwrap();
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(attest)
+        .unwrap();
+    let truncated = base64::engine::general_purpose::STANDARD.encode(&raw[..raw.len() - 5]);
+    let oversized =
+        base64::engine::general_purpose::STANDARD.encode([&raw[..], &[0u8; 16]].concat());
+    let cases = [
+        (
+            with("quote_attest", "%%".into()),
+            "`quote_attest` is not base64",
+        ),
+        (with("quote_attest", truncated.into()), "`quote_attest`:"),
+        (with("quote_attest", oversized.into()), "`quote_attest`:"),
+        (with("quote_signature", "AAAA".into()), "`quote_signature`:"),
+        (
+            with("pcrs", serde_json::json!({"sha1:0": "00"})),
+            "`pcrs` key",
+        ),
+        (with("surprise", 1.into()), "unknown field `surprise`"),
+        ("42".to_owned(), "invalid type"),
+    ];
+    let url = format!("{}/v1/identity/renew", b.server.url());
+    for (body, want) in cases {
+        let resp = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{body}");
+        let v: serde_json::Value = resp.json().unwrap();
+        assert!(v["reason"].as_str().unwrap().contains(want), "{body}: {v}");
+    }
+    // None of that spent the challenge: the good answer still renews.
+    let resp = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(good.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // And only once.
+    let resp = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(good.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 409);
+}

@@ -221,6 +221,20 @@ pub async fn finish(
         })
 }
 
+/// Refuses TPMS_ATTEST / TPMT_SIGNATURE bytes that do not even parse (400,
+/// naming the field) before any verification or state change.
+pub(super) fn check_structures(
+    attest: (&str, &[u8]),
+    signature: (&str, &[u8]),
+) -> Result<(), ApiError> {
+    use zeroth_attest::verify::attestation::{Attestation, Signature};
+    Attestation::parse(attest.1)
+        .map_err(|e| ApiError::bad_request(format!("`{}`: {e}", attest.0)))?;
+    Signature::parse(signature.1)
+        .map_err(|e| ApiError::bad_request(format!("`{}`: {e}", signature.0)))?;
+    Ok(())
+}
+
 pub(super) fn parse_pcrs(
     pcrs: &std::collections::BTreeMap<String, String>,
 ) -> Result<PcrValues, ApiError> {
@@ -255,6 +269,11 @@ fn finish_blocking(s: &AppState, req: FinishRequest) -> Result<FinishResponse, A
     let certify_attest = b64("certify_attest", &req.certify_attest)?;
     let certify_signature = b64("certify_signature", &req.certify_signature)?;
     let pcrs = parse_pcrs(&req.pcrs)?;
+    check_structures(("quote_attest", &attest), ("quote_signature", &signature))?;
+    check_structures(
+        ("certify_attest", &certify_attest),
+        ("certify_signature", &certify_signature),
+    )?;
     let subject = format!("challenge/{}", req.challenge_id);
 
     // Redeem the challenge in its own transaction: used once, whatever follows.

@@ -14,7 +14,7 @@ use zeroth_attest::verify::public::Public;
 use zeroth_attest::verify::quote::Ak;
 
 use super::caller::NodeCaller;
-use super::enroll::{parse_pcrs, CHALLENGE_TTL};
+use super::enroll::{check_structures, parse_pcrs, CHALLENGE_TTL};
 use super::error::{b64, ApiError, JsonBody};
 use crate::audit::{self, Event};
 use crate::identity::x509_ca::pem_encode;
@@ -145,6 +145,7 @@ fn renew_blocking(
     let attest = b64("quote_attest", &req.quote_attest)?;
     let signature = b64("quote_signature", &req.quote_signature)?;
     let pcrs = parse_pcrs(&req.pcrs)?;
+    check_structures(("quote_attest", &attest), ("quote_signature", &signature))?;
     let taken = {
         let mut conn = s.store.lock();
         let tx = conn
