@@ -52,6 +52,15 @@ pub struct ServerConfig {
     /// Longest lifetime a JWT-SVID may ask for (default "5m").
     #[serde(default = "default_jwt_max_ttl", with = "humantime_serde_compat")]
     pub jwt_max_ttl: Duration,
+    /// Sign an audit checkpoint once this many events are unsigned…
+    #[serde(default = "default_checkpoint_events")]
+    pub audit_checkpoint_events: u32,
+    /// …or at this interval while any event is unsigned (default "60s").
+    #[serde(
+        default = "default_checkpoint_interval",
+        with = "humantime_serde_compat"
+    )]
+    pub audit_checkpoint_interval: Duration,
     /// Node groups: each holds the enrolment policy of its nodes.
     #[serde(rename = "group")]
     pub groups: Vec<GroupConfig>,
@@ -115,6 +124,14 @@ fn default_pcrs() -> Vec<u8> {
     (0..8).collect()
 }
 
+fn default_checkpoint_events() -> u32 {
+    1000
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
 fn default_jwt_max_ttl() -> Duration {
     Duration::from_secs(300)
 }
@@ -167,6 +184,18 @@ impl ServerConfig {
             return Err(invalid(
                 "tls_names",
                 "must list at least one name agents use to reach the server".into(),
+            ));
+        }
+        if self.audit_checkpoint_events == 0 {
+            return Err(invalid(
+                "audit_checkpoint_events",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.audit_checkpoint_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "audit_checkpoint_interval",
+                "must be at least 1s".into(),
             ));
         }
         if let Some(iss) = &self.jwt_issuer {

@@ -125,6 +125,17 @@ pub fn checkpoint(conn: &mut Connection, keys: &dyn KeyStore) -> Result<Option<i
     Ok(Some(seq))
 }
 
+/// Events appended since the last signed checkpoint.
+pub fn unsigned_events(conn: &Connection) -> Result<i64, AuditError> {
+    conn.query_row(
+        "SELECT COALESCE((SELECT MAX(seq) FROM audit), 0)
+              - COALESCE((SELECT MAX(seq) FROM audit_checkpoints), 0)",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(|e| StoreError::sql("counting unsigned audit events")(e).into())
+}
+
 /// What a verification of the whole chain found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReport {

@@ -74,10 +74,22 @@ impl ZerothServer {
         groups: &str,
         args: &[&str],
     ) -> Result<Self, LabError> {
+        Self::start_configured(exe, hsm, "", groups, args)
+    }
+
+    /// As [`ZerothServer::start_with`], with extra top-level `settings`
+    /// (TOML lines such as `jwt_max_ttl = "1m"`).
+    pub fn start_configured(
+        exe: &Path,
+        hsm: &SoftHsm,
+        settings: &str,
+        groups: &str,
+        args: &[&str],
+    ) -> Result<Self, LabError> {
         let dir = LabDir::new("zeroth-server")?;
         let state_dir = dir.subdir("state", 0o700)?;
         let config = format!(
-            "listen = \"127.0.0.1:0\"\ntrust_domain = \"{TRUST_DOMAIN}\"\nstate_dir = \"{}\"\ntls_names = [\"localhost\", \"127.0.0.1\"]\n\n[hsm]\nmodule = \"{}\"\ntoken_label = \"{}\"\npin_file = \"{}\"\n\n{groups}\n",
+            "listen = \"127.0.0.1:0\"\ntrust_domain = \"{TRUST_DOMAIN}\"\nstate_dir = \"{}\"\ntls_names = [\"localhost\", \"127.0.0.1\"]\n{settings}\n\n[hsm]\nmodule = \"{}\"\ntoken_label = \"{}\"\npin_file = \"{}\"\n\n{groups}\n",
             state_dir.display(),
             hsm.module().display(),
             hsm.token_label(),

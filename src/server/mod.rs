@@ -113,14 +113,33 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
                 println!("zeroth server listening on https://{addr}");
             }
         });
-        // Sign the audit head now and then, so a rewritten log is caught.
+        // Sign the audit head every N events or every interval, whichever
+        // comes first, so a rewritten log is caught.
         let (cp_store, cp_keys) = (audit_store.clone(), audit_keys.clone());
+        let (every_events, every) = (
+            i64::from(config.audit_checkpoint_events),
+            config.audit_checkpoint_interval,
+        );
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(CHECKPOINT_INTERVAL);
+            let mut tick = tokio::time::interval(CHECKPOINT_POLL.min(every));
+            let mut last = std::time::Instant::now();
             loop {
-                every.tick().await;
+                tick.tick().await;
                 let (st, k) = (cp_store.clone(), cp_keys.clone());
-                let _ = tokio::task::spawn_blocking(move || checkpoint(&st, k.as_ref())).await;
+                let due = last.elapsed() >= every;
+                let signed = tokio::task::spawn_blocking(move || {
+                    let unsigned = crate::audit::unsigned_events(&st.lock()).unwrap_or(0);
+                    let sign = unsigned >= every_events || (due && unsigned > 0);
+                    if sign {
+                        checkpoint(&st, k.as_ref());
+                    }
+                    sign
+                })
+                .await
+                .unwrap_or(false);
+                if signed || due {
+                    last = std::time::Instant::now();
+                }
             }
         });
         let app = api::router(state);
@@ -140,8 +159,8 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
     })
 }
 
-/// How often the audit head is signed while the server runs (and at shutdown).
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the server looks whether an audit checkpoint is due.
+const CHECKPOINT_POLL: Duration = Duration::from_secs(1);
 
 fn checkpoint(store: &Store, keys: &dyn KeyStore) {
     match crate::audit::checkpoint(&mut store.lock(), keys) {

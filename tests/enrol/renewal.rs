@@ -441,3 +441,40 @@ fn malformed_renewals_are_answered_400_and_spend_nothing() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 409);
 }
+
+#[test]
+fn the_audit_head_is_signed_every_n_events_while_the_server_runs() {
+    use std::path::Path;
+    use zeroth::lab::{LabDir, SoftHsm, Swtpm, ZerothServer};
+    let tpm = Swtpm::start().unwrap();
+    let hsm = SoftHsm::start().unwrap();
+    let roots = LabDir::new("roots").unwrap();
+    let server = ZerothServer::start_configured(
+        Path::new(env!("CARGO_BIN_EXE_zeroth")),
+        &hsm,
+        "audit_checkpoint_events = 3\naudit_checkpoint_interval = \"1h\"",
+        &super::group("edge", &tpm, &roots, "auto_approve = true"),
+        &[],
+    )
+    .unwrap();
+    let agent = LabDir::new("agent").unwrap();
+    let opts = super::options(&server, &tpm, &agent);
+    svid_of(enrol(&opts).unwrap()); // node.enrolled, svid.issued
+    let db = rusqlite::Connection::open(server.database()).unwrap();
+    let signed = || -> Option<i64> {
+        db.query_row("SELECT MAX(seq) FROM audit_checkpoints", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(signed(), None, "two events: not yet");
+    svid_of(renew(&opts).unwrap()); // svid.renewed: the third
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while signed().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after 3 events:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(signed(), Some(3));
+}
