@@ -30,6 +30,9 @@ impl MariaDb {
         MARIADB.path()?;
         let dir = LabDir::new("mariadb")?;
         let data = dir.subdir("data", 0o700)?;
+        // Concurrent servers sharing /tmp collide on temporary table names
+        // (install-db then fails with "Unknown table 'mysql.tmp_user_sys'").
+        let tmp = dir.subdir("tmp", 0o700)?;
         let socket = dir.join("mysqld.sock");
         // As root, mariadbd must be told explicitly that root is intended.
         let user = match rustix::process::geteuid().is_root() {
@@ -42,6 +45,7 @@ impl MariaDb {
                 .arg("--no-defaults")
                 .arg(format!("--datadir={}", data.display()))
                 .arg(format!("--user={user}"))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .args([
                     "--auth-root-authentication-method=normal",
                     "--skip-test-db",
@@ -58,6 +62,7 @@ impl MariaDb {
                 .arg(format!("--user={user}"))
                 .arg(format!("--datadir={}", data.display()))
                 .arg(format!("--socket={}", socket.display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .arg(format!("--port={port}"))
                 .arg("--bind-address=127.0.0.1")
                 .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
