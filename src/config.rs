@@ -64,6 +64,54 @@ pub struct ServerConfig {
     /// Node groups: each holds the enrolment policy of its nodes.
     #[serde(rename = "group")]
     pub groups: Vec<GroupConfig>,
+    /// Roles for dynamic database users.
+    #[serde(rename = "db_role", default)]
+    pub db_roles: Vec<DbRoleConfig>,
+}
+
+/// `[[db_role]]`: what users of one role may do on which connection, for
+/// how long, and who may ask for them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbRoleConfig {
+    pub name: String,
+    /// A connection added with `zeroth db connection add`.
+    pub connection: String,
+    /// Built-in statements: "read-only" or "read-write" (ignored when
+    /// `creation_statements` is given).
+    #[serde(default = "default_access")]
+    pub access: crate::creds::db::role::Access,
+    /// The PostgreSQL schema, or the MariaDB database, the role grants on.
+    pub schema: String,
+    /// Templates replacing the built-in creation statements.
+    #[serde(default)]
+    pub creation_statements: Vec<String>,
+    /// Templates run at revocation, before the user is locked, its sessions
+    /// ended and it is dropped.
+    #[serde(default)]
+    pub revocation_statements: Vec<String>,
+    #[serde(default = "default_db_ttl", with = "humantime_serde_compat")]
+    pub default_ttl: Duration,
+    #[serde(default = "default_db_max_ttl", with = "humantime_serde_compat")]
+    pub max_ttl: Duration,
+    /// Node groups whose nodes may ask.
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+    /// SPIFFE IDs that may ask; a trailing `*` matches any suffix.
+    #[serde(default)]
+    pub allow_spiffe: Vec<String>,
+}
+
+fn default_access() -> crate::creds::db::role::Access {
+    crate::creds::db::role::Access::ReadOnly
+}
+
+fn default_db_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_db_max_ttl() -> Duration {
+    Duration::from_secs(3600)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +275,54 @@ impl ServerConfig {
                 "group",
                 "needs at least one [[group]] table".into(),
             ));
+        }
+        let mut roles = std::collections::BTreeSet::new();
+        for (i, r) in self.db_roles.iter().enumerate() {
+            let key = |k: &str| format!("db_role[{i}].{k}");
+            if r.name.is_empty()
+                || !r
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+            {
+                return Err(invalid(
+                    &key("name"),
+                    format!("{:?} must be lowercase letters, digits, '_' or '-'", r.name),
+                ));
+            }
+            if !roles.insert(&r.name) {
+                return Err(invalid(&key("name"), format!("{:?} is used twice", r.name)));
+            }
+            for (field, list) in [
+                ("creation_statements", &r.creation_statements),
+                ("revocation_statements", &r.revocation_statements),
+            ] {
+                for t in list {
+                    crate::creds::db::template::check(t).map_err(|e| invalid(&key(field), e))?;
+                }
+            }
+            if r.default_ttl < Duration::from_secs(10) || r.default_ttl > r.max_ttl {
+                return Err(invalid(
+                    &key("default_ttl"),
+                    "must be at least 10s and at most max_ttl".into(),
+                ));
+            }
+            if let Some(g) = r
+                .allow_groups
+                .iter()
+                .find(|g| !self.groups.iter().any(|x| &x.name == *g))
+            {
+                return Err(invalid(
+                    &key("allow_groups"),
+                    format!("names {g:?}, which is not a [[group]]"),
+                ));
+            }
+            if r.allow_groups.is_empty() && r.allow_spiffe.is_empty() {
+                return Err(invalid(
+                    &key("allow_groups"),
+                    "or allow_spiffe is required: without either nobody may use the role".into(),
+                ));
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, g) in self.groups.iter().enumerate() {

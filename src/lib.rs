@@ -9,6 +9,7 @@ pub mod agent;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod creds;
 pub mod identity;
 pub mod lab;
 pub mod policy;

@@ -80,6 +80,9 @@ impl fmt::Display for KeyName {
 }
 
 /// zeroth's standard keys, created by `zeroth hsm init`.
+/// The key-encryption key of everything zeroth seals at rest.
+pub const STORE_KEK: &str = "store-kek";
+
 pub const STANDARD_KEYS: [(&str, KeyKind); 6] = [
     ("x509-ca", KeyKind::EcdsaP256),
     ("ssh-user-ca", KeyKind::Ed25519),

@@ -18,7 +18,7 @@ mod sealer;
 mod software;
 
 pub use error::HsmError;
-pub use key::{KeyInfo, KeyKind, KeyName, PublicKey, LABEL_PREFIX, STANDARD_KEYS};
+pub use key::{KeyInfo, KeyKind, KeyName, PublicKey, LABEL_PREFIX, STANDARD_KEYS, STORE_KEK};
 pub use keystore::KeyStore;
 pub use pkcs11::{
     Capability, Module, PinSource, Pkcs11Config, Pkcs11KeyStore, TokenSelector, TokenSummary,

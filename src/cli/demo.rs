@@ -287,6 +287,7 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm) -> Result<()> {
             id: Some(node_id.clone()),
             group: None,
             ttl_secs: None,
+            ..Default::default()
         },
     )
     .map_err(anyhow::Error::msg)?;

@@ -5,6 +5,8 @@ mod audit;
 mod bench;
 mod bench_quote;
 mod bench_server;
+mod db;
+mod db_creds;
 mod demo;
 mod hsm;
 mod lab;
@@ -56,6 +58,10 @@ enum Command {
     Node(node::NodeArgs),
     /// Rotating identity tokens for hosts without a TPM.
     Token(token::TokenArgs),
+    /// Dynamic database users: connections (admin socket) and credentials.
+    Db(db::DbArgs),
+    /// Leases on dynamic credentials: list and revoke (admin socket).
+    Lease(db::LeaseArgs),
     /// Verify and read the hash-chained audit log.
     Audit(audit::AuditArgs),
     /// Inspect the machine's TPM and its endorsement key certificates.
@@ -85,6 +91,8 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => audit::run(&args),
         Command::Node(args) => node::run(&args),
         Command::Token(args) => token::run(&args),
+        Command::Db(args) => db::run(&args),
+        Command::Lease(args) => db::run_lease(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

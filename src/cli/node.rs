@@ -46,6 +46,7 @@ pub fn run(args: &NodeArgs) -> Result<()> {
         id,
         group: None,
         ttl_secs: None,
+        ..Default::default()
     };
     let answer = call(&args.socket, &request).map_err(anyhow::Error::msg)?;
     if args.json {

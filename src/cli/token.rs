@@ -39,6 +39,7 @@ pub fn run(args: &TokenArgs) -> Result<()> {
                     id: None,
                     group: Some(group.clone()),
                     ttl_secs: Some(ttl.as_secs() as i64),
+                    ..Default::default()
                 },
             )
             .map_err(anyhow::Error::msg)?;

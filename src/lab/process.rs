@@ -133,6 +133,15 @@ impl Daemon {
         }
     }
 
+    /// SIGKILLs the daemon's group at once (a crash, as far as the daemon
+    /// can tell) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(pgid) = Pid::from_raw(self.child.id() as i32) {
+            let _ = kill_process_group(pgid, Signal::KILL);
+        }
+        self.stop(Duration::ZERO);
+    }
+
     /// Asks the daemon's group to stop, waits up to `grace`, then kills it.
     /// Returns once the daemon has been reaped.
     pub fn stop(&mut self, grace: Duration) {

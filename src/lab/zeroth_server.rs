@@ -167,6 +167,11 @@ impl ZerothServer {
         self.daemon.stop(Duration::from_secs(10));
     }
 
+    /// SIGKILLs the server: no graceful shutdown, no last checkpoint.
+    pub fn kill(&mut self) {
+        self.daemon.kill();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.daemon.log_path()).unwrap_or_default()
     }

@@ -20,7 +20,7 @@ use crate::store::nodes::{self, NodeState};
 use crate::store::{Store, StoreError};
 
 /// One operator request.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct AdminRequest {
     pub op: String,
     #[serde(default)]
@@ -30,6 +30,30 @@ pub struct AdminRequest {
     pub group: Option<String>,
     #[serde(default)]
     pub ttl_secs: Option<i64>,
+    /// Operation-specific fields (e.g. a database connection's address).
+    #[serde(default)]
+    pub params: serde_json::Value,
+    /// A secret handed over once (a database admin password); never logged.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for AdminRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminRequest")
+            .field("op", &self.op)
+            .field("id", &self.id)
+            .field("params", &self.params)
+            .field("secret", &self.secret.as_ref().map(|_| "[REDACTED]"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Operations served by other subsystems (database connections, leases),
+/// which need the async runtime.
+pub struct Extensions {
+    pub db: Arc<crate::creds::db::leases::DbBroker>,
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// Who may use the socket.
@@ -55,6 +79,7 @@ pub fn serve(
     store: Arc<Store>,
     access: Access,
     groups: Vec<String>,
+    ext: Arc<Extensions>,
 ) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     if let Some(dir) = path.parent() {
@@ -69,16 +94,23 @@ pub fn serve(
         .name("admin".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (store, access, groups) = (store.clone(), access.clone(), groups.clone());
+                let (store, access, groups, ext) =
+                    (store.clone(), access.clone(), groups.clone(), ext.clone());
                 let _ = std::thread::Builder::new()
                     .name("admin-conn".into())
-                    .spawn(move || handle(conn, &store, &access, &groups));
+                    .spawn(move || handle(conn, &store, &access, &groups, &ext));
             }
         })?;
     Ok(())
 }
 
-fn handle(mut conn: UnixStream, store: &Store, access: &Access, groups: &[String]) {
+fn handle(
+    mut conn: UnixStream,
+    store: &Store,
+    access: &Access,
+    groups: &[String],
+    ext: &Extensions,
+) {
     let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
     // Read the request first, so a refused caller still gets its answer.
     let mut line = String::new();
@@ -100,7 +132,8 @@ fn handle(mut conn: UnixStream, store: &Store, access: &Access, groups: &[String
                     serde_json::from_str::<AdminRequest>(&line)
                         .map_err(|e| format!("malformed request: {e}"))
                 }) {
-                    Ok(req) => execute(store, groups, &req, uid)
+                    Ok(req) => super::admin_db::execute(ext, &req, uid)
+                        .unwrap_or_else(|| execute(store, groups, &req, uid))
                         .unwrap_or_else(|e| serde_json::json!({"ok": false, "error": e})),
                     Err(e) => serde_json::json!({"ok": false, "error": e}),
                 }

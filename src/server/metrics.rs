@@ -23,6 +23,10 @@ pub fn svid_issued(kind: &'static str) {
     metrics::counter!("zeroth_svids_issued_total", "for" => kind).increment(1);
 }
 
+pub fn db_creds_issued() {
+    metrics::counter!("zeroth_db_creds_issued_total").increment(1);
+}
+
 pub fn token_rotation() {
     metrics::counter!("zeroth_token_rotations_total").increment(1);
 }

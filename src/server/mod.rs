@@ -1,6 +1,7 @@
 //! `zeroth server`: the HTTPS API over TLS 1.3, backed by the HSM and SQLite.
 
 pub mod admin;
+mod admin_db;
 pub mod api;
 pub mod metrics;
 pub mod peer;
@@ -71,11 +72,23 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         None => None,
     };
     let group_names = config.groups.iter().map(|g| g.name.clone()).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let db = Arc::new(
+        crate::creds::db::leases::DbBroker::new(store.clone(), keys.clone(), &config.db_roles)
+            .context("set up dynamic database credentials")?,
+    );
     admin::serve(
         &config.admin_socket(),
         store.clone(),
         admin::Access { admin_gid },
         group_names,
+        Arc::new(admin::Extensions {
+            db: db.clone(),
+            runtime: runtime.handle().clone(),
+        }),
     )
     .with_context(|| format!("bind the admin socket {}", config.admin_socket().display()))?;
     let audit_store = store.clone();
@@ -90,13 +103,31 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         jwt,
         jwt_max_ttl: config.jwt_max_ttl,
         groups,
+        db: db.clone(),
     });
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
     runtime.block_on(async move {
+        // Finish what a crash left half-done, then revoke leases as they
+        // fall due, a few at a time so issuance never waits behind a storm.
+        let revoker = db.clone();
+        tokio::spawn(async move {
+            let swept = revoker.revoke_due(true, 10_000).await;
+            if swept > 0 {
+                tracing::info!(swept, "startup sweep revoked leftover leases");
+            }
+            let mut tick = tokio::time::interval(REVOKER_TICK);
+            let mut ticks = 0u64;
+            loop {
+                tick.tick().await;
+                revoker.revoke_due(false, REVOKER_BATCH).await;
+                ticks += 1;
+                if ticks % RECONCILE_EVERY_TICKS == 0 {
+                    if let Err(e) = revoker.reconcile().await {
+                        tracing::warn!(error = %e, "reconciling database users failed");
+                    }
+                }
+            }
+        });
         let handle = axum_server::Handle::new();
         let shutdown = handle.clone();
         tokio::spawn(async move {
@@ -158,6 +189,12 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         served
     })
 }
+
+/// How often the revoker looks for due leases, and how many it takes.
+const REVOKER_TICK: Duration = Duration::from_secs(1);
+const REVOKER_BATCH: usize = 64;
+/// The reconciler compares ledger and databases every this many ticks.
+const RECONCILE_EVERY_TICKS: u64 = 300;
 
 /// How often the server looks whether an audit checkpoint is due.
 const CHECKPOINT_POLL: Duration = Duration::from_secs(1);

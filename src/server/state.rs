@@ -19,6 +19,7 @@ pub struct AppState {
     /// Longest (and default) lifetime of a JWT-SVID.
     pub jwt_max_ttl: std::time::Duration,
     pub groups: BTreeMap<String, GroupPolicy>,
+    pub db: Arc<crate::creds::db::leases::DbBroker>,
 }
 
 pub type Shared = Arc<AppState>;

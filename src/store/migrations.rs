@@ -95,9 +95,38 @@ const MIGRATIONS: &[(i64, &str)] = &[
         used     INTEGER NOT NULL DEFAULT 0
      );",
     ),
+    (
+        5,
+        "CREATE TABLE db_connections (
+        name             TEXT PRIMARY KEY,
+        engine           TEXT NOT NULL CHECK (engine IN ('postgres', 'mariadb')),
+        host             TEXT NOT NULL,
+        port             INTEGER NOT NULL,
+        dbname           TEXT NOT NULL,
+        admin_user       TEXT NOT NULL,
+        sealed_password  BLOB NOT NULL,
+        created          INTEGER NOT NULL,
+        rotated          INTEGER
+     );
+     CREATE TABLE leases (
+        id             TEXT PRIMARY KEY,
+        kind           TEXT NOT NULL,
+        role           TEXT NOT NULL,
+        connection     TEXT NOT NULL,
+        holder         TEXT NOT NULL,
+        external_name  TEXT NOT NULL,
+        state          TEXT NOT NULL CHECK (state IN ('creating', 'active', 'revoking', 'revoked')),
+        created        INTEGER NOT NULL,
+        expires        INTEGER NOT NULL,
+        max_expires    INTEGER NOT NULL,
+        revoked        INTEGER
+     );
+     CREATE INDEX leases_by_state_expiry ON leases (state, expires);
+     CREATE INDEX leases_by_holder ON leases (holder);",
+    ),
 ];
 
-pub const LATEST: i64 = 4;
+pub const LATEST: i64 = 5;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

@@ -5,6 +5,7 @@
 //! `synchronous=FULL` makes each committed transaction durable before the
 //! server acknowledges what it recorded.
 
+pub mod leases;
 mod migrations;
 pub mod nodes;
 pub mod tokens;

@@ -1,6 +1,7 @@
 //! The HTTPS JSON API. Errors are `{"error": code, "reason": text}`.
 
 pub mod caller;
+pub mod db;
 pub mod enroll;
 pub mod error;
 mod health;
@@ -33,6 +34,9 @@ pub fn router(state: Shared) -> Router {
         .route("/.well-known/openid-configuration", get(jwt::discovery))
         .route("/v1/jwks", get(jwt::jwks))
         .route("/v1/token/exchange", post(token::exchange))
+        .route("/v1/db/creds/{role}", post(db::creds))
+        .route("/v1/leases/{id}/renew", post(db::renew))
+        .route("/v1/leases/{id}/revoke", post(db::revoke))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

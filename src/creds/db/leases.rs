@@ -1,0 +1,621 @@
+//! The lease lifecycle of dynamic database users: issue (lease written
+//! `creating` before the user exists, `active` after), renew, revoke, the
+//! expiry scheduler, the startup sweep and the reconciler. Every issuance,
+//! renewal and revocation is its own audit event.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use zeroth_hsm::{Binding, KeyName, KeyStore, Sealer};
+
+use super::role::RoleStatements;
+use super::secret;
+use super::{DbAdmin, DbError, Engine, NewUser, Target};
+use crate::audit::{self, Event};
+use crate::config::DbRoleConfig;
+use crate::store::leases::{self, DbConnectionRow, Lease, LeaseState};
+use crate::store::{now, Store, StoreError};
+
+/// Why a credential operation failed; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum CredsError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    /// The database is unreachable (503, with the cause).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database refused a statement (502).
+    #[error("{0}")]
+    Refused(String),
+    #[error("the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("the HSM: {0}")]
+    Hsm(#[from] zeroth_hsm::HsmError),
+}
+
+impl From<DbError> for CredsError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable { .. } => Self::Unavailable(e.to_string()),
+            DbError::Statement { .. } | DbError::Template(_) => Self::Refused(e.to_string()),
+        }
+    }
+}
+
+/// Who asks: a SPIFFE ID and, for nodes, their group.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub spiffe_id: String,
+    pub group: Option<String>,
+}
+
+/// Credentials handed out once, to their holder only.
+pub struct Issued {
+    pub lease: Lease,
+    pub password: SecretString,
+    pub engine: Engine,
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("lease", &self.lease.id)
+            .field("username", &self.lease.external_name)
+            .field("password", &"[REDACTED]")
+            .finish()
+    }
+}
+
+fn binding(name: &str) -> Binding<'_> {
+    Binding {
+        table: "db_connections",
+        record: name,
+        column: "admin_password",
+    }
+}
+
+/// A new connection's description.
+#[derive(Debug, Clone)]
+pub struct ConnectionSpec {
+    pub name: String,
+    pub engine: Engine,
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub admin_user: String,
+}
+
+pub struct DbBroker {
+    store: Arc<Store>,
+    sealer: Sealer,
+    roles: BTreeMap<String, DbRoleConfig>,
+    admins: tokio::sync::Mutex<HashMap<String, Arc<DbAdmin>>>,
+}
+
+/// Runs a store (or HSM) call off the async reactor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CredsError> + Send + 'static,
+) -> Result<T, CredsError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CredsError::Unavailable(format!("a worker failed: {e}")))?
+}
+
+fn record(
+    store: &Store,
+    change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError>,
+    event: Event<'_>,
+) -> Result<(), CredsError> {
+    let mut conn = store.lock();
+    let tx = conn
+        .transaction()
+        .map_err(StoreError::sql("starting a transaction"))?;
+    change(&tx)?;
+    audit::append(&tx, &event)?;
+    tx.commit()
+        .map_err(StoreError::sql("committing a lease change"))?;
+    Ok(())
+}
+
+fn matches(pattern: &str, id: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => id.starts_with(prefix),
+        None => pattern == id,
+    }
+}
+
+impl DbBroker {
+    pub fn new(
+        store: Arc<Store>,
+        keys: Arc<dyn KeyStore>,
+        roles: &[DbRoleConfig],
+    ) -> Result<Self, CredsError> {
+        let sealer = Sealer::new(keys, KeyName::new(zeroth_hsm::STORE_KEK)?)?;
+        Ok(Self {
+            store,
+            sealer,
+            roles: roles.iter().map(|r| (r.name.clone(), r.clone())).collect(),
+            admins: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn target(&self, row: &DbConnectionRow) -> Result<Target, CredsError> {
+        let engine = Engine::parse(&row.engine).ok_or_else(|| {
+            CredsError::Unavailable(format!(
+                "connection {} has engine {:?}",
+                row.name, row.engine
+            ))
+        })?;
+        let password = self.sealer.open(binding(&row.name), &row.sealed_password)?;
+        let password = String::from_utf8(password.to_vec()).map_err(|_| {
+            CredsError::Unavailable(format!("connection {}'s password is not UTF-8", row.name))
+        })?;
+        Ok(Target {
+            engine,
+            host: row.host.clone(),
+            port: row.port,
+            dbname: row.dbname.clone(),
+            admin_user: row.admin_user.clone(),
+            admin_password: SecretString::from(password),
+        })
+    }
+
+    /// The pooled admin of `connection`, opened on first use.
+    pub async fn admin(
+        self: &Arc<Self>,
+        connection: &str,
+    ) -> Result<(Arc<DbAdmin>, DbConnectionRow), CredsError> {
+        let (me, name) = (self.clone(), connection.to_owned());
+        let (row, target) = blocking(move || {
+            let row = leases::connection(&me.store.lock(), &name)?.ok_or_else(|| {
+                CredsError::Unavailable(format!("no database connection {name:?}; an operator adds it with `zeroth db connection add`"))
+            })?;
+            let target = me.target(&row)?;
+            Ok((row, target))
+        })
+        .await?;
+        let mut admins = self.admins.lock().await;
+        if let Some(a) = admins.get(connection) {
+            return Ok((a.clone(), row));
+        }
+        let admin = Arc::new(DbAdmin::connect(target).await?);
+        admins.insert(connection.to_owned(), admin.clone());
+        Ok((admin, row))
+    }
+
+    fn statements(role: &DbRoleConfig, engine: Engine) -> RoleStatements {
+        let mut s = RoleStatements::builtin(engine, role.access, &role.name, &role.schema);
+        if !role.creation_statements.is_empty() {
+            s.setup.clear();
+            s.creation = role.creation_statements.clone();
+        }
+        s.revocation = role.revocation_statements.clone();
+        s
+    }
+
+    /// New credentials of `role` for `holder`, valid `ttl` (the role's
+    /// default when `None`, never beyond its maximum).
+    pub async fn issue(
+        self: &Arc<Self>,
+        role_name: &str,
+        holder: &Holder,
+        ttl: Option<Duration>,
+    ) -> Result<Issued, CredsError> {
+        let role = self
+            .roles
+            .get(role_name)
+            .ok_or_else(|| CredsError::NotFound(format!("no database role {role_name:?}")))?
+            .clone();
+        let by_group = holder
+            .group
+            .as_ref()
+            .is_some_and(|g| role.allow_groups.contains(g));
+        let by_id = role
+            .allow_spiffe
+            .iter()
+            .any(|p| matches(p, &holder.spiffe_id));
+        if !by_group && !by_id {
+            return Err(CredsError::Forbidden(format!(
+                "{} (group {}) may not use role {role_name}: it admits groups {:?} and SPIFFE IDs {:?}",
+                holder.spiffe_id,
+                holder.group.as_deref().unwrap_or("none"),
+                role.allow_groups,
+                role.allow_spiffe
+            )));
+        }
+        let ttl = ttl.unwrap_or(role.default_ttl);
+        if ttl < Duration::from_secs(10) {
+            return Err(CredsError::BadRequest(
+                "`ttl_seconds` must be at least 10".into(),
+            ));
+        }
+        let ttl = ttl.min(role.max_ttl);
+        let (admin, conn_row) = self.admin(&role.connection).await?;
+        let created = now();
+        let lease = Lease {
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            kind: "db".into(),
+            role: role.name.clone(),
+            connection: role.connection.clone(),
+            holder: holder.spiffe_id.clone(),
+            external_name: secret::username(&role.name),
+            state: LeaseState::Creating,
+            created,
+            expires: created + ttl.as_secs() as i64,
+            max_expires: created + role.max_ttl.as_secs() as i64,
+        };
+        let password = secret::password();
+        // The ledger knows the user before the database does.
+        let (st, l) = (self.store.clone(), lease.clone());
+        blocking(move || {
+            let mut conn = st.lock();
+            let tx = conn
+                .transaction()
+                .map_err(StoreError::sql("starting a transaction"))?;
+            leases::insert(&tx, &l)?;
+            tx.commit().map_err(StoreError::sql("committing a lease"))?;
+            Ok(())
+        })
+        .await?;
+        let statements = Self::statements(&role, admin.engine());
+        let made = admin
+            .create(
+                &statements,
+                &NewUser {
+                    name: &lease.external_name,
+                    password: &password,
+                    expires: lease.expires,
+                },
+            )
+            .await;
+        let (st, l) = (self.store.clone(), lease.clone());
+        if let Err(e) = made {
+            let reason = e.to_string();
+            let cause = reason.clone();
+            blocking(move || {
+                record(
+                    &st,
+                    |tx| leases::set_state(tx, &l.id, LeaseState::Revoked),
+                    Event {
+                        kind: "db.creds.failed",
+                        subject: &format!("lease/{}", l.id),
+                        detail: serde_json::json!({"role": l.role, "holder": l.holder, "user": l.external_name, "reason": cause}),
+                    },
+                )
+            })
+            .await?;
+            return Err(e.into());
+        }
+        blocking(move || {
+            record(
+                &st,
+                |tx| leases::set_state(tx, &l.id, LeaseState::Active),
+                Event {
+                    kind: "db.creds.issued",
+                    subject: &format!("lease/{}", l.id),
+                    detail: serde_json::json!({"role": l.role, "holder": l.holder, "user": l.external_name, "expires": l.expires}),
+                },
+            )
+        })
+        .await?;
+        let engine = admin.engine();
+        Ok(Issued {
+            lease: Lease {
+                state: LeaseState::Active,
+                ..lease
+            },
+            password,
+            engine,
+            host: conn_row.host,
+            port: conn_row.port,
+            dbname: conn_row.dbname,
+        })
+    }
+
+    /// The lease `id`, if `holder` holds it (operators pass `None`).
+    pub async fn lease(&self, id: &str, holder: Option<&str>) -> Result<Lease, CredsError> {
+        let (st, id2) = (self.store.clone(), id.to_owned());
+        let lease = blocking(move || Ok(leases::get(&st.lock(), &id2)?)).await?;
+        match lease {
+            Some(l) if holder.is_none_or(|h| h == l.holder) => Ok(l),
+            _ => Err(CredsError::NotFound(format!("no lease {id} of yours"))),
+        }
+    }
+
+    /// Extends an active lease by `increment` from now, up to its maximum.
+    pub async fn renew(
+        self: &Arc<Self>,
+        lease: &Lease,
+        increment: Option<Duration>,
+    ) -> Result<Lease, CredsError> {
+        if lease.state != LeaseState::Active || lease.expires <= now() {
+            return Err(CredsError::Forbidden(format!(
+                "lease {} is {} and cannot be renewed",
+                lease.id,
+                if lease.state == LeaseState::Active {
+                    "expired"
+                } else {
+                    lease.state.as_str()
+                }
+            )));
+        }
+        let role = self.roles.get(&lease.role);
+        let increment = increment
+            .or(role.map(|r| r.default_ttl))
+            .unwrap_or(Duration::from_secs(600));
+        let expires = (now() + increment.as_secs() as i64).min(lease.max_expires);
+        let (admin, _) = self.admin(&lease.connection).await?;
+        admin.renew(&lease.external_name, expires).await?;
+        let (st, l) = (self.store.clone(), lease.clone());
+        blocking(move || {
+            record(
+                &st,
+                |tx| leases::set_expires(tx, &l.id, expires),
+                Event {
+                    kind: "db.creds.renewed",
+                    subject: &format!("lease/{}", l.id),
+                    detail: serde_json::json!({"user": l.external_name, "expires": expires, "max_expires": l.max_expires}),
+                },
+            )
+        })
+        .await?;
+        Ok(Lease {
+            expires,
+            ..lease.clone()
+        })
+    }
+
+    /// Revokes a lease: `revoking` is recorded first, so a crash midway is
+    /// finished by the next sweep; a user already gone counts as revoked.
+    pub async fn revoke(self: &Arc<Self>, lease: &Lease, reason: &str) -> Result<(), CredsError> {
+        if lease.state == LeaseState::Revoked {
+            return Ok(());
+        }
+        let (st, id) = (self.store.clone(), lease.id.clone());
+        blocking(move || {
+            let mut conn = st.lock();
+            let tx = conn
+                .transaction()
+                .map_err(StoreError::sql("starting a transaction"))?;
+            leases::set_state(&tx, &id, LeaseState::Revoking)?;
+            tx.commit().map_err(StoreError::sql("committing a lease"))?;
+            Ok(())
+        })
+        .await?;
+        let (admin, _) = self.admin(&lease.connection).await?;
+        let extra = self
+            .roles
+            .get(&lease.role)
+            .map(|r| r.revocation_statements.clone())
+            .unwrap_or_default();
+        let existed = admin.revoke(&lease.external_name, &extra).await?;
+        let (st, l, why) = (self.store.clone(), lease.clone(), reason.to_owned());
+        blocking(move || {
+            record(
+                &st,
+                |tx| leases::set_state(tx, &l.id, LeaseState::Revoked),
+                Event {
+                    kind: "db.creds.revoked",
+                    subject: &format!("lease/{}", l.id),
+                    detail: serde_json::json!({"user": l.external_name, "holder": l.holder, "reason": why, "user_existed": existed}),
+                },
+            )
+        })
+        .await
+    }
+
+    /// Revokes up to `limit` leases that are due: expired ones, those whose
+    /// holder node was revoked and, when `unfinished`, whatever a crash
+    /// left `creating` or `revoking`. Returns how many were revoked.
+    pub async fn revoke_due(self: &Arc<Self>, unfinished: bool, limit: usize) -> usize {
+        let st = self.store.clone();
+        let due = blocking(move || {
+            let conn = st.lock();
+            let mut due = leases::due(&conn, now(), unfinished, limit)?;
+            due.extend(leases::of_revoked_nodes(&conn, limit)?);
+            Ok(due)
+        })
+        .await;
+        let due = match due {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read due leases");
+                return 0;
+            }
+        };
+        let mut done = 0;
+        for lease in due {
+            let reason = match lease.state {
+                LeaseState::Creating => "left half-made by a crash",
+                LeaseState::Revoking => "revocation interrupted",
+                _ if lease.expires <= now() => "expired",
+                _ => "holder revoked",
+            };
+            match self.revoke(&lease, reason).await {
+                Ok(()) => done += 1,
+                Err(e) => {
+                    tracing::warn!(lease = %lease.id, error = %e, "revocation failed; retrying later")
+                }
+            }
+        }
+        done
+    }
+
+    /// Drops users with zeroth's prefix that no live lease accounts for.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<Vec<String>, CredsError> {
+        let st = self.store.clone();
+        let connections = blocking(move || Ok(leases::connections(&st.lock())?)).await?;
+        let mut dropped = Vec::new();
+        for c in connections {
+            let (admin, _) = self.admin(&c.name).await?;
+            // Users first, then the ledger: a user made in between is in
+            // the ledger already (leases are written before users).
+            let users = admin.dynamic_users().await?;
+            let (st, name) = (self.store.clone(), c.name.clone());
+            let known = blocking(move || Ok(leases::known_names(&st.lock(), &name)?)).await?;
+            for user in users.into_iter().filter(|u| !known.contains(u)) {
+                admin.revoke(&user, &[]).await?;
+                let (st, conn_name, u) = (self.store.clone(), c.name.clone(), user.clone());
+                blocking(move || {
+                    record(
+                        &st,
+                        |_| Ok(()),
+                        Event {
+                            kind: "db.stray.dropped",
+                            subject: &format!("db/{conn_name}"),
+                            detail: serde_json::json!({"user": u, "reason": "no lease accounts for it"}),
+                        },
+                    )
+                })
+                .await?;
+                dropped.push(user);
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Adds (or replaces) a connection after proving its credentials.
+    pub async fn add_connection(
+        self: &Arc<Self>,
+        spec: ConnectionSpec,
+        password: SecretString,
+        by_uid: u32,
+    ) -> Result<(), CredsError> {
+        let target = Target {
+            engine: spec.engine,
+            host: spec.host.clone(),
+            port: spec.port,
+            dbname: spec.dbname.clone(),
+            admin_user: spec.admin_user.clone(),
+            admin_password: password.clone(),
+        };
+        let admin = Arc::new(DbAdmin::connect(target).await?);
+        let me = self.clone();
+        let s = spec.clone();
+        blocking(move || {
+            let sealed = me
+                .sealer
+                .seal(binding(&s.name), password.expose_secret().as_bytes())?;
+            record(
+                &me.store,
+                |tx| {
+                    leases::save_connection(
+                        tx,
+                        &DbConnectionRow {
+                            name: s.name.clone(),
+                            engine: s.engine.as_str().into(),
+                            host: s.host.clone(),
+                            port: s.port,
+                            dbname: s.dbname.clone(),
+                            admin_user: s.admin_user.clone(),
+                            sealed_password: sealed,
+                            created: now(),
+                            rotated: None,
+                        },
+                    )
+                },
+                Event {
+                    kind: "db.connection.added",
+                    subject: &format!("db/{}", s.name),
+                    detail: serde_json::json!({"engine": s.engine.as_str(), "host": s.host, "port": s.port, "dbname": s.dbname, "admin_user": s.admin_user, "by_uid": by_uid}),
+                },
+            )
+        })
+        .await?;
+        self.admins.lock().await.insert(spec.name, admin);
+        Ok(())
+    }
+
+    /// Gives the admin user a new random password that only the HSM-sealed
+    /// store knows, so no human knows it afterwards.
+    pub async fn rotate_root(self: &Arc<Self>, name: &str, by_uid: u32) -> Result<(), CredsError> {
+        let (admin, row) = self.admin(name).await?;
+        let new = secret::password();
+        let me = self.clone();
+        let (n, p) = (name.to_owned(), new.clone());
+        // Sealed before the database changes, so a failure in between
+        // cannot lose the only copy of the new password.
+        let sealed =
+            blocking(move || Ok(me.sealer.seal(binding(&n), p.expose_secret().as_bytes())?))
+                .await?;
+        admin.set_admin_password(&new).await?;
+        let mut target = self.target(&row)?;
+        target.admin_password = new;
+        let me = self.clone();
+        blocking(move || {
+            record(
+                &me.store,
+                |tx| {
+                    leases::save_connection(
+                        tx,
+                        &DbConnectionRow {
+                            sealed_password: sealed,
+                            rotated: Some(now()),
+                            ..row.clone()
+                        },
+                    )
+                },
+                Event {
+                    kind: "db.connection.rotated",
+                    subject: &format!("db/{}", row.name),
+                    detail: serde_json::json!({"admin_user": row.admin_user, "by_uid": by_uid}),
+                },
+            )
+        })
+        .await?;
+        let fresh = Arc::new(DbAdmin::connect(target).await?);
+        self.admins.lock().await.insert(name.to_owned(), fresh);
+        Ok(())
+    }
+
+    pub async fn remove_connection(
+        self: &Arc<Self>,
+        name: &str,
+        by_uid: u32,
+    ) -> Result<bool, CredsError> {
+        let (st, n) = (self.store.clone(), name.to_owned());
+        let removed = blocking(move || {
+            let live = leases::live(&st.lock(), None, None)?
+                .into_iter()
+                .filter(|l| l.connection == n)
+                .count();
+            if live > 0 {
+                return Err(CredsError::Forbidden(format!(
+                    "connection {n} still has {live} live lease(s); revoke them first"
+                )));
+            }
+            let mut removed = false;
+            record(
+                &st,
+                |tx| {
+                    removed = leases::remove_connection(tx, &n)?;
+                    Ok(())
+                },
+                Event {
+                    kind: "db.connection.removed",
+                    subject: &format!("db/{n}"),
+                    detail: serde_json::json!({"by_uid": by_uid}),
+                },
+            )?;
+            Ok(removed)
+        })
+        .await?;
+        self.admins.lock().await.remove(name);
+        Ok(removed)
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}

@@ -1,0 +1,245 @@
+//! PostgreSQL: pooled admin connections (tokio-postgres) and the user
+//! lifecycle. Passwords reach the server only as SCRAM verifiers.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::{Client, NoTls};
+
+use super::role::RoleStatements;
+use super::secret::{scram_verifier, USER_PREFIX};
+use super::template::{render, Values};
+use super::{DbError, Engine, NewUser, Target};
+
+/// Admin connections kept open per database.
+const POOL: usize = 8;
+
+pub struct PgAdmin {
+    target: Target,
+    idle: std::sync::Mutex<Vec<Client>>,
+    permits: tokio::sync::Semaphore,
+    /// Roles whose setup ran since this server started.
+    set_up: tokio::sync::Mutex<HashSet<String>>,
+}
+
+fn failed(stage: &'static str, index: usize) -> impl FnOnce(tokio_postgres::Error) -> DbError {
+    move |e| DbError::Statement {
+        stage,
+        index,
+        reason: e
+            .as_db_error()
+            .map(|d| d.message().to_owned())
+            .unwrap_or_else(|| e.to_string()),
+    }
+}
+
+impl PgAdmin {
+    pub async fn connect(target: Target) -> Result<Self, DbError> {
+        let admin = Self {
+            target,
+            idle: std::sync::Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(POOL),
+            set_up: tokio::sync::Mutex::new(HashSet::new()),
+        };
+        let first = admin.open().await?;
+        admin.give_back(first);
+        Ok(admin)
+    }
+
+    async fn open(&self) -> Result<Client, DbError> {
+        let t = &self.target;
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&t.host)
+            .port(t.port)
+            .dbname(&t.dbname)
+            .user(&t.admin_user)
+            .password(t.admin_password.expose_secret().as_bytes())
+            .application_name("zeroth")
+            .connect_timeout(Duration::from_secs(5));
+        let (client, connection) = cfg.connect(NoTls).await.map_err(|e| DbError::Unavailable {
+            target: t.to_string(),
+            reason: e.to_string(),
+        })?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    fn give_back(&self, client: Client) {
+        if !client.is_closed() {
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.push(client);
+            }
+        }
+    }
+
+    /// Runs `f` on a pooled connection (at most [`POOL`] at once).
+    async fn with<T>(
+        &self,
+        f: impl AsyncFnOnce(&Client) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| DbError::Unavailable {
+                target: self.target.to_string(),
+                reason: "the pool is closed".into(),
+            })?;
+        let pooled = self.idle.lock().ok().and_then(|mut i| i.pop());
+        let client = match pooled {
+            Some(c) if !c.is_closed() => c,
+            _ => self.open().await?,
+        };
+        let result = f(&client).await;
+        self.give_back(client);
+        result
+    }
+
+    /// Runs rendered statements in one transaction.
+    async fn transaction(
+        client: &Client,
+        stage: &'static str,
+        statements: &[String],
+    ) -> Result<(), DbError> {
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(failed(stage, 0))?;
+        for (i, s) in statements.iter().enumerate() {
+            if let Err(e) = client.batch_execute(s).await {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(failed(stage, i + 1)(e));
+            }
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(failed(stage, statements.len() + 1))
+    }
+
+    fn render_all(templates: &[String], v: &Values<'_>) -> Result<Vec<String>, DbError> {
+        templates
+            .iter()
+            .map(|t| render(Engine::Postgres, t, v).map_err(DbError::Template))
+            .collect()
+    }
+
+    pub async fn create(&self, role: &RoleStatements, user: &NewUser<'_>) -> Result<(), DbError> {
+        let verifier = scram_verifier(user.password);
+        let v = Values {
+            name: user.name,
+            password: &verifier,
+            expiration: user.expires,
+            group: &role.group,
+            schema: &role.schema,
+        };
+        let setup = Self::render_all(&role.setup, &v)?;
+        let mut creation = Self::render_all(&role.creation, &v)?;
+        // Expiry held by the database itself, whatever the template says.
+        creation.push(
+            render(
+                Engine::Postgres,
+                "ALTER ROLE {{name}} VALID UNTIL {{expiration}}",
+                &v,
+            )
+            .map_err(DbError::Template)?,
+        );
+        if !setup.is_empty() {
+            let mut done = self.set_up.lock().await;
+            if !done.contains(&role.group) {
+                self.with(async |c| Self::transaction(c, "setup", &setup).await)
+                    .await?;
+                done.insert(role.group.clone());
+            }
+        }
+        self.with(async |c| Self::transaction(c, "creation", &creation).await)
+            .await
+    }
+
+    pub async fn renew(&self, name: &str, expires: i64) -> Result<(), DbError> {
+        let v = Values {
+            name,
+            expiration: expires,
+            ..Values::default()
+        };
+        let s = render(
+            Engine::Postgres,
+            "ALTER ROLE {{name}} VALID UNTIL {{expiration}}",
+            &v,
+        )
+        .map_err(DbError::Template)?;
+        self.with(async |c| c.batch_execute(&s).await.map_err(failed("renewal", 1)))
+            .await
+    }
+
+    pub async fn revoke(&self, name: &str, extra: &[String]) -> Result<bool, DbError> {
+        let v = Values {
+            name,
+            ..Values::default()
+        };
+        let mut statements = Self::render_all(extra, &v)?;
+        for t in [
+            "ALTER ROLE {{name}} NOLOGIN",
+            "DROP OWNED BY {{name}}",
+            "DROP ROLE IF EXISTS {{name}}",
+        ] {
+            statements.push(render(Engine::Postgres, t, &v).map_err(DbError::Template)?);
+        }
+        self.with(async |c| {
+            let exists = c
+                .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
+                .await
+                .map_err(failed("revocation", 0))?
+                .is_some();
+            if !exists {
+                return Ok(false);
+            }
+            // Locked first, so no new session starts while the old ones end.
+            c.batch_execute(&statements[..extra.len() + 1].join(";\n"))
+                .await
+                .map_err(failed("revocation", 1))?;
+            c.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                &[&name],
+            )
+            .await
+            .map_err(failed("revocation", 2))?;
+            Self::transaction(c, "revocation", &statements[extra.len() + 1..]).await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub async fn dynamic_users(&self) -> Result<Vec<String>, DbError> {
+        self.with(async |c| {
+            let rows = c
+                .query(
+                    "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY 1",
+                    &[&USER_PREFIX],
+                )
+                .await
+                .map_err(failed("listing", 0))?;
+            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        })
+        .await
+    }
+
+    pub async fn set_admin_password(&self, new: &SecretString) -> Result<(), DbError> {
+        let verifier = scram_verifier(new);
+        let s = render(
+            Engine::Postgres,
+            "ALTER ROLE CURRENT_USER PASSWORD {{password}}",
+            &Values {
+                password: &verifier,
+                ..Values::default()
+            },
+        )
+        .map_err(DbError::Template)?;
+        self.with(async |c| c.batch_execute(&s).await.map_err(failed("rotation", 1)))
+            .await
+        // The caller replaces this pool: new sessions need the new password.
+    }
+}

@@ -1,0 +1,86 @@
+//! What a role's users may do, as statements. Built-in templates grant
+//! through a group role on PostgreSQL, so dropping a user never fails on
+//! objects or privileges that depend on it.
+
+use super::Engine;
+
+/// Built-in access levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// SELECT on every table of the schema (PostgreSQL) or database (MariaDB).
+    ReadOnly,
+    /// SELECT, INSERT, UPDATE, DELETE, and sequences on PostgreSQL.
+    ReadWrite,
+}
+
+/// The statements of one role on one engine (templates, see
+/// [`super::template`]).
+#[derive(Debug, Clone)]
+pub struct RoleStatements {
+    /// Run once per server start and role, before the first user:
+    /// idempotent (the group role and its grants).
+    pub setup: Vec<String>,
+    pub creation: Vec<String>,
+    /// Run at revocation before the user is locked, terminated and dropped.
+    pub revocation: Vec<String>,
+    /// `{{group}}`: the group role users are made members of.
+    pub group: String,
+    /// `{{schema}}` / `{{database}}`.
+    pub schema: String,
+}
+
+/// The group role of a zeroth role (never matches the dynamic-user prefix).
+pub fn group_role(role: &str) -> String {
+    format!("zeroth_grp_{role}")
+}
+
+impl RoleStatements {
+    pub fn builtin(engine: Engine, access: Access, role: &str, schema: &str) -> Self {
+        let group = group_role(role);
+        let (setup, creation) = match engine {
+            Engine::Postgres => {
+                let privileges = match access {
+                    Access::ReadOnly => "SELECT",
+                    Access::ReadWrite => "SELECT, INSERT, UPDATE, DELETE",
+                };
+                let mut setup = vec![
+                    // Created once; a concurrent creator is not an error.
+                    "DO $$BEGIN CREATE ROLE {{group}} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END$$".to_owned(),
+                    "GRANT USAGE ON SCHEMA {{schema}} TO {{group}}".to_owned(),
+                    format!("GRANT {privileges} ON ALL TABLES IN SCHEMA {{{{schema}}}} TO {{{{group}}}}"),
+                ];
+                if access == Access::ReadWrite {
+                    setup.push(
+                        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {{schema}} TO {{group}}"
+                            .to_owned(),
+                    );
+                }
+                (
+                    setup,
+                    vec!["CREATE ROLE {{name}} LOGIN PASSWORD {{password}} VALID UNTIL {{expiration}} IN ROLE {{group}}".to_owned()],
+                )
+            }
+            Engine::MariaDb => {
+                let privileges = match access {
+                    Access::ReadOnly => "SELECT",
+                    Access::ReadWrite => "SELECT, INSERT, UPDATE, DELETE",
+                };
+                (
+                    vec![],
+                    vec![
+                        "CREATE USER {{name}}@'%' IDENTIFIED BY PASSWORD {{password}}".to_owned(),
+                        format!("GRANT {privileges} ON {{{{database}}}}.* TO {{{{name}}}}@'%'"),
+                    ],
+                )
+            }
+        };
+        Self {
+            setup,
+            creation,
+            revocation: vec![],
+            group,
+            schema: schema.to_owned(),
+        }
+    }
+}

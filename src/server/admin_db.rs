@@ -1,0 +1,115 @@
+//! Admin-socket operations on database connections and leases:
+//! `db.connection.add|list|remove`, `db.rotate-root`, `db.reconcile`,
+//! `lease.list`, `lease.revoke` (by id, prefix or holder).
+
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+use super::admin::{AdminRequest, Extensions};
+use crate::creds::db::leases::ConnectionSpec;
+use crate::creds::db::Engine;
+use crate::store::leases;
+
+fn param<'a>(req: &'a AdminRequest, key: &str) -> Result<&'a str, String> {
+    req.params[key]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| format!("{} needs \"{key}\"", req.op))
+}
+
+/// Runs the operation if it is one of these; `None` for any other op.
+pub fn execute(ext: &Extensions, req: &AdminRequest, uid: u32) -> Option<Result<Value, String>> {
+    let db = &ext.db;
+    let rt = &ext.runtime;
+    let result = match req.op.as_str() {
+        "db.connection.add" => (|| {
+            let name = param(req, "name")?;
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "connection name {name:?}: use letters, digits, '-' or '_'"
+                ));
+            }
+            let engine =
+                Engine::parse(param(req, "engine")?).ok_or("\"engine\" is postgres or mariadb")?;
+            let port = req.params["port"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or("db.connection.add needs a \"port\"")?;
+            let password =
+                req.secret.clone().filter(|s| !s.is_empty()).ok_or(
+                    "db.connection.add needs the admin password (stdin or --password-file)",
+                )?;
+            let spec = ConnectionSpec {
+                name: name.to_owned(),
+                engine,
+                host: param(req, "host")?.to_owned(),
+                port,
+                dbname: param(req, "dbname")?.to_owned(),
+                admin_user: param(req, "admin_user")?.to_owned(),
+            };
+            rt.block_on(db.add_connection(spec, SecretString::from(password), uid))
+                .map_err(|e| e.to_string())?;
+            Ok(json!({"ok": true, "name": name}))
+        })(),
+        "db.connection.list" => leases::connections(&db.store().lock())
+            .map(|c| json!({"ok": true, "connections": c}))
+            .map_err(|e| e.to_string()),
+        "db.connection.remove" => (|| {
+            let name = req
+                .id
+                .as_deref()
+                .ok_or("db.connection.remove needs an \"id\"")?;
+            let removed = rt
+                .block_on(db.remove_connection(name, uid))
+                .map_err(|e| e.to_string())?;
+            if !removed {
+                return Err(format!("no connection {name}"));
+            }
+            Ok(json!({"ok": true, "name": name}))
+        })(),
+        "db.rotate-root" => (|| {
+            let name = req.id.as_deref().ok_or("db.rotate-root needs an \"id\"")?;
+            rt.block_on(db.rotate_root(name, uid))
+                .map_err(|e| e.to_string())?;
+            Ok(json!({"ok": true, "name": name}))
+        })(),
+        "db.reconcile" => rt
+            .block_on(db.reconcile())
+            .map(|dropped| json!({"ok": true, "dropped": dropped}))
+            .map_err(|e| e.to_string()),
+        "lease.list" => leases::live(
+            &db.store().lock(),
+            req.params["holder"].as_str(),
+            req.params["prefix"].as_str(),
+        )
+        .map(|l| json!({"ok": true, "leases": l}))
+        .map_err(|e| e.to_string()),
+        "lease.revoke" => (|| {
+            let (holder, prefix) = (req.params["holder"].as_str(), req.params["prefix"].as_str());
+            let targets = match (req.id.as_deref(), holder, prefix) {
+                (Some(id), None, None) => {
+                    vec![rt.block_on(db.lease(id, None)).map_err(|e| e.to_string())?]
+                }
+                (None, Some(_), None) | (None, None, Some(_)) => {
+                    leases::live(&db.store().lock(), holder, prefix).map_err(|e| e.to_string())?
+                }
+                _ => {
+                    return Err("lease.revoke takes one of \"id\", \"holder\" or \"prefix\"".into())
+                }
+            };
+            let reason = format!("revoked by an operator (uid {uid})");
+            let mut revoked = Vec::new();
+            for lease in targets {
+                rt.block_on(db.revoke(&lease, &reason))
+                    .map_err(|e| format!("lease {}: {e}", lease.id))?;
+                revoked.push(lease.id);
+            }
+            Ok(json!({"ok": true, "revoked": revoked}))
+        })(),
+        _ => return None,
+    };
+    Some(result)
+}

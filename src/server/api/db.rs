@@ -1,0 +1,154 @@
+//! Dynamic database users for enrolled nodes (mTLS), and their leases.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use super::caller::NodeCaller;
+use super::error::{ApiError, JsonBody};
+use crate::creds::db::leases::{CredsError, Holder};
+use crate::server::state::Shared;
+use crate::store::leases::Lease;
+use crate::store::nodes::{self, NodeState};
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredsRequest {
+    /// Lease lifetime in seconds (the role's default when absent; never
+    /// beyond its maximum).
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct CredsResponse {
+    pub lease_id: String,
+    pub username: String,
+    pub password: String,
+    pub expires: i64,
+    pub engine: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+}
+
+impl std::fmt::Debug for CredsResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredsResponse")
+            .field("lease_id", &self.lease_id)
+            .field("username", &self.username)
+            .field("password", &"[REDACTED]")
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewLeaseRequest {
+    pub increment_seconds: Option<u64>,
+}
+
+impl From<CredsError> for ApiError {
+    fn from(e: CredsError) -> Self {
+        let (status, code) = match &e {
+            CredsError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            CredsError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            CredsError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            CredsError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            CredsError::Refused(_) => (StatusCode::BAD_GATEWAY, "database_refused"),
+            CredsError::Store(_) | CredsError::Audit(_) | CredsError::Hsm(_) => {
+                return ApiError::unavailable("the server's store", e)
+            }
+        };
+        ApiError {
+            status,
+            code,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// The caller as a lease holder, if its node may still act.
+async fn holder(s: &Shared, caller: &NodeCaller) -> Result<Holder, ApiError> {
+    let id = caller.node_id.clone();
+    let node = s
+        .blocking(move |s| nodes::node(&s.store.lock(), &id))
+        .await??;
+    match node {
+        Some(n) if n.state == NodeState::Approved => Ok(Holder {
+            spiffe_id: caller.spiffe_id.clone(),
+            group: Some(n.group),
+        }),
+        _ => Err(ApiError::rejected(format!(
+            "node {} is not approved",
+            caller.node_id
+        ))),
+    }
+}
+
+/// `POST /v1/db/creds/{role}`.
+pub async fn creds(
+    State(s): State<Shared>,
+    Path(role): Path<String>,
+    caller: NodeCaller,
+    JsonBody(req): JsonBody<CredsRequest>,
+) -> Result<Json<CredsResponse>, ApiError> {
+    let holder = holder(&s, &caller).await?;
+    let db = s.db.clone();
+    // Issued on its own task: a client that hangs up mid-request does not
+    // cut issuance between the database and the ledger.
+    let issued = tokio::spawn(async move {
+        db.issue(&role, &holder, req.ttl_seconds.map(Duration::from_secs))
+            .await
+    })
+    .await
+    .map_err(|e| ApiError::unavailable("issuance", e))??;
+    crate::server::metrics::db_creds_issued();
+    Ok(Json(CredsResponse {
+        lease_id: issued.lease.id.clone(),
+        username: issued.lease.external_name.clone(),
+        password: issued.password.expose_secret().to_owned(),
+        expires: issued.lease.expires,
+        engine: issued.engine.as_str().to_owned(),
+        host: issued.host,
+        port: issued.port,
+        database: issued.dbname,
+    }))
+}
+
+/// `POST /v1/leases/{id}/renew`.
+pub async fn renew(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    caller: NodeCaller,
+    JsonBody(req): JsonBody<RenewLeaseRequest>,
+) -> Result<Json<Lease>, ApiError> {
+    holder(&s, &caller).await?;
+    let lease = s.db.lease(&id, Some(&caller.spiffe_id)).await?;
+    let db = s.db.clone();
+    let renewed = tokio::spawn(async move {
+        db.renew(&lease, req.increment_seconds.map(Duration::from_secs))
+            .await
+    })
+    .await
+    .map_err(|e| ApiError::unavailable("renewal", e))??;
+    Ok(Json(renewed))
+}
+
+/// `POST /v1/leases/{id}/revoke`: a holder may always give its lease back.
+pub async fn revoke(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    caller: NodeCaller,
+) -> Result<StatusCode, ApiError> {
+    let lease = s.db.lease(&id, Some(&caller.spiffe_id)).await?;
+    let db = s.db.clone();
+    tokio::spawn(async move { db.revoke(&lease, "revoked by its holder").await })
+        .await
+        .map_err(|e| ApiError::unavailable("revocation", e))??;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,282 @@
+//! Leases on dynamic credentials and the database connections they use.
+//! A lease is written `creating` before the credential exists and flipped
+//! to `active` after, so a crash in between leaves a record the startup
+//! sweep revokes.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::{now, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    Creating,
+    Active,
+    Revoking,
+    Revoked,
+}
+
+impl LeaseState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Active => "active",
+            Self::Revoking => "revoking",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "creating" => Self::Creating,
+            "active" => Self::Active,
+            "revoking" => Self::Revoking,
+            _ => Self::Revoked,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Lease {
+    pub id: String,
+    pub kind: String,
+    pub role: String,
+    pub connection: String,
+    pub holder: String,
+    pub external_name: String,
+    pub state: LeaseState,
+    pub created: i64,
+    pub expires: i64,
+    pub max_expires: i64,
+}
+
+const COLUMNS: &str =
+    "id, kind, role, connection, holder, external_name, state, created, expires, max_expires";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
+    Ok(Lease {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        role: r.get(2)?,
+        connection: r.get(3)?,
+        holder: r.get(4)?,
+        external_name: r.get(5)?,
+        state: LeaseState::parse(&r.get::<_, String>(6)?),
+        created: r.get(7)?,
+        expires: r.get(8)?,
+        max_expires: r.get(9)?,
+    })
+}
+
+pub fn insert(tx: &Transaction<'_>, l: &Lease) -> Result<(), StoreError> {
+    tx.execute(
+        &format!("INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+        params![
+            l.id,
+            l.kind,
+            l.role,
+            l.connection,
+            l.holder,
+            l.external_name,
+            l.state.as_str(),
+            l.created,
+            l.expires,
+            l.max_expires
+        ],
+    )
+    .map_err(StoreError::sql("recording a lease"))?;
+    Ok(())
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Option<Lease>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM leases WHERE id = ?1"),
+        [id],
+        from_row,
+    )
+    .optional()
+    .map_err(StoreError::sql("reading a lease"))
+}
+
+pub fn set_state(tx: &Transaction<'_>, id: &str, state: LeaseState) -> Result<(), StoreError> {
+    let revoked = (state == LeaseState::Revoked).then(now);
+    tx.execute(
+        "UPDATE leases SET state = ?1, revoked = COALESCE(?2, revoked) WHERE id = ?3",
+        params![state.as_str(), revoked, id],
+    )
+    .map_err(StoreError::sql("changing a lease's state"))?;
+    Ok(())
+}
+
+pub fn set_expires(tx: &Transaction<'_>, id: &str, expires: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE leases SET expires = ?1 WHERE id = ?2",
+        params![expires, id],
+    )
+    .map_err(StoreError::sql("renewing a lease"))?;
+    Ok(())
+}
+
+/// Leases to revoke now: active ones past their expiry, and whatever a
+/// crash left `creating` or `revoking` (when `include_unfinished`).
+pub fn due(
+    conn: &Connection,
+    at: i64,
+    include_unfinished: bool,
+    limit: usize,
+) -> Result<Vec<Lease>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {COLUMNS} FROM leases
+             WHERE (state = 'active' AND expires <= ?1)
+                OR (?2 AND state IN ('creating', 'revoking'))
+             ORDER BY expires LIMIT ?3"
+        ))
+        .map_err(StoreError::sql("finding due leases"))?;
+    let rows = stmt
+        .query_map(params![at, include_unfinished, limit as i64], from_row)
+        .map_err(StoreError::sql("finding due leases"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(StoreError::sql("finding due leases"))
+}
+
+/// Active leases held by nodes that were revoked since.
+pub fn of_revoked_nodes(conn: &Connection, limit: usize) -> Result<Vec<Lease>, StoreError> {
+    let cols = COLUMNS
+        .split(", ")
+        .map(|c| format!("l.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {cols} FROM leases l JOIN nodes n ON l.holder LIKE '%/node/' || n.id
+             WHERE n.state = 'revoked' AND l.state = 'active' LIMIT ?1"
+        ))
+        .map_err(StoreError::sql("finding leases of revoked nodes"))?;
+    let rows = stmt
+        .query_map([limit as i64], from_row)
+        .map_err(StoreError::sql("finding leases of revoked nodes"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(StoreError::sql("finding leases of revoked nodes"))
+}
+
+/// Leases not yet revoked, optionally only those of `holder` or whose id
+/// or role starts with `prefix`.
+pub fn live(
+    conn: &Connection,
+    holder: Option<&str>,
+    prefix: Option<&str>,
+) -> Result<Vec<Lease>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {COLUMNS} FROM leases WHERE state != 'revoked'
+               AND (?1 IS NULL OR holder = ?1)
+               AND (?2 IS NULL OR substr(role || '/' || id, 1, length(?2)) = ?2)
+             ORDER BY created"
+        ))
+        .map_err(StoreError::sql("listing leases"))?;
+    let rows = stmt
+        .query_map(params![holder, prefix], from_row)
+        .map_err(StoreError::sql("listing leases"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(StoreError::sql("listing leases"))
+}
+
+/// Every external name the ledger knows on `connection` and has not
+/// finished revoking (for the reconciler).
+pub fn known_names(conn: &Connection, connection: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT external_name FROM leases WHERE connection = ?1 AND state != 'revoked'")
+        .map_err(StoreError::sql("listing lease names"))?;
+    let rows = stmt
+        .query_map([connection], |r| r.get(0))
+        .map_err(StoreError::sql("listing lease names"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(StoreError::sql("listing lease names"))
+}
+
+/// A database connection as stored: the admin password sealed under the
+/// HSM key-encryption key, bound to this row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DbConnectionRow {
+    pub name: String,
+    pub engine: String,
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub admin_user: String,
+    #[serde(skip)]
+    pub sealed_password: Vec<u8>,
+    pub created: i64,
+    pub rotated: Option<i64>,
+}
+
+pub fn save_connection(tx: &Transaction<'_>, c: &DbConnectionRow) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO db_connections (name, engine, host, port, dbname, admin_user, sealed_password, created, rotated)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT(name) DO UPDATE SET engine = excluded.engine, host = excluded.host,
+            port = excluded.port, dbname = excluded.dbname, admin_user = excluded.admin_user,
+            sealed_password = excluded.sealed_password, rotated = excluded.rotated",
+        params![
+            c.name,
+            c.engine,
+            c.host,
+            c.port,
+            c.dbname,
+            c.admin_user,
+            c.sealed_password,
+            c.created,
+            c.rotated
+        ],
+    )
+    .map_err(StoreError::sql("recording a database connection"))?;
+    Ok(())
+}
+
+fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DbConnectionRow> {
+    Ok(DbConnectionRow {
+        name: r.get(0)?,
+        engine: r.get(1)?,
+        host: r.get(2)?,
+        port: r.get(3)?,
+        dbname: r.get(4)?,
+        admin_user: r.get(5)?,
+        sealed_password: r.get(6)?,
+        created: r.get(7)?,
+        rotated: r.get(8)?,
+    })
+}
+
+const CONNECTION_COLUMNS: &str =
+    "name, engine, host, port, dbname, admin_user, sealed_password, created, rotated";
+
+pub fn connection(conn: &Connection, name: &str) -> Result<Option<DbConnectionRow>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {CONNECTION_COLUMNS} FROM db_connections WHERE name = ?1"),
+        [name],
+        connection_from_row,
+    )
+    .optional()
+    .map_err(StoreError::sql("reading a database connection"))
+}
+
+pub fn connections(conn: &Connection) -> Result<Vec<DbConnectionRow>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {CONNECTION_COLUMNS} FROM db_connections ORDER BY name"
+        ))
+        .map_err(StoreError::sql("listing database connections"))?;
+    let rows = stmt
+        .query_map([], connection_from_row)
+        .map_err(StoreError::sql("listing database connections"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(StoreError::sql("listing database connections"))
+}
+
+pub fn remove_connection(tx: &Transaction<'_>, name: &str) -> Result<bool, StoreError> {
+    let n = tx
+        .execute("DELETE FROM db_connections WHERE name = ?1", [name])
+        .map_err(StoreError::sql("removing a database connection"))?;
+    Ok(n == 1)
+}

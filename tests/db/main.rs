@@ -1,0 +1,461 @@
+//! Dynamic database users end to end: a real zeroth server, a node enrolled
+//! through a real swtpm, and real PostgreSQL and MariaDB servers reached
+//! with the real psql and mariadb clients.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use secrecy::ExposeSecret;
+use zeroth::agent::enrol::{post_json, AgentError, Enrolment};
+use zeroth::agent::{enrol, EnrolOptions, Outcome};
+use zeroth::lab::{tools, LabDir, MariaDb, Postgres, SoftHsm, Swtpm, ZerothServer};
+use zeroth::server::api::db::{CredsRequest, CredsResponse};
+
+const ROLES: &str = r#"
+[[db_role]]
+name = "app-ro"
+connection = "pg"
+schema = "public"
+access = "read-only"
+default_ttl = "10m"
+max_ttl = "1h"
+allow_groups = ["edge"]
+
+[[db_role]]
+name = "shop-rw"
+connection = "maria"
+schema = "shop"
+access = "read-write"
+allow_groups = ["edge"]
+
+[[db_role]]
+name = "someone-else"
+connection = "pg"
+schema = "public"
+allow_spiffe = ["spiffe://lab.zeroth/node/not-this-one"]
+"#;
+
+struct Lab {
+    tpm: Swtpm,
+    _hsm: SoftHsm,
+    pg: Postgres,
+    maria: MariaDb,
+    server: ZerothServer,
+    agent: LabDir,
+    _roots: LabDir,
+}
+
+fn lab() -> Lab {
+    let tpm = Swtpm::start().unwrap();
+    let hsm = SoftHsm::start().unwrap();
+    let pg = Postgres::start().unwrap();
+    let maria = MariaDb::start().unwrap();
+    let roots = LabDir::new("roots").unwrap();
+    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
+    let groups = format!(
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n{ROLES}",
+        roots.path().display(),
+        tpm.ca_intermediate_pem().display()
+    );
+    let server =
+        ZerothServer::start(Path::new(env!("CARGO_BIN_EXE_zeroth")), &hsm, &groups).unwrap();
+    let lab = Lab {
+        agent: LabDir::new("agent").unwrap(),
+        tpm,
+        _hsm: hsm,
+        pg,
+        maria,
+        server,
+        _roots: roots,
+    };
+    assert!(matches!(
+        enrol(&lab.options()).unwrap(),
+        Outcome::Approved { .. }
+    ));
+    // Something for the roles to read and write.
+    psql_as_superuser(&lab.pg, "CREATE TABLE greetings (id int PRIMARY KEY, text text); INSERT INTO greetings VALUES (1, 'hello')");
+    lab.maria
+        .query("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, item TEXT); INSERT INTO shop.orders VALUES (1, 'tea')")
+        .unwrap();
+    lab
+}
+
+fn psql_as_superuser(pg: &Postgres, sql: &str) {
+    let out = Command::new(tools::PSQL.path().unwrap())
+        .arg(pg.conninfo(zeroth::lab::postgres::SUPERUSER, "postgres"))
+        .args(["-XAtqc", sql])
+        .env("PGPASSWORD", pg.password().expose_secret())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Lab {
+    fn options(&self) -> EnrolOptions {
+        EnrolOptions {
+            server: self.server.url().to_owned(),
+            ca_bundle: self.server.bundle(),
+            group: "edge".into(),
+            tcti: self.tpm.tcti(),
+            state_dir: self.agent.path().to_owned(),
+        }
+    }
+
+    /// `zeroth <args>` against this server's admin socket, `stdin` fed in.
+    fn zeroth(&self, args: &[&str], stdin: &str) -> (bool, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+            .args(args)
+            .arg("--socket")
+            .arg(self.server.admin_socket())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    fn add_connections(&self) {
+        let (ok, out) = self.zeroth(
+            &[
+                "db",
+                "connection",
+                "add",
+                "pg",
+                "--engine",
+                "postgres",
+                "--port",
+                &self.pg.port().to_string(),
+                "--admin-user",
+                "postgres",
+            ],
+            &format!("{}\n", self.pg.password().expose_secret()),
+        );
+        assert!(ok, "{out}");
+        let (ok, out) = self.zeroth(
+            &[
+                "db",
+                "connection",
+                "add",
+                "maria",
+                "--engine",
+                "mariadb",
+                "--port",
+                &self.maria.port().to_string(),
+                "--admin-user",
+                "root",
+                "--dbname",
+                "mysql",
+            ],
+            &format!("{}\n", self.maria.password().expose_secret()),
+        );
+        assert!(ok, "{out}");
+    }
+
+    /// Credentials of `role` for the enrolled node, over mTLS.
+    fn creds(&self, role: &str, ttl: Option<u64>) -> Result<CredsResponse, AgentError> {
+        let e = Enrolment::open(&self.tpm.tcti(), self.agent.path()).unwrap();
+        let svid = std::fs::read_to_string(self.agent.join("svid.pem")).unwrap();
+        let http = e.mtls_client(&self.server.bundle(), &svid).unwrap();
+        post_json(
+            &http,
+            &format!("{}/v1/db/creds/{role}", self.server.url()),
+            &CredsRequest { ttl_seconds: ttl },
+        )
+    }
+
+    fn give_back(&self, lease: &str) -> u16 {
+        let e = Enrolment::open(&self.tpm.tcti(), self.agent.path()).unwrap();
+        let svid = std::fs::read_to_string(self.agent.join("svid.pem")).unwrap();
+        let http = e.mtls_client(&self.server.bundle(), &svid).unwrap();
+        http.post(format!("{}/v1/leases/{lease}/revoke", self.server.url()))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+fn refusal(e: AgentError) -> (u16, String) {
+    match e {
+        AgentError::Refused { status, reason } => (status, reason),
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+/// Logs in with psql as the issued user and runs `sql`.
+fn psql(c: &CredsResponse, sql: &str) -> Result<String, String> {
+    let out = Command::new(tools::PSQL.path().unwrap())
+        .arg(format!(
+            "host={} port={} user={} dbname={} sslmode=disable connect_timeout=5",
+            c.host, c.port, c.username, c.database
+        ))
+        .args(["-XAtqc", sql])
+        .env("PGPASSWORD", &c.password)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Logs in with the mariadb client as the issued user and runs `sql`.
+fn mariadb(c: &CredsResponse, sql: &str) -> Result<String, String> {
+    let out = Command::new(tools::MARIADB.path().unwrap())
+        .args([
+            "--no-defaults",
+            "--protocol=TCP",
+            "-N",
+            "-B",
+            "--connect-timeout=5",
+        ])
+        .arg(format!("--host={}", c.host))
+        .arg(format!("--port={}", c.port))
+        .arg(format!("--user={}", c.username))
+        .args(["-e", sql])
+        .env("MYSQL_PWD", &c.password)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn postgres_users_work_until_revoked_and_their_open_sessions_end() {
+    let lab = lab();
+    lab.add_connections();
+    let c = lab.creds("app-ro", None).unwrap();
+    assert!(c.username.starts_with("zt_app_ro_"), "{}", c.username);
+    assert!(c.username.len() <= 63);
+    assert_eq!(psql(&c, "SELECT text FROM greetings").unwrap(), "hello");
+    // Read-only: writing is refused by the database.
+    assert!(psql(&c, "INSERT INTO greetings VALUES (2, 'x')")
+        .unwrap_err()
+        .contains("permission denied"));
+    // The database itself holds the expiry.
+    let until = {
+        let out = Command::new(tools::PSQL.path().unwrap())
+            .arg(lab.pg.conninfo(zeroth::lab::postgres::SUPERUSER, "postgres"))
+            .args(["-XAtqc", &format!("SELECT extract(epoch FROM rolvaliduntil)::bigint FROM pg_roles WHERE rolname = '{}'", c.username)])
+            .env("PGPASSWORD", lab.pg.password().expose_secret())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    assert_eq!(until, c.expires);
+
+    // An open session, then the holder gives the lease back.
+    let mut session = Command::new(tools::PSQL.path().unwrap())
+        .arg(format!(
+            "host={} port={} user={} dbname={} sslmode=disable",
+            c.host, c.port, c.username, c.database
+        ))
+        .args(["-XAtq", "-v", "ON_ERROR_STOP=1"])
+        .env("PGPASSWORD", &c.password)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = session.stdin.take().unwrap();
+    writeln!(stdin, "SELECT 'open';").unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(session.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "open");
+    }
+    assert_eq!(lab.give_back(&c.lease_id), 204);
+    writeln!(stdin, "SELECT 'still here';").unwrap();
+    drop(stdin);
+    let out = session.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the open session survived the revocation"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("still here"));
+    let err = psql(&c, "SELECT 1").unwrap_err();
+    assert!(
+        err.contains("authentication failed") || err.contains("does not exist"),
+        "{err}"
+    );
+
+    // Who may not ask, and what does not exist.
+    let (status, reason) = refusal(lab.creds("someone-else", None).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(reason.contains("may not use role someone-else"), "{reason}");
+    let (status, _) = refusal(lab.creds("no-such-role", None).unwrap_err());
+    assert_eq!(status, 404);
+
+    // Neither the admin password nor an issued one is in the store or the logs.
+    let db = std::fs::read(lab.server.database()).unwrap();
+    let wal = std::fs::read(lab.server.database().with_extension("db-wal")).unwrap_or_default();
+    let log = lab.server.log();
+    for secret in [lab.pg.password().expose_secret(), c.password.as_str()] {
+        let needle = secret.as_bytes();
+        assert!(
+            !db.windows(needle.len()).any(|w| w == needle),
+            "a password is in zeroth.db"
+        );
+        assert!(
+            !wal.windows(needle.len()).any(|w| w == needle),
+            "a password is in the WAL"
+        );
+        assert!(!log.contains(secret), "a password is in the log");
+    }
+    // Each issuance and revocation is its own audit event.
+    let kinds: Vec<String> = rusqlite::Connection::open(lab.server.database())
+        .unwrap()
+        .prepare("SELECT kind FROM audit WHERE kind LIKE 'db.%' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "db.connection.added",
+            "db.connection.added",
+            "db.creds.issued",
+            "db.creds.revoked"
+        ]
+    );
+}
+
+#[test]
+fn mariadb_users_work_until_revoked_and_their_open_sessions_end() {
+    let lab = lab();
+    lab.add_connections();
+    let c = lab.creds("shop-rw", Some(600)).unwrap();
+    assert_eq!(c.engine, "mariadb");
+    assert_eq!(mariadb(&c, "SELECT item FROM shop.orders").unwrap(), "tea");
+    mariadb(&c, "INSERT INTO shop.orders VALUES (2, 'cake')").unwrap();
+    // The one-shot expiry event exists in the database.
+    let events = lab
+        .maria
+        .query(&format!(
+            "SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'zeroth' AND EVENT_NAME = 'e{}'",
+            c.username
+        ))
+        .unwrap();
+    assert_eq!(events.trim(), "1");
+
+    let mut session = Command::new(tools::MARIADB.path().unwrap())
+        .args([
+            "--no-defaults",
+            "--protocol=TCP",
+            "-N",
+            "-B",
+            "--unbuffered",
+        ])
+        .arg(format!("--host={}", c.host))
+        .arg(format!("--port={}", c.port))
+        .arg(format!("--user={}", c.username))
+        .env("MYSQL_PWD", &c.password)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = session.stdin.take().unwrap();
+    writeln!(stdin, "SELECT 'open';").unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(session.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "open");
+    }
+    assert_eq!(lab.give_back(&c.lease_id), 204);
+    writeln!(stdin, "SELECT 'still here';").unwrap();
+    drop(stdin);
+    let out = session.wait_with_output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("still here"),
+        "the open session survived"
+    );
+    let err = mariadb(&c, "SELECT 1").unwrap_err();
+    assert!(err.contains("Access denied"), "{err}");
+    let events = lab
+        .maria
+        .query(&format!(
+            "SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_NAME = 'e{}'",
+            c.username
+        ))
+        .unwrap();
+    assert_eq!(events.trim(), "0", "the expiry event went with the user");
+}
+
+#[test]
+fn users_expire_on_both_engines_even_with_zeroth_killed() {
+    let mut lab = lab();
+    lab.add_connections();
+    let pg = lab.creds("app-ro", Some(10)).unwrap();
+    let maria = lab.creds("shop-rw", Some(10)).unwrap();
+    psql(&pg, "SELECT 1").unwrap();
+    mariadb(&maria, "SELECT 1").unwrap();
+    lab.server.kill();
+    // Nothing of zeroth runs now; the databases hold the expiry. Waiting
+    // for the expiry is the point of this test.
+    let expiry = SystemTime::UNIX_EPOCH + Duration::from_secs(pg.expires.max(maria.expires) as u64);
+    if let Ok(left) = expiry.duration_since(SystemTime::now()) {
+        std::thread::sleep(left + Duration::from_secs(2));
+    }
+    let err = psql(&pg, "SELECT 1").unwrap_err();
+    assert!(err.contains("authentication failed"), "{err}");
+    let err = mariadb(&maria, "SELECT 1").unwrap_err();
+    assert!(err.contains("Access denied"), "{err}");
+
+    // Back up, zeroth finds the leases due and closes them.
+    lab.server.resume().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, out) = lab.zeroth(&["lease", "list", "--json"], "");
+        assert!(ok, "{out}");
+        if serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leases still live: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
