@@ -39,10 +39,11 @@ pub fn run(_args: &DemoArgs) -> Result<()> {
 
     show_tpm(tpm)?;
     show_hsm(hsm)?;
-    show_enrolment(tpm, hsm)?;
     show_postgres(pg)?;
     show_mariadb(maria)?;
     show_sshd(sshd)?;
+    // Last: it hands the PostgreSQL admin password to zeroth, which rotates it.
+    show_enrolment(tpm, hsm, pg)?;
 
     let pids = bench.pids();
     drop(bench);
@@ -199,7 +200,7 @@ fn show_hsm(hsm: &SoftHsm) -> Result<()> {
     Ok(())
 }
 
-fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm) -> Result<()> {
+fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres) -> Result<()> {
     use crate::agent::{enrol, EnrolOptions, Outcome};
     use crate::lab::{LabDir, ZerothServer};
 
@@ -207,7 +208,7 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm) -> Result<()> {
     std::fs::copy(tpm.ca_root_pem(), roots.join("lab-root.pem"))?;
     let zero = "0".repeat(64);
     let group = format!(
-        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\nsvid_ttl = \"10m\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 10]\npcr_policy = {{ \"sha256:10\" = \"{zero}\" }}\n",
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\nsvid_ttl = \"10m\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 10]\npcr_policy = {{ \"sha256:10\" = \"{zero}\" }}\n\n[[db_role]]\nname = \"app-ro\"\nconnection = \"pg\"\nschema = \"public\"\naccess = \"read-only\"\ndefault_ttl = \"10m\"\nallow_groups = [\"edge\"]\n",
         roots.path().display(),
         tpm.ca_intermediate_pem().display()
     );
@@ -261,6 +262,7 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm) -> Result<()> {
 
     show_renewal(&options, &svid_pem)?;
     show_jwt(&options, &svid_pem, &server)?;
+    show_db_creds(&options, &server, pg)?;
 
     println!("$ tpm2_pcrextend 10:sha256=...   # the node's measured state changes");
     lab::process::run(
@@ -382,6 +384,109 @@ fn show_jwt(
         jwt.expires - crate::store::now(),
         discovery["issuer"].as_str().unwrap_or("?")
     );
+    Ok(())
+}
+
+fn admin_call(
+    server: &crate::lab::ZerothServer,
+    req: crate::server::admin::AdminRequest,
+) -> Result<serde_json::Value> {
+    crate::server::admin::call(&server.admin_socket(), &req).map_err(anyhow::Error::msg)
+}
+
+fn psql_as(pg: &Postgres, user: &str, password: &str, sql: &str) -> Result<String, String> {
+    let psql = lab::tools::PSQL.path().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(psql)
+        .arg(pg.conninfo(user, "postgres"))
+        .args(["-XAtqc", sql])
+        .env("PGPASSWORD", password)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+fn show_db_creds(
+    options: &crate::agent::EnrolOptions,
+    server: &crate::lab::ZerothServer,
+    pg: &Postgres,
+) -> Result<()> {
+    use crate::server::admin::AdminRequest;
+    psql_as(
+        pg,
+        lab::postgres::SUPERUSER,
+        pg.password().expose_secret(),
+        "CREATE TABLE greetings (text text); INSERT INTO greetings VALUES ('hello from a user that lives 10 minutes')",
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!("$ zeroth db connection add pg --engine postgres --port {} --admin-user postgres < password; zeroth db rotate-root pg", pg.port());
+    admin_call(
+        server,
+        AdminRequest {
+            op: "db.connection.add".into(),
+            params: serde_json::json!({"name": "pg", "engine": "postgres", "host": "127.0.0.1", "port": pg.port(), "dbname": "postgres", "admin_user": "postgres"}),
+            secret: Some(pg.password().expose_secret().to_owned()),
+            ..Default::default()
+        },
+    )?;
+    admin_call(
+        server,
+        AdminRequest {
+            op: "db.rotate-root".into(),
+            id: Some("pg".into()),
+            ..Default::default()
+        },
+    )?;
+    let old = psql_as(
+        pg,
+        lab::postgres::SUPERUSER,
+        pg.password().expose_secret(),
+        "SELECT 1",
+    );
+    anyhow::ensure!(old.is_err(), "the old admin password still works");
+    println!("           admin password sealed under store-kek, then replaced: the old one is refused, nobody knows the new one");
+
+    println!("$ zeroth db creds app-ro --exec psql -c 'SELECT text FROM greetings'");
+    let svid = std::fs::read_to_string(options.state_dir.join("svid.pem"))?;
+    let e = crate::agent::enrol::Enrolment::open(&options.tcti, &options.state_dir)?;
+    let http = e.mtls_client(&options.ca_bundle, &svid)?;
+    let creds: crate::server::api::db::CredsResponse = crate::agent::enrol::post_json(
+        &http,
+        &format!("{}/v1/db/creds/app-ro", options.server),
+        &crate::server::api::db::CredsRequest::default(),
+    )?;
+    drop((http, e));
+    let answer = psql_as(
+        pg,
+        &creds.username,
+        &creds.password,
+        "SELECT text FROM greetings",
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!(
+        "           user {} (VALID UNTIL in {}s, password only in psql's environment): {answer}",
+        creds.username,
+        creds.expires - crate::store::now()
+    );
+    println!("$ zeroth lease revoke {}", creds.lease_id);
+    admin_call(
+        server,
+        AdminRequest {
+            op: "lease.revoke".into(),
+            id: Some(creds.lease_id.clone()),
+            ..Default::default()
+        },
+    )?;
+    match psql_as(pg, &creds.username, &creds.password, "SELECT 1") {
+        Ok(_) => anyhow::bail!("the revoked user still logs in"),
+        Err(e) => println!(
+            "           login refused: {}",
+            e.lines().last().unwrap_or_default()
+        ),
+    }
     Ok(())
 }
 

@@ -149,4 +149,9 @@ impl Postgres {
     pub fn pid(&self) -> Option<u32> {
         Some(self.daemon.pid())
     }
+
+    /// Stops the server (the database going away under zeroth).
+    pub fn stop(&mut self) {
+        self.daemon.stop(Duration::from_secs(10));
+    }
 }

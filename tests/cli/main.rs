@@ -50,7 +50,10 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         "enrolment: the server refused (403): PCR sha256:10",
         "is now revoked",
         "renewal: the server refused (403): node ",
-        "audit chain intact: 8 events (node.enrolled, svid.issued, svid.renewed, jwt.issued, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
+        "the old one is refused, nobody knows the new one",
+        "password only in psql's environment): hello from a user",
+        "login refused: psql: error:",
+        "audit chain intact: 12 events (svid.renewed, jwt.issued, db.connection.added, db.connection.rotated, db.creds.issued, db.creds.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
         "lab stopped: every daemon reaped",
     ] {
         assert!(

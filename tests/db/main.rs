@@ -459,3 +459,118 @@ fn users_expire_on_both_engines_even_with_zeroth_killed() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Runs SQL as the PostgreSQL superuser with `password`; Err on failure.
+fn psql_super_with(pg: &Postgres, password: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new(tools::PSQL.path().unwrap())
+        .arg(pg.conninfo(zeroth::lab::postgres::SUPERUSER, "postgres"))
+        .args(["-XAtqc", sql])
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn after_rotate_root_nobody_knows_the_admin_password_and_a_dead_database_is_a_503() {
+    let mut lab = lab();
+    lab.add_connections();
+    let old = lab.pg.password().expose_secret().to_owned();
+    let (ok, out) = lab.zeroth(&["db", "rotate-root", "pg"], "");
+    assert!(ok, "{out}");
+    let err = psql_super_with(&lab.pg, &old, "SELECT 1").unwrap_err();
+    assert!(err.contains("authentication failed"), "{err}");
+    // zeroth still administers the database with the password only it knows.
+    let c = lab.creds("app-ro", None).unwrap();
+    assert_eq!(psql(&c, "SELECT text FROM greetings").unwrap(), "hello");
+    let (ok, out) = lab.zeroth(&["db", "connection", "list"], "");
+    assert!(ok && out.contains("pg ") && out.contains("yes"), "{out}");
+
+    // The database goes away: a 503 naming the cause, and no lease left live.
+    lab.pg.stop();
+    let (status, reason) = refusal(lab.creds("app-ro", None).unwrap_err());
+    assert_eq!(status, 503, "{reason}");
+    assert!(
+        reason.contains("PostgreSQL") || reason.contains("cannot reach"),
+        "{reason}"
+    );
+    let (ok, out) = lab.zeroth(&["lease", "list", "--json"], "");
+    assert!(ok, "{out}");
+    let live: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(live.len(), 1, "only the first lease is live: {out}");
+    assert_eq!(live[0]["id"], c.lease_id.as_str());
+}
+
+#[test]
+fn killing_zeroth_during_issuance_leaves_no_user_without_a_lease() {
+    use rand::Rng;
+    let mut lab = lab();
+    lab.add_connections();
+    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
+    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
+    for round in 0..20 {
+        let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
+        let url = format!("{}/v1/db/creds/app-ro", lab.server.url());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let asking = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = post_json::<_, CredsResponse>(&http, &url, &CredsRequest::default());
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(rand::rng().random_range(20..300)));
+        lab.server.kill();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        asking.join().unwrap();
+        lab.server
+            .resume()
+            .unwrap_or_else(|err| panic!("round {round}: {err}"));
+    }
+    // After the last restart's sweep, every zt_ user on the database has a
+    // live lease, and no lease is left half-made.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let db = rusqlite::Connection::open(lab.server.database()).unwrap();
+        let unfinished: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM leases WHERE state IN ('creating', 'revoking')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let mut active: Vec<String> = db
+            .prepare("SELECT external_name FROM leases WHERE state = 'active' ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        active.sort();
+        let users = psql_super_with(
+            &lab.pg,
+            lab.pg.password().expose_secret(),
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, 'zt_') ORDER BY 1",
+        )
+        .unwrap();
+        let mut users: Vec<String> = users.lines().map(str::to_owned).collect();
+        users.sort();
+        if unfinished == 0 && users == active {
+            let total: i64 = db
+                .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
+                .unwrap();
+            assert!(total >= 20, "issuance was exercised: {total} leases");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orphans remain: users {users:?}, active leases {active:?}, unfinished {unfinished}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

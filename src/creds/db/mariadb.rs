@@ -20,13 +20,18 @@ pub struct MariaAdmin {
     pool: Pool,
 }
 
+/// A refusal by the server is the statement's fault; anything else (a
+/// closed connection, I/O) means the database is unavailable.
 fn failed(stage: &'static str, index: usize) -> impl FnOnce(mysql_async::Error) -> DbError {
-    move |e| DbError::Statement {
-        stage,
-        index,
-        reason: match e {
-            mysql_async::Error::Server(s) => s.message,
-            other => other.to_string(),
+    move |e| match e {
+        mysql_async::Error::Server(s) => DbError::Statement {
+            stage,
+            index,
+            reason: s.message,
+        },
+        other => DbError::Unavailable {
+            target: "MariaDB".into(),
+            reason: other.to_string(),
         },
     }
 }

@@ -23,14 +23,19 @@ pub struct PgAdmin {
     set_up: tokio::sync::Mutex<HashSet<String>>,
 }
 
+/// A refusal by the server is the statement's fault; anything else (a
+/// closed connection, I/O) means the database is unavailable.
 fn failed(stage: &'static str, index: usize) -> impl FnOnce(tokio_postgres::Error) -> DbError {
-    move |e| DbError::Statement {
-        stage,
-        index,
-        reason: e
-            .as_db_error()
-            .map(|d| d.message().to_owned())
-            .unwrap_or_else(|| e.to_string()),
+    move |e| match e.as_db_error() {
+        Some(d) => DbError::Statement {
+            stage,
+            index,
+            reason: d.message().to_owned(),
+        },
+        None => DbError::Unavailable {
+            target: "PostgreSQL".into(),
+            reason: e.to_string(),
+        },
     }
 }
 
