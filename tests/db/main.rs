@@ -574,3 +574,141 @@ fn killing_zeroth_during_issuance_leaves_no_user_without_a_lease() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn leases_renew_revoke_by_prefix_and_with_their_node_and_strays_are_dropped() {
+    let lab = lab();
+    lab.add_connections();
+    // Renewal moves the database's own expiry.
+    let c = lab.creds("app-ro", Some(60)).unwrap();
+    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
+    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
+    let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
+    let renewed: serde_json::Value = post_json(
+        &http,
+        &format!("{}/v1/leases/{}/renew", lab.server.url(), c.lease_id),
+        &serde_json::json!({"increment_seconds": 1800}),
+    )
+    .unwrap();
+    let expires = renewed["expires"].as_i64().unwrap();
+    assert!(expires > c.expires + 1000, "{renewed}");
+    let until = psql_super_with(
+        &lab.pg,
+        lab.pg.password().expose_secret(),
+        &format!(
+            "SELECT extract(epoch FROM rolvaliduntil)::bigint FROM pg_roles WHERE rolname = '{}'",
+            c.username
+        ),
+    )
+    .unwrap();
+    assert_eq!(until.parse::<i64>().unwrap(), expires);
+    let m = lab.creds("shop-rw", Some(60)).unwrap();
+    let renewed: serde_json::Value = post_json(
+        &http,
+        &format!("{}/v1/leases/{}/renew", lab.server.url(), m.lease_id),
+        &serde_json::json!({"increment_seconds": 1800}),
+    )
+    .unwrap();
+    let event_at = lab
+        .maria
+        .query(&format!(
+            "SELECT UNIX_TIMESTAMP(CONVERT_TZ(EXECUTE_AT, TIME_ZONE, @@session.time_zone)) FROM information_schema.EVENTS WHERE EVENT_NAME = 'e{}'",
+            m.username
+        ))
+        .unwrap();
+    let event_at: f64 = event_at.trim().parse().unwrap();
+    assert!(
+        (event_at as i64 - renewed["expires"].as_i64().unwrap()).abs() <= 2,
+        "event at {event_at}, lease {renewed}"
+    );
+    drop((http, e));
+
+    // Revoke by prefix: every lease of role app-ro.
+    let second = lab.creds("app-ro", None).unwrap();
+    let (ok, out) = lab.zeroth(&["lease", "revoke", "--prefix", "app-ro/"], "");
+    assert!(ok && out.contains("2 lease(s) revoked"), "{out}");
+    assert!(psql(&second, "SELECT 1").is_err());
+    mariadb(&m, "SELECT 1").unwrap();
+
+    // A user with zeroth's prefix that no lease accounts for is a stray.
+    psql_super_with(
+        &lab.pg,
+        lab.pg.password().expose_secret(),
+        "CREATE ROLE zt_stray_by_hand LOGIN PASSWORD 'x'",
+    )
+    .unwrap();
+    let (ok, out) = lab.zeroth(&["db", "reconcile"], "");
+    assert!(ok && out.contains("1 stray user(s) dropped"), "{out}");
+    let left = psql_super_with(
+        &lab.pg,
+        lab.pg.password().expose_secret(),
+        "SELECT count(*) FROM pg_roles WHERE rolname = 'zt_stray_by_hand'",
+    )
+    .unwrap();
+    assert_eq!(left, "0");
+
+    // Revoking the node revokes what it holds.
+    let (ok, out) = lab.zeroth(&["lease", "list", "--json"], "");
+    assert!(ok, "{out}");
+    let live: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(live.len(), 1);
+    let node = live[0]["holder"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (ok, out) = lab.zeroth(&["node", "revoke", &node], "");
+    assert!(ok, "{out}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while mariadb(&m, "SELECT 1").is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked node's user still works"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_person_runs_psql_with_credentials_that_never_touch_disk() {
+    let lab = lab();
+    lab.add_connections();
+    let config = lab.agent.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = \"{}\"\nca_bundle = \"{}\"\ngroup = \"edge\"\ntcti = \"{}\"\nstate_dir = \"{}\"\n",
+            lab.server.url(),
+            lab.server.bundle().display(),
+            lab.tpm.tcti(),
+            lab.agent.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["db", "creds", "app-ro", "--config"])
+        .arg(&config)
+        .args([
+            "--exec",
+            "psql",
+            "-XAtqc",
+            "SELECT current_user || ':' || text FROM greetings",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (user, text) = stdout.trim().split_once(':').unwrap();
+    assert!(user.starts_with("zt_app_ro_"), "{stdout}");
+    assert_eq!(text, "hello");
+    // The session ended, so the lease was given back at once.
+    let (ok, out) = lab.zeroth(&["lease", "list", "--json"], "");
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "[]");
+}
