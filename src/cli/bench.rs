@@ -50,6 +50,17 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Dynamic database users per second through zeroth at N concurrent
+    /// HTTPS clients, against CREATE ROLE/USER + grant on one raw connection.
+    Db {
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 100)]
+        per_client: usize,
+        /// Users created on the raw connection.
+        #[arg(long, default_value_t = 500)]
+        raw: usize,
+    },
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -64,6 +75,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             per_node,
             runs,
         } => super::bench_server::run(*nodes, *per_node, *runs),
+        BenchCommand::Db {
+            clients,
+            per_client,
+            raw,
+        } => super::bench_db::run(*clients, *per_client, *raw),
     }
 }
 

@@ -3,6 +3,7 @@
 mod agent;
 mod audit;
 mod bench;
+mod bench_db;
 mod bench_quote;
 mod bench_server;
 mod db;

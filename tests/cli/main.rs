@@ -145,3 +145,35 @@ fn the_server_benchmark_reports_rates_latencies_and_memory() {
     }
     assert!(out.contains("server RSS after run 2: "), "{out}");
 }
+
+#[test]
+fn the_database_benchmark_compares_zeroth_with_a_raw_connection() {
+    let (ok, out, err) = zeroth(&[
+        "bench",
+        "db",
+        "--clients",
+        "2",
+        "--per-client",
+        "3",
+        "--raw",
+        "5",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    for engine in ["postgres ", "mariadb "] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(engine))
+            .unwrap_or_else(|| panic!("no {engine} line in {out}"));
+        let numbers: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|w| w.parse().unwrap())
+            .collect();
+        assert_eq!(numbers.len(), 5, "{line}");
+        assert!(numbers.iter().all(|n| *n > 0.0), "{line}");
+    }
+    assert!(
+        out.contains("leases live in the store: 16 (replies: 16)"),
+        "{out}"
+    );
+}

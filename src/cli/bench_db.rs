@@ -1,0 +1,229 @@
+//! `zeroth bench db`: dynamic users per second through zeroth (HTTPS, mTLS,
+//! lease durable before the reply) against the physical limit measured in
+//! the same run: CREATE ROLE/USER + grant on one raw admin connection.
+
+use std::path::Path;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use secrecy::ExposeSecret;
+
+use crate::agent::enrol::{post_json, Enrolment};
+use crate::agent::{enrol, EnrolOptions, Outcome};
+use crate::lab::{LabDir, MariaDb, Postgres, SoftHsm, Swtpm, ZerothServer};
+use crate::server::api::db::{CredsRequest, CredsResponse};
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[i - 1].as_secs_f64() * 1000.0
+}
+
+/// CREATE ROLE … LOGIN PASSWORD … VALID UNTIL … IN ROLE (the grant) per
+/// second, one statement after another on one connection.
+async fn raw_postgres(pg: &Postgres, n: usize) -> Result<f64> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(pg.port())
+        .user(crate::lab::postgres::SUPERUSER)
+        .password(pg.password().expose_secret().as_bytes())
+        .dbname("postgres");
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    client
+        .batch_execute("CREATE ROLE bench_grp NOLOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO bench_grp")
+        .await?;
+    let start = Instant::now();
+    for i in 0..n {
+        let pw = crate::creds::db::secret::password();
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE bench_raw_{i} LOGIN PASSWORD '{}' VALID UNTIL 'infinity' IN ROLE bench_grp",
+                pw.expose_secret()
+            ))
+            .await?;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    for i in 0..n {
+        client
+            .batch_execute(&format!("DROP ROLE bench_raw_{i}"))
+            .await?;
+    }
+    Ok(rate)
+}
+
+/// CREATE USER + GRANT + the one-shot expiry event per second on one connection.
+async fn raw_mariadb(db: &MariaDb, n: usize) -> Result<f64> {
+    use mysql_async::prelude::Queryable;
+    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(db.port())
+        .user(Some("root"))
+        .pass(Some(db.password().expose_secret()))
+        .prefer_socket(false)
+        .into();
+    let mut conn = mysql_async::Conn::new(opts).await?;
+    conn.query_drop("CREATE DATABASE IF NOT EXISTS bench_events")
+        .await?;
+    let start = Instant::now();
+    for i in 0..n {
+        let pw = crate::creds::db::secret::password();
+        conn.query_drop(format!(
+            "CREATE USER 'bench_raw_{i}'@'%' IDENTIFIED BY '{}'",
+            pw.expose_secret()
+        ))
+        .await?;
+        conn.query_drop(format!("GRANT SELECT ON shop.* TO 'bench_raw_{i}'@'%'"))
+            .await?;
+        conn.query_drop(format!(
+            "CREATE EVENT bench_events.e{i} ON SCHEDULE AT CURRENT_TIMESTAMP + INTERVAL 1 HOUR DO DROP USER IF EXISTS 'bench_raw_{i}'@'%'"
+        ))
+        .await?;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    for i in 0..n {
+        conn.query_drop(format!("DROP USER 'bench_raw_{i}'@'%'"))
+            .await?;
+    }
+    conn.query_drop("DROP DATABASE bench_events").await?;
+    Ok(rate)
+}
+
+/// `clients` threads, each with its own mTLS connection, issuing `per_client`
+/// credentials of `role`; rate and sorted latencies.
+fn through_zeroth(
+    e: &Enrolment,
+    opts: &EnrolOptions,
+    role: &str,
+    clients: usize,
+    per_client: usize,
+) -> Result<(f64, Vec<Duration>)> {
+    let svid = std::fs::read_to_string(opts.state_dir.join("svid.pem"))?;
+    let https = (0..clients)
+        .map(|_| e.mtls_client(&opts.ca_bundle, &svid))
+        .collect::<Result<Vec<_>, _>>()?;
+    let url = format!("{}/v1/db/creds/{role}", opts.server);
+    // One request each first: TLS handshakes (signed by the TPM) are not
+    // what is measured.
+    for h in &https {
+        let _: CredsResponse = post_json(h, &url, &CredsRequest::default())?;
+    }
+    let barrier = Barrier::new(clients);
+    let started = Instant::now();
+    let mut latencies = std::thread::scope(|s| {
+        let handles: Vec<_> = https
+            .iter()
+            .map(|h| {
+                let (url, barrier) = (&url, &barrier);
+                s.spawn(move || -> Result<Vec<Duration>> {
+                    barrier.wait();
+                    let mut l = Vec::with_capacity(per_client);
+                    for _ in 0..per_client {
+                        let t = Instant::now();
+                        let _: CredsResponse = post_json(h, url, &CredsRequest::default())?;
+                        l.push(t.elapsed());
+                    }
+                    Ok(l)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a bench client panicked"))
+            .collect::<Result<Vec<_>>>()
+    })?
+    .concat();
+    let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    Ok((rate, latencies))
+}
+
+fn admin(server: &ZerothServer, op: &str, params: serde_json::Value, secret: &str) -> Result<()> {
+    crate::server::admin::call(
+        &server.admin_socket(),
+        &crate::server::admin::AdminRequest {
+            op: op.into(),
+            params,
+            secret: Some(secret.to_owned()),
+            ..Default::default()
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
+pub fn run(clients: usize, per_client: usize, raw: usize) -> Result<()> {
+    let clients = clients.max(1);
+    let tpm = Swtpm::start().context("start a lab TPM")?;
+    let hsm = SoftHsm::start().context("start a lab SoftHSM token")?;
+    let pg = Postgres::start().context("start a lab PostgreSQL")?;
+    let maria = MariaDb::start().context("start a lab MariaDB")?;
+    maria.query("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY)")?;
+    let roots = LabDir::new("bench-roots")?;
+    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem"))?;
+    let groups = format!(
+        "[[group]]\nname = \"bench\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n\n[[db_role]]\nname = \"pg\"\nconnection = \"pg\"\nschema = \"public\"\nallow_groups = [\"bench\"]\n\n[[db_role]]\nname = \"maria\"\nconnection = \"maria\"\nschema = \"shop\"\nallow_groups = [\"bench\"]\n",
+        roots.path().display(),
+        tpm.ca_intermediate_pem().display()
+    );
+    let exe = std::env::current_exe().context("find the zeroth binary")?;
+    let server = ZerothServer::start(&exe, &hsm, &groups)?;
+    admin(
+        &server,
+        "db.connection.add",
+        serde_json::json!({"name": "pg", "engine": "postgres", "host": "127.0.0.1", "port": pg.port(), "dbname": "postgres", "admin_user": "postgres"}),
+        pg.password().expose_secret(),
+    )?;
+    admin(
+        &server,
+        "db.connection.add",
+        serde_json::json!({"name": "maria", "engine": "mariadb", "host": "127.0.0.1", "port": maria.port(), "dbname": "mysql", "admin_user": "root"}),
+        maria.password().expose_secret(),
+    )?;
+    let agent = LabDir::new("bench-agent")?;
+    let opts = EnrolOptions {
+        server: server.url().to_owned(),
+        ca_bundle: server.bundle(),
+        group: "bench".into(),
+        tcti: tpm.tcti(),
+        state_dir: agent.path().to_owned(),
+    };
+    anyhow::ensure!(
+        matches!(enrol(&opts)?, Outcome::Approved { .. }),
+        "the bench node was not approved"
+    );
+    let e = Enrolment::open(&opts.tcti, Path::new(&opts.state_dir))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    println!(
+        "dynamic users: {clients} HTTPS clients x {per_client} requests through zeroth (mTLS, lease fsync'd before the reply, audit on) vs {raw} on one raw admin connection"
+    );
+    println!(
+        "{:<11} {:>12} {:>12} {:>7} {:>9} {:>9}",
+        "engine", "raw/s", "zeroth/s", "ratio", "p50 ms", "p99 ms"
+    );
+    for (engine, role) in [("postgres", "pg"), ("mariadb", "maria")] {
+        let raw_rate = match engine {
+            "postgres" => rt.block_on(raw_postgres(&pg, raw))?,
+            _ => rt.block_on(raw_mariadb(&maria, raw))?,
+        };
+        let (rate, lat) = through_zeroth(&e, &opts, role, clients, per_client)?;
+        println!(
+            "{engine:<11} {raw_rate:>12.0} {rate:>12.0} {:>7.2} {:>9.1} {:>9.1}",
+            rate / raw_rate,
+            percentile(&lat, 0.50),
+            percentile(&lat, 0.99)
+        );
+    }
+    // Every reply stood for a durable lease.
+    let store = crate::store::Store::open(&server.database())?;
+    let active = crate::store::leases::live(&store.lock(), None, None)?.len();
+    let expected = 2 * clients * (per_client + 1);
+    println!("leases live in the store: {active} (replies: {expected})");
+    anyhow::ensure!(active == expected, "a reply without a durable lease");
+    Ok(())
+}
