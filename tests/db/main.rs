@@ -203,6 +203,39 @@ fn refusal(e: AgentError) -> (u16, String) {
     }
 }
 
+/// Opens an interactive session with `client`, proves it works, has the
+/// holder give the lease back, then tries one more query; returns what the
+/// client printed and how it ended.
+fn session_across_revocation(
+    lab: &Lab,
+    c: &CredsResponse,
+    mut client: Command,
+) -> std::process::Output {
+    use std::io::BufRead;
+    let mut session = client
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = session.stdin.take().unwrap();
+    writeln!(stdin, "SELECT 'open';").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(session.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "open");
+    assert_eq!(lab.give_back(&c.lease_id), 204);
+    writeln!(stdin, "SELECT 'still here';").unwrap();
+    drop(stdin);
+    let out = session.wait_with_output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("still here"),
+        "the open session survived the revocation"
+    );
+    out
+}
+
 /// Logs in with psql as the issued user and runs `sql`.
 fn psql(c: &CredsResponse, sql: &str) -> Result<String, String> {
     let out = Command::new(tools::PSQL.path().unwrap())
@@ -273,32 +306,15 @@ fn postgres_users_work_until_revoked_and_their_open_sessions_end() {
     assert_eq!(until, c.expires);
 
     // An open session, then the holder gives the lease back.
-    let mut session = Command::new(tools::PSQL.path().unwrap())
+    let mut client = Command::new(tools::PSQL.path().unwrap());
+    client
         .arg(format!(
             "host={} port={} user={} dbname={} sslmode=disable",
             c.host, c.port, c.username, c.database
         ))
         .args(["-XAtq", "-v", "ON_ERROR_STOP=1"])
-        .env("PGPASSWORD", &c.password)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = session.stdin.take().unwrap();
-    writeln!(stdin, "SELECT 'open';").unwrap();
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(session.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "open");
-    }
-    assert_eq!(lab.give_back(&c.lease_id), 204);
-    writeln!(stdin, "SELECT 'still here';").unwrap();
-    drop(stdin);
-    let out = session.wait_with_output().unwrap();
+        .env("PGPASSWORD", &c.password);
+    let out = session_across_revocation(&lab, &c, client);
     assert!(
         !out.status.success(),
         "the open session survived the revocation"
@@ -371,7 +387,8 @@ fn mariadb_users_work_until_revoked_and_their_open_sessions_end() {
         .unwrap();
     assert_eq!(events.trim(), "1");
 
-    let mut session = Command::new(tools::MARIADB.path().unwrap())
+    let mut client = Command::new(tools::MARIADB.path().unwrap());
+    client
         .args([
             "--no-defaults",
             "--protocol=TCP",
@@ -382,26 +399,8 @@ fn mariadb_users_work_until_revoked_and_their_open_sessions_end() {
         .arg(format!("--host={}", c.host))
         .arg(format!("--port={}", c.port))
         .arg(format!("--user={}", c.username))
-        .env("MYSQL_PWD", &c.password)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = session.stdin.take().unwrap();
-    writeln!(stdin, "SELECT 'open';").unwrap();
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(session.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "open");
-    }
-    assert_eq!(lab.give_back(&c.lease_id), 204);
-    writeln!(stdin, "SELECT 'still here';").unwrap();
-    drop(stdin);
-    let out = session.wait_with_output().unwrap();
+        .env("MYSQL_PWD", &c.password);
+    let out = session_across_revocation(&lab, &c, client);
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("still here"),
         "the open session survived"

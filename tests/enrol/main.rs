@@ -578,57 +578,24 @@ fn rotating_tokens_work_once_and_a_replayed_one_revokes_its_chain() {
 
 #[test]
 fn the_agent_rotates_its_identity_and_stops_renewing_once_revoked() {
-    use std::io::{BufRead, BufReader};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let b = bench("auto_approve = true\nsvid_ttl = \"10s\"");
-    let config = b.agent_dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "server = \"{}\"\nca_bundle = \"{}\"\ngroup = \"edge\"\ntcti = \"{}\"\nstate_dir = \"{}\"\n",
-            b.server.url(),
-            b.server.bundle().display(),
-            b.tpm.tcti(),
-            b.agent_dir.join("state").display()
-        ),
-    )
-    .unwrap();
-    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .args(["agent", "run", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = agent.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let next_line = |deadline: Instant| -> String {
-        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the agent said nothing before the deadline")
-    };
-
+    let agent = renewal::AgentProcess::start(
+        &b,
+        &format!("group = \"edge\"\ntcti = \"{}\"", b.tpm.tcti()),
+    );
     // Two renewals with different serials, about half a lifetime apart.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut serials = Vec::new();
-    while serials.len() < 2 {
-        let line = next_line(deadline);
-        if let Some(rest) = line.strip_prefix("identity renewed: ") {
-            serials.push(
-                rest.split(" serial ")
-                    .nth(1)
-                    .unwrap()
-                    .split(' ')
-                    .next()
-                    .unwrap()
-                    .to_owned(),
-            );
-        }
-    }
-    assert_ne!(serials[0], serials[1]);
+    let serial = |line: String| {
+        line.split(" serial ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap()
+            .to_owned()
+    };
+    let renewed = |l: &str| l.starts_with("identity renewed: ");
+    let first = serial(agent.expect(Duration::from_secs(30), renewed));
+    let second = serial(agent.expect(Duration::from_secs(30), renewed));
+    assert_ne!(first, second);
 
     // Revoked: the next renewal is refused.
     let (ok, out) = zeroth_node(&b.server, &["list", "--json"]);
@@ -637,22 +604,11 @@ fn the_agent_rotates_its_identity_and_stops_renewing_once_revoked() {
     let id = v["nodes"][0]["id"].as_str().unwrap().to_owned();
     let (ok, out) = zeroth_node(&b.server, &["revoke", &id]);
     assert!(ok, "{out}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = next_line(deadline);
-        if line.starts_with("rejected by the server (403)") {
-            assert!(line.contains("revoked"), "{line}");
-            break;
-        }
-    }
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(agent.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while next_line(deadline) != "agent stopped" {}
-    assert!(agent.wait().unwrap().success());
+    let line = agent.expect(Duration::from_secs(30), |l| {
+        l.starts_with("rejected by the server (403)")
+    });
+    assert!(line.contains("revoked"), "{line}");
+    agent.stop();
 }
 
 #[test]

@@ -279,36 +279,36 @@ impl DbBroker {
                 },
             )
             .await;
+        // Either way the outcome is one state change and one audit event.
         let (st, l) = (self.store.clone(), lease.clone());
-        if let Err(e) = made {
-            let reason = e.to_string();
-            let cause = reason.clone();
-            blocking(move || {
-                record(
-                    &st,
-                    |tx| leases::set_state(tx, &l.id, LeaseState::Revoked),
-                    Event {
-                        kind: "db.creds.failed",
-                        subject: &format!("lease/{}", l.id),
-                        detail: serde_json::json!({"role": l.role, "holder": l.holder, "user": l.external_name, "reason": cause}),
-                    },
-                )
-            })
-            .await?;
-            return Err(e.into());
-        }
+        let (state, kind, outcome) = match &made {
+            Ok(()) => (
+                LeaseState::Active,
+                "db.creds.issued",
+                serde_json::json!(l.expires),
+            ),
+            Err(e) => (
+                LeaseState::Revoked,
+                "db.creds.failed",
+                serde_json::json!(e.to_string()),
+            ),
+        };
         blocking(move || {
             record(
                 &st,
-                |tx| leases::set_state(tx, &l.id, LeaseState::Active),
+                |tx| leases::set_state(tx, &l.id, state),
                 Event {
-                    kind: "db.creds.issued",
+                    kind,
                     subject: &format!("lease/{}", l.id),
-                    detail: serde_json::json!({"role": l.role, "holder": l.holder, "user": l.external_name, "expires": l.expires}),
+                    detail: serde_json::json!({
+                        "role": l.role, "holder": l.holder, "user": l.external_name,
+                        if state == LeaseState::Active { "expires" } else { "reason" }: outcome,
+                    }),
                 },
             )
         })
         .await?;
+        made?;
         let engine = admin.engine();
         Ok(Issued {
             lease: Lease {
