@@ -439,23 +439,26 @@ fn users_expire_on_both_engines_even_with_zeroth_killed() {
 
     // Back up, zeroth finds the leases due and closes them.
     lab.server.resume().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), || {
         let (ok, out) = lab.zeroth(&["lease", "list", "--json"], "");
         assert!(ok, "{out}");
-        if serde_json::from_str::<serde_json::Value>(&out)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .is_empty()
-        {
-            break;
+        match out.trim() {
+            "[]" => Ok(()),
+            _ => Err(format!("leases still live: {out}")),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "leases still live: {out}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    });
+}
+
+/// Polls `check` until it returns `Ok`, failing with its last `Err` after
+/// `within`: for what the server does on its own schedule.
+fn eventually<T>(within: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(why) if std::time::Instant::now() >= deadline => panic!("{why}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 
@@ -533,9 +536,8 @@ fn killing_zeroth_during_issuance_leaves_no_user_without_a_lease() {
     }
     // After the last restart's sweep, every zt_ user on the database has a
     // live lease, and no lease is left half-made.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let db = rusqlite::Connection::open(lab.server.database()).unwrap();
+    let db = rusqlite::Connection::open(lab.server.database()).unwrap();
+    eventually(Duration::from_secs(20), || {
         let unfinished: i64 = db
             .query_row(
                 "SELECT COUNT(*) FROM leases WHERE state IN ('creating', 'revoking')",
@@ -543,35 +545,31 @@ fn killing_zeroth_during_issuance_leaves_no_user_without_a_lease() {
                 |r| r.get(0),
             )
             .unwrap();
-        let mut active: Vec<String> = db
+        let active: Vec<String> = db
             .prepare("SELECT external_name FROM leases WHERE state = 'active' ORDER BY 1")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        active.sort();
         let users = psql_super_with(
             &lab.pg,
             lab.pg.password().expose_secret(),
             "SELECT rolname FROM pg_roles WHERE starts_with(rolname, 'zt_') ORDER BY 1",
         )
         .unwrap();
-        let mut users: Vec<String> = users.lines().map(str::to_owned).collect();
-        users.sort();
-        if unfinished == 0 && users == active {
-            let total: i64 = db
-                .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
-                .unwrap();
-            assert!(total >= 20, "issuance was exercised: {total} leases");
-            break;
+        let users: Vec<&str> = users.lines().collect();
+        match unfinished == 0 && users == active {
+            true => Ok(()),
+            false => Err(format!(
+                "orphans remain: users {users:?}, active leases {active:?}, unfinished {unfinished}"
+            )),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "orphans remain: users {users:?}, active leases {active:?}, unfinished {unfinished}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
+    let total: i64 = db
+        .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
+        .unwrap();
+    assert!(total >= 20, "issuance was exercised: {total} leases");
 }
 
 #[test]
@@ -660,14 +658,10 @@ fn leases_renew_revoke_by_prefix_and_with_their_node_and_strays_are_dropped() {
         .to_owned();
     let (ok, out) = lab.zeroth(&["node", "revoke", &node], "");
     assert!(ok, "{out}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while mariadb(&m, "SELECT 1").is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the revoked node's user still works"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(Duration::from_secs(10), || match mariadb(&m, "SELECT 1") {
+        Ok(_) => Err("the revoked node's user still works".to_owned()),
+        Err(_) => Ok(()),
+    });
 }
 
 #[test]
