@@ -79,6 +79,10 @@ enum ConnectionCommand {
         admin_user: String,
         #[arg(long)]
         password_file: Option<PathBuf>,
+        /// Use TLS with full verification (chain to this CA, certificate
+        /// naming --host); without it the connection is not encrypted.
+        #[arg(long, value_name = "PEM")]
+        tls_ca: Option<PathBuf>,
         #[command(flatten)]
         socket: Socket,
     },
@@ -148,8 +152,15 @@ pub fn run(args: &DbArgs) -> Result<()> {
                 dbname,
                 admin_user,
                 password_file,
+                tls_ca,
                 socket,
             } => {
+                let tls_ca = tls_ca
+                    .as_ref()
+                    .map(|f| {
+                        std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))
+                    })
+                    .transpose()?;
                 let mut password = match password_file {
                     Some(f) => std::fs::read_to_string(f)
                         .with_context(|| format!("read {}", f.display()))?,
@@ -166,7 +177,7 @@ pub fn run(args: &DbArgs) -> Result<()> {
                 admin(
                     socket,
                     AdminRequest {
-                        params: json!({"name": name, "engine": engine, "host": host, "port": port, "dbname": dbname, "admin_user": admin_user}),
+                        params: json!({"name": name, "engine": engine, "host": host, "port": port, "dbname": dbname, "admin_user": admin_user, "tls_ca": tls_ca}),
                         secret: Some(trimmed),
                         ..op("db.connection.add")
                     },
@@ -181,12 +192,12 @@ pub fn run(args: &DbArgs) -> Result<()> {
                     return Ok(());
                 }
                 println!(
-                    "{:<16} {:<9} {:<24} {:<12} ROTATED",
-                    "NAME", "ENGINE", "ADDRESS", "ADMIN"
+                    "{:<16} {:<9} {:<24} {:<12} {:<9} ROTATED",
+                    "NAME", "ENGINE", "ADDRESS", "ADMIN", "TLS"
                 );
                 for c in answer["connections"].as_array().into_iter().flatten() {
                     println!(
-                        "{:<16} {:<9} {:<24} {:<12} {}",
+                        "{:<16} {:<9} {:<24} {:<12} {:<9} {}",
                         c["name"].as_str().unwrap_or(""),
                         c["engine"].as_str().unwrap_or(""),
                         format!(
@@ -196,6 +207,7 @@ pub fn run(args: &DbArgs) -> Result<()> {
                             c["dbname"].as_str().unwrap_or("")
                         ),
                         c["admin_user"].as_str().unwrap_or(""),
+                        if c["tls"] == true { "verified" } else { "none" },
                         if c["rotated"].is_null() { "no" } else { "yes" }
                     );
                 }

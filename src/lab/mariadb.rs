@@ -20,6 +20,7 @@ pub struct MariaDb {
     socket: PathBuf,
     password: SecretString,
     version: String,
+    tls_ca: PathBuf,
     dir: LabDir,
 }
 
@@ -34,6 +35,7 @@ impl MariaDb {
         // (install-db then fails with "Unknown table 'mysql.tmp_user_sys'").
         let tmp = dir.subdir("tmp", 0o700)?;
         let socket = dir.join("mysqld.sock");
+        let tls = super::tls::server_certificate(&dir, "tls")?;
         // As root, mariadbd must be told explicitly that root is intended.
         let user = match rustix::process::geteuid().is_root() {
             true => "root".to_owned(),
@@ -63,6 +65,8 @@ impl MariaDb {
                 .arg(format!("--datadir={}", data.display()))
                 .arg(format!("--socket={}", socket.display()))
                 .arg(format!("--tmpdir={}", tmp.display()))
+                .arg(format!("--ssl-cert={}", tls.cert.display()))
+                .arg(format!("--ssl-key={}", tls.key.display()))
                 .arg(format!("--port={port}"))
                 .arg("--bind-address=127.0.0.1")
                 .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
@@ -88,6 +92,7 @@ impl MariaDb {
                         socket,
                         password,
                         version,
+                        tls_ca: tls.ca.clone(),
                         dir,
                     };
                     db.secure_root()?;
@@ -156,6 +161,11 @@ impl MariaDb {
 
     pub fn pid(&self) -> Option<u32> {
         Some(self.daemon.pid())
+    }
+
+    /// The CA (PEM) the server's TLS certificate chains to.
+    pub fn tls_ca(&self) -> &Path {
+        &self.tls_ca
     }
 
     pub fn error_log(&self) -> PathBuf {

@@ -17,6 +17,7 @@ pub mod process;
 pub mod softhsm;
 pub mod sshd;
 pub mod swtpm;
+pub mod tls;
 pub mod tools;
 pub mod wait;
 pub mod zeroth_server;

@@ -21,6 +21,7 @@ pub struct Postgres {
     daemon: Daemon,
     port: u16,
     password: SecretString,
+    tls: super::tls::LabTls,
     socket_dir: PathBuf,
     version: String,
     _dir: LabDir,
@@ -63,6 +64,9 @@ impl Postgres {
             .map_err(|e| LabError::io("create the socket directory", e))?;
         owner.chown(&socket_dir)?;
         let version = version_of(&postgres, "--version")?;
+        // TLS offered (not required), with a certificate from a lab CA.
+        let tls = super::tls::server_certificate(&dir, "pg")?;
+        owner.chown(&tls.key)?;
 
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
@@ -86,7 +90,13 @@ impl Postgres {
                     "synchronous_commit=off",
                     "-c",
                     "full_page_writes=off",
+                    "-c",
+                    "ssl=on",
                 ])
+                .arg("-c")
+                .arg(format!("ssl_cert_file={}", tls.cert.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", tls.key.display()))
                 .current_dir(&home);
             owner.apply(&mut cmd);
             // SIGINT is PostgreSQL's "fast" shutdown: roll back and disconnect clients.
@@ -105,6 +115,7 @@ impl Postgres {
                         daemon,
                         port,
                         password,
+                        tls,
                         socket_dir,
                         version,
                         _dir: dir,
@@ -136,6 +147,11 @@ impl Postgres {
             "host=127.0.0.1 port={} user={user} dbname={dbname} sslmode=disable",
             self.port
         )
+    }
+
+    /// The CA (PEM) the server's TLS certificate chains to.
+    pub fn tls_ca(&self) -> &std::path::Path {
+        self.tls.ca()
     }
 
     pub fn socket_dir(&self) -> &std::path::Path {

@@ -49,6 +49,7 @@ pub fn execute(ext: &Extensions, req: &AdminRequest, uid: u32) -> Option<Result<
                 port,
                 dbname: param(req, "dbname")?.to_owned(),
                 admin_user: param(req, "admin_user")?.to_owned(),
+                tls_ca: req.params["tls_ca"].as_str().map(|p| p.as_bytes().to_vec()),
             };
             rt.block_on(db.add_connection(spec, SecretString::from(password), uid))
                 .map_err(|e| e.to_string())?;

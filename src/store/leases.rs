@@ -209,15 +209,24 @@ pub struct DbConnectionRow {
     pub sealed_password: Vec<u8>,
     pub created: i64,
     pub rotated: Option<i64>,
+    /// PEM CA for TLS with full verification; `None`: no TLS. Listed as
+    /// `"tls": true|false`.
+    #[serde(rename = "tls", serialize_with = "is_some")]
+    pub tls_ca: Option<Vec<u8>>,
+}
+
+fn is_some<S: serde::Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(v.is_some())
 }
 
 pub fn save_connection(tx: &Transaction<'_>, c: &DbConnectionRow) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO db_connections (name, engine, host, port, dbname, admin_user, sealed_password, created, rotated)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO db_connections (name, engine, host, port, dbname, admin_user, sealed_password, created, rotated, tls_ca)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT(name) DO UPDATE SET engine = excluded.engine, host = excluded.host,
             port = excluded.port, dbname = excluded.dbname, admin_user = excluded.admin_user,
-            sealed_password = excluded.sealed_password, rotated = excluded.rotated",
+            sealed_password = excluded.sealed_password, rotated = excluded.rotated,
+            tls_ca = excluded.tls_ca",
         params![
             c.name,
             c.engine,
@@ -227,7 +236,8 @@ pub fn save_connection(tx: &Transaction<'_>, c: &DbConnectionRow) -> Result<(), 
             c.admin_user,
             c.sealed_password,
             c.created,
-            c.rotated
+            c.rotated,
+            c.tls_ca
         ],
     )
     .map_err(StoreError::sql("recording a database connection"))?;
@@ -245,11 +255,12 @@ fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DbConnectionRo
         sealed_password: r.get(6)?,
         created: r.get(7)?,
         rotated: r.get(8)?,
+        tls_ca: r.get(9)?,
     })
 }
 
 const CONNECTION_COLUMNS: &str =
-    "name, engine, host, port, dbname, admin_user, sealed_password, created, rotated";
+    "name, engine, host, port, dbname, admin_user, sealed_password, created, rotated, tls_ca";
 
 pub fn connection(conn: &Connection, name: &str) -> Result<Option<DbConnectionRow>, StoreError> {
     conn.query_row(

@@ -124,9 +124,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
      CREATE INDEX leases_by_state_expiry ON leases (state, expires);
      CREATE INDEX leases_by_holder ON leases (holder);",
     ),
+    (6, "ALTER TABLE db_connections ADD COLUMN tls_ca BLOB;"),
 ];
 
-pub const LATEST: i64 = 5;
+pub const LATEST: i64 = 6;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

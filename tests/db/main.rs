@@ -705,3 +705,88 @@ fn a_person_runs_psql_with_credentials_that_never_touch_disk() {
     assert!(ok, "{out}");
     assert_eq!(out.trim(), "[]");
 }
+
+#[test]
+fn connections_can_require_tls_verified_against_the_databases_ca() {
+    let lab = lab();
+    let add = |name: &str, engine: &str, port: u16, user: &str, password: &str, ca: &Path| {
+        lab.zeroth(
+            &[
+                "db",
+                "connection",
+                "add",
+                name,
+                "--engine",
+                engine,
+                "--port",
+                &port.to_string(),
+                "--admin-user",
+                user,
+                "--dbname",
+                if engine == "postgres" {
+                    "postgres"
+                } else {
+                    "mysql"
+                },
+                "--tls-ca",
+                ca.to_str().unwrap(),
+            ],
+            &format!("{password}\n"),
+        )
+    };
+    // Another CA than the server's: refused, so the certificate is checked.
+    let (ok, out) = add(
+        "pg",
+        "postgres",
+        lab.pg.port(),
+        "postgres",
+        lab.pg.password().expose_secret(),
+        lab.maria.tls_ca(),
+    );
+    assert!(!ok, "{out}");
+    assert!(out.to_lowercase().contains("certificate"), "{out}");
+    let (ok, out) = add(
+        "maria",
+        "mariadb",
+        lab.maria.port(),
+        "root",
+        lab.maria.password().expose_secret(),
+        lab.pg.tls_ca(),
+    );
+    assert!(!ok, "{out}");
+
+    let (ok, out) = add(
+        "pg",
+        "postgres",
+        lab.pg.port(),
+        "postgres",
+        lab.pg.password().expose_secret(),
+        lab.pg.tls_ca(),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = add(
+        "maria",
+        "mariadb",
+        lab.maria.port(),
+        "root",
+        lab.maria.password().expose_secret(),
+        lab.maria.tls_ca(),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = lab.zeroth(&["db", "connection", "list"], "");
+    assert_eq!(out.matches("verified").count(), 2, "{out}");
+    assert!(ok);
+
+    let c = lab.creds("app-ro", None).unwrap();
+    assert_eq!(psql(&c, "SELECT text FROM greetings").unwrap(), "hello");
+    // zeroth's own admin sessions on PostgreSQL are encrypted.
+    let encrypted = psql_super_with(
+        &lab.pg,
+        lab.pg.password().expose_secret(),
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'zeroth'",
+    )
+    .unwrap();
+    assert_eq!(encrypted, "t");
+    let m = lab.creds("shop-rw", None).unwrap();
+    assert_eq!(mariadb(&m, "SELECT item FROM shop.orders").unwrap(), "tea");
+}

@@ -94,6 +94,8 @@ pub struct ConnectionSpec {
     pub port: u16,
     pub dbname: String,
     pub admin_user: String,
+    /// PEM CA for TLS with full verification.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 pub struct DbBroker {
@@ -168,6 +170,7 @@ impl DbBroker {
             dbname: row.dbname.clone(),
             admin_user: row.admin_user.clone(),
             admin_password: SecretString::from(password),
+            tls_ca: row.tls_ca.clone(),
         })
     }
 
@@ -499,6 +502,7 @@ impl DbBroker {
             dbname: spec.dbname.clone(),
             admin_user: spec.admin_user.clone(),
             admin_password: password.clone(),
+            tls_ca: spec.tls_ca.clone(),
         };
         let admin = Arc::new(DbAdmin::connect(target).await?);
         let me = self.clone();
@@ -522,13 +526,14 @@ impl DbBroker {
                             sealed_password: sealed,
                             created: now(),
                             rotated: None,
+                            tls_ca: s.tls_ca.clone(),
                         },
                     )
                 },
                 Event {
                     kind: "db.connection.added",
                     subject: &format!("db/{}", s.name),
-                    detail: serde_json::json!({"engine": s.engine.as_str(), "host": s.host, "port": s.port, "dbname": s.dbname, "admin_user": s.admin_user, "by_uid": by_uid}),
+                    detail: serde_json::json!({"engine": s.engine.as_str(), "host": s.host, "port": s.port, "dbname": s.dbname, "admin_user": s.admin_user, "tls": s.tls_ca.is_some(), "by_uid": by_uid}),
                 },
             )
         })

@@ -44,7 +44,14 @@ fn event_name(user: &str) -> String {
 impl MariaAdmin {
     pub async fn connect(target: Target) -> Result<Self, DbError> {
         let constraints = PoolConstraints::new(0, 8).unwrap_or_default();
+        let ssl = target.tls_ca.as_ref().map(|ca| {
+            // verify-full: only this CA, and the certificate must name the host.
+            mysql_async::SslOpts::default()
+                .with_root_certs(vec![ca.clone().into()])
+                .with_disable_built_in_roots(true)
+        });
         let opts: Opts = OptsBuilder::default()
+            .ssl_opts(ssl)
             .ip_or_hostname(target.host.clone())
             .tcp_port(target.port)
             .user(Some(target.admin_user.clone()))

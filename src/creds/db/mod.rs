@@ -5,6 +5,7 @@
 
 pub mod leases;
 pub mod mariadb;
+mod pg_tls;
 pub mod postgres;
 pub mod role;
 pub mod secret;
@@ -63,18 +64,26 @@ pub struct Target {
     pub dbname: String,
     pub admin_user: String,
     pub admin_password: SecretString,
+    /// PEM CA of the database's TLS certificate: when set, connections use
+    /// TLS with full verification (chain and host name); otherwise none.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}://{}@{}:{}/{}",
+            "{}://{}@{}:{}/{}{}",
             self.engine.as_str(),
             self.admin_user,
             self.host,
             self.port,
-            self.dbname
+            self.dbname,
+            if self.tls_ca.is_some() {
+                " (TLS, verify-full)"
+            } else {
+                ""
+            }
         )
     }
 }

@@ -62,14 +62,34 @@ impl PgAdmin {
             .password(t.admin_password.expose_secret().as_bytes())
             .application_name("zeroth")
             .connect_timeout(Duration::from_secs(5));
-        let (client, connection) = cfg.connect(NoTls).await.map_err(|e| DbError::Unavailable {
+        let unavailable = |e: tokio_postgres::Error| DbError::Unavailable {
             target: t.to_string(),
-            reason: e.to_string(),
-        })?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(client)
+            reason: match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            },
+        };
+        match &t.tls_ca {
+            None => {
+                let (client, connection) = cfg.connect(NoTls).await.map_err(unavailable)?;
+                tokio::spawn(connection);
+                Ok(client)
+            }
+            Some(ca) => {
+                let config =
+                    super::pg_tls::client_config(ca).map_err(|reason| DbError::Unavailable {
+                        target: t.to_string(),
+                        reason,
+                    })?;
+                cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let (client, connection) = cfg
+                    .connect(super::pg_tls::MakeRustls(config))
+                    .await
+                    .map_err(unavailable)?;
+                tokio::spawn(connection);
+                Ok(client)
+            }
+        }
     }
 
     fn give_back(&self, client: Client) {
