@@ -90,6 +90,9 @@ pub struct DbRoleConfig {
     /// ended and it is dropped.
     #[serde(default)]
     pub revocation_statements: Vec<String>,
+    /// Templates run at renewal, besides moving the database's own expiry.
+    #[serde(default)]
+    pub renewal_statements: Vec<String>,
     #[serde(default = "default_db_ttl", with = "humantime_serde_compat")]
     pub default_ttl: Duration,
     #[serde(default = "default_db_max_ttl", with = "humantime_serde_compat")]
@@ -296,6 +299,7 @@ impl ServerConfig {
             for (field, list) in [
                 ("creation_statements", &r.creation_statements),
                 ("revocation_statements", &r.revocation_statements),
+                ("renewal_statements", &r.renewal_statements),
             ] {
                 for t in list {
                     crate::creds::db::template::check(t).map_err(|e| invalid(&key(field), e))?;

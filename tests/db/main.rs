@@ -22,6 +22,7 @@ access = "read-only"
 default_ttl = "10m"
 max_ttl = "1h"
 allow_groups = ["edge"]
+renewal_statements = ["COMMENT ON ROLE {{name}} IS 'renewed by zeroth'"]
 
 [[db_role]]
 name = "shop-rw"
@@ -599,6 +600,17 @@ fn leases_renew_revoke_by_prefix_and_with_their_node_and_strays_are_dropped() {
     )
     .unwrap();
     assert_eq!(until.parse::<i64>().unwrap(), expires);
+    // …and ran the role's own renewal statements.
+    let comment = psql_super_with(
+        &lab.pg,
+        lab.pg.password().expose_secret(),
+        &format!(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = '{}'",
+            c.username
+        ),
+    )
+    .unwrap();
+    assert_eq!(comment, "renewed by zeroth");
     let m = lab.creds("shop-rw", Some(60)).unwrap();
     let renewed: serde_json::Value = post_json(
         &http,
@@ -789,4 +801,72 @@ fn connections_can_require_tls_verified_against_the_databases_ca() {
     assert_eq!(encrypted, "t");
     let m = lab.creds("shop-rw", None).unwrap();
     assert_eq!(mariadb(&m, "SELECT item FROM shop.orders").unwrap(), "tea");
+}
+
+#[test]
+fn a_failing_template_is_a_clear_error_and_leaves_nothing_behind() {
+    let tpm = Swtpm::start().unwrap();
+    let hsm = SoftHsm::start().unwrap();
+    let pg = Postgres::start().unwrap();
+    let roots = LabDir::new("roots").unwrap();
+    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
+    let groups = format!(
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n\n[[db_role]]\nname = \"broken\"\nconnection = \"pg\"\nschema = \"public\"\nallow_groups = [\"edge\"]\ncreation_statements = [\"CREATE ROLE {{{{name}}}} LOGIN PASSWORD {{{{password}}}}\", \"GRANT no_such_role TO {{{{name}}}}\"]\n",
+        roots.path().display(),
+        tpm.ca_intermediate_pem().display()
+    );
+    let server =
+        ZerothServer::start(Path::new(env!("CARGO_BIN_EXE_zeroth")), &hsm, &groups).unwrap();
+    let agent = LabDir::new("agent").unwrap();
+    let opts = EnrolOptions {
+        server: server.url().to_owned(),
+        ca_bundle: server.bundle(),
+        group: "edge".into(),
+        tcti: tpm.tcti(),
+        state_dir: agent.path().to_owned(),
+    };
+    assert!(matches!(enrol(&opts).unwrap(), Outcome::Approved { .. }));
+    let answer = zeroth::server::admin::call(
+        &server.admin_socket(),
+        &zeroth::server::admin::AdminRequest {
+            op: "db.connection.add".into(),
+            params: serde_json::json!({"name": "pg", "engine": "postgres", "host": "127.0.0.1", "port": pg.port(), "dbname": "postgres", "admin_user": "postgres"}),
+            secret: Some(pg.password().expose_secret().to_owned()),
+            ..Default::default()
+        },
+    );
+    assert!(answer.is_ok(), "{answer:?}");
+    let e = Enrolment::open(&tpm.tcti(), agent.path()).unwrap();
+    let svid = std::fs::read_to_string(agent.join("svid.pem")).unwrap();
+    let http = e.mtls_client(&server.bundle(), &svid).unwrap();
+    let (status, reason) = refusal(
+        post_json::<_, CredsResponse>(
+            &http,
+            &format!("{}/v1/db/creds/broken", server.url()),
+            &CredsRequest::default(),
+        )
+        .unwrap_err(),
+    );
+    assert_eq!(status, 502);
+    assert!(
+        reason.contains("statement 2 of the creation statements failed")
+            && reason.contains("no_such_role"),
+        "{reason}"
+    );
+    let users = psql_super_with(
+        &pg,
+        pg.password().expose_secret(),
+        "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, 'zt_')",
+    )
+    .unwrap();
+    assert_eq!(users, "0", "a half-made user was left behind");
+    let db = rusqlite::Connection::open(server.database()).unwrap();
+    let states: Vec<String> = db
+        .prepare("SELECT state FROM leases")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(states, ["revoked"]);
 }

@@ -359,7 +359,10 @@ impl DbBroker {
             .unwrap_or(Duration::from_secs(600));
         let expires = (now() + increment.as_secs() as i64).min(lease.max_expires);
         let (admin, _) = self.admin(&lease.connection).await?;
-        admin.renew(&lease.external_name, expires).await?;
+        let extra = role
+            .map(|r| r.renewal_statements.clone())
+            .unwrap_or_default();
+        admin.renew(&lease.external_name, expires, &extra).await?;
         let (st, l) = (self.store.clone(), lease.clone());
         blocking(move || {
             record(

@@ -144,10 +144,16 @@ impl MariaAdmin {
         Self::run(&mut conn, "creation", &creation).await
     }
 
-    pub async fn renew(&self, name: &str, expires: i64) -> Result<(), DbError> {
-        let s = Self::expiry_event(name, expires, false)?;
+    pub async fn renew(&self, name: &str, expires: i64, extra: &[String]) -> Result<(), DbError> {
+        let v = Values {
+            name,
+            expiration: expires,
+            ..Values::default()
+        };
+        let mut statements = vec![Self::expiry_event(name, expires, false)?];
+        statements.extend(Self::render_all(extra, &v)?);
         let mut conn = self.conn().await?;
-        conn.query_drop(s).await.map_err(failed("renewal", 1))
+        Self::run(&mut conn, "renewal", &statements).await
     }
 
     pub async fn revoke(&self, name: &str, extra: &[String]) -> Result<bool, DbError> {

@@ -144,11 +144,12 @@ impl DbAdmin {
         created
     }
 
-    /// Moves the user's expiry.
-    pub async fn renew(&self, name: &str, expires: i64) -> Result<(), DbError> {
+    /// Moves the user's expiry, then runs the role's `extra` renewal
+    /// statements.
+    pub async fn renew(&self, name: &str, expires: i64, extra: &[String]) -> Result<(), DbError> {
         match self {
-            Self::Postgres(a) => a.renew(name, expires).await,
-            Self::MariaDb(a) => a.renew(name, expires).await,
+            Self::Postgres(a) => a.renew(name, expires, extra).await,
+            Self::MariaDb(a) => a.renew(name, expires, extra).await,
         }
     }
 

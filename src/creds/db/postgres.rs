@@ -184,19 +184,20 @@ impl PgAdmin {
             .await
     }
 
-    pub async fn renew(&self, name: &str, expires: i64) -> Result<(), DbError> {
+    pub async fn renew(&self, name: &str, expires: i64, extra: &[String]) -> Result<(), DbError> {
         let v = Values {
             name,
             expiration: expires,
             ..Values::default()
         };
-        let s = render(
+        let mut statements = vec![render(
             Engine::Postgres,
             "ALTER ROLE {{name}} VALID UNTIL {{expiration}}",
             &v,
         )
-        .map_err(DbError::Template)?;
-        self.with(async |c| c.batch_execute(&s).await.map_err(failed("renewal", 1)))
+        .map_err(DbError::Template)?];
+        statements.extend(Self::render_all(extra, &v)?);
+        self.with(async |c| Self::transaction(c, "renewal", &statements).await)
             .await
     }
 
