@@ -67,6 +67,54 @@ pub struct ServerConfig {
     /// Roles for dynamic database users.
     #[serde(rename = "db_role", default)]
     pub db_roles: Vec<DbRoleConfig>,
+    /// Roles for SSH user certificates.
+    #[serde(rename = "ssh_role", default)]
+    pub ssh_roles: Vec<SshRoleConfig>,
+}
+
+/// `[[ssh_role]]`: which principals a certificate may carry, for how long,
+/// with which options, and who may ask.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshRoleConfig {
+    pub name: String,
+    /// Principals (login names) certificates may carry; `{{node}}` stands
+    /// for the caller's node id.
+    pub principals: Vec<String>,
+    #[serde(default = "default_ssh_ttl", with = "humantime_serde_compat")]
+    pub default_ttl: Duration,
+    #[serde(default = "default_ssh_max_ttl", with = "humantime_serde_compat")]
+    pub max_ttl: Duration,
+    /// Validity starts this long before issuance, for clock skew.
+    #[serde(default = "default_ssh_backdate", with = "humantime_serde_compat")]
+    pub backdate: Duration,
+    /// Certificate extensions (default: permit-pty).
+    #[serde(default = "default_ssh_extensions")]
+    pub extensions: Vec<String>,
+    /// `force-command` critical option.
+    pub force_command: Option<String>,
+    /// `source-address` critical option; default: the caller's address.
+    pub source_address: Option<String>,
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+    #[serde(default)]
+    pub allow_spiffe: Vec<String>,
+}
+
+fn default_ssh_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_ssh_max_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_ssh_backdate() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_ssh_extensions() -> Vec<String> {
+    vec!["permit-pty".into()]
 }
 
 /// `[[db_role]]`: what users of one role may do on which connection, for
@@ -319,6 +367,27 @@ impl ServerConfig {
                 return Err(invalid(
                     &key("allow_groups"),
                     format!("names {g:?}, which is not a [[group]]"),
+                ));
+            }
+            if r.allow_groups.is_empty() && r.allow_spiffe.is_empty() {
+                return Err(invalid(
+                    &key("allow_groups"),
+                    "or allow_spiffe is required: without either nobody may use the role".into(),
+                ));
+            }
+        }
+        for (i, r) in self.ssh_roles.iter().enumerate() {
+            let key = |k: &str| format!("ssh_role[{i}].{k}");
+            if r.principals.is_empty() {
+                return Err(invalid(
+                    &key("principals"),
+                    "must list at least one principal".into(),
+                ));
+            }
+            if r.default_ttl < Duration::from_secs(10) || r.default_ttl > r.max_ttl {
+                return Err(invalid(
+                    &key("default_ttl"),
+                    "must be at least 10s and at most max_ttl".into(),
                 ));
             }
             if r.allow_groups.is_empty() && r.allow_spiffe.is_empty() {

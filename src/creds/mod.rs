@@ -2,3 +2,4 @@
 //! a lease that outlives zeroth's own failures.
 
 pub mod db;
+pub mod ssh;

@@ -104,6 +104,12 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         jwt_max_ttl: config.jwt_max_ttl,
         groups,
         db: db.clone(),
+        ssh: crate::creds::ssh::issuer::SshIssuer::new(
+            audit_store.clone(),
+            audit_keys.clone(),
+            &config.ssh_roles,
+        )
+        .context("open the SSH user CA")?,
     });
 
     runtime.block_on(async move {
@@ -182,7 +188,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         let served = axum_server::from_tcp(listener)
             .acceptor(acceptor)
             .handle(handle)
-            .serve(app.into_make_service())
+            .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .await
             .context("serve HTTPS");
         checkpoint(&audit_store, audit_keys.as_ref());

@@ -291,3 +291,31 @@ pub fn remove_connection(tx: &Transaction<'_>, name: &str) -> Result<bool, Store
         .map_err(StoreError::sql("removing a database connection"))?;
     Ok(n == 1)
 }
+
+/// Takes the next certificate serial (unique, from the store) and records
+/// what it was issued for, in the caller's transaction.
+pub fn next_ssh_serial(
+    tx: &Transaction<'_>,
+    lease_id: &str,
+    key_id: &str,
+    holder: &str,
+    role: &str,
+    principals: &[String],
+    valid_before: i64,
+) -> Result<u64, StoreError> {
+    tx.execute(
+        "INSERT INTO ssh_certs (lease_id, key_id, holder, role, principals, valid_before, created)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            lease_id,
+            key_id,
+            holder,
+            role,
+            principals.join(","),
+            valid_before,
+            now()
+        ],
+    )
+    .map_err(StoreError::sql("recording an SSH certificate"))?;
+    Ok(tx.last_insert_rowid() as u64)
+}

@@ -125,9 +125,22 @@ const MIGRATIONS: &[(i64, &str)] = &[
      CREATE INDEX leases_by_holder ON leases (holder);",
     ),
     (6, "ALTER TABLE db_connections ADD COLUMN tls_ca BLOB;"),
+    (
+        7,
+        "CREATE TABLE ssh_certs (
+        serial       INTEGER PRIMARY KEY AUTOINCREMENT,
+        lease_id     TEXT NOT NULL,
+        key_id       TEXT NOT NULL,
+        holder       TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        principals   TEXT NOT NULL,
+        valid_before INTEGER NOT NULL,
+        created      INTEGER NOT NULL
+     );",
+    ),
 ];
 
-pub const LATEST: i64 = 6;
+pub const LATEST: i64 = 7;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

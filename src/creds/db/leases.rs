@@ -388,6 +388,23 @@ impl DbBroker {
         if lease.state == LeaseState::Revoked {
             return Ok(());
         }
+        if lease.kind != "db" {
+            // Nothing to undo on a database: the record (and the KRL built
+            // from it) is the revocation.
+            let (st, l, why) = (self.store.clone(), lease.clone(), reason.to_owned());
+            return blocking(move || {
+                record(
+                    &st,
+                    |tx| leases::set_state(tx, &l.id, LeaseState::Revoked),
+                    Event {
+                        kind: "ssh.cert.revoked",
+                        subject: &format!("lease/{}", l.id),
+                        detail: serde_json::json!({"serial": l.external_name, "holder": l.holder, "reason": why}),
+                    },
+                )
+            })
+            .await;
+        }
         let (st, id) = (self.store.clone(), lease.id.clone());
         blocking(move || {
             let mut conn = st.lock();

@@ -73,7 +73,7 @@ impl From<CredsError> for ApiError {
 }
 
 /// The caller as a lease holder, if its node may still act.
-async fn holder(s: &Shared, caller: &NodeCaller) -> Result<Holder, ApiError> {
+pub(super) async fn holder(s: &Shared, caller: &NodeCaller) -> Result<Holder, ApiError> {
     let id = caller.node_id.clone();
     let node = s
         .blocking(move |s| nodes::node(&s.store.lock(), &id))

@@ -8,6 +8,7 @@ mod health;
 pub mod identity;
 pub mod jwt;
 mod refusal;
+pub mod ssh;
 pub mod token;
 
 use axum::extract::DefaultBodyLimit;
@@ -35,6 +36,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/jwks", get(jwt::jwks))
         .route("/v1/token/exchange", post(token::exchange))
         .route("/v1/db/creds/{role}", post(db::creds))
+        .route("/v1/ssh/sign/{role}", post(ssh::sign))
+        .route("/v1/ssh/ca/user", get(ssh::user_ca))
         .route("/v1/leases/{id}/renew", post(db::renew))
         .route("/v1/leases/{id}/revoke", post(db::revoke))
         .layer(DefaultBodyLimit::max(MAX_BODY))

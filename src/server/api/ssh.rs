@@ -1,0 +1,73 @@
+//! SSH user certificates for enrolled nodes (mTLS), and the CA key that
+//! sshd trusts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::caller::NodeCaller;
+use super::error::{ApiError, JsonBody};
+use crate::creds::ssh::issuer::SignRequest;
+use crate::server::state::Shared;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSignRequest {
+    /// OpenSSH public key line.
+    pub public_key: String,
+    /// Principals wanted (default: all the role allows).
+    pub principals: Option<Vec<String>>,
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SshSignResponse {
+    /// OpenSSH certificate line (`…-cert-v01@openssh.com …`).
+    pub certificate: String,
+    pub serial: u64,
+    pub lease_id: String,
+    pub principals: Vec<String>,
+    pub valid_before: i64,
+}
+
+/// `POST /v1/ssh/sign/{role}`.
+pub async fn sign(
+    State(s): State<Shared>,
+    Path(role): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: NodeCaller,
+    JsonBody(req): JsonBody<SshSignRequest>,
+) -> Result<Json<SshSignResponse>, ApiError> {
+    let holder = super::db::holder(&s, &caller).await?;
+    let node_id = caller.node_id.clone();
+    let signed = s
+        .blocking(move |s| {
+            s.ssh.sign(
+                &role,
+                &holder,
+                &node_id,
+                peer.ip(),
+                &SignRequest {
+                    public_key: req.public_key,
+                    principals: req.principals,
+                    ttl: req.ttl_seconds.map(Duration::from_secs),
+                },
+            )
+        })
+        .await??;
+    Ok(Json(SshSignResponse {
+        certificate: signed.certificate,
+        serial: signed.serial,
+        lease_id: signed.lease_id,
+        principals: signed.principals,
+        valid_before: signed.valid_before,
+    }))
+}
+
+/// `GET /v1/ssh/ca/user`: one OpenSSH public key line.
+pub async fn user_ca(State(s): State<Shared>) -> String {
+    format!("{}\n", s.ssh.user_ca())
+}
