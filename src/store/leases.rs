@@ -319,3 +319,20 @@ pub fn next_ssh_serial(
     .map_err(StoreError::sql("recording an SSH certificate"))?;
     Ok(tx.last_insert_rowid() as u64)
 }
+
+/// Serials of SSH certificates revoked before they expired.
+pub fn revoked_ssh_serials(conn: &Connection, at: i64) -> Result<Vec<u64>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT external_name FROM leases
+             WHERE kind = 'ssh' AND state = 'revoked' AND expires > ?1",
+        )
+        .map_err(StoreError::sql("listing revoked SSH certificates"))?;
+    let rows = stmt
+        .query_map([at], |r| r.get::<_, String>(0))
+        .map_err(StoreError::sql("listing revoked SSH certificates"))?;
+    let names: Vec<String> = rows
+        .collect::<Result<_, _>>()
+        .map_err(StoreError::sql("listing revoked SSH certificates"))?;
+    Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
+}

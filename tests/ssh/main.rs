@@ -35,7 +35,7 @@ fn login(sshd: &Sshd, key: &Path, cert: &Path, bind: Option<&str>) -> (bool, Str
 }
 
 #[test]
-fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_address() {
+fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_address_until_revoked() {
     let tpm = Swtpm::start().unwrap();
     let hsm = SoftHsm::start().unwrap();
     let roots = LabDir::new("roots").unwrap();
@@ -76,8 +76,20 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
     assert!(ca.starts_with("ssh-ed25519 "), "{ca}");
     let work = LabDir::new("ssh-client").unwrap();
     let ca_file = work.write("user_ca.pub", ca.as_bytes(), 0o644).unwrap();
+    let fetch_krl = || {
+        client(&server.bundle())
+            .unwrap()
+            .get(format!("{}/v1/ssh/krl", server.url()))
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap()
+            .to_vec()
+    };
+    let krl_file = work.write("revoked_keys", &fetch_krl(), 0o644).unwrap();
     let sshd = Sshd::start(&SshdOptions {
         trusted_user_ca_keys: Some(ca_file),
+        revoked_keys: Some(krl_file.clone()),
         ..Default::default()
     })
     .unwrap();
@@ -159,6 +171,41 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
     assert!(!sshd
         .log()
         .contains("Accepted publickey for root from 127.0.0.2"));
+
+    // The holder gives the certificate back: it lands in the KRL, which
+    // ssh-keygen reads as revoked and sshd refuses once it has the file.
+    let status = http
+        .post(format!(
+            "{}/v1/leases/{}/revoke",
+            server.url(),
+            signed.lease_id
+        ))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 204);
+    let krl = fetch_krl();
+    let fresh = work.write("krl.new", &krl, 0o644).unwrap();
+    let query = Command::new(tools::SSH_KEYGEN.path().unwrap())
+        .args(["-Q", "-f"])
+        .arg(&fresh)
+        .arg(&cert_file)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&query.stdout).contains("REVOKED"),
+        "{}{}",
+        String::from_utf8_lossy(&query.stdout),
+        String::from_utf8_lossy(&query.stderr)
+    );
+    assert!(
+        login(&sshd, &key_file, &cert_file, None).0,
+        "sshd has the old KRL still"
+    );
+    std::fs::rename(&fresh, &krl_file).unwrap();
+    let (ok, err) = login(&sshd, &key_file, &cert_file, None);
+    assert!(!ok, "a revoked certificate logged in");
+    assert!(err.contains("Permission denied"), "{err}");
 
     // Serials are unique; only the role's principals; weak keys refused.
     let again = sign(Some(vec![user.clone()]), public.clone()).unwrap();

@@ -89,6 +89,13 @@ impl SshCa {
             .unwrap_or_default()
     }
 
+    /// The CA's public key in SSH wire format (as KRLs name it).
+    pub fn public_blob(&self) -> Vec<u8> {
+        PublicKey::new(self.signer.public.clone(), "")
+            .to_bytes()
+            .unwrap_or_default()
+    }
+
     /// Certifies `subject` as `spec` says.
     pub fn certify(&self, subject: &PublicKey, spec: &CertSpec) -> Result<Certificate, SshCaError> {
         let mut nonce = [0u8; 32];

@@ -55,6 +55,18 @@ impl SshIssuer {
         })
     }
 
+    /// The KRL of the user CA: every certificate revoked before its expiry.
+    pub fn krl(&self) -> Result<Vec<u8>, CredsError> {
+        let at = now();
+        let serials = leases::revoked_ssh_serials(&self.store.lock(), at)?;
+        Ok(super::krl::build(
+            &self.user_ca.public_blob(),
+            &serials,
+            at as u64,
+            at as u64,
+        ))
+    }
+
     /// The user CA's public key, OpenSSH format.
     pub fn user_ca(&self) -> String {
         self.user_ca.public_openssh()

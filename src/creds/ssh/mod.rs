@@ -3,4 +3,5 @@
 
 pub mod ca;
 pub mod issuer;
+pub mod krl;
 pub mod request;

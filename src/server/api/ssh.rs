@@ -71,3 +71,9 @@ pub async fn sign(
 pub async fn user_ca(State(s): State<Shared>) -> String {
     format!("{}\n", s.ssh.user_ca())
 }
+
+/// `GET /v1/ssh/krl`: the user CA's revocation list (binary, for sshd's
+/// `RevokedKeys`).
+pub async fn krl(State(s): State<Shared>) -> Result<Vec<u8>, ApiError> {
+    Ok(s.blocking(|s| s.ssh.krl()).await??)
+}
