@@ -6,6 +6,7 @@ pub mod enrol;
 pub mod jwt;
 pub mod mtls;
 pub mod run;
+pub mod ssh_agent;
 pub mod token;
 
 pub use enrol::{enrol, renew, EnrolOptions, Outcome};

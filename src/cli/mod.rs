@@ -13,6 +13,7 @@ mod hsm;
 mod lab;
 mod node;
 mod server;
+mod ssh;
 mod token;
 mod tpm;
 
@@ -63,6 +64,9 @@ enum Command {
     Db(db::DbArgs),
     /// Leases on dynamic credentials: list and revoke (admin socket).
     Lease(db::LeaseArgs),
+    /// Log in over SSH with a certificate made for this session (key in
+    /// memory, served by a private agent).
+    Ssh(ssh::SshArgs),
     /// Verify and read the hash-chained audit log.
     Audit(audit::AuditArgs),
     /// Inspect the machine's TPM and its endorsement key certificates.
@@ -94,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Token(args) => token::run(&args),
         Command::Db(args) => db::run(&args),
         Command::Lease(args) => db::run_lease(&args),
+        Command::Ssh(args) => ssh::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,8 +34,22 @@ fn login(sshd: &Sshd, key: &Path, cert: &Path, bind: Option<&str>) -> (bool, Str
     )
 }
 
-#[test]
-fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_address_until_revoked() {
+/// A server with an `ops` SSH role, an enrolled node, and an sshd that
+/// trusts the server's user CA and reads its KRL from a file.
+struct SshLab {
+    tpm: Swtpm,
+    _hsm: SoftHsm,
+    _roots: LabDir,
+    server: ZerothServer,
+    agent: LabDir,
+    work: LabDir,
+    sshd: Sshd,
+    krl_file: std::path::PathBuf,
+    user: String,
+    node_id: String,
+}
+
+fn lab() -> SshLab {
     let tpm = Swtpm::start().unwrap();
     let hsm = SoftHsm::start().unwrap();
     let roots = LabDir::new("roots").unwrap();
@@ -76,17 +90,9 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
     assert!(ca.starts_with("ssh-ed25519 "), "{ca}");
     let work = LabDir::new("ssh-client").unwrap();
     let ca_file = work.write("user_ca.pub", ca.as_bytes(), 0o644).unwrap();
-    let fetch_krl = || {
-        client(&server.bundle())
-            .unwrap()
-            .get(format!("{}/v1/ssh/krl", server.url()))
-            .send()
-            .unwrap()
-            .bytes()
-            .unwrap()
-            .to_vec()
-    };
-    let krl_file = work.write("revoked_keys", &fetch_krl(), 0o644).unwrap();
+    let krl_file = work
+        .write("revoked_keys", &fetch_krl(&server), 0o644)
+        .unwrap();
     let sshd = Sshd::start(&SshdOptions {
         trusted_user_ca_keys: Some(ca_file),
         revoked_keys: Some(krl_file.clone()),
@@ -95,6 +101,45 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
     .unwrap();
     assert_eq!(sshd.login_user(), user);
 
+    SshLab {
+        tpm,
+        _hsm: hsm,
+        _roots: roots,
+        server,
+        agent,
+        work,
+        sshd,
+        krl_file,
+        user,
+        node_id,
+    }
+}
+
+fn fetch_krl(server: &ZerothServer) -> Vec<u8> {
+    client(&server.bundle())
+        .unwrap()
+        .get(format!("{}/v1/ssh/krl", server.url()))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_address_until_revoked() {
+    let lab = lab();
+    let SshLab {
+        tpm,
+        server,
+        agent,
+        work,
+        sshd,
+        krl_file,
+        user,
+        node_id,
+        ..
+    } = &lab;
     // A key of the person's, certified for five minutes.
     let key = ssh_key::PrivateKey::random(
         &mut p256::elliptic_curve::rand_core::OsRng,
@@ -184,7 +229,7 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
         .unwrap()
         .status();
     assert_eq!(status.as_u16(), 204);
-    let krl = fetch_krl();
+    let krl = fetch_krl(server);
     let fresh = work.write("krl.new", &krl, 0o644).unwrap();
     let query = Command::new(tools::SSH_KEYGEN.path().unwrap())
         .args(["-Q", "-f"])
@@ -244,4 +289,82 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
         .unwrap_err(),
     );
     assert_eq!(status, 404);
+}
+
+#[test]
+fn zeroth_ssh_logs_in_with_a_key_that_never_touches_the_disk() {
+    let lab = lab();
+    let config = lab.agent.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = \"{}\"\nca_bundle = \"{}\"\ngroup = \"edge\"\ntcti = \"{}\"\nstate_dir = \"{}\"\n",
+            lab.server.url(),
+            lab.server.bundle().display(),
+            lab.tpm.tcti(),
+            lab.agent.path().display()
+        ),
+    )
+    .unwrap();
+    let before: Vec<_> = std::fs::read_dir(lab.agent.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["ssh", "--role", "ops", "--principal", &lab.user, "--config"])
+        .arg(&config)
+        .args([
+            "--",
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "IdentitiesOnly=no",
+        ])
+        .args(["-p", &lab.sshd.port().to_string()])
+        .arg(format!("{}@127.0.0.1", lab.user))
+        .args(["echo", "hello from sshd"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{}", lab.sshd.log());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello from sshd"
+    );
+    assert!(stderr.starts_with("certificate "), "{stderr}");
+    // sshd saw a certificate from zeroth's CA.
+    assert!(
+        lab.sshd.log().contains("Accepted publickey for"),
+        "{}",
+        lab.sshd.log()
+    );
+    assert!(
+        lab.sshd.log().contains("ED25519-CERT"),
+        "{}",
+        lab.sshd.log()
+    );
+    // Nothing new on the node's disk, and the lease was given back.
+    let after: Vec<_> = std::fs::read_dir(lab.agent.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "the session wrote to the node's state: {after:?}"
+    );
+    let krl = fetch_krl(&lab.server);
+    assert!(krl.len() > 60, "the given-back certificate is in the KRL");
 }
