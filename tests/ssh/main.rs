@@ -171,7 +171,7 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
 
     // No certificate: refused.
     let plain = work.write("plain-cert.pub", b"", 0o644).unwrap();
-    assert!(!login(&sshd, &key_file, &plain, None).0);
+    assert!(!login(sshd, &key_file, &plain, None).0);
 
     let signed = sign(None, public.clone()).unwrap();
     assert_eq!(signed.principals, [user.clone(), format!("node-{node_id}")]);
@@ -196,10 +196,10 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
     let cert_file = work
         .write("id-cert.pub", signed.certificate.as_bytes(), 0o644)
         .unwrap();
-    let (ok, err) = login(&sshd, &key_file, &cert_file, None);
+    let (ok, err) = login(sshd, &key_file, &cert_file, None);
     assert!(ok, "{err}\n{}", sshd.log());
     // From another address than the one that asked: refused.
-    let (ok, err) = login(&sshd, &key_file, &cert_file, Some("127.0.0.2"));
+    let (ok, err) = login(sshd, &key_file, &cert_file, Some("127.0.0.2"));
     assert!(!ok, "source-address was not enforced");
     assert!(err.contains("Permission denied"), "{err}");
     // sshd saw the connection from 127.0.0.2 and did not accept the key
@@ -244,11 +244,11 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
         String::from_utf8_lossy(&query.stderr)
     );
     assert!(
-        login(&sshd, &key_file, &cert_file, None).0,
+        login(sshd, &key_file, &cert_file, None).0,
         "sshd has the old KRL still"
     );
-    std::fs::rename(&fresh, &krl_file).unwrap();
-    let (ok, err) = login(&sshd, &key_file, &cert_file, None);
+    std::fs::rename(&fresh, krl_file).unwrap();
+    let (ok, err) = login(sshd, &key_file, &cert_file, None);
     assert!(!ok, "a revoked certificate logged in");
     assert!(err.contains("Permission denied"), "{err}");
 
