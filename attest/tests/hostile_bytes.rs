@@ -99,6 +99,8 @@ proptest! {
         if let Some((i, v)) = sig_flip {
             sig[i % 72] ^= v;
         }
+        // Flips that cancel each other out leave the genuine quote.
+        prop_assume!(attest != QUOTE || sig != QUOTE_SIG);
         prop_assert!(verify_quote(&ak(), &attest, &sig, &[1; 32], &zero_pcrs(), None).is_err());
     }
 }

@@ -207,8 +207,9 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres) -> Result<()> {
     let roots = LabDir::new("demo-roots")?;
     std::fs::copy(tpm.ca_root_pem(), roots.join("lab-root.pem"))?;
     let zero = "0".repeat(64);
+    let login = lab::current_user_name()?;
     let group = format!(
-        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\nsvid_ttl = \"10m\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 10]\npcr_policy = {{ \"sha256:10\" = \"{zero}\" }}\n\n[[db_role]]\nname = \"app-ro\"\nconnection = \"pg\"\nschema = \"public\"\naccess = \"read-only\"\ndefault_ttl = \"10m\"\nallow_groups = [\"edge\"]\n",
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\nsvid_ttl = \"10m\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 10]\npcr_policy = {{ \"sha256:10\" = \"{zero}\" }}\n\n[[db_role]]\nname = \"app-ro\"\nconnection = \"pg\"\nschema = \"public\"\naccess = \"read-only\"\ndefault_ttl = \"10m\"\nallow_groups = [\"edge\"]\n\n[[ssh_role]]\nname = \"ops\"\nprincipals = [\"{login}\"]\nallow_groups = [\"edge\"]\n",
         roots.path().display(),
         tpm.ca_intermediate_pem().display()
     );
@@ -263,6 +264,7 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres) -> Result<()> {
     show_renewal(&options, &svid_pem)?;
     show_jwt(&options, &svid_pem, &server)?;
     show_db_creds(&options, &server, pg)?;
+    show_ssh(&options, &server)?;
 
     println!("$ tpm2_pcrextend 10:sha256=...   # the node's measured state changes");
     lab::process::run(
@@ -487,6 +489,101 @@ fn show_db_creds(
             e.lines().last().unwrap_or_default()
         ),
     }
+    Ok(())
+}
+
+fn show_ssh(options: &crate::agent::EnrolOptions, server: &crate::lab::ZerothServer) -> Result<()> {
+    use crate::server::api::ssh::{SshSignRequest, SshSignResponse};
+    let anyone = crate::agent::enrol::client(&server.bundle())?;
+    let get = |path: &str| -> Result<Vec<u8>> {
+        Ok(anyone
+            .get(format!("{}{path}", server.url()))
+            .send()?
+            .error_for_status()?
+            .bytes()?
+            .to_vec())
+    };
+    let dir = lab::LabDir::new("demo-ssh")?;
+    let ca = dir.write("user_ca.pub", &get("/v1/ssh/ca/user")?, 0o644)?;
+    let krl = dir.write("revoked_keys", &get("/v1/ssh/krl")?, 0o644)?;
+    let sshd = Sshd::start(&lab::sshd::SshdOptions {
+        trusted_user_ca_keys: Some(ca),
+        revoked_keys: Some(krl.clone()),
+        ..Default::default()
+    })?;
+    println!("$ zeroth ssh --role ops -- {}@127.0.0.1 -p {} whoami   # session key in memory, served by a private agent", sshd.login_user(), sshd.port());
+    let key = ssh_key::PrivateKey::random(
+        &mut p256::elliptic_curve::rand_core::OsRng,
+        ssh_key::Algorithm::Ed25519,
+    )?;
+    let svid = std::fs::read_to_string(options.state_dir.join("svid.pem"))?;
+    let e = crate::agent::enrol::Enrolment::open(&options.tcti, &options.state_dir)?;
+    let http = e.mtls_client(&options.ca_bundle, &svid)?;
+    let signed: SshSignResponse = crate::agent::enrol::post_json(
+        &http,
+        &format!("{}/v1/ssh/sign/ops", options.server),
+        &SshSignRequest {
+            public_key: key.public_key().to_openssh()?,
+            principals: None,
+            ttl_seconds: None,
+        },
+    )?;
+    drop((http, e));
+    let cert = ssh_key::Certificate::from_openssh(&signed.certificate)?;
+    let agent = crate::agent::ssh_agent::SshAgent::start(key, &cert)?;
+    // What `zeroth ssh` runs: the system ssh, pointed at the agent.
+    let ssh = |what: &str| -> Result<std::process::Output> {
+        Ok(std::process::Command::new(lab::tools::SSH.path()?)
+            .args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+            .arg("-o")
+            .arg(format!("IdentityAgent={}", agent.socket().display()))
+            .args([
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "StrictHostKeyChecking=no",
+            ])
+            .args(["-o", "LogLevel=ERROR", "-p", &sshd.port().to_string()])
+            .arg(format!("{}@127.0.0.1", sshd.login_user()))
+            .arg(what)
+            .output()?)
+    };
+    let out = ssh("whoami")?;
+    let who = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    anyhow::ensure!(
+        out.status.success(),
+        "ssh with the certificate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "           logged in as {who} with certificate {} (key id \"{}\", source-address {}, valid {}s)",
+        signed.serial,
+        cert.key_id(),
+        cert.critical_options().get("source-address").map(String::as_str).unwrap_or("-"),
+        signed.valid_before - crate::store::now()
+    );
+    println!(
+        "$ zeroth lease revoke {}; the node fetches /v1/ssh/krl into RevokedKeys",
+        signed.lease_id
+    );
+    admin_call(
+        server,
+        crate::server::admin::AdminRequest {
+            op: "lease.revoke".into(),
+            id: Some(signed.lease_id.clone()),
+            ..Default::default()
+        },
+    )?;
+    std::fs::write(&krl, get("/v1/ssh/krl")?)?;
+    let out = ssh("whoami")?;
+    anyhow::ensure!(
+        !out.status.success(),
+        "the revoked certificate still logs in"
+    );
+    println!(
+        "           login refused: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     Ok(())
 }
 

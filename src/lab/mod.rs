@@ -22,6 +22,7 @@ pub mod tools;
 pub mod wait;
 pub mod zeroth_server;
 
+pub use accounts::current_user_name;
 pub use bench::{Bench, Component};
 pub use dir::LabDir;
 pub use error::LabError;

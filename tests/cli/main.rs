@@ -53,7 +53,9 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         "the old one is refused, nobody knows the new one",
         "password only in psql's environment): hello from a user",
         "login refused: psql: error:",
-        "audit chain intact: 12 events (svid.renewed, jwt.issued, db.connection.added, db.connection.rotated, db.creds.issued, db.creds.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
+        "with certificate 1 (key id \"spiffe://lab.zeroth/node/",
+        "login refused: ",
+        "audit chain intact: 14 events (db.connection.added, db.connection.rotated, db.creds.issued, db.creds.revoked, ssh.cert.issued, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
         "lab stopped: every daemon reaped",
     ] {
         assert!(
