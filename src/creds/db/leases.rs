@@ -391,19 +391,8 @@ impl DbBroker {
         if lease.kind != "db" {
             // Nothing to undo on a database: the record (and the KRL built
             // from it) is the revocation.
-            let (st, l, why) = (self.store.clone(), lease.clone(), reason.to_owned());
-            return blocking(move || {
-                record(
-                    &st,
-                    |tx| leases::set_state(tx, &l.id, LeaseState::Revoked),
-                    Event {
-                        kind: "ssh.cert.revoked",
-                        subject: &format!("lease/{}", l.id),
-                        detail: serde_json::json!({"serial": l.external_name, "holder": l.holder, "reason": why}),
-                    },
-                )
-            })
-            .await;
+            let detail = serde_json::json!({"serial": lease.external_name, "holder": lease.holder, "reason": reason});
+            return self.mark_revoked(lease, "ssh.cert.revoked", detail).await;
         }
         let (st, id) = (self.store.clone(), lease.id.clone());
         blocking(move || {
@@ -423,15 +412,26 @@ impl DbBroker {
             .map(|r| r.revocation_statements.clone())
             .unwrap_or_default();
         let existed = admin.revoke(&lease.external_name, &extra).await?;
-        let (st, l, why) = (self.store.clone(), lease.clone(), reason.to_owned());
+        let detail = serde_json::json!({"user": lease.external_name, "holder": lease.holder, "reason": reason, "user_existed": existed});
+        self.mark_revoked(lease, "db.creds.revoked", detail).await
+    }
+
+    /// Records the lease revoked, with its audit event, in one transaction.
+    async fn mark_revoked(
+        &self,
+        lease: &Lease,
+        kind: &'static str,
+        detail: serde_json::Value,
+    ) -> Result<(), CredsError> {
+        let (st, id) = (self.store.clone(), lease.id.clone());
         blocking(move || {
             record(
                 &st,
-                |tx| leases::set_state(tx, &l.id, LeaseState::Revoked),
+                |tx| leases::set_state(tx, &id, LeaseState::Revoked),
                 Event {
-                    kind: "db.creds.revoked",
-                    subject: &format!("lease/{}", l.id),
-                    detail: serde_json::json!({"user": l.external_name, "holder": l.holder, "reason": why, "user_existed": existed}),
+                    kind,
+                    subject: &format!("lease/{id}"),
+                    detail,
                 },
             )
         })

@@ -65,6 +65,7 @@ pub fn password() -> SecretString {
 type HmacSha256 = Hmac<Sha256>;
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    // Cannot fail: HMAC accepts keys of any length.
     let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     m.update(data);
     m.finalize().into_bytes().to_vec()
