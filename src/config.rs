@@ -67,9 +67,21 @@ pub struct ServerConfig {
     /// Roles for dynamic database users.
     #[serde(rename = "db_role", default)]
     pub db_roles: Vec<DbRoleConfig>,
-    /// Roles for SSH user certificates.
+    /// Roles for SSH user and host certificates.
     #[serde(rename = "ssh_role", default)]
     pub ssh_roles: Vec<SshRoleConfig>,
+    /// The SSH CAs' key algorithm: "ed25519" (default) or "ecdsa-p256".
+    #[serde(default)]
+    pub ssh_ca_algorithm: crate::creds::ssh::ca::CaAlgorithm,
+}
+
+/// Whether an SSH role certifies users (logins) or hosts (sshd host keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SshCertKind {
+    #[default]
+    User,
+    Host,
 }
 
 /// `[[ssh_role]]`: which principals a certificate may carry, for how long,
@@ -78,8 +90,12 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct SshRoleConfig {
     pub name: String,
-    /// Principals (login names) certificates may carry; `{{node}}` stands
-    /// for the caller's node id.
+    /// "user" (default) or "host": host certificates are signed by the host
+    /// CA, carry host names as principals and no options or extensions.
+    #[serde(default)]
+    pub cert_type: SshCertKind,
+    /// Principals (login names, or host names for a host role) certificates
+    /// may carry; `{{node}}` stands for the caller's node id.
     pub principals: Vec<String>,
     #[serde(default = "default_ssh_ttl", with = "humantime_serde_compat")]
     pub default_ttl: Duration,
@@ -378,6 +394,14 @@ impl ServerConfig {
         }
         for (i, r) in self.ssh_roles.iter().enumerate() {
             let key = |k: &str| format!("ssh_role[{i}].{k}");
+            if r.cert_type == SshCertKind::Host
+                && (r.force_command.is_some() || r.source_address.is_some())
+            {
+                return Err(invalid(
+                    &key("cert_type"),
+                    "\"host\" certificates carry no force_command or source_address".into(),
+                ));
+            }
             if r.principals.is_empty() {
                 return Err(invalid(
                     &key("principals"),
@@ -388,6 +412,14 @@ impl ServerConfig {
                 return Err(invalid(
                     &key("default_ttl"),
                     "must be at least 10s and at most max_ttl".into(),
+                ));
+            }
+            if r.cert_type == SshCertKind::Host
+                && (r.force_command.is_some() || r.source_address.is_some())
+            {
+                return Err(invalid(
+                    &key("cert_type"),
+                    "\"host\" certificates carry no force_command or source_address".into(),
                 ));
             }
             if r.allow_groups.is_empty() && r.allow_spiffe.is_empty() {
@@ -478,6 +510,58 @@ pub struct AgentConfig {
     /// or the node is pending (the wait doubles from 1 s up to this).
     #[serde(default = "default_retry_max", with = "humantime_serde_compat")]
     pub retry_max: Duration,
+    /// What the agent keeps current for this machine's sshd.
+    #[serde(default)]
+    pub ssh: AgentSshConfig,
+}
+
+/// `[ssh]` in agent.toml: host certificates for sshd's host keys, the user
+/// CA keys sshd trusts and the KRL it reads, all kept current by the agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSshConfig {
+    /// The server's host-certificate role (`cert_type = "host"`).
+    pub host_role: Option<String>,
+    /// sshd public host keys to certify; each certificate is written next
+    /// to its key as `<key>-cert.pub` (sshd's `HostCertificate`).
+    #[serde(default)]
+    pub host_keys: Vec<PathBuf>,
+    /// Host names asked for (default: every one the role allows).
+    #[serde(default)]
+    pub host_principals: Vec<String>,
+    /// File for sshd's `TrustedUserCAKeys` (the user CA keys, one per line).
+    pub trusted_user_ca_keys: Option<PathBuf>,
+    /// File for sshd's `RevokedKeys` (the KRL).
+    pub revoked_keys: Option<PathBuf>,
+    /// How often the CA keys and the KRL are fetched again (default "60s").
+    #[serde(default = "default_ssh_refresh", with = "humantime_serde_compat")]
+    pub refresh: Duration,
+}
+
+impl Default for AgentSshConfig {
+    fn default() -> Self {
+        Self {
+            host_role: None,
+            host_keys: Vec::new(),
+            host_principals: Vec::new(),
+            trusted_user_ca_keys: None,
+            revoked_keys: None,
+            refresh: default_ssh_refresh(),
+        }
+    }
+}
+
+impl AgentSshConfig {
+    /// Whether anything is asked of the agent.
+    pub fn is_enabled(&self) -> bool {
+        !self.host_keys.is_empty()
+            || self.trusted_user_ca_keys.is_some()
+            || self.revoked_keys.is_some()
+    }
+}
+
+fn default_ssh_refresh() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_retry_max() -> Duration {
@@ -508,6 +592,29 @@ impl AgentConfig {
                 path: p,
                 key: "server".into(),
                 problem: format!("is {:?}; it must be an https:// URL", cfg.server),
+            });
+        }
+        if !cfg.ssh.host_keys.is_empty() && cfg.ssh.host_role.is_none() {
+            return Err(ConfigError::Invalid {
+                path: p,
+                key: "ssh.host_role".into(),
+                problem: "is required to certify ssh.host_keys".into(),
+            });
+        }
+        if cfg.ssh.is_enabled() && cfg.token_file.is_some() {
+            return Err(ConfigError::Invalid {
+                path: p,
+                key: "ssh".into(),
+                problem:
+                    "needs a TPM host (`group`): SSH certificates are bound to the TPM-held key"
+                        .into(),
+            });
+        }
+        if cfg.ssh.refresh < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                path: p,
+                key: "ssh.refresh".into(),
+                problem: "must be at least 1s".into(),
             });
         }
         if cfg.group.is_some() == cfg.token_file.is_some() {

@@ -7,6 +7,7 @@ pub mod jwt;
 pub mod mtls;
 pub mod run;
 pub mod ssh_agent;
+pub mod ssh_host;
 pub mod token;
 
 pub use enrol::{enrol, renew, EnrolOptions, Outcome};

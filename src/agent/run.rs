@@ -4,9 +4,11 @@
 //! and once its SVID has expired it enrols again through the TPM by itself.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::enrol::{enrol, renew, AgentError, EnrolOptions, Outcome};
+use super::ssh_host;
+use crate::config::AgentSshConfig;
 
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Never renew more often than this, whatever the SVID's lifetime.
@@ -48,49 +50,94 @@ fn refresh(opts: &EnrolOptions) -> (Result<Outcome, AgentError>, &'static str) {
 }
 
 /// Runs until `stop` receives a message (or its sender is dropped).
-/// `retry_max` caps the wait between attempts that failed.
-pub fn run(opts: &EnrolOptions, retry_max: Duration, stop: &Receiver<()>) {
+/// `retry_max` caps the wait between attempts that failed. With `ssh`
+/// enabled, sshd's host certificates, trusted CA keys and KRL are kept
+/// current every `ssh.refresh` and after each renewal.
+pub fn run(opts: &EnrolOptions, ssh: &AgentSshConfig, retry_max: Duration, stop: &Receiver<()>) {
     let mut backoff = MIN_BACKOFF;
+    let mut next_identity = Instant::now();
+    let mut next_ssh = Instant::now();
     loop {
-        let (result, how) = refresh(opts);
-        let wait = match result {
-            Ok(Outcome::Approved {
-                spiffe_id,
-                svid_pem,
-                ..
-            }) => {
-                backoff = MIN_BACKOFF;
-                let until = not_after(&svid_pem);
-                let left = until
-                    .and_then(|t| t.duration_since(SystemTime::now()).ok())
-                    .unwrap_or(MIN_RENEWAL);
-                println!(
-                    "identity renewed: {spiffe_id} serial {} valid for {}s via {how}",
-                    serial(&svid_pem),
-                    left.as_secs()
-                );
-                (left / 2).max(MIN_RENEWAL)
-            }
-            Ok(Outcome::Pending { node_id }) => {
-                println!("pending: waiting for an operator to run `zeroth node approve {node_id}`");
-                backoff = (backoff * 2).min(retry_max);
-                backoff
-            }
-            Err(AgentError::Refused { status, reason }) => {
-                println!("rejected by the server ({status}): {reason}");
-                backoff = (backoff * 2).min(retry_max);
-                backoff
-            }
-            Err(e) => {
-                println!("cannot renew now, retrying in {}s: {e}", backoff.as_secs());
-                let w = backoff;
-                backoff = (backoff * 2).min(retry_max);
-                w
-            }
+        let mut approved = false;
+        if Instant::now() >= next_identity {
+            let wait = renew_identity(opts, retry_max, &mut backoff);
+            approved = wait.1;
+            next_identity = Instant::now() + wait.0;
+        }
+        if ssh.is_enabled() && (approved || Instant::now() >= next_ssh) {
+            let wait = match ssh_host::sync(ssh, opts) {
+                Ok(done) => {
+                    for path in &done.certified {
+                        println!("host certificate renewed: {}", path.display());
+                    }
+                    if done.user_ca_changed {
+                        println!("trusted user CA keys updated");
+                    }
+                    if done.krl_changed {
+                        println!("KRL updated");
+                    }
+                    ssh.refresh
+                }
+                Err(e) => {
+                    println!("cannot refresh the SSH files now: {e}");
+                    ssh.refresh.min(retry_max)
+                }
+            };
+            next_ssh = Instant::now() + wait;
+        }
+        let wake = if ssh.is_enabled() {
+            next_identity.min(next_ssh)
+        } else {
+            next_identity
         };
-        match stop.recv_timeout(wait) {
+        match stop.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Err(RecvTimeoutError::Timeout) => continue,
             _ => return,
+        }
+    }
+}
+
+/// One identity attempt: how long until the next, and whether the node
+/// holds a fresh SVID now.
+fn renew_identity(
+    opts: &EnrolOptions,
+    retry_max: Duration,
+    backoff: &mut Duration,
+) -> (Duration, bool) {
+    let (result, how) = refresh(opts);
+    match result {
+        Ok(Outcome::Approved {
+            spiffe_id,
+            svid_pem,
+            ..
+        }) => {
+            *backoff = MIN_BACKOFF;
+            let until = not_after(&svid_pem);
+            let left = until
+                .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                .unwrap_or(MIN_RENEWAL);
+            println!(
+                "identity renewed: {spiffe_id} serial {} valid for {}s via {how}",
+                serial(&svid_pem),
+                left.as_secs()
+            );
+            ((left / 2).max(MIN_RENEWAL), true)
+        }
+        Ok(Outcome::Pending { node_id }) => {
+            println!("pending: waiting for an operator to run `zeroth node approve {node_id}`");
+            *backoff = (*backoff * 2).min(retry_max);
+            (*backoff, false)
+        }
+        Err(AgentError::Refused { status, reason }) => {
+            println!("rejected by the server ({status}): {reason}");
+            *backoff = (*backoff * 2).min(retry_max);
+            (*backoff, false)
+        }
+        Err(e) => {
+            println!("cannot renew now, retrying in {}s: {e}", backoff.as_secs());
+            let w = *backoff;
+            *backoff = (*backoff * 2).min(retry_max);
+            (w, false)
         }
     }
 }

@@ -92,7 +92,7 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                     retry_max,
                     &rx,
                 ),
-                None => crate::agent::run::run(&options(&c), retry_max, &rx),
+                None => crate::agent::run::run(&options(&c), &c.ssh, retry_max, &rx),
             }
             println!("agent stopped");
             Ok(())

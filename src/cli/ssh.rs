@@ -1,7 +1,8 @@
 //! `zeroth ssh`: log in with a certificate made for this session. The key
 //! is generated in memory, certified for the node's identity, and served
 //! to the system `ssh` by a private in-memory agent; the lease is given
-//! back when ssh exits.
+//! back when ssh exits. `known-hosts` and `sshd-config` print what clients
+//! and sshd need to trust zeroth's CAs.
 
 use std::path::PathBuf;
 
@@ -13,10 +14,38 @@ use crate::agent::ssh_agent::SshAgent;
 use crate::server::api::ssh::{SshSignRequest, SshSignResponse};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SshArgs {
-    /// The SSH role to ask a certificate of.
+    #[command(subcommand)]
+    command: Option<SshCommand>,
+    #[command(flatten)]
+    login: LoginArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SshCommand {
+    /// Print the `@cert-authority` line for ~/.ssh/known_hosts (or
+    /// /etc/ssh/ssh_known_hosts) that trusts hosts certified by zeroth.
+    KnownHosts {
+        #[arg(long, default_value = "/etc/zeroth/agent.toml")]
+        config: PathBuf,
+        /// Host name pattern the CA is trusted for, e.g. "*.edge.example".
+        #[arg(long, default_value = "*")]
+        hosts: String,
+    },
+    /// Print the sshd_config lines for a node whose agent keeps the CA
+    /// keys, the KRL and the host certificates current.
+    SshdConfig {
+        #[arg(long, default_value = "/etc/zeroth/agent.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct LoginArgs {
+    /// The SSH role to ask a certificate of (required to log in).
     #[arg(long)]
-    role: String,
+    role: Option<String>,
     /// The agent configuration whose identity asks.
     #[arg(long, default_value = "/etc/zeroth/agent.toml")]
     config: PathBuf,
@@ -26,12 +55,87 @@ pub struct SshArgs {
     /// Principals wanted (default: all the role allows); repeatable.
     #[arg(long = "principal")]
     principals: Vec<String>,
-    /// Arguments for ssh, e.g. `-- -p 2222 deploy@db1 uptime`.
-    #[arg(last = true, required = true)]
+    /// `[user@]host` to log in to (or give it among the ssh arguments).
+    destination: Option<String>,
+    /// The remote command, or arguments for ssh when no destination is
+    /// given, e.g. `-- -p 2222 deploy@db1 uptime`.
+    #[arg(last = true)]
     ssh: Vec<String>,
 }
 
 pub fn run(args: &SshArgs) -> Result<()> {
+    match &args.command {
+        Some(SshCommand::KnownHosts { config, hosts }) => known_hosts(config, hosts),
+        Some(SshCommand::SshdConfig { config }) => sshd_config(config),
+        None => login(&args.login),
+    }
+}
+
+fn known_hosts(config: &std::path::Path, hosts: &str) -> Result<()> {
+    let c = crate::config::AgentConfig::load(config)?;
+    let url = format!("{}/v1/ssh/ca/host", c.server.trim_end_matches('/'));
+    let resp = crate::agent::enrol::client(&c.ca_bundle)?
+        .get(&url)
+        .send()
+        .with_context(|| format!("fetch {url}"))?;
+    anyhow::ensure!(resp.status().is_success(), "{url}: {}", resp.status());
+    let keys = resp.text()?;
+    for key in keys.lines().filter(|l| !l.trim().is_empty()) {
+        println!("@cert-authority {hosts} {key}");
+    }
+    Ok(())
+}
+
+fn sshd_config(config: &std::path::Path) -> Result<()> {
+    let c = crate::config::AgentConfig::load(config)?;
+    let or = |p: &Option<PathBuf>, default: &str, key: &str| match p {
+        Some(p) => p.display().to_string(),
+        None => {
+            eprintln!(
+                "note: agent.toml has no ssh.{key}; the agent will not keep {default} current"
+            );
+            default.to_owned()
+        }
+    };
+    let ca = or(
+        &c.ssh.trusted_user_ca_keys,
+        "/etc/ssh/zeroth_user_ca.pub",
+        "trusted_user_ca_keys",
+    );
+    let krl = or(
+        &c.ssh.revoked_keys,
+        "/etc/ssh/zeroth_revoked_keys",
+        "revoked_keys",
+    );
+    println!("# zeroth: logins with certificates from the zeroth user CA, checked");
+    println!("# against its KRL; both files are kept current by `zeroth agent run`.");
+    println!("TrustedUserCAKeys {ca}");
+    println!("RevokedKeys {krl}");
+    println!("# The principals each account accepts, one per line (e.g. node-<id>).");
+    println!("AuthorizedPrincipalsFile /etc/ssh/zeroth_principals/%u");
+    if c.ssh.host_keys.is_empty() {
+        eprintln!("note: agent.toml lists no ssh.host_keys; no host certificate will be kept");
+    }
+    for key in &c.ssh.host_keys {
+        let private = key.to_string_lossy();
+        let private = private.strip_suffix(".pub").unwrap_or(&private);
+        println!("HostKey {private}");
+        println!(
+            "HostCertificate {}",
+            crate::agent::ssh_host::certificate_path(key).display()
+        );
+    }
+    Ok(())
+}
+
+fn login(args: &LoginArgs) -> Result<()> {
+    let Some(role) = &args.role else {
+        anyhow::bail!("--role is required to log in, e.g. `zeroth ssh --role ops deploy@db1`");
+    };
+    anyhow::ensure!(
+        args.destination.is_some() || !args.ssh.is_empty(),
+        "give a destination, e.g. `zeroth ssh --role ops deploy@db1 -- uptime`"
+    );
     let c = crate::config::AgentConfig::load(&args.config)?;
     anyhow::ensure!(
         c.group.is_some(),
@@ -49,7 +153,7 @@ pub fn run(args: &SshArgs) -> Result<()> {
     .context("generate the session key")?;
     let signed: SshSignResponse = post_json(
         &http,
-        &format!("{base}/v1/ssh/sign/{}", args.role),
+        &format!("{base}/v1/ssh/sign/{role}"),
         &SshSignRequest {
             public_key: key.public_key().to_openssh()?,
             principals: (!args.principals.is_empty()).then(|| args.principals.clone()),
@@ -68,6 +172,7 @@ pub fn run(args: &SshArgs) -> Result<()> {
     let status = std::process::Command::new("ssh")
         .arg("-o")
         .arg(format!("IdentityAgent={}", agent.socket().display()))
+        .args(&args.destination)
         .args(&args.ssh)
         .status()
         .context("run ssh")?;

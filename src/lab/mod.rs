@@ -7,6 +7,7 @@
 //! parts from here, so they exercise the same paths.
 
 mod accounts;
+pub mod agent;
 mod bench;
 mod dir;
 mod error;
@@ -23,6 +24,7 @@ pub mod wait;
 pub mod zeroth_server;
 
 pub use accounts::current_user_name;
+pub use agent::AgentProcess;
 pub use bench::{Bench, Component};
 pub use dir::LabDir;
 pub use error::LabError;

@@ -21,8 +21,10 @@ pub struct SshdOptions {
     pub revoked_keys: Option<PathBuf>,
     /// `AuthorizedPrincipalsFile`: principals accepted for the login user.
     pub authorized_principals_file: Option<PathBuf>,
-    /// `HostCertificate`: a certificate for the lab's host key.
+    /// `HostCertificate`: a certificate for the host key.
     pub host_certificate: Option<PathBuf>,
+    /// The host's private key (default: a fresh Ed25519 key in sshd's dir).
+    pub host_key: Option<PathBuf>,
     /// `AuthorizedKeysFile`: plain public keys accepted for the login user.
     pub authorized_keys: Option<PathBuf>,
 }
@@ -52,22 +54,14 @@ impl Sshd {
         let dir = LabDir::new("sshd")?;
         // sshd's privilege-separation directory.
         std::fs::create_dir_all("/run/sshd").map_err(|e| LabError::io("create /run/sshd", e))?;
-        let host_key = dir.join("ssh_host_ed25519_key");
-        run(
-            "generate the sshd host key",
-            Command::new(&keygen)
-                .args([
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    "zeroth-lab-host",
-                    "-f",
-                ])
-                .arg(&host_key),
-        )?;
+        let host_key = match &opts.host_key {
+            Some(k) => k.clone(),
+            None => {
+                let k = dir.join("ssh_host_ed25519_key");
+                generate_host_key(&keygen, &k)?;
+                k
+            }
+        };
         let login_user = accounts::current_user_name()?;
         let version = version_of(&sshd, "-V")?;
 
@@ -166,6 +160,26 @@ impl Sshd {
             .arg(format!("{}@127.0.0.1", self.login_user));
         Ok(cmd)
     }
+}
+
+/// A fresh Ed25519 host key (and its `.pub`) at `path`.
+pub fn generate_host_key(keygen: &Path, path: &Path) -> Result<(), LabError> {
+    run(
+        "generate an sshd host key",
+        Command::new(keygen)
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "zeroth-lab-host",
+                "-f",
+            ])
+            .arg(path),
+    )
+    .map(|_| ())
 }
 
 fn config(dir: &LabDir, port: u16, host_key: &Path, opts: &SshdOptions) -> String {

@@ -108,8 +108,9 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
             audit_store.clone(),
             audit_keys.clone(),
             &config.ssh_roles,
+            config.ssh_ca_algorithm,
         )
-        .context("open the SSH user CA")?,
+        .context("open the SSH CAs")?,
     });
 
     runtime.block_on(async move {

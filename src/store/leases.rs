@@ -336,3 +336,16 @@ pub fn revoked_ssh_serials(conn: &Connection, at: i64) -> Result<Vec<u64>, Store
         .map_err(StoreError::sql("listing revoked SSH certificates"))?;
     Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
 }
+
+/// The sequence number and time of the latest SSH certificate revocation in
+/// the audit log (0, 0 if none): a KRL's version and generation date, so the
+/// same revocations always give the same bytes.
+pub fn last_ssh_revocation(conn: &Connection) -> Result<(u64, u64), StoreError> {
+    conn.query_row(
+        "SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(time), 0) FROM audit
+         WHERE kind = 'ssh.cert.revoked'",
+        [],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )
+    .map_err(StoreError::sql("reading the latest SSH revocation"))
+}

@@ -580,7 +580,7 @@ fn rotating_tokens_work_once_and_a_replayed_one_revokes_its_chain() {
 fn the_agent_rotates_its_identity_and_stops_renewing_once_revoked() {
     use std::time::Duration;
     let b = bench("auto_approve = true\nsvid_ttl = \"10s\"");
-    let agent = renewal::AgentProcess::start(
+    let mut agent = renewal::AgentProcess::start(
         &b,
         &format!("group = \"edge\"\ntcti = \"{}\"", b.tpm.tcti()),
     );

@@ -258,15 +258,12 @@ fn jwt_svids_verify_with_a_standard_oidc_library() {
 }
 
 /// A `zeroth agent run` process and its stdout, line by line.
-pub(crate) struct AgentProcess {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
+/// `zeroth agent run` on the bench's agent directory.
+pub(crate) struct AgentProcess(zeroth::lab::AgentProcess);
 
 impl AgentProcess {
     /// `extra`: the agent.toml lines besides server, ca_bundle and state_dir.
     pub(crate) fn start(b: &super::Bench, extra: &str) -> Self {
-        use std::io::{BufRead, BufReader};
         let config = b.agent_dir.join("agent.toml");
         std::fs::write(
             &config,
@@ -278,44 +275,22 @@ impl AgentProcess {
             ),
         )
         .unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
-            .args(["agent", "run", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = std::sync::mpsc::channel::<String>();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Self { child, lines }
+        Self(
+            zeroth::lab::AgentProcess::start(
+                std::path::Path::new(env!("CARGO_BIN_EXE_zeroth")),
+                &config,
+            )
+            .unwrap(),
+        )
     }
 
     /// The first line satisfying `want`, within `within`.
-    pub(crate) fn expect(&self, within: Duration, want: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-                .expect("the agent did not say what was expected in time");
-            if want(&line) {
-                return line;
-            }
-        }
+    pub(crate) fn expect(&mut self, within: Duration, want: impl Fn(&str) -> bool) -> String {
+        self.0.expect(within, want).unwrap()
     }
 
-    pub(crate) fn stop(mut self) {
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
-            rustix::process::Signal::TERM,
-        )
-        .unwrap();
-        self.expect(Duration::from_secs(10), |l| l == "agent stopped");
-        assert!(self.child.wait().unwrap().success());
+    pub(crate) fn stop(self) {
+        self.0.stop().unwrap();
     }
 }
 
@@ -330,12 +305,12 @@ fn the_agent_survives_its_restart_and_a_server_outage_longer_than_its_ttl() {
         "group = \"edge\"\ntcti = \"{}\"\nretry_max = \"2s\"",
         b.tpm.tcti()
     );
-    let agent = AgentProcess::start(&b, &config);
+    let mut agent = AgentProcess::start(&b, &config);
     agent.expect(Duration::from_secs(30), renewed_via("enrolment"));
     agent.expect(Duration::from_secs(30), renewed_via("mtls"));
     // A restarted agent picks up its SVID from disk and renews over mTLS.
     agent.stop();
-    let agent = AgentProcess::start(&b, &config);
+    let mut agent = AgentProcess::start(&b, &config);
     agent.expect(Duration::from_secs(30), renewed_via("mtls"));
 
     // The server goes away for longer than the SVID lives.

@@ -34,7 +34,7 @@ fn a_host_without_a_tpm_lives_on_rotating_tokens_until_one_is_replayed() {
         bootstrap.display()
     );
 
-    let agent = AgentProcess::start(&b, &config);
+    let mut agent = AgentProcess::start(&b, &config);
     let line = agent.expect(Duration::from_secs(30), rotated);
     // Half of the shorter lifetime (token 2 min) is the next rotation.
     let valid: u64 = line
@@ -60,7 +60,7 @@ fn a_host_without_a_tpm_lives_on_rotating_tokens_until_one_is_replayed() {
     agent.stop();
 
     // A restarted agent goes on from the token it kept.
-    let agent = AgentProcess::start(&b, &config);
+    let mut agent = AgentProcess::start(&b, &config);
     agent.expect(Duration::from_secs(30), rotated);
     let third = std::fs::read_to_string(&state_token).unwrap();
     assert_ne!(third, second);
@@ -84,7 +84,7 @@ fn a_host_without_a_tpm_lives_on_rotating_tokens_until_one_is_replayed() {
     );
     assert_eq!(status, 403);
     assert!(reason.contains("stolen"), "{reason}");
-    let agent = AgentProcess::start(&b, &config);
+    let mut agent = AgentProcess::start(&b, &config);
     let line = agent.expect(Duration::from_secs(30), |l| {
         l.starts_with("rejected by the server")
     });

@@ -50,6 +50,11 @@ struct SshLab {
 }
 
 fn lab() -> SshLab {
+    lab_with("")
+}
+
+/// As [`lab`], with extra top-level server.toml `settings`.
+fn lab_with(settings: &str) -> SshLab {
     let tpm = Swtpm::start().unwrap();
     let hsm = SoftHsm::start().unwrap();
     let roots = LabDir::new("roots").unwrap();
@@ -61,12 +66,18 @@ fn lab() -> SshLab {
         me
     };
     let groups = format!(
-        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n\n[[ssh_role]]\nname = \"ops\"\nprincipals = [\"{user}\", \"node-{{{{node}}}}\"]\nallow_groups = [\"edge\"]\n",
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n\n[[ssh_role]]\nname = \"ops\"\nprincipals = [\"{user}\", \"node-{{{{node}}}}\"]\nallow_groups = [\"edge\"]\n\n[[ssh_role]]\nname = \"hosts\"\ncert_type = \"host\"\nprincipals = [\"127.0.0.1\", \"node-{{{{node}}}}.lab\"]\ndefault_ttl = \"1h\"\nmax_ttl = \"1h\"\nallow_groups = [\"edge\"]\n",
         roots.path().display(),
         tpm.ca_intermediate_pem().display()
     );
-    let server =
-        ZerothServer::start(Path::new(env!("CARGO_BIN_EXE_zeroth")), &hsm, &groups).unwrap();
+    let server = ZerothServer::start_configured(
+        Path::new(env!("CARGO_BIN_EXE_zeroth")),
+        &hsm,
+        settings,
+        &groups,
+        &[],
+    )
+    .unwrap();
     let agent = LabDir::new("agent").unwrap();
     let opts = EnrolOptions {
         server: server.url().to_owned(),
@@ -87,7 +98,12 @@ fn lab() -> SshLab {
         .unwrap()
         .text()
         .unwrap();
-    assert!(ca.starts_with("ssh-ed25519 "), "{ca}");
+    let algorithm = if settings.contains("ecdsa-p256") {
+        "ecdsa-sha2-nistp256 "
+    } else {
+        "ssh-ed25519 "
+    };
+    assert!(ca.starts_with(algorithm), "{ca}");
     let work = LabDir::new("ssh-client").unwrap();
     let ca_file = work.write("user_ca.pub", ca.as_bytes(), 0o644).unwrap();
     let krl_file = work
@@ -294,18 +310,7 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
 #[test]
 fn zeroth_ssh_logs_in_with_a_key_that_never_touches_the_disk() {
     let lab = lab();
-    let config = lab.agent.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "server = \"{}\"\nca_bundle = \"{}\"\ngroup = \"edge\"\ntcti = \"{}\"\nstate_dir = \"{}\"\n",
-            lab.server.url(),
-            lab.server.bundle().display(),
-            lab.tpm.tcti(),
-            lab.agent.path().display()
-        ),
-    )
-    .unwrap();
+    let config = agent_config(&lab, "");
     let before: Vec<_> = std::fs::read_dir(lab.agent.path())
         .unwrap()
         .flatten()
@@ -367,4 +372,307 @@ fn zeroth_ssh_logs_in_with_a_key_that_never_touches_the_disk() {
     );
     let krl = fetch_krl(&lab.server);
     assert!(krl.len() > 60, "the given-back certificate is in the KRL");
+}
+
+/// agent.toml for the lab's node, with `extra` lines at the end.
+fn agent_config(lab: &SshLab, extra: &str) -> std::path::PathBuf {
+    let config = lab.agent.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = \"{}\"\nca_bundle = \"{}\"\ngroup = \"edge\"\ntcti = \"{}\"\nstate_dir = \"{}\"\n{extra}",
+            lab.server.url(),
+            lab.server.bundle().display(),
+            lab.tpm.tcti(),
+            lab.agent.path().display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn zeroth(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_agent_certifies_the_host_key_and_keeps_sshd_trust_and_krl_current() {
+    let lab = lab();
+    // The node's sshd host key; the agent has it certified and keeps the
+    // user CA keys and the KRL sshd reads.
+    let host_key = lab.work.join("ssh_host_ed25519_key");
+    zeroth::lab::sshd::generate_host_key(&tools::SSH_KEYGEN.path().unwrap(), &host_key).unwrap();
+    let host_pub = host_key.with_extension("pub");
+    let user_ca = lab.work.join("zeroth_user_ca.pub");
+    let krl = lab.work.join("zeroth_revoked_keys");
+    let config = agent_config(
+        &lab,
+        &format!(
+            "[ssh]\nhost_role = \"hosts\"\nhost_keys = [\"{}\"]\ntrusted_user_ca_keys = \"{}\"\nrevoked_keys = \"{}\"\nrefresh = \"1s\"\n",
+            host_pub.display(),
+            user_ca.display(),
+            krl.display()
+        ),
+    );
+    let mut agent =
+        zeroth::lab::AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_zeroth")), &config).unwrap();
+    let cert_path = zeroth::agent::ssh_host::certificate_path(&host_pub);
+    agent
+        .expect(std::time::Duration::from_secs(30), |l| {
+            l.starts_with("host certificate renewed:")
+        })
+        .unwrap();
+    let cert =
+        ssh_key::Certificate::from_openssh(std::fs::read_to_string(&cert_path).unwrap().trim())
+            .unwrap();
+    assert_eq!(cert.cert_type(), ssh_key::certificate::CertType::Host);
+    assert_eq!(
+        cert.valid_principals(),
+        ["127.0.0.1".to_owned(), format!("node-{}.lab", lab.node_id)]
+    );
+    assert!(cert.critical_options().is_empty());
+    assert!(std::fs::read_to_string(&user_ca)
+        .unwrap()
+        .starts_with("ssh-ed25519 "));
+    assert!(krl.exists());
+
+    // `zeroth ssh sshd-config` names the files the agent keeps.
+    let out = zeroth(&["ssh", "sshd-config"], &config);
+    assert!(out.status.success());
+    let snippet = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        format!("TrustedUserCAKeys {}", user_ca.display()),
+        format!("RevokedKeys {}", krl.display()),
+        format!("HostCertificate {}", cert_path.display()),
+        format!("HostKey {}", host_key.display()),
+        "AuthorizedPrincipalsFile /etc/ssh/zeroth_principals/%u".to_owned(),
+    ] {
+        assert!(snippet.lines().any(|l| l == line), "{line} in\n{snippet}");
+    }
+    // An sshd set up that way.
+    let sshd = Sshd::start(&SshdOptions {
+        trusted_user_ca_keys: Some(user_ca.clone()),
+        revoked_keys: Some(krl.clone()),
+        host_certificate: Some(cert_path.clone()),
+        host_key: Some(host_key.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+
+    // Clients trust the host CA through `zeroth ssh known-hosts`.
+    let out = zeroth(&["ssh", "known-hosts"], &config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let known = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        known.starts_with("@cert-authority * ssh-ed25519 "),
+        "{known}"
+    );
+    let known_hosts = lab
+        .work
+        .write("known_hosts", known.as_bytes(), 0o644)
+        .unwrap();
+    let strict = |port: u16, command: &str| {
+        Command::new(env!("CARGO_BIN_EXE_zeroth"))
+            .args(["ssh", "--role", "ops", "--principal", &lab.user, "--config"])
+            .arg(&config)
+            .args(["--", "-F", "/dev/null", "-o", "BatchMode=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args(["-o", "GlobalKnownHostsFile=/dev/null"])
+            .args(["-o", "StrictHostKeyChecking=yes"])
+            .args(["-p", &port.to_string()])
+            .arg(format!("{}@127.0.0.1", lab.user))
+            .arg(command)
+            .output()
+            .unwrap()
+    };
+    let out = strict(sshd.port(), "echo certified host");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{}", sshd.log());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "certified host"
+    );
+    // The lab's other sshd has no host certificate: refused as unknown.
+    let out = strict(lab.sshd.port(), "true");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("Host key verification failed"), "{stderr}");
+
+    // A user certificate revoked on the server stops working once the
+    // agent has fetched the new KRL (within its 1 s refresh).
+    let key = ssh_key::PrivateKey::random(
+        &mut p256::elliptic_curve::rand_core::OsRng,
+        ssh_key::Algorithm::Ed25519,
+    )
+    .unwrap();
+    let key_file = lab
+        .work
+        .write_private(
+            "held",
+            key.to_openssh(ssh_key::LineEnding::LF).unwrap().as_bytes(),
+        )
+        .unwrap();
+    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
+    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
+    let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
+    let signed: SshSignResponse = post_json(
+        &http,
+        &format!("{}/v1/ssh/sign/ops", lab.server.url()),
+        &SshSignRequest {
+            public_key: key.public_key().to_openssh().unwrap(),
+            principals: Some(vec![lab.user.clone()]),
+            ttl_seconds: None,
+        },
+    )
+    .unwrap();
+    let held_cert = lab
+        .work
+        .write("held-cert.pub", signed.certificate.as_bytes(), 0o644)
+        .unwrap();
+    let (ok, err) = login(&sshd, &key_file, &held_cert, None);
+    assert!(ok, "{err}");
+    let status = http
+        .post(format!(
+            "{}/v1/leases/{}/revoke",
+            lab.server.url(),
+            signed.lease_id
+        ))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 204);
+    drop((http, e));
+    // The agent's KRL lists the certificate once the agent says it changed.
+    let revoked = || {
+        let q = Command::new(tools::SSH_KEYGEN.path().unwrap())
+            .args(["-Q", "-f"])
+            .arg(&krl)
+            .arg(&held_cert)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&q.stdout).contains("REVOKED")
+    };
+    while !revoked() {
+        agent
+            .expect(std::time::Duration::from_secs(30), |l| l == "KRL updated")
+            .unwrap();
+    }
+    let (ok, err) = login(&sshd, &key_file, &held_cert, None);
+    assert!(!ok, "a revoked certificate logged in after the KRL refresh");
+    assert!(err.contains("Permission denied"), "{err}");
+    agent.stop().unwrap();
+}
+
+#[test]
+fn an_expired_certificate_is_refused_by_sshd() {
+    let lab = lab();
+    let key = ssh_key::PrivateKey::random(
+        &mut p256::elliptic_curve::rand_core::OsRng,
+        ssh_key::Algorithm::Ed25519,
+    )
+    .unwrap();
+    let key_file = lab
+        .work
+        .write_private(
+            "short",
+            key.to_openssh(ssh_key::LineEnding::LF).unwrap().as_bytes(),
+        )
+        .unwrap();
+    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
+    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
+    let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
+    let signed: SshSignResponse = post_json(
+        &http,
+        &format!("{}/v1/ssh/sign/ops", lab.server.url()),
+        &SshSignRequest {
+            public_key: key.public_key().to_openssh().unwrap(),
+            principals: Some(vec![lab.user.clone()]),
+            ttl_seconds: Some(10),
+        },
+    )
+    .unwrap();
+    drop((http, e));
+    let cert_file = lab
+        .work
+        .write("short-cert.pub", signed.certificate.as_bytes(), 0o644)
+        .unwrap();
+    let (ok, err) = login(&lab.sshd, &key_file, &cert_file, None);
+    assert!(ok, "{err}");
+    // Time is what is tested: wait past valid_before.
+    let left = signed.valid_before + 1 - zeroth::store::now();
+    std::thread::sleep(std::time::Duration::from_secs(left.max(0) as u64));
+    let (ok, err) = login(&lab.sshd, &key_file, &cert_file, None);
+    assert!(!ok, "an expired certificate logged in");
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(
+        lab.sshd.log().contains("expired") || lab.sshd.log().contains("Certificate invalid"),
+        "{}",
+        lab.sshd.log()
+    );
+}
+
+#[test]
+fn a_p256_ca_in_the_hsm_signs_certificates_sshd_accepts() {
+    let lab = lab_with("ssh_ca_algorithm = \"ecdsa-p256\"");
+    let key = ssh_key::PrivateKey::random(
+        &mut p256::elliptic_curve::rand_core::OsRng,
+        ssh_key::Algorithm::Ed25519,
+    )
+    .unwrap();
+    let key_file = lab
+        .work
+        .write_private(
+            "p256-user",
+            key.to_openssh(ssh_key::LineEnding::LF).unwrap().as_bytes(),
+        )
+        .unwrap();
+    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
+    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
+    let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
+    let signed: SshSignResponse = post_json(
+        &http,
+        &format!("{}/v1/ssh/sign/ops", lab.server.url()),
+        &SshSignRequest {
+            public_key: key.public_key().to_openssh().unwrap(),
+            principals: Some(vec![lab.user.clone()]),
+            ttl_seconds: None,
+        },
+    )
+    .unwrap();
+    let cert = ssh_key::Certificate::from_openssh(&signed.certificate).unwrap();
+    assert_eq!(
+        cert.signature_key().algorithm(),
+        ssh_key::Algorithm::Ecdsa {
+            curve: ssh_key::EcdsaCurve::NistP256
+        }
+    );
+    let cert_file = lab
+        .work
+        .write("p256-user-cert.pub", signed.certificate.as_bytes(), 0o644)
+        .unwrap();
+    let (ok, err) = login(&lab.sshd, &key_file, &cert_file, None);
+    assert!(ok, "{err}\n{}", lab.sshd.log());
+    assert!(lab.sshd.log().contains("CA ECDSA"), "{}", lab.sshd.log());
+    let host_ca = client(&lab.server.bundle())
+        .unwrap()
+        .get(format!("{}/v1/ssh/ca/host", lab.server.url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(host_ca.starts_with("ecdsa-sha2-nistp256 "), "{host_ca}");
+    assert_ne!(
+        host_ca,
+        std::fs::read_to_string(lab.work.join("user_ca.pub")).unwrap()
+    );
 }

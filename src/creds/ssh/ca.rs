@@ -1,22 +1,48 @@
-//! An OpenSSH certificate authority over an HSM-held Ed25519 key
-//! (PROTOCOL.certkeys): ssh-key builds the certificate, the HSM signs it.
+//! An OpenSSH certificate authority over an HSM-held Ed25519 or ECDSA P-256
+//! key (PROTOCOL.certkeys): ssh-key builds the certificate, the HSM signs it.
 
 use std::sync::Arc;
 
 use ssh_key::certificate::{Builder, CertType, Certificate};
-use ssh_key::public::{Ed25519PublicKey, KeyData};
-use ssh_key::{Algorithm, PublicKey, Signature};
+use ssh_key::public::{EcdsaPublicKey, Ed25519PublicKey, KeyData};
+use ssh_key::{Algorithm, EcdsaCurve, PublicKey, Signature};
 use zeroth_hsm::{HsmError, KeyKind, KeyName, KeyStore};
 
-/// The HSM keys of the user and host CAs.
+/// The HSM keys of the user and host CAs (Ed25519; P-256 ones end in `-p256`).
 pub const USER_CA_KEY: &str = "ssh-user-ca";
 pub const HOST_CA_KEY: &str = "ssh-host-ca";
+
+/// The CA key's algorithm (`ssh_ca_algorithm` in server.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaAlgorithm {
+    #[default]
+    Ed25519,
+    EcdsaP256,
+}
+
+impl CaAlgorithm {
+    /// The HSM key name of the CA `base` (USER_CA_KEY or HOST_CA_KEY).
+    pub fn key_name(self, base: &str) -> String {
+        match self {
+            Self::Ed25519 => base.to_owned(),
+            Self::EcdsaP256 => format!("{base}-p256"),
+        }
+    }
+
+    fn kind(self) -> KeyKind {
+        match self {
+            Self::Ed25519 => KeyKind::Ed25519,
+            Self::EcdsaP256 => KeyKind::EcdsaP256,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshCaError {
     #[error("the CA key: {0}")]
     Hsm(#[from] HsmError),
-    #[error("the CA key {0} is not an Ed25519 key")]
+    #[error("the CA key {0} is not of the configured algorithm")]
     WrongKey(String),
     #[error("building the certificate: {0}")]
     Build(#[from] ssh_key::Error),
@@ -35,7 +61,14 @@ impl signature::Signer<Signature> for HsmSigner {
             .keys
             .sign(&self.name, msg)
             .map_err(signature::Error::from_source)?;
-        Signature::new(Algorithm::Ed25519, raw).map_err(signature::Error::from_source)
+        match self.public {
+            KeyData::Ecdsa(_) => {
+                // The HSM returns r || s; SSH wants two mpints.
+                let sig = p256::ecdsa::Signature::from_slice(&raw)?;
+                Signature::try_from(&sig).map_err(signature::Error::from_source)
+            }
+            _ => Signature::new(Algorithm::Ed25519, raw).map_err(signature::Error::from_source),
+        }
     }
 }
 
@@ -64,21 +97,43 @@ pub struct CertSpec {
 }
 
 impl SshCa {
-    /// Opens (or creates in the HSM) the CA key `name`.
-    pub fn open(keys: Arc<dyn KeyStore>, name: &str, kind: CertType) -> Result<Self, SshCaError> {
+    /// Opens (or creates in the HSM) the CA key `name` of `algorithm`.
+    pub fn open(
+        keys: Arc<dyn KeyStore>,
+        name: &str,
+        algorithm: CaAlgorithm,
+        kind: CertType,
+    ) -> Result<Self, SshCaError> {
         let key_name = KeyName::new(name)?;
-        let info = keys.get_or_generate(&key_name, KeyKind::Ed25519)?;
-        let Some(zeroth_hsm::PublicKey::Ed25519(raw)) = info.public else {
-            return Err(SshCaError::WrongKey(name.to_owned()));
+        let info = keys.get_or_generate(&key_name, algorithm.kind())?;
+        let public = match (algorithm, info.public) {
+            (CaAlgorithm::Ed25519, Some(zeroth_hsm::PublicKey::Ed25519(raw))) => {
+                KeyData::Ed25519(Ed25519PublicKey(raw))
+            }
+            (CaAlgorithm::EcdsaP256, Some(zeroth_hsm::PublicKey::EcdsaP256(point))) => {
+                let point = EcdsaPublicKey::from_sec1_bytes(&point)?;
+                KeyData::Ecdsa(point)
+            }
+            _ => return Err(SshCaError::WrongKey(name.to_owned())),
         };
         Ok(Self {
             signer: HsmSigner {
                 keys,
                 name: key_name,
-                public: KeyData::Ed25519(Ed25519PublicKey(raw)),
+                public,
             },
             kind,
         })
+    }
+
+    /// The algorithm of the CA's signatures.
+    pub fn algorithm(&self) -> Algorithm {
+        match self.signer.public {
+            KeyData::Ecdsa(_) => Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+            _ => Algorithm::Ed25519,
+        }
     }
 
     /// The CA's public key in OpenSSH format (for TrustedUserCAKeys or
@@ -127,9 +182,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn certificates_verify_under_the_ca_key_and_say_what_was_asked() {
+    fn certificates_verify_under_an_ed25519_or_p256_ca_key_and_say_what_was_asked() {
+        for algorithm in [CaAlgorithm::Ed25519, CaAlgorithm::EcdsaP256] {
+            certify_and_check(algorithm);
+        }
+    }
+
+    fn certify_and_check(algorithm: CaAlgorithm) {
         let keys: Arc<dyn KeyStore> = Arc::new(zeroth_hsm::SoftwareKeyStore::new_insecure());
-        let ca = SshCa::open(keys, USER_CA_KEY, CertType::User).unwrap();
+        let ca = SshCa::open(
+            keys,
+            &algorithm.key_name(USER_CA_KEY),
+            algorithm,
+            CertType::User,
+        )
+        .unwrap();
         let subject = ssh_key::PrivateKey::random(
             &mut p256::elliptic_curve::rand_core::OsRng,
             Algorithm::Ed25519,

@@ -1,6 +1,6 @@
-//! SSH user certificates for enrolled nodes: role checks, a serial from the
-//! store, the certificate signed in the HSM, and a lease plus an audit
-//! event committed together.
+//! SSH user and host certificates for enrolled nodes: role checks, a serial
+//! from the store, the certificate signed in the HSM, and a lease plus an
+//! audit event committed together.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use ssh_key::certificate::CertType;
 
-use super::ca::{CertSpec, SshCa, USER_CA_KEY};
+use super::ca::{CaAlgorithm, CertSpec, SshCa, HOST_CA_KEY, USER_CA_KEY};
 use super::request::parse_public_key;
 use crate::audit::{self, Event};
-use crate::config::SshRoleConfig;
+use crate::config::{SshCertKind, SshRoleConfig};
 use crate::creds::db::leases::{CredsError, Holder};
 use crate::store::leases::{self, Lease, LeaseState};
 use crate::store::{now, Store, StoreError};
@@ -20,6 +20,7 @@ use crate::store::{now, Store, StoreError};
 pub struct SshIssuer {
     store: Arc<Store>,
     user_ca: SshCa,
+    host_ca: SshCa,
     roles: BTreeMap<String, SshRoleConfig>,
 }
 
@@ -47,29 +48,47 @@ impl SshIssuer {
         store: Arc<Store>,
         keys: Arc<dyn zeroth_hsm::KeyStore>,
         roles: &[SshRoleConfig],
+        algorithm: CaAlgorithm,
     ) -> Result<Self, super::ca::SshCaError> {
         Ok(Self {
             store,
-            user_ca: SshCa::open(keys, USER_CA_KEY, CertType::User)?,
+            user_ca: SshCa::open(
+                keys.clone(),
+                &algorithm.key_name(USER_CA_KEY),
+                algorithm,
+                CertType::User,
+            )?,
+            host_ca: SshCa::open(
+                keys,
+                &algorithm.key_name(HOST_CA_KEY),
+                algorithm,
+                CertType::Host,
+            )?,
             roles: roles.iter().map(|r| (r.name.clone(), r.clone())).collect(),
         })
     }
 
     /// The KRL of the user CA: every certificate revoked before its expiry.
     pub fn krl(&self) -> Result<Vec<u8>, CredsError> {
-        let at = now();
-        let serials = leases::revoked_ssh_serials(&self.store.lock(), at)?;
+        let conn = self.store.lock();
+        let serials = leases::revoked_ssh_serials(&conn, now())?;
+        let (version, generated) = leases::last_ssh_revocation(&conn)?;
         Ok(super::krl::build(
             &self.user_ca.public_blob(),
             &serials,
-            at as u64,
-            at as u64,
+            version,
+            generated,
         ))
     }
 
     /// The user CA's public key, OpenSSH format.
     pub fn user_ca(&self) -> String {
         self.user_ca.public_openssh()
+    }
+
+    /// The host CA's public key, OpenSSH format.
+    pub fn host_ca(&self) -> String {
+        self.host_ca.public_openssh()
     }
 
     pub fn sign(
@@ -127,14 +146,26 @@ impl SshIssuer {
         let created = now();
         let valid_before = created + ttl.as_secs() as i64;
         let lease_id = hex::encode(rand::random::<[u8; 16]>());
-        let key_id = format!("{} lease {lease_id}", holder.spiffe_id);
-        let source = role.source_address.clone().unwrap_or_else(|| match caller {
-            IpAddr::V4(a) => format!("{a}/32"),
-            IpAddr::V6(a) => format!("{a}/128"),
-        });
-        let mut critical = vec![("source-address".to_owned(), source)];
-        if let Some(cmd) = &role.force_command {
-            critical.push(("force-command".to_owned(), cmd.clone()));
+        let host = role.cert_type == SshCertKind::Host;
+        let (ca, lease_kind, key_id) = if host {
+            let id = format!("{} host lease {lease_id}", holder.spiffe_id);
+            (&self.host_ca, "ssh-host", id)
+        } else {
+            let id = format!("{} lease {lease_id}", holder.spiffe_id);
+            (&self.user_ca, "ssh", id)
+        };
+        let mut critical = Vec::new();
+        let mut extensions = Vec::new();
+        if !host {
+            let source = role.source_address.clone().unwrap_or_else(|| match caller {
+                IpAddr::V4(a) => format!("{a}/32"),
+                IpAddr::V6(a) => format!("{a}/128"),
+            });
+            critical.push(("source-address".to_owned(), source));
+            if let Some(cmd) = &role.force_command {
+                critical.push(("force-command".to_owned(), cmd.clone()));
+            }
+            extensions.clone_from(&role.extensions);
         }
 
         let mut conn = self.store.lock();
@@ -150,8 +181,7 @@ impl SshIssuer {
             &principals,
             valid_before,
         )?;
-        let cert = self
-            .user_ca
+        let cert = ca
             .certify(
                 &key,
                 &CertSpec {
@@ -161,7 +191,7 @@ impl SshIssuer {
                     valid_after: (created - role.backdate.as_secs() as i64).max(0) as u64,
                     valid_before: valid_before as u64,
                     critical_options: critical,
-                    extensions: role.extensions.clone(),
+                    extensions,
                 },
             )
             .map_err(|e| CredsError::Unavailable(format!("the SSH CA: {e}")))?;
@@ -169,7 +199,7 @@ impl SshIssuer {
             &tx,
             &Lease {
                 id: lease_id.clone(),
-                kind: "ssh".into(),
+                kind: lease_kind.into(),
                 role: role_name.to_owned(),
                 connection: String::new(),
                 holder: holder.spiffe_id.clone(),
@@ -183,7 +213,11 @@ impl SshIssuer {
         audit::append(
             &tx,
             &Event {
-                kind: "ssh.cert.issued",
+                kind: if host {
+                    "ssh.host_cert.issued"
+                } else {
+                    "ssh.cert.issued"
+                },
                 subject: &format!("lease/{lease_id}"),
                 detail: serde_json::json!({
                     "serial": serial, "key_id": key_id, "principals": principals,

@@ -1,5 +1,5 @@
-//! SSH user certificates for enrolled nodes (mTLS), and the CA key that
-//! sshd trusts.
+//! SSH user and host certificates for enrolled nodes (mTLS), and the CA
+//! keys that sshd and ssh trust.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -70,6 +70,11 @@ pub async fn sign(
 /// `GET /v1/ssh/ca/user`: one OpenSSH public key line.
 pub async fn user_ca(State(s): State<Shared>) -> String {
     format!("{}\n", s.ssh.user_ca())
+}
+
+/// `GET /v1/ssh/ca/host`: one OpenSSH public key line (for `@cert-authority`).
+pub async fn host_ca(State(s): State<Shared>) -> String {
+    format!("{}\n", s.ssh.host_ca())
 }
 
 /// `GET /v1/ssh/krl`: the user CA's revocation list (binary, for sshd's
