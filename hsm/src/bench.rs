@@ -27,14 +27,22 @@ const MESSAGE: &[u8] =
     b"zeroth benchmark: a message the size of an SSH certificate's to-be-signed part, roughly";
 
 /// Raw cryptoki: one session per thread, the key handle looked up once,
-/// then C_Sign in a loop. This is the ceiling the token allows.
-pub fn raw_ed25519(
+/// then C_Sign in a loop (pure EdDSA, or CKM_ECDSA over a SHA-256 digest
+/// computed once). This is the ceiling the token allows.
+pub fn raw(
     store: &Pkcs11KeyStore,
     name: &KeyName,
+    kind: KeyKind,
     threads: usize,
     duration: Duration,
 ) -> Result<Rate, HsmError> {
-    store.get_or_generate(name, KeyKind::Ed25519)?;
+    store.get_or_generate(name, kind)?;
+    let eddsa = kind == KeyKind::Ed25519;
+    let input = if eddsa {
+        MESSAGE.to_vec()
+    } else {
+        <sha2::Sha256 as sha2::Digest>::digest(MESSAGE).to_vec()
+    };
     let ctx = store.module().ctx();
     let label = name.label().into_bytes();
     run_threads(threads, duration, |deadline| {
@@ -49,11 +57,16 @@ pub fn raw_ed25519(
             .map_err(HsmError::pkcs11("C_FindObjects"))?
             .first()
             .ok_or_else(|| HsmError::KeyMissing(name.to_string()))?;
-        let mech = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
+        // Mechanism parameters hold raw pointers: one per thread.
+        let mech = if eddsa {
+            Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure))
+        } else {
+            Mechanism::Ecdsa
+        };
         let mut n = 0;
         while Instant::now() < deadline {
             session
-                .sign(&mech, key, MESSAGE)
+                .sign(&mech, key, &input)
                 .map_err(HsmError::pkcs11("C_Sign"))?;
             n += 1;
         }
@@ -65,10 +78,11 @@ pub fn raw_ed25519(
 pub fn keystore(
     store: &dyn KeyStore,
     name: &KeyName,
+    kind: KeyKind,
     threads: usize,
     duration: Duration,
 ) -> Result<Rate, HsmError> {
-    store.get_or_generate(name, KeyKind::Ed25519)?;
+    store.get_or_generate(name, kind)?;
     run_threads(threads, duration, |deadline| {
         let mut n = 0;
         while Instant::now() < deadline {

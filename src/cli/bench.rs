@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use zeroth_hsm::{bench, KeyName, Pkcs11KeyStore};
+use zeroth_hsm::{bench, KeyKind, KeyName, Pkcs11KeyStore};
 
 use crate::lab::SoftHsm;
 
@@ -61,6 +61,18 @@ enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         raw: usize,
     },
+    /// SSH certificate signings per second through zeroth at N concurrent
+    /// HTTPS clients, for an Ed25519 and a P-256 CA, against the raw
+    /// PKCS#11 sign rate of each key type on the same token.
+    Ssh {
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 100)]
+        per_client: usize,
+        /// Seconds of raw signing per key type.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -80,6 +92,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             per_client,
             raw,
         } => super::bench_db::run(*clients, *per_client, *raw),
+        BenchCommand::Ssh {
+            clients,
+            per_client,
+            seconds,
+        } => super::bench_ssh::run(*clients, *per_client, *seconds),
     }
 }
 
@@ -106,8 +123,8 @@ fn hsm(token: &super::hsm::TokenArgs, duration: Duration) -> Result<()> {
         "threads", "raw signs/s", "KeyStore/s", "ratio"
     );
     for threads in [1, cores] {
-        let raw = bench::raw_ed25519(&store, &name, threads, duration)?;
-        let ks = bench::keystore(&store, &name, threads, duration)?;
+        let raw = bench::raw(&store, &name, KeyKind::Ed25519, threads, duration)?;
+        let ks = bench::keystore(&store, &name, KeyKind::Ed25519, threads, duration)?;
         println!(
             "{:>8} {:>14.0} {:>14.0} {:>7.3}",
             threads,

@@ -3,24 +3,16 @@
 //! the same run: CREATE ROLE/USER + grant on one raw admin connection.
 
 use std::path::Path;
-use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use secrecy::ExposeSecret;
 
-use crate::agent::enrol::{post_json, Enrolment};
+use super::bench_load::{percentile, through_zeroth};
+use crate::agent::enrol::Enrolment;
 use crate::agent::{enrol, EnrolOptions, Outcome};
 use crate::lab::{LabDir, MariaDb, Postgres, SoftHsm, Swtpm, ZerothServer};
 use crate::server::api::db::{CredsRequest, CredsResponse};
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[i - 1].as_secs_f64() * 1000.0
-}
 
 /// CREATE ROLE … LOGIN PASSWORD … VALID UNTIL … IN ROLE (the grant) per
 /// second, one statement after another on one connection.
@@ -90,55 +82,6 @@ async fn raw_mariadb(db: &MariaDb, n: usize) -> Result<f64> {
     }
     conn.query_drop("DROP DATABASE bench_events").await?;
     Ok(rate)
-}
-
-/// `clients` threads, each with its own mTLS connection, issuing `per_client`
-/// credentials of `role`; rate and sorted latencies.
-fn through_zeroth(
-    e: &Enrolment,
-    opts: &EnrolOptions,
-    role: &str,
-    clients: usize,
-    per_client: usize,
-) -> Result<(f64, Vec<Duration>)> {
-    let svid = std::fs::read_to_string(opts.state_dir.join("svid.pem"))?;
-    let https = (0..clients)
-        .map(|_| e.mtls_client(&opts.ca_bundle, &svid))
-        .collect::<Result<Vec<_>, _>>()?;
-    let url = format!("{}/v1/db/creds/{role}", opts.server);
-    // One request each first: TLS handshakes (signed by the TPM) are not
-    // what is measured.
-    for h in &https {
-        let _: CredsResponse = post_json(h, &url, &CredsRequest::default())?;
-    }
-    let barrier = Barrier::new(clients);
-    let started = Instant::now();
-    let mut latencies = std::thread::scope(|s| {
-        let handles: Vec<_> = https
-            .iter()
-            .map(|h| {
-                let (url, barrier) = (&url, &barrier);
-                s.spawn(move || -> Result<Vec<Duration>> {
-                    barrier.wait();
-                    let mut l = Vec::with_capacity(per_client);
-                    for _ in 0..per_client {
-                        let t = Instant::now();
-                        let _: CredsResponse = post_json(h, url, &CredsRequest::default())?;
-                        l.push(t.elapsed());
-                    }
-                    Ok(l)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a bench client panicked"))
-            .collect::<Result<Vec<_>>>()
-    })?
-    .concat();
-    let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
-    latencies.sort();
-    Ok((rate, latencies))
 }
 
 fn admin(server: &ZerothServer, op: &str, params: serde_json::Value, secret: &str) -> Result<()> {
@@ -211,7 +154,15 @@ pub fn run(clients: usize, per_client: usize, raw: usize) -> Result<()> {
             "postgres" => rt.block_on(raw_postgres(&pg, raw))?,
             _ => rt.block_on(raw_mariadb(&maria, raw))?,
         };
-        let (rate, lat) = through_zeroth(&e, &opts, role, clients, per_client)?;
+        let url = format!("{}/v1/db/creds/{role}", opts.server);
+        let (rate, lat) = through_zeroth::<_, CredsResponse>(
+            &e,
+            &opts,
+            &url,
+            &CredsRequest::default(),
+            clients,
+            per_client,
+        )?;
         println!(
             "{engine:<11} {raw_rate:>12.0} {rate:>12.0} {:>7.2} {:>9.1} {:>9.1}",
             rate / raw_rate,

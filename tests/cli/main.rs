@@ -179,3 +179,31 @@ fn the_database_benchmark_compares_zeroth_with_a_raw_connection() {
         "{out}"
     );
 }
+
+#[test]
+fn the_ssh_benchmark_compares_signing_through_zeroth_with_raw_pkcs11() {
+    let (ok, out, err) = zeroth(&[
+        "bench",
+        "ssh",
+        "--clients",
+        "2",
+        "--per-client",
+        "3",
+        "--seconds",
+        "1",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    for key in ["ed25519 ", "p-256 "] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} line in {out}"));
+        let numbers: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|w| w.parse().unwrap())
+            .collect();
+        assert_eq!(numbers.len(), 5, "{line}");
+        assert!(numbers.iter().all(|n| *n > 0.0), "{line}");
+    }
+}

@@ -1,0 +1,72 @@
+//! Load from N concurrent mTLS clients of one enrolled node, for the
+//! benchmarks that measure zeroth's issuance against a physical limit.
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::agent::enrol::{post_json, Enrolment};
+use crate::agent::EnrolOptions;
+
+/// The `p` quantile of sorted latencies, in milliseconds.
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[i - 1].as_secs_f64() * 1000.0
+}
+
+/// `clients` threads, each with its own mTLS connection, posting `body` to
+/// `url` `per_client` times; rate and sorted latencies.
+pub fn through_zeroth<Req, Resp>(
+    e: &Enrolment,
+    opts: &EnrolOptions,
+    url: &str,
+    body: &Req,
+    clients: usize,
+    per_client: usize,
+) -> Result<(f64, Vec<Duration>)>
+where
+    Req: serde::Serialize + Sync,
+    Resp: serde::de::DeserializeOwned,
+{
+    let svid = std::fs::read_to_string(opts.state_dir.join("svid.pem"))?;
+    let https = (0..clients)
+        .map(|_| e.mtls_client(&opts.ca_bundle, &svid))
+        .collect::<Result<Vec<_>, _>>()?;
+    // One request each first: TLS handshakes (signed by the TPM) are not
+    // what is measured.
+    for h in &https {
+        let _: Resp = post_json(h, url, body)?;
+    }
+    let barrier = Barrier::new(clients);
+    let started = Instant::now();
+    let mut latencies = std::thread::scope(|s| {
+        let handles: Vec<_> = https
+            .iter()
+            .map(|h| {
+                let barrier = &barrier;
+                s.spawn(move || -> Result<Vec<Duration>> {
+                    barrier.wait();
+                    let mut l = Vec::with_capacity(per_client);
+                    for _ in 0..per_client {
+                        let t = Instant::now();
+                        let _: Resp = post_json(h, url, body)?;
+                        l.push(t.elapsed());
+                    }
+                    Ok(l)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a bench client panicked"))
+            .collect::<Result<Vec<_>>>()
+    })?
+    .concat();
+    let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    Ok((rate, latencies))
+}

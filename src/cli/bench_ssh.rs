@@ -1,0 +1,100 @@
+//! `zeroth bench ssh`: SSH certificate signings per second through zeroth
+//! (HTTPS keep-alive, mTLS, serial + lease + audit committed before the
+//! reply) against the raw PKCS#11 sign rate of the CA's key type, measured
+//! on the same token in the same run.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use zeroth_hsm::{bench, KeyKind, KeyName, Pkcs11KeyStore};
+
+use super::bench_load::{percentile, through_zeroth};
+use crate::agent::enrol::Enrolment;
+use crate::agent::{enrol, EnrolOptions, Outcome};
+use crate::lab::{LabDir, SoftHsm, Swtpm, ZerothServer};
+use crate::server::api::ssh::{SshSignRequest, SshSignResponse};
+
+pub fn run(clients: usize, per_client: usize, seconds: u64) -> Result<()> {
+    let clients = clients.max(1);
+    let tpm = Swtpm::start().context("start a lab TPM")?;
+    let hsm = SoftHsm::start().context("start a lab SoftHSM token")?;
+    hsm.export_conf();
+    let roots = LabDir::new("bench-roots")?;
+    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem"))?;
+    let groups = format!(
+        "[[group]]\nname = \"bench\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n\n[[ssh_role]]\nname = \"bench\"\nprincipals = [\"bench\"]\nallow_groups = [\"bench\"]\n",
+        roots.path().display(),
+        tpm.ca_intermediate_pem().display()
+    );
+    let exe = std::env::current_exe().context("find the zeroth binary")?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let subject = ssh_key::PrivateKey::random(
+        &mut p256::elliptic_curve::rand_core::OsRng,
+        ssh_key::Algorithm::Ed25519,
+    )?;
+    let body = SshSignRequest {
+        public_key: subject.public_key().to_openssh()?,
+        principals: None,
+        ttl_seconds: None,
+    };
+    println!(
+        "SSH certificates: {clients} HTTPS clients (keep-alive, mTLS) x {per_client} signings through zeroth (serial, lease and audit event committed before each reply) vs raw C_Sign on {cores} threads for {seconds} s, same SoftHSM token"
+    );
+    println!(
+        "{:<10} {:>12} {:>12} {:>7} {:>9} {:>9}",
+        "CA key", "raw/s", "zeroth/s", "ratio", "p50 ms", "p99 ms"
+    );
+    for (label, setting, kind) in [
+        ("ed25519", "ed25519", KeyKind::Ed25519),
+        ("p-256", "ecdsa-p256", KeyKind::EcdsaP256),
+    ] {
+        // The physical limit first, while nothing else runs.
+        let raw = {
+            let store = Pkcs11KeyStore::open(&hsm.pkcs11_config()).context("open the HSM")?;
+            let name = KeyName::new(&format!("bench-ssh-{setting}"))?;
+            let rate = bench::raw(&store, &name, kind, cores, Duration::from_secs(seconds))?;
+            zeroth_hsm::KeyStore::destroy(&store, &name)?;
+            rate.per_second()
+        };
+        let server = ZerothServer::start_configured(
+            &exe,
+            &hsm,
+            &format!("ssh_ca_algorithm = \"{setting}\""),
+            &groups,
+            &[],
+        )?;
+        let agent = LabDir::new("bench-agent")?;
+        let opts = EnrolOptions {
+            server: server.url().to_owned(),
+            ca_bundle: server.bundle(),
+            group: "bench".into(),
+            tcti: tpm.tcti(),
+            state_dir: agent.path().to_owned(),
+        };
+        anyhow::ensure!(
+            matches!(enrol(&opts)?, Outcome::Approved { .. }),
+            "the bench node was not approved"
+        );
+        let e = Enrolment::open(&opts.tcti, Path::new(&opts.state_dir))?;
+        let url = format!("{}/v1/ssh/sign/bench", opts.server);
+        let (rate, lat) =
+            through_zeroth::<_, SshSignResponse>(&e, &opts, &url, &body, clients, per_client)?;
+        println!(
+            "{label:<10} {raw:>12.0} {rate:>12.0} {:>7.2} {:>9.1} {:>9.1}",
+            rate / raw,
+            percentile(&lat, 0.50),
+            percentile(&lat, 0.99)
+        );
+        // Every reply stood for a durable lease.
+        drop(e);
+        let store = crate::store::Store::open(&server.database())?;
+        let live = crate::store::leases::live(&store.lock(), None, None)?.len();
+        anyhow::ensure!(
+            live == clients * (per_client + 1),
+            "{live} leases for {} replies",
+            clients * (per_client + 1)
+        );
+    }
+    Ok(())
+}
