@@ -522,10 +522,13 @@ pub struct AgentConfig {
 pub struct AgentSshConfig {
     /// The server's host-certificate role (`cert_type = "host"`).
     pub host_role: Option<String>,
-    /// sshd public host keys to certify; each certificate is written next
-    /// to its key as `<key>-cert.pub` (sshd's `HostCertificate`).
+    /// sshd public host keys to certify; each certificate is written as
+    /// `<key>-cert.pub` (sshd's `HostCertificate`) in `certificate_dir`.
     #[serde(default)]
     pub host_keys: Vec<PathBuf>,
+    /// Where host certificates go (default: next to their keys). The
+    /// packaged unit lets the agent write /etc/ssh/zeroth only.
+    pub certificate_dir: Option<PathBuf>,
     /// Host names asked for (default: every one the role allows).
     #[serde(default)]
     pub host_principals: Vec<String>,
@@ -543,6 +546,7 @@ impl Default for AgentSshConfig {
         Self {
             host_role: None,
             host_keys: Vec::new(),
+            certificate_dir: None,
             host_principals: Vec::new(),
             trusted_user_ca_keys: None,
             revoked_keys: None,
@@ -552,6 +556,15 @@ impl Default for AgentSshConfig {
 }
 
 impl AgentSshConfig {
+    /// Where the certificate of `host_key` (a `.pub` file) is kept.
+    pub fn certificate_path(&self, host_key: &Path) -> PathBuf {
+        let next_to_key = crate::agent::ssh_host::certificate_path(host_key);
+        match (&self.certificate_dir, next_to_key.file_name()) {
+            (Some(dir), Some(name)) => dir.join(name),
+            _ => next_to_key,
+        }
+    }
+
     /// Whether anything is asked of the agent.
     pub fn is_enabled(&self) -> bool {
         !self.host_keys.is_empty()
@@ -631,6 +644,40 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_packaged_example_configurations_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc");
+        let server = std::fs::read_to_string(root.join("server.toml")).unwrap();
+        let cfg = ServerConfig::parse(&server, "server.toml").unwrap();
+        assert_eq!(cfg.hsm.pin_credential.as_deref(), Some("hsm-pin"));
+        assert!(
+            cfg.hsm.pin_file.is_none(),
+            "the PIN comes from a systemd credential"
+        );
+        let agent = AgentConfig::load(&root.join("agent.toml")).unwrap();
+        assert_eq!(agent.tcti, "device:/dev/tpmrm0");
+        // The [ssh] lines, once uncommented, are valid too.
+        let uncommented: String = std::fs::read_to_string(root.join("agent.toml"))
+            .unwrap()
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, uncommented).unwrap();
+        let agent = AgentConfig::load(&path).unwrap();
+        assert_eq!(
+            agent
+                .ssh
+                .certificate_path(Path::new("/etc/ssh/ssh_host_ed25519_key.pub")),
+            Path::new("/etc/ssh/zeroth/ssh_host_ed25519_key-cert.pub")
+        );
+    }
 
     const GOOD: &str = r#"
 listen = "127.0.0.1:8443"

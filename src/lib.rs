@@ -13,5 +13,6 @@ pub mod creds;
 pub mod identity;
 pub mod lab;
 pub mod policy;
+pub mod sd_notify;
 pub mod server;
 pub mod store;

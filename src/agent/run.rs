@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::enrol::{enrol, renew, AgentError, EnrolOptions, Outcome};
 use super::ssh_host;
 use crate::config::AgentSshConfig;
+use crate::sd_notify::Notifier;
 
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Never renew more often than this, whatever the SVID's lifetime.
@@ -54,6 +55,8 @@ fn refresh(opts: &EnrolOptions) -> (Result<Outcome, AgentError>, &'static str) {
 /// enabled, sshd's host certificates, trusted CA keys and KRL are kept
 /// current every `ssh.refresh` and after each renewal.
 pub fn run(opts: &EnrolOptions, ssh: &AgentSshConfig, retry_max: Duration, stop: &Receiver<()>) {
+    let notifier = Notifier::from_env();
+    let mut ready = false;
     let mut backoff = MIN_BACKOFF;
     let mut next_identity = Instant::now();
     let mut next_ssh = Instant::now();
@@ -85,14 +88,39 @@ pub fn run(opts: &EnrolOptions, ssh: &AgentSshConfig, retry_max: Duration, stop:
             };
             next_ssh = Instant::now() + wait;
         }
+        // systemd: started once the first attempt is over (whatever its
+        // outcome: an unreachable server is retried, not a failed start).
+        if !ready {
+            notifier.ready("running");
+            ready = true;
+        }
         let wake = if ssh.is_enabled() {
             next_identity.min(next_ssh)
         } else {
             next_identity
         };
-        match stop.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+        if wait_until(wake, stop, &notifier) {
+            return;
+        }
+    }
+}
+
+/// Waits until `wake`, pinging systemd's watchdog on the way (so a stuck
+/// loop gets restarted). True if `stop` fired: then STOPPING=1 was sent.
+pub(crate) fn wait_until(wake: Instant, stop: &Receiver<()>, notifier: &Notifier) -> bool {
+    loop {
+        notifier.watchdog();
+        let mut until = wake;
+        if let Some(every) = notifier.watchdog_interval() {
+            until = until.min(Instant::now() + every);
+        }
+        match stop.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Err(RecvTimeoutError::Timeout) if Instant::now() >= wake => return false,
             Err(RecvTimeoutError::Timeout) => continue,
-            _ => return,
+            _ => {
+                notifier.stopping();
+                return true;
+            }
         }
     }
 }

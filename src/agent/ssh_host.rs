@@ -48,7 +48,7 @@ pub fn sync(cfg: &AgentSshConfig, opts: &EnrolOptions) -> Result<Synced, AgentEr
         .map(|k| Ok((k, read_text(k)?)))
         .collect::<Result<Vec<_>, AgentError>>()?
         .into_iter()
-        .filter(|(k, public)| needs_certificate(&certificate_path(k), public))
+        .filter(|(k, public)| needs_certificate(&cfg.certificate_path(k), public))
         .collect();
     let (Some(role), false) = (&cfg.host_role, due.is_empty()) else {
         return Ok(out);
@@ -66,7 +66,7 @@ pub fn sync(cfg: &AgentSshConfig, opts: &EnrolOptions) -> Result<Synced, AgentEr
                 ttl_seconds: None,
             },
         )?;
-        let path = certificate_path(key);
+        let path = cfg.certificate_path(key);
         write_public(&path, format!("{}\n", signed.certificate).as_bytes())?;
         out.certified.push(path);
     }

@@ -7,7 +7,7 @@
 //! it again revokes the whole chain).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use base64::Engine;
@@ -106,6 +106,8 @@ pub fn exchange(opts: &TokenOptions) -> Result<Rotated, AgentError> {
 
 /// Rotates until `stop` receives a message (or its sender is dropped).
 pub fn run(opts: &TokenOptions, retry_max: Duration, stop: &Receiver<()>) {
+    let notifier = crate::sd_notify::Notifier::from_env();
+    let mut ready = false;
     let mut backoff = Duration::from_secs(1);
     loop {
         let wait = match exchange(opts) {
@@ -136,9 +138,12 @@ pub fn run(opts: &TokenOptions, retry_max: Duration, stop: &Receiver<()>) {
                 w
             }
         };
-        match stop.recv_timeout(wait) {
-            Err(RecvTimeoutError::Timeout) => continue,
-            _ => return,
+        if !ready {
+            notifier.ready("running");
+            ready = true;
+        }
+        if super::run::wait_until(std::time::Instant::now() + wait, stop, &notifier) {
+            return;
         }
     }
 }

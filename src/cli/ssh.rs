@@ -120,10 +120,7 @@ fn sshd_config(config: &std::path::Path) -> Result<()> {
         let private = key.to_string_lossy();
         let private = private.strip_suffix(".pub").unwrap_or(&private);
         println!("HostKey {private}");
-        println!(
-            "HostCertificate {}",
-            crate::agent::ssh_host::certificate_path(key).display()
-        );
+        println!("HostCertificate {}", c.ssh.certificate_path(key).display());
     }
     Ok(())
 }

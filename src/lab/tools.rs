@@ -68,6 +68,7 @@ tool!(MARIADB, "mariadb", "mariadb-client");
 tool!(SSHD, "sshd", "openssh-server", "/usr/sbin/sshd");
 tool!(SSH, "ssh", "openssh-client");
 tool!(SSH_KEYGEN, "ssh-keygen", "openssh-client");
+tool!(SYSTEMD_ANALYZE, "systemd-analyze", "systemd");
 
 impl Tool {
     /// The program's absolute path, or an error naming the package to install.

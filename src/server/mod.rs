@@ -146,9 +146,32 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
             shutdown.graceful_shutdown(Some(Duration::from_secs(5)));
         });
         let announce = handle.clone();
+        let notifier = Arc::new(crate::sd_notify::Notifier::from_env());
+        let (notify, watchdog_store) = (notifier.clone(), audit_store.clone());
         tokio::spawn(async move {
             if let Some(addr) = announce.listening().await {
                 println!("zeroth server listening on https://{addr}");
+                notify.ready(&format!("serving on https://{addr}"));
+            }
+            // Ping systemd's watchdog only while the runtime and the store
+            // both answer: a wedged server gets restarted.
+            let Some(every) = notify.watchdog_interval() else {
+                return;
+            };
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let st = watchdog_store.clone();
+                let alive = tokio::task::spawn_blocking(move || {
+                    st.lock()
+                        .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                        .is_ok()
+                })
+                .await
+                .unwrap_or(false);
+                if alive {
+                    notify.watchdog();
+                }
             }
         });
         // Sign the audit head every N events or every interval, whichever
@@ -192,6 +215,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
             .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .await
             .context("serve HTTPS");
+        notifier.stopping();
         checkpoint(&audit_store, audit_keys.as_ref());
         served
     })
