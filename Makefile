@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: deps rust build demo test fuzz bench fmt clean
+.PHONY: deps rust build demo test fuzz bench fmt clean deb image image-test
 
 ## Install the Debian packages and the Rust toolchain zeroth builds and tests with.
 deps:
@@ -43,6 +43,14 @@ fuzz: deps
 bench: deps
 	$(CARGO) run --release --quiet --bin zeroth -- bench hsm
 	$(CARGO) run --release --quiet --bin zeroth -- bench quote
+
+## The offline-installable package: target/debian/zeroth_<version>_amd64.deb.
+deb: deps
+	@$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-deb
+	$(CARGO) build --release --bin zeroth
+	rm -rf target/man && target/release/zeroth manpages target/man && gzip -9n target/man/*.1
+	$(CARGO) deb --no-build --output target/debian/zeroth.deb
+	@dpkg-deb --info target/debian/zeroth.deb | sed -n '/Package:/,/Description:/p'
 
 fmt:
 	$(CARGO) fmt --all

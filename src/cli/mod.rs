@@ -75,6 +75,9 @@ enum Command {
     Tpm(tpm::TpmArgs),
     /// Measure zeroth against the raw speed of the hardware it drives.
     Bench(bench::BenchArgs),
+    /// Write the manual pages (zeroth.1, zeroth-server.1, …) into DIR.
+    #[command(hide = true)]
+    Manpages { dir: std::path::PathBuf },
 }
 
 /// Parses the command line, runs the command and maps the outcome to an exit code:
@@ -101,6 +104,7 @@ pub fn main() -> ExitCode {
         Command::Db(args) => db::run(&args),
         Command::Lease(args) => db::run_lease(&args),
         Command::Ssh(args) => ssh::run(&args),
+        Command::Manpages { dir } => manpages(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,6 +113,25 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One page for zeroth and one per command, from the same definitions as
+/// `--help`.
+fn manpages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let top = Cli::command();
+    let write = |name: String, cmd: clap::Command| -> anyhow::Result<()> {
+        let mut page = Vec::new();
+        let cmd = cmd.display_name(name.clone()).bin_name(name.clone());
+        clap_mangen::Man::new(cmd).render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)?;
+        Ok(())
+    };
+    for sub in top.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write(format!("zeroth-{}", sub.get_name()), sub.clone())?;
+    }
+    write("zeroth".into(), top)
 }
 
 fn init_logging() {
