@@ -52,6 +52,16 @@ deb: deps
 	$(CARGO) deb --no-build --output target/debian/zeroth.deb
 	@dpkg-deb --info target/debian/zeroth.deb | sed -n '/Package:/,/Description:/p'
 
+## The edge-device image (Debian 12 + the .deb, agent enabled) and a private qemu.
+image: deb
+	@images/qemu.sh >/dev/null
+	images/build.sh target/debian/zeroth.deb
+
+## Boot the image under qemu with a vTPM: enrol, reboot and re-attest, PCR drift refused.
+image-test: image
+	ZEROTH_EDGE_IMAGE=$$(images/build.sh target/debian/zeroth.deb) ZEROTH_QEMU=$$(images/qemu.sh) \
+	  $(CARGO) nextest run --features image-test --test image --no-capture
+
 fmt:
 	$(CARGO) fmt --all
 

@@ -115,10 +115,15 @@ fn key_blob(
     Ok(blob)
 }
 
+/// uname(2), not /proc/sys: the agent's unit hides /proc beyond its own PID.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
+    let name = rustix::system::uname();
+    let name = name.nodename().to_string_lossy();
+    if name.is_empty() {
+        "unknown".into()
+    } else {
+        name.into_owned()
+    }
 }
 
 fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(

@@ -20,6 +20,7 @@ pub mod sshd;
 pub mod swtpm;
 pub mod tls;
 pub mod tools;
+pub mod vm;
 pub mod wait;
 pub mod zeroth_server;
 

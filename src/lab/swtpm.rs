@@ -201,4 +201,34 @@ impl Swtpm {
     pub fn state_dir(&self) -> &Path {
         &self.state
     }
+
+    /// Hands the TPM to a virtual machine: swtpm is restarted on the same
+    /// state behind a Unix control socket, the vTPM qemu's `tpm-tis`
+    /// device drives. qemu's firmware sends TPM2_Startup, so every call is
+    /// a power cycle (resetCount grows); swtpm exits when qemu does.
+    /// Returns the socket for `-chardev socket,path=…`.
+    pub fn attach_vm(&mut self) -> Result<PathBuf, LabError> {
+        if let Some(mut d) = self.daemon.take() {
+            d.stop(Duration::from_secs(10));
+        }
+        let swtpm = SWTPM.path()?;
+        let sock = self.dir.join("vtpm.sock");
+        let _ = fs::remove_file(&sock);
+        let mut cmd = Command::new(&swtpm);
+        cmd.args(["socket", "--tpm2", "--terminate", "--ctrl"])
+            .arg(format!("type=unixio,path={}", sock.display()))
+            .arg("--tpmstate")
+            .arg(format!("dir={}", self.state.display()))
+            .arg("--log")
+            .arg(format!(
+                "file={},level=1",
+                self.dir.join("swtpm.log").display()
+            ));
+        let mut daemon = Daemon::spawn("swtpm", cmd, &self.dir.join("swtpm.out"), Signal::TERM)?;
+        wait::until("swtpm (vTPM)", &mut daemon, Duration::from_secs(10), || {
+            sock.exists().then_some(())
+        })?;
+        self.daemon = Some(daemon);
+        Ok(sock)
+    }
 }

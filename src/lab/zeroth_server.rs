@@ -89,7 +89,7 @@ impl ZerothServer {
         let dir = LabDir::new("zeroth-server")?;
         let state_dir = dir.subdir("state", 0o700)?;
         let config = format!(
-            "listen = \"127.0.0.1:0\"\ntrust_domain = \"{TRUST_DOMAIN}\"\nstate_dir = \"{}\"\ntls_names = [\"localhost\", \"127.0.0.1\"]\n{settings}\n\n[hsm]\nmodule = \"{}\"\ntoken_label = \"{}\"\npin_file = \"{}\"\n\n{groups}\n",
+            "listen = \"127.0.0.1:0\"\ntrust_domain = \"{TRUST_DOMAIN}\"\nstate_dir = \"{}\"\ntls_names = [\"localhost\", \"127.0.0.1\", \"10.0.2.2\"]\n{settings}\n\n[hsm]\nmodule = \"{}\"\ntoken_label = \"{}\"\npin_file = \"{}\"\n\n{groups}\n",
             state_dir.display(),
             hsm.module().display(),
             hsm.token_label(),
