@@ -19,11 +19,13 @@ build: deps
 demo: deps
 	$(CARGO) run --quiet --bin zeroth -- demo
 
-## Formatting, lints and every test (unit and integration, on the real lab).
+## Formatting, lints and every test (unit and integration, on the real lab),
+## then the edge-device VM test on the freshly built .deb and image.
 test: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	$(CARGO) nextest run --workspace --no-fail-fast
+	$(MAKE) image-test
 
 ## Fuzz every parser of untrusted bytes for FUZZ_SECONDS each (libFuzzer).
 FUZZ_SECONDS ?= 60

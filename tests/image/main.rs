@@ -133,7 +133,7 @@ fn an_edge_device_enrols_itself_re_attests_after_reboot_and_is_refused_after_pcr
     std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
     let zero = "0".repeat(64);
     let groups = format!(
-        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\nsvid_ttl = \"10m\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 15]\npcr_policy = {{ \"sha256:15\" = \"{zero}\" }}\n",
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\nsvid_ttl = \"20s\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 15]\npcr_policy = {{ \"sha256:15\" = \"{zero}\" }}\n",
         roots.path().display(),
         tpm.ca_intermediate_pem().display()
     );
