@@ -39,6 +39,32 @@ enum SshCommand {
         #[arg(long, default_value = "/etc/zeroth/agent.toml")]
         config: PathBuf,
     },
+    /// The SSH CAs and their rotation without downtime (admin socket):
+    /// `prepare` publishes a new CA key (agents and known_hosts pick it
+    /// up), `activate` makes it sign, `retire` drops the old one once what
+    /// it signed has expired.
+    Ca {
+        #[command(subcommand)]
+        step: CaStep,
+        /// "user" or "host".
+        #[arg(long, default_value = "user", global = true)]
+        kind: String,
+        /// The server's admin socket.
+        #[arg(long, default_value = "/var/lib/zeroth/admin.sock", global = true)]
+        socket: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CaStep {
+    /// Every CA key, its kind and rotation state.
+    List,
+    /// A new CA key in the HSM, published but not signing yet.
+    Prepare,
+    /// The published next CA signs from now on; the old one is retired.
+    Activate,
+    /// Retired CAs are no longer published; their keys leave the HSM.
+    Retire,
 }
 
 #[derive(Debug, Args)]
@@ -67,8 +93,50 @@ pub fn run(args: &SshArgs) -> Result<()> {
     match &args.command {
         Some(SshCommand::KnownHosts { config, hosts }) => known_hosts(config, hosts),
         Some(SshCommand::SshdConfig { config }) => sshd_config(config),
+        Some(SshCommand::Ca { step, kind, socket }) => ca(step, kind, socket),
         None => login(&args.login),
     }
+}
+
+fn ca(step: &CaStep, kind: &str, socket: &std::path::Path) -> Result<()> {
+    let op = match step {
+        CaStep::List => "ssh.ca.list",
+        CaStep::Prepare => "ssh.ca.prepare",
+        CaStep::Activate => "ssh.ca.activate",
+        CaStep::Retire => "ssh.ca.retire",
+    };
+    let answer = crate::server::admin::call(
+        socket,
+        &crate::server::admin::AdminRequest {
+            op: op.into(),
+            params: serde_json::json!({ "kind": kind }),
+            ..Default::default()
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    match step {
+        CaStep::List => {
+            for ca in answer["cas"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<5} {:<8} {:<40} {}",
+                    ca["kind"].as_str().unwrap_or(""),
+                    ca["state"].as_str().unwrap_or(""),
+                    ca["key_name"].as_str().unwrap_or(""),
+                    ca["public_key"].as_str().unwrap_or("")
+                );
+            }
+        }
+        CaStep::Prepare => println!(
+            "next {kind} CA published: {}\nactivate it once agents and known_hosts files trust it",
+            answer["ca"]["public_key"].as_str().unwrap_or("")
+        ),
+        CaStep::Activate => println!(
+            "{kind} CA {} signs from now on; the previous one stays published until `retire`",
+            answer["active"].as_str().unwrap_or("")
+        ),
+        CaStep::Retire => println!("retired {kind} CAs removed: {}", answer["removed"]),
+    }
+    Ok(())
 }
 
 fn known_hosts(config: &std::path::Path, hosts: &str) -> Result<()> {

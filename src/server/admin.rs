@@ -53,6 +53,7 @@ impl std::fmt::Debug for AdminRequest {
 /// which need the async runtime.
 pub struct Extensions {
     pub db: Arc<crate::creds::db::leases::DbBroker>,
+    pub ssh: Arc<crate::creds::ssh::issuer::SshIssuer>,
     pub runtime: tokio::runtime::Handle,
 }
 
@@ -133,6 +134,7 @@ fn handle(
                         .map_err(|e| format!("malformed request: {e}"))
                 }) {
                     Ok(req) => super::admin_db::execute(ext, &req, uid)
+                        .or_else(|| super::admin_ssh::execute(ext, &req))
                         .unwrap_or_else(|| execute(store, groups, &req, uid))
                         .unwrap_or_else(|e| serde_json::json!({"ok": false, "error": e})),
                     Err(e) => serde_json::json!({"ok": false, "error": e}),

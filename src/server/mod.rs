@@ -2,6 +2,7 @@
 
 pub mod admin;
 mod admin_db;
+mod admin_ssh;
 pub mod api;
 pub mod metrics;
 pub mod peer;
@@ -80,6 +81,15 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         crate::creds::db::leases::DbBroker::new(store.clone(), keys.clone(), &config.db_roles)
             .context("set up dynamic database credentials")?,
     );
+    let ssh = Arc::new(
+        crate::creds::ssh::issuer::SshIssuer::new(
+            store.clone(),
+            keys.clone(),
+            &config.ssh_roles,
+            config.ssh_ca_algorithm,
+        )
+        .context("open the SSH CAs")?,
+    );
     admin::serve(
         &config.admin_socket(),
         store.clone(),
@@ -87,6 +97,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         group_names,
         Arc::new(admin::Extensions {
             db: db.clone(),
+            ssh: ssh.clone(),
             runtime: runtime.handle().clone(),
         }),
     )
@@ -104,13 +115,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         jwt_max_ttl: config.jwt_max_ttl,
         groups,
         db: db.clone(),
-        ssh: crate::creds::ssh::issuer::SshIssuer::new(
-            audit_store.clone(),
-            audit_keys.clone(),
-            &config.ssh_roles,
-            config.ssh_ca_algorithm,
-        )
-        .context("open the SSH CAs")?,
+        ssh,
     });
 
     runtime.block_on(async move {

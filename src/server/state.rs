@@ -20,7 +20,7 @@ pub struct AppState {
     pub jwt_max_ttl: std::time::Duration,
     pub groups: BTreeMap<String, GroupPolicy>,
     pub db: Arc<crate::creds::db::leases::DbBroker>,
-    pub ssh: crate::creds::ssh::issuer::SshIssuer,
+    pub ssh: Arc<crate::creds::ssh::issuer::SshIssuer>,
 }
 
 pub type Shared = Arc<AppState>;

@@ -138,9 +138,18 @@ const MIGRATIONS: &[(i64, &str)] = &[
         created      INTEGER NOT NULL
      );",
     ),
+    (
+        8,
+        "CREATE TABLE ssh_cas (
+            key_name TEXT PRIMARY KEY,
+            kind     TEXT NOT NULL,
+            state    TEXT NOT NULL,
+            created  INTEGER NOT NULL
+         );",
+    ),
 ];
 
-pub const LATEST: i64 = 7;
+pub const LATEST: i64 = 8;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

@@ -8,6 +8,7 @@
 pub mod leases;
 mod migrations;
 pub mod nodes;
+pub mod ssh_cas;
 pub mod tokens;
 
 use std::path::Path;

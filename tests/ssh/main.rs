@@ -676,3 +676,147 @@ fn a_p256_ca_in_the_hsm_signs_certificates_sshd_accepts() {
         std::fs::read_to_string(lab.work.join("user_ca.pub")).unwrap()
     );
 }
+
+/// Signs a fresh key as `ops` for the lab user; the key file and the cert file.
+fn certified_key(
+    lab: &SshLab,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, ssh_key::Certificate) {
+    let key = ssh_key::PrivateKey::random(
+        &mut p256::elliptic_curve::rand_core::OsRng,
+        ssh_key::Algorithm::Ed25519,
+    )
+    .unwrap();
+    let key_file = lab
+        .work
+        .write_private(
+            name,
+            key.to_openssh(ssh_key::LineEnding::LF).unwrap().as_bytes(),
+        )
+        .unwrap();
+    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
+    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
+    let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
+    let signed: SshSignResponse = post_json(
+        &http,
+        &format!("{}/v1/ssh/sign/ops", lab.server.url()),
+        &SshSignRequest {
+            public_key: key.public_key().to_openssh().unwrap(),
+            principals: Some(vec![lab.user.clone()]),
+            ttl_seconds: None,
+        },
+    )
+    .unwrap();
+    let cert_file = lab
+        .work
+        .write(
+            &format!("{name}-cert.pub"),
+            signed.certificate.as_bytes(),
+            0o644,
+        )
+        .unwrap();
+    let cert = ssh_key::Certificate::from_openssh(&signed.certificate).unwrap();
+    (key_file, cert_file, cert)
+}
+
+#[test]
+fn the_user_ca_rotates_without_downtime_through_the_agent_kept_trust_file() {
+    let lab = lab();
+    let trusted = lab.work.join("agent_user_ca.pub");
+    let krl = lab.work.join("agent_krl");
+    let config = agent_config(
+        &lab,
+        &format!(
+            "[ssh]\ntrusted_user_ca_keys = \"{}\"\nrevoked_keys = \"{}\"\nrefresh = \"1s\"\n",
+            trusted.display(),
+            krl.display()
+        ),
+    );
+    let mut agent =
+        zeroth::lab::AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_zeroth")), &config).unwrap();
+    agent
+        .expect(std::time::Duration::from_secs(30), |l| {
+            l == "trusted user CA keys updated"
+        })
+        .unwrap();
+    let sshd = Sshd::start(&SshdOptions {
+        trusted_user_ca_keys: Some(trusted.clone()),
+        revoked_keys: Some(krl.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+    assert_eq!(lines(&trusted), 1);
+    let (old_key, old_cert_file, old_cert) = certified_key(&lab, "old");
+    assert!(login(&sshd, &old_key, &old_cert_file, None).0);
+
+    let socket = lab.server.admin_socket();
+    let step = |s: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+            .args(["ssh", "ca", s, "--kind", "user", "--socket"])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ssh ca {s}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Activating before anything was published is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["ssh", "ca", "activate", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no next user CA"));
+
+    // 1. Prepare: the next CA is published; the agent adds it to the file.
+    assert!(step("prepare").contains("next user CA published"));
+    agent
+        .expect(std::time::Duration::from_secs(30), |l| {
+            l == "trusted user CA keys updated"
+        })
+        .unwrap();
+    assert_eq!(lines(&trusted), 2);
+    let (same_key, same_cert_file, same_cert) = certified_key(&lab, "same");
+    assert_eq!(
+        same_cert.signature_key(),
+        old_cert.signature_key(),
+        "the old CA signs until activation"
+    );
+    assert!(login(&sshd, &same_key, &same_cert_file, None).0);
+
+    // 2. Activate: the new CA signs, sshd already trusts it; old certs work.
+    step("activate");
+    let (new_key, new_cert_file, new_cert) = certified_key(&lab, "new");
+    assert_ne!(new_cert.signature_key(), old_cert.signature_key());
+    let (ok, err) = login(&sshd, &new_key, &new_cert_file, None);
+    assert!(ok, "{err}\n{}", sshd.log());
+    assert!(login(&sshd, &old_key, &old_cert_file, None).0);
+    let list = step("list");
+    assert_eq!(
+        list.lines()
+            .filter(|l| l.starts_with("user  retired"))
+            .count(),
+        1,
+        "{list}"
+    );
+
+    // 3. Retire: the old CA is gone from the file; its certificates stop.
+    // (Activation reordered the published keys: the agent rewrote the file
+    // once already; wait for the write that drops a key.)
+    step("retire");
+    while lines(&trusted) != 1 {
+        agent
+            .expect(std::time::Duration::from_secs(30), |l| {
+                l == "trusted user CA keys updated"
+            })
+            .unwrap();
+    }
+    assert!(!login(&sshd, &old_key, &old_cert_file, None).0);
+    assert!(login(&sshd, &new_key, &new_cert_file, None).0);
+    agent.stop().unwrap();
+}

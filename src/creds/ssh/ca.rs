@@ -46,6 +46,10 @@ pub enum SshCaError {
     WrongKey(String),
     #[error("building the certificate: {0}")]
     Build(#[from] ssh_key::Error),
+    #[error("the CA table: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Rotation(String),
 }
 
 /// Signs through the HSM; what ssh-key needs of a CA key.

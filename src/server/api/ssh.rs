@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::caller::NodeCaller;
 use super::error::{ApiError, JsonBody};
-use crate::creds::ssh::issuer::SignRequest;
+use crate::creds::ssh::issuer::{CaKind, SignRequest};
 use crate::server::state::Shared;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -67,14 +67,16 @@ pub async fn sign(
     }))
 }
 
-/// `GET /v1/ssh/ca/user`: one OpenSSH public key line.
+/// `GET /v1/ssh/ca/user`: the user CA keys sshd should trust, one OpenSSH
+/// line each (the signing CA, then one published ahead of a rotation and
+/// retired ones whose certificates may still be valid).
 pub async fn user_ca(State(s): State<Shared>) -> String {
-    format!("{}\n", s.ssh.user_ca())
+    s.ssh.published(CaKind::User)
 }
 
-/// `GET /v1/ssh/ca/host`: one OpenSSH public key line (for `@cert-authority`).
+/// `GET /v1/ssh/ca/host`: the host CA keys for `@cert-authority`, likewise.
 pub async fn host_ca(State(s): State<Shared>) -> String {
-    format!("{}\n", s.ssh.host_ca())
+    s.ssh.published(CaKind::Host)
 }
 
 /// `GET /v1/ssh/krl`: the user CA's revocation list (binary, for sshd's

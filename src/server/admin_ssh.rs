@@ -1,0 +1,37 @@
+//! Admin-socket operations on the SSH CAs: `ssh.ca.list` and the three
+//! rotation steps `ssh.ca.prepare|activate|retire` (`params.kind`: "user"
+//! or "host").
+
+use serde_json::{json, Value};
+
+use super::admin::{AdminRequest, Extensions};
+use crate::creds::ssh::issuer::CaKind;
+
+/// Runs the operation if it is one of these; `None` for any other op.
+pub fn execute(ext: &Extensions, req: &AdminRequest) -> Option<Result<Value, String>> {
+    let ssh = &ext.ssh;
+    let kind = || {
+        let k = req.params["kind"].as_str().unwrap_or("user");
+        CaKind::parse(k).ok_or_else(|| format!("\"kind\" is user or host, not {k:?}"))
+    };
+    let result = match req.op.as_str() {
+        "ssh.ca.list" => Ok(json!({"ok": true, "cas": ssh.list_cas()})),
+        "ssh.ca.prepare" => kind().and_then(|k| {
+            ssh.prepare(k)
+                .map(|ca| json!({"ok": true, "ca": ca}))
+                .map_err(|e| e.to_string())
+        }),
+        "ssh.ca.activate" => kind().and_then(|k| {
+            ssh.activate(k)
+                .map(|name| json!({"ok": true, "active": name}))
+                .map_err(|e| e.to_string())
+        }),
+        "ssh.ca.retire" => kind().and_then(|k| {
+            ssh.retire(k)
+                .map(|names| json!({"ok": true, "removed": names}))
+                .map_err(|e| e.to_string())
+        }),
+        _ => return None,
+    };
+    Some(result)
+}
