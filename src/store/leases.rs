@@ -292,21 +292,51 @@ pub fn remove_connection(tx: &Transaction<'_>, name: &str) -> Result<bool, Store
     Ok(n == 1)
 }
 
-/// Takes the next certificate serial (unique, from the store) and records
-/// what it was issued for, in the caller's transaction.
-pub fn next_ssh_serial(
+/// Reserves `n` certificate serials no one has had, durably (a server
+/// restarted after a crash starts past them): returns the first and last.
+pub fn reserve_ssh_serials(conn: &mut Connection, n: u64) -> Result<(u64, u64), StoreError> {
+    let tx = conn
+        .transaction()
+        .map_err(StoreError::sql("starting a transaction"))?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT MAX(COALESCE((SELECT up_to FROM ssh_serial_reservations WHERE id = 1), 0),
+                        COALESCE((SELECT MAX(serial) FROM ssh_certs), 0))",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(StoreError::sql("reading SSH serial reservations"))?;
+    let first = current as u64 + 1;
+    let last = current as u64 + n;
+    tx.execute(
+        "INSERT INTO ssh_serial_reservations (id, up_to) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET up_to = excluded.up_to",
+        [last as i64],
+    )
+    .map_err(StoreError::sql("reserving SSH serials"))?;
+    tx.commit()
+        .map_err(StoreError::sql("committing SSH serial reservations"))?;
+    Ok((first, last))
+}
+
+/// Records what certificate `serial` was issued for, in the caller's
+/// transaction (a serial used twice fails here).
+#[allow(clippy::too_many_arguments)]
+pub fn record_ssh_cert(
     tx: &Transaction<'_>,
+    serial: u64,
     lease_id: &str,
     key_id: &str,
     holder: &str,
     role: &str,
     principals: &[String],
     valid_before: i64,
-) -> Result<u64, StoreError> {
+) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO ssh_certs (lease_id, key_id, holder, role, principals, valid_before, created)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO ssh_certs (serial, lease_id, key_id, holder, role, principals, valid_before, created)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
+            serial as i64,
             lease_id,
             key_id,
             holder,
@@ -317,7 +347,7 @@ pub fn next_ssh_serial(
         ],
     )
     .map_err(StoreError::sql("recording an SSH certificate"))?;
-    Ok(tx.last_insert_rowid() as u64)
+    Ok(())
 }
 
 /// Serials of SSH certificates revoked before they expired.

@@ -147,9 +147,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
             created  INTEGER NOT NULL
          );",
     ),
+    (
+        9,
+        "CREATE TABLE ssh_serial_reservations (
+            id    INTEGER PRIMARY KEY CHECK (id = 1),
+            up_to INTEGER NOT NULL
+         );",
+    ),
 ];
 
-pub const LATEST: i64 = 8;
+pub const LATEST: i64 = 9;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

@@ -108,6 +108,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ssh_serial_blocks_never_overlap_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zeroth.db");
+        let store = Store::open(&path).unwrap();
+        let a = leases::reserve_ssh_serials(&mut store.lock(), 256).unwrap();
+        assert_eq!(a, (1, 256));
+        drop(store);
+        // A restart (maybe after a crash mid-block) starts past the block.
+        let store = Store::open(&path).unwrap();
+        let b = leases::reserve_ssh_serials(&mut store.lock(), 256).unwrap();
+        assert_eq!(b, (257, 512));
+        // A serial recorded beyond the reservations is never handed out again.
+        {
+            let mut conn = store.lock();
+            let tx = conn.transaction().unwrap();
+            leases::record_ssh_cert(&tx, 900, "l", "k", "h", "r", &[], 0).unwrap();
+            assert!(
+                leases::record_ssh_cert(&tx, 900, "l2", "k", "h", "r", &[], 0).is_err(),
+                "a serial is used once"
+            );
+            tx.commit().unwrap();
+        }
+        let c = leases::reserve_ssh_serials(&mut store.lock(), 10).unwrap();
+        assert_eq!(c, (901, 910));
+    }
+
+    #[test]
     fn a_new_database_gets_the_latest_schema_and_reopening_keeps_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("zeroth.db");

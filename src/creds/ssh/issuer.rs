@@ -89,7 +89,13 @@ pub struct SshIssuer {
     user: RwLock<CaSet>,
     host: RwLock<CaSet>,
     roles: BTreeMap<String, SshRoleConfig>,
+    /// Serials reserved in the store, handed out without a write each:
+    /// (next, last).
+    serials: std::sync::Mutex<(u64, u64)>,
 }
+
+/// Serials reserved at a time.
+const SERIAL_BLOCK: u64 = 256;
 
 /// One CA as `zeroth ssh ca list` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -170,6 +176,7 @@ impl SshIssuer {
             store,
             keys,
             algorithm,
+            serials: std::sync::Mutex::new((1, 0)),
             roles: roles.iter().map(|r| (r.name.clone(), r.clone())).collect(),
         })
     }
@@ -185,6 +192,21 @@ impl SshIssuer {
         let serials = leases::revoked_ssh_serials(&conn, now())?;
         let (version, generated) = leases::last_ssh_revocation(&conn)?;
         Ok(super::krl::build(&cas, &serials, version, generated))
+    }
+
+    /// A certificate serial unique across restarts: from the reserved
+    /// block, reserving the next block when it runs out.
+    fn serial(&self) -> Result<u64, StoreError> {
+        let mut pool = self
+            .serials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pool.0 > pool.1 {
+            *pool = leases::reserve_ssh_serials(&mut self.store.lock(), SERIAL_BLOCK)?;
+        }
+        let s = pool.0;
+        pool.0 += 1;
+        Ok(s)
     }
 
     fn set(&self, kind: CaKind) -> std::sync::RwLockReadGuard<'_, CaSet> {
@@ -414,19 +436,9 @@ impl SshIssuer {
             extensions.clone_from(&role.extensions);
         }
 
-        let mut conn = self.store.lock();
-        let tx = conn
-            .transaction()
-            .map_err(StoreError::sql("starting a transaction"))?;
-        let serial = leases::next_ssh_serial(
-            &tx,
-            &lease_id,
-            &key_id,
-            &holder.spiffe_id,
-            role_name,
-            &principals,
-            valid_before,
-        )?;
+        // Signed outside the store's lock: the HSM works for many callers at
+        // once; the serial is ours alone already.
+        let serial = self.serial()?;
         let cert = ca
             .certify(
                 &key,
@@ -441,6 +453,21 @@ impl SshIssuer {
                 },
             )
             .map_err(|e| CredsError::Unavailable(format!("the SSH CA: {e}")))?;
+        drop(set);
+        let mut conn = self.store.lock();
+        let tx = conn
+            .transaction()
+            .map_err(StoreError::sql("starting a transaction"))?;
+        leases::record_ssh_cert(
+            &tx,
+            serial,
+            &lease_id,
+            &key_id,
+            &holder.spiffe_id,
+            role_name,
+            &principals,
+            valid_before,
+        )?;
         leases::insert(
             &tx,
             &Lease {
