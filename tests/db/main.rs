@@ -508,8 +508,65 @@ fn after_rotate_root_nobody_knows_the_admin_password_and_a_dead_database_is_a_50
     assert_eq!(live[0]["id"], c.lease_id.as_str());
 }
 
-#[test]
-fn killing_zeroth_during_issuance_leaves_no_user_without_a_lease() {
+/// The zt_ users on the database behind `role`'s connection, sorted.
+fn users_of(lab: &Lab, engine: &str) -> Vec<String> {
+    let out = match engine {
+        "postgres" => psql_super_with(
+            &lab.pg,
+            lab.pg.password().expose_secret(),
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, 'zt_') ORDER BY 1",
+        )
+        .unwrap(),
+        _ => lab
+            .maria
+            .query("SELECT user FROM mysql.user WHERE user LIKE 'zt\\_%' ORDER BY 1")
+            .unwrap(),
+    };
+    out.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("zt_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Once the server has settled, every zt_ user of `role` has an active
+/// lease, every active lease a user, and no lease is left half-made.
+fn ledger_matches_database(lab: &Lab, role: &str, engine: &str) -> i64 {
+    let db = rusqlite::Connection::open(lab.server.database()).unwrap();
+    eventually(Duration::from_secs(30), || {
+        let unfinished: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM leases WHERE role = ?1 AND state IN ('creating', 'revoking')",
+                [role],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let active: Vec<String> = db
+            .prepare(
+                "SELECT external_name FROM leases WHERE role = ?1 AND state = 'active' ORDER BY 1",
+            )
+            .unwrap()
+            .query_map([role], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let users = users_of(lab, engine);
+        match unfinished == 0 && users == active {
+            true => Ok(()),
+            false => Err(format!(
+                "orphans remain: users {users:?}, active leases {active:?}, unfinished {unfinished}"
+            )),
+        }
+    });
+    db.query_row("SELECT COUNT(*) FROM leases WHERE role = ?1", [role], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+/// SIGKILLs the server 20 times at random moments while a client asks for
+/// `role` credentials, restarting it each time.
+fn kill_during_issuance(role: &str, engine: &str) {
     use rand::Rng;
     let mut lab = lab();
     lab.add_connections();
@@ -517,7 +574,7 @@ fn killing_zeroth_during_issuance_leaves_no_user_without_a_lease() {
     let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
     for round in 0..20 {
         let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
-        let url = format!("{}/v1/db/creds/app-ro", lab.server.url());
+        let url = format!("{}/v1/db/creds/{role}", lab.server.url());
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let asking = {
             let stop = stop.clone();
@@ -535,42 +592,74 @@ fn killing_zeroth_during_issuance_leaves_no_user_without_a_lease() {
             .resume()
             .unwrap_or_else(|err| panic!("round {round}: {err}"));
     }
-    // After the last restart's sweep, every zt_ user on the database has a
-    // live lease, and no lease is left half-made.
-    let db = rusqlite::Connection::open(lab.server.database()).unwrap();
-    eventually(Duration::from_secs(20), || {
-        let unfinished: i64 = db
-            .query_row(
-                "SELECT COUNT(*) FROM leases WHERE state IN ('creating', 'revoking')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        let active: Vec<String> = db
-            .prepare("SELECT external_name FROM leases WHERE state = 'active' ORDER BY 1")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let users = psql_super_with(
-            &lab.pg,
-            lab.pg.password().expose_secret(),
-            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, 'zt_') ORDER BY 1",
-        )
-        .unwrap();
-        let users: Vec<&str> = users.lines().collect();
-        match unfinished == 0 && users == active {
-            true => Ok(()),
-            false => Err(format!(
-                "orphans remain: users {users:?}, active leases {active:?}, unfinished {unfinished}"
-            )),
-        }
-    });
-    let total: i64 = db
-        .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
-        .unwrap();
+    // After the last restart's sweep the ledger and the database agree.
+    let total = ledger_matches_database(&lab, role, engine);
     assert!(total >= 20, "issuance was exercised: {total} leases");
+}
+
+#[test]
+fn killing_zeroth_during_issuance_leaves_no_user_without_a_lease() {
+    kill_during_issuance("app-ro", "postgres");
+}
+
+#[test]
+fn killing_zeroth_during_mariadb_issuance_leaves_no_user_without_a_lease() {
+    kill_during_issuance("shop-rw", "mariadb");
+}
+
+#[test]
+fn clients_hanging_up_mid_request_under_load_leave_no_user_without_a_lease() {
+    use rand::Rng;
+    let lab = lab();
+    lab.add_connections();
+    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
+    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
+    // Eight clients, each giving up after a random few milliseconds: many
+    // requests are cut between the database and the reply.
+    let clients: Vec<_> = (0..8)
+        .map(|_| e.mtls_client(&lab.server.bundle(), &svid).unwrap())
+        .collect();
+    let (answered, cut) = std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(i, http)| {
+                let role = if i % 2 == 0 { "app-ro" } else { "shop-rw" };
+                let url = format!("{}/v1/db/creds/{role}", lab.server.url());
+                s.spawn(move || {
+                    let (mut answered, mut cut) = (0, 0);
+                    for _ in 0..25 {
+                        let wait = Duration::from_millis(rand::rng().random_range(5..150));
+                        match http
+                            .post(&url)
+                            .timeout(wait)
+                            .json(&CredsRequest::default())
+                            .send()
+                        {
+                            Ok(r) if r.status().is_success() => answered += 1,
+                            Ok(r) => panic!("refused: {}", r.status()),
+                            Err(e) if e.is_timeout() => cut += 1,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    (answered, cut)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    });
+    let leases = ledger_matches_database(&lab, "app-ro", "postgres")
+        + ledger_matches_database(&lab, "shop-rw", "mariadb");
+    println!("{answered} answered, {cut} cut off mid-request, {leases} leases");
+    // More users were made than answers given: some requests were cut
+    // after issuance had begun, and their users are still under a lease.
+    assert!(
+        cut > 0 && leases > answered,
+        "no request was cut mid-issuance: {answered} answered, {cut} cut, {leases} leases"
+    );
 }
 
 #[test]
