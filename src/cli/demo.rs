@@ -209,7 +209,7 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres) -> Result<()> {
     let zero = "0".repeat(64);
     let login = lab::current_user_name()?;
     let group = format!(
-        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\nsvid_ttl = \"10m\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 10]\npcr_policy = {{ \"sha256:10\" = \"{zero}\" }}\n\n[[db_role]]\nname = \"app-ro\"\nconnection = \"pg\"\nschema = \"public\"\naccess = \"read-only\"\ndefault_ttl = \"10m\"\nallow_groups = [\"edge\"]\n\n[[ssh_role]]\nname = \"ops\"\nprincipals = [\"{login}\"]\nallow_groups = [\"edge\"]\n",
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\nsvid_ttl = \"10m\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 10]\npcr_policy = {{ \"sha256:10\" = \"{zero}\" }}\n\n[[db_role]]\nname = \"app-ro\"\nconnection = \"pg\"\nschema = \"public\"\naccess = \"read-only\"\ndefault_ttl = \"10m\"\nallow_groups = [\"edge\"]\n\n[[ssh_role]]\nname = \"ops\"\nprincipals = [\"{login}\"]\nallow_groups = [\"edge\"]\n\n[[ssh_role]]\nname = \"hosts\"\ncert_type = \"host\"\nprincipals = [\"127.0.0.1\"]\ndefault_ttl = \"1h\"\nallow_groups = [\"edge\"]\n",
         roots.path().display(),
         tpm.ca_intermediate_pem().display()
     );
@@ -504,13 +504,39 @@ fn show_ssh(options: &crate::agent::EnrolOptions, server: &crate::lab::ZerothSer
             .to_vec())
     };
     let dir = lab::LabDir::new("demo-ssh")?;
-    let ca = dir.write("user_ca.pub", &get("/v1/ssh/ca/user")?, 0o644)?;
-    let krl = dir.write("revoked_keys", &get("/v1/ssh/krl")?, 0o644)?;
+    // The node's agent keeps what its sshd needs: the user CA keys, the KRL
+    // and a certificate for the host key.
+    let host_key = dir.join("ssh_host_ed25519_key");
+    lab::sshd::generate_host_key(&lab::tools::SSH_KEYGEN.path()?, &host_key)?;
+    let ssh_cfg = crate::config::AgentSshConfig {
+        host_role: Some("hosts".into()),
+        host_keys: vec![host_key.with_extension("pub")],
+        trusted_user_ca_keys: Some(dir.join("user_ca.pub")),
+        revoked_keys: Some(dir.join("revoked_keys")),
+        ..Default::default()
+    };
+    let synced = crate::agent::ssh_host::sync(&ssh_cfg, options)?;
+    let host_cert = ssh_cfg.certificate_path(&host_key.with_extension("pub"));
+    let krl = dir.join("revoked_keys");
     let sshd = Sshd::start(&lab::sshd::SshdOptions {
-        trusted_user_ca_keys: Some(ca),
+        trusted_user_ca_keys: ssh_cfg.trusted_user_ca_keys.clone(),
         revoked_keys: Some(krl.clone()),
+        host_key: Some(host_key.clone()),
+        host_certificate: Some(host_cert.clone()),
         ..Default::default()
     })?;
+    let known = format!(
+        "@cert-authority * {}",
+        String::from_utf8_lossy(&get("/v1/ssh/ca/host")?).trim()
+    );
+    let known_hosts = dir.write("known_hosts", format!("{known}\n").as_bytes(), 0o644)?;
+    anyhow::ensure!(
+        synced.certified.len() == 1,
+        "the host key was not certified"
+    );
+    println!("$ zeroth agent run   # with [ssh]: sshd's host certificate (127.0.0.1), user CA keys and KRL kept current");
+    println!("$ zeroth ssh known-hosts >> ~/.ssh/known_hosts");
+    println!("           {}…", &known[..known.len().min(60)]);
     println!("$ zeroth ssh --role ops -- {}@127.0.0.1 -p {} whoami   # session key in memory, served by a private agent", sshd.login_user(), sshd.port());
     let key = ssh_key::PrivateKey::random(
         &mut p256::elliptic_curve::rand_core::OsRng,
@@ -537,11 +563,13 @@ fn show_ssh(options: &crate::agent::EnrolOptions, server: &crate::lab::ZerothSer
             .args(["-F", "/dev/null", "-o", "BatchMode=yes"])
             .arg("-o")
             .arg(format!("IdentityAgent={}", agent.socket().display()))
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .args([
                 "-o",
-                "UserKnownHostsFile=/dev/null",
+                "GlobalKnownHostsFile=/dev/null",
                 "-o",
-                "StrictHostKeyChecking=no",
+                "StrictHostKeyChecking=yes",
             ])
             .args(["-o", "LogLevel=ERROR", "-p", &sshd.port().to_string()])
             .arg(format!("{}@127.0.0.1", sshd.login_user()))
@@ -556,7 +584,7 @@ fn show_ssh(options: &crate::agent::EnrolOptions, server: &crate::lab::ZerothSer
         String::from_utf8_lossy(&out.stderr)
     );
     println!(
-        "           logged in as {who} with certificate {} (key id \"{}\", source-address {}, valid {}s)",
+        "           host verified by its zeroth host certificate; logged in as {who} with certificate {} (key id \"{}\", source-address {}, valid {}s)",
         signed.serial,
         cert.key_id(),
         cert.critical_options().get("source-address").map(String::as_str).unwrap_or("-"),

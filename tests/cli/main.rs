@@ -53,9 +53,12 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         "the old one is refused, nobody knows the new one",
         "password only in psql's environment): hello from a user",
         "login refused: psql: error:",
-        "with certificate 1 (key id \"spiffe://lab.zeroth/node/",
+        "sshd's host certificate (127.0.0.1), user CA keys and KRL kept current",
+        "@cert-authority * ssh-ed25519 ",
+        "host verified by its zeroth host certificate; logged in as ",
+        "with certificate 2 (key id \"spiffe://lab.zeroth/node/",
         "login refused: ",
-        "audit chain intact: 14 events (db.connection.added, db.connection.rotated, db.creds.issued, db.creds.revoked, ssh.cert.issued, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
+        "audit chain intact: 15 events (db.connection.rotated, db.creds.issued, db.creds.revoked, ssh.host_cert.issued, ssh.cert.issued, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
         "lab stopped: every daemon reaped",
     ] {
         assert!(
