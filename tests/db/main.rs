@@ -378,15 +378,20 @@ fn mariadb_users_work_until_revoked_and_their_open_sessions_end() {
     assert_eq!(c.engine, "mariadb");
     assert_eq!(mariadb(&c, "SELECT item FROM shop.orders").unwrap(), "tea");
     mariadb(&c, "INSERT INTO shop.orders VALUES (2, 'cake')").unwrap();
-    // The one-shot expiry event exists in the database.
-    let events = lab
+    // The database holds the expiry: a row the sweeping event reads.
+    let expiry = lab
         .maria
         .query(&format!(
-            "SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'zeroth' AND EVENT_NAME = 'e{}'",
+            "SELECT expires FROM zeroth.expiry WHERE user = '{}'",
             c.username
         ))
         .unwrap();
-    assert_eq!(events.trim(), "1");
+    assert_eq!(expiry.trim(), c.expires.to_string());
+    let sweeper = lab
+        .maria
+        .query("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'zeroth' AND EVENT_NAME = 'expire_users'")
+        .unwrap();
+    assert_eq!(sweeper.trim(), "ENABLED");
 
     let mut client = Command::new(tools::MARIADB.path().unwrap());
     client
@@ -408,14 +413,14 @@ fn mariadb_users_work_until_revoked_and_their_open_sessions_end() {
     );
     let err = mariadb(&c, "SELECT 1").unwrap_err();
     assert!(err.contains("Access denied"), "{err}");
-    let events = lab
+    let rows = lab
         .maria
         .query(&format!(
-            "SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_NAME = 'e{}'",
+            "SELECT COUNT(*) FROM zeroth.expiry WHERE user = '{}'",
             c.username
         ))
         .unwrap();
-    assert_eq!(events.trim(), "0", "the expiry event went with the user");
+    assert_eq!(rows.trim(), "0", "the expiry row went with the user");
 }
 
 #[test]
@@ -707,17 +712,17 @@ fn leases_renew_revoke_by_prefix_and_with_their_node_and_strays_are_dropped() {
         &serde_json::json!({"increment_seconds": 1800}),
     )
     .unwrap();
-    let event_at = lab
+    let held = lab
         .maria
         .query(&format!(
-            "SELECT UNIX_TIMESTAMP(CONVERT_TZ(EXECUTE_AT, TIME_ZONE, @@session.time_zone)) FROM information_schema.EVENTS WHERE EVENT_NAME = 'e{}'",
+            "SELECT expires FROM zeroth.expiry WHERE user = '{}'",
             m.username
         ))
         .unwrap();
-    let event_at: f64 = event_at.trim().parse().unwrap();
-    assert!(
-        (event_at as i64 - renewed["expires"].as_i64().unwrap()).abs() <= 2,
-        "event at {event_at}, lease {renewed}"
+    assert_eq!(
+        held.trim().parse::<i64>().unwrap(),
+        renewed["expires"].as_i64().unwrap(),
+        "the database's expiry moved with the lease: {renewed}"
     );
     drop((http, e));
 

@@ -1,7 +1,9 @@
 //! MariaDB: pooled admin connections (mysql_async) and the user lifecycle.
-//! Passwords reach the server only as mysql_native_password hashes; every
-//! user gets a one-shot event that drops it at expiry, so expiry holds
-//! even when zeroth is down (if the event scheduler is on).
+//! Passwords reach the server only as mysql_native_password hashes. Each
+//! user's expiry is a row in `zeroth.expiry`; one recurring event drops
+//! the users whose time has come, every second, so expiry holds even when
+//! zeroth is down (if the event scheduler is on). A row costs far less than
+//! an event per user, which MariaDB would have to create and schedule.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
@@ -12,8 +14,47 @@ use super::secret::{mysql_native_hash, USER_PREFIX};
 use super::template::{render, Values};
 use super::{DbError, Engine, NewUser, Target};
 
-/// The schema holding zeroth's expiry events.
+/// The schema holding zeroth's expiry table, procedure and event.
 pub const EVENTS_SCHEMA: &str = "zeroth";
+
+/// Every admin session: timestamps in templates are UTC, and GRANT may
+/// create the user it names (one privilege-cache rebuild per user instead
+/// of two for CREATE USER + GRANT).
+pub const SESSION_INIT: [&str; 2] = [
+    "SET time_zone = '+00:00'",
+    "SET SESSION sql_mode = REPLACE(@@sql_mode, 'NO_AUTO_CREATE_USER', '')",
+];
+
+/// What `connect` installs (idempotently) on every MariaDB it administers.
+const EXPIRY_SETUP: [&str; 3] = [
+    r#"CREATE TABLE IF NOT EXISTS `zeroth`.`expiry` (
+        user    VARCHAR(80) NOT NULL PRIMARY KEY,
+        expires BIGINT NOT NULL,
+        KEY by_expiry (expires)
+     ) ENGINE=InnoDB"#,
+    r#"CREATE OR REPLACE PROCEDURE `zeroth`.`expire_users`()
+     BEGIN
+        DECLARE done INT DEFAULT 0;
+        DECLARE u VARCHAR(80);
+        DECLARE due CURSOR FOR
+            SELECT user FROM `zeroth`.`expiry` WHERE expires <= UNIX_TIMESTAMP();
+        DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
+        OPEN due;
+        each_user: LOOP
+            FETCH due INTO u;
+            IF done THEN LEAVE each_user; END IF;
+            SET @zeroth_drop = CONCAT('DROP USER IF EXISTS ', QUOTE(u), '@''%''');
+            PREPARE stmt FROM @zeroth_drop;
+            EXECUTE stmt;
+            DEALLOCATE PREPARE stmt;
+            DELETE FROM `zeroth`.`expiry` WHERE user = u;
+        END LOOP;
+        CLOSE due;
+     END"#,
+    r#"CREATE EVENT IF NOT EXISTS `zeroth`.`expire_users`
+        ON SCHEDULE EVERY 1 SECOND ON COMPLETION PRESERVE
+        DO CALL `zeroth`.`expire_users`()"#,
+];
 
 pub struct MariaAdmin {
     target: Target,
@@ -36,11 +77,6 @@ fn failed(stage: &'static str, index: usize) -> impl FnOnce(mysql_async::Error) 
     }
 }
 
-/// The expiry event of a user (≤ 64 characters: usernames have ≤ 63).
-fn event_name(user: &str) -> String {
-    format!("e{user}")
-}
-
 impl MariaAdmin {
     pub async fn connect(target: Target) -> Result<Self, DbError> {
         let constraints = PoolConstraints::new(0, 8).unwrap_or_default();
@@ -58,8 +94,7 @@ impl MariaAdmin {
             .pass(Some(target.admin_password.expose_secret().to_owned()))
             .db_name(None::<String>)
             .prefer_socket(false)
-            // Timestamps in templates are UTC.
-            .init(vec!["SET time_zone = '+00:00'"])
+            .init(SESSION_INIT.to_vec())
             .pool_opts(PoolOpts::default().with_constraints(constraints))
             .into();
         let admin = Self {
@@ -81,6 +116,11 @@ impl MariaAdmin {
         conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{EVENTS_SCHEMA}`"))
             .await
             .map_err(failed("setup", 0))?;
+        for (i, sql) in EXPIRY_SETUP.iter().enumerate() {
+            conn.query_drop(*sql)
+                .await
+                .map_err(failed("setup", i + 1))?;
+        }
         Ok(admin)
     }
 
@@ -112,19 +152,20 @@ impl MariaAdmin {
         Ok(())
     }
 
-    fn expiry_event(name: &str, expires: i64, create: bool) -> Result<String, DbError> {
-        let v = Values {
-            name,
-            expiration: expires,
-            ..Values::default()
-        };
-        let event = format!("`{EVENTS_SCHEMA}`.`{}`", event_name(name));
-        let t = if create {
-            format!("CREATE EVENT {event} ON SCHEDULE AT {{{{expiration}}}} ON COMPLETION NOT PRESERVE DO DROP USER IF EXISTS {{{{name}}}}@'%'")
-        } else {
-            format!("ALTER EVENT {event} ON SCHEDULE AT {{{{expiration}}}}")
-        };
-        render(Engine::MariaDb, &t, &v).map_err(DbError::Template)
+    /// Sets (or moves) the user's expiry row.
+    async fn set_expiry(
+        conn: &mut mysql_async::Conn,
+        stage: &'static str,
+        name: &str,
+        expires: i64,
+    ) -> Result<(), DbError> {
+        conn.exec_drop(
+            "INSERT INTO `zeroth`.`expiry` (user, expires) VALUES (?, ?) \
+             ON DUPLICATE KEY UPDATE expires = VALUES(expires)",
+            (name, expires),
+        )
+        .await
+        .map_err(failed(stage, 0))
     }
 
     pub async fn create(&self, role: &RoleStatements, user: &NewUser<'_>) -> Result<(), DbError> {
@@ -137,10 +178,11 @@ impl MariaAdmin {
             schema: &role.schema,
         };
         let setup = Self::render_all(&role.setup, &v)?;
-        let mut creation = Self::render_all(&role.creation, &v)?;
-        creation.push(Self::expiry_event(user.name, user.expires, true)?);
+        let creation = Self::render_all(&role.creation, &v)?;
         let mut conn = self.conn().await?;
         Self::run(&mut conn, "setup", &setup).await?;
+        // The expiry first: a user never exists without one.
+        Self::set_expiry(&mut conn, "creation", user.name, user.expires).await?;
         Self::run(&mut conn, "creation", &creation).await
     }
 
@@ -150,9 +192,9 @@ impl MariaAdmin {
             expiration: expires,
             ..Values::default()
         };
-        let mut statements = vec![Self::expiry_event(name, expires, false)?];
-        statements.extend(Self::render_all(extra, &v)?);
+        let statements = Self::render_all(extra, &v)?;
         let mut conn = self.conn().await?;
+        Self::set_expiry(&mut conn, "renewal", name, expires).await?;
         Self::run(&mut conn, "renewal", &statements).await
     }
 
@@ -167,12 +209,9 @@ impl MariaAdmin {
             .exec_first("SELECT 1 FROM mysql.user WHERE User = ? LIMIT 1", (name,))
             .await
             .map_err(failed("revocation", 0))?;
-        let drop_event = format!(
-            "DROP EVENT IF EXISTS `{EVENTS_SCHEMA}`.`{}`",
-            event_name(name)
-        );
+        let forget = "DELETE FROM `zeroth`.`expiry` WHERE user = ?";
         if exists.is_none() {
-            conn.query_drop(drop_event)
+            conn.exec_drop(forget, (name,))
                 .await
                 .map_err(failed("revocation", 0))?;
             return Ok(false);
@@ -200,7 +239,7 @@ impl MariaAdmin {
         conn.query_drop(drop_user)
             .await
             .map_err(failed("revocation", 3))?;
-        conn.query_drop(drop_event)
+        conn.exec_drop(forget, (name,))
             .await
             .map_err(failed("revocation", 4))?;
         Ok(true)

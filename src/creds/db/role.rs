@@ -68,10 +68,12 @@ impl RoleStatements {
                 };
                 (
                     vec![],
-                    vec![
-                        "CREATE USER {{name}}@'%' IDENTIFIED BY PASSWORD {{password}}".to_owned(),
-                        format!("GRANT {privileges} ON {{{{database}}}}.* TO {{{{name}}}}@'%'"),
-                    ],
+                    // One statement, one rebuild of MariaDB's privilege
+                    // cache: GRANT creates the user (the admin sessions
+                    // allow it, see `mariadb::SESSION_INIT`).
+                    vec![format!(
+                        "GRANT {privileges} ON {{{{database}}}}.* TO {{{{name}}}}@'%' IDENTIFIED BY PASSWORD {{{{password}}}}"
+                    )],
                 )
             }
         };
