@@ -5,6 +5,7 @@
 //! `synchronous=FULL` makes each committed transaction durable before the
 //! server acknowledges what it recorded.
 
+pub mod group_commit;
 pub mod leases;
 mod migrations;
 pub mod nodes;
@@ -36,6 +37,8 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("database error in a group commit: {0}")]
+    Writer(String),
 }
 
 impl StoreError {

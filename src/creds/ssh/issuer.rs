@@ -92,6 +92,7 @@ pub struct SshIssuer {
     /// Serials reserved in the store, handed out without a write each:
     /// (next, last).
     serials: std::sync::Mutex<(u64, u64)>,
+    writer: crate::store::group_commit::GroupWriter,
 }
 
 /// Serials reserved at a time.
@@ -173,10 +174,11 @@ impl SshIssuer {
         Ok(Self {
             user: RwLock::new(load(&store, &keys, algorithm, CaKind::User)?),
             host: RwLock::new(load(&store, &keys, algorithm, CaKind::Host)?),
-            store,
             keys,
             algorithm,
             serials: std::sync::Mutex::new((1, 0)),
+            writer: crate::store::group_commit::GroupWriter::spawn(store.clone()),
+            store,
             roles: roles.iter().map(|r| (r.name.clone(), r.clone())).collect(),
         })
     }
@@ -454,52 +456,52 @@ impl SshIssuer {
             )
             .map_err(|e| CredsError::Unavailable(format!("the SSH CA: {e}")))?;
         drop(set);
-        let mut conn = self.store.lock();
-        let tx = conn
-            .transaction()
-            .map_err(StoreError::sql("starting a transaction"))?;
-        leases::record_ssh_cert(
-            &tx,
-            serial,
-            &lease_id,
-            &key_id,
-            &holder.spiffe_id,
-            role_name,
-            &principals,
-            valid_before,
-        )?;
-        leases::insert(
-            &tx,
-            &Lease {
-                id: lease_id.clone(),
-                kind: lease_kind.into(),
-                role: role_name.to_owned(),
-                connection: String::new(),
-                holder: holder.spiffe_id.clone(),
-                external_name: serial.to_string(),
-                state: LeaseState::Active,
-                created,
-                expires: valid_before,
-                max_expires: valid_before,
-            },
-        )?;
-        audit::append(
-            &tx,
-            &Event {
-                kind: if host {
-                    "ssh.host_cert.issued"
-                } else {
-                    "ssh.cert.issued"
+        // Certificate, lease and audit event become durable together, in a
+        // commit shared with whatever else is being issued right now.
+        let lease = Lease {
+            id: lease_id.clone(),
+            kind: lease_kind.into(),
+            role: role_name.to_owned(),
+            connection: String::new(),
+            holder: holder.spiffe_id.clone(),
+            external_name: serial.to_string(),
+            state: LeaseState::Active,
+            created,
+            expires: valid_before,
+            max_expires: valid_before,
+        };
+        let detail = serde_json::json!({
+            "serial": serial, "key_id": key_id, "principals": principals,
+            "valid_before": valid_before, "fingerprint": key.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+        });
+        let (role, principals_kept) = (role_name.to_owned(), principals.clone());
+        self.writer.write(move |tx| {
+            leases::record_ssh_cert(
+                tx,
+                serial,
+                &lease.id,
+                &key_id,
+                &lease.holder,
+                &role,
+                &principals_kept,
+                valid_before,
+            )?;
+            leases::insert(tx, &lease)?;
+            audit::append(
+                tx,
+                &Event {
+                    kind: if host {
+                        "ssh.host_cert.issued"
+                    } else {
+                        "ssh.cert.issued"
+                    },
+                    subject: &format!("lease/{}", lease.id),
+                    detail,
                 },
-                subject: &format!("lease/{lease_id}"),
-                detail: serde_json::json!({
-                    "serial": serial, "key_id": key_id, "principals": principals,
-                    "valid_before": valid_before, "fingerprint": key.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
-                }),
-            },
-        )?;
-        tx.commit()
-            .map_err(StoreError::sql("committing an SSH certificate"))?;
+            )
+            .map_err(|e| StoreError::Writer(e.to_string()))?;
+            Ok(())
+        })?;
         Ok(Signed {
             certificate: cert
                 .to_openssh()

@@ -1,0 +1,165 @@
+//! Group commit: writers hand their transaction's work to one thread, which
+//! runs whatever has queued up in a single SQLite transaction (each job in
+//! its own savepoint) and makes it durable with one fsync. Under load many
+//! jobs share a commit; alone, a job is committed at once.
+
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Transaction;
+
+use super::{Store, StoreError};
+
+type Job = Box<dyn FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send>;
+
+struct Pending {
+    job: Job,
+    done: SyncSender<Result<(), StoreError>>,
+}
+
+/// Most jobs in one transaction.
+const MAX_BATCH: usize = 128;
+
+pub struct GroupWriter {
+    queue: Mutex<Sender<Pending>>,
+}
+
+impl GroupWriter {
+    /// Starts the writer thread for `store`.
+    pub fn spawn(store: Arc<Store>) -> Self {
+        let (queue, rx) = mpsc::channel::<Pending>();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(&store, &rx))
+            .map(drop)
+            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the store writer"));
+        Self {
+            queue: Mutex::new(queue),
+        }
+    }
+
+    /// Runs `job` in a transaction shared with other writers; returns once
+    /// it is durable (or failed, with nothing of it kept).
+    pub fn write(
+        &self,
+        job: impl FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let (done, result) = mpsc::sync_channel(1);
+        let sent = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(Pending {
+                job: Box::new(job),
+                done,
+            });
+        if sent.is_err() {
+            return Err(StoreError::Writer("the store writer has stopped".into()));
+        }
+        result
+            .recv()
+            .unwrap_or_else(|_| Err(StoreError::Writer("the store writer has stopped".into())))
+    }
+}
+
+fn run(store: &Store, rx: &Receiver<Pending>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut dones = Vec::with_capacity(batch.len());
+        let mut conn = store.lock();
+        let outcome = (|| -> Result<Vec<Result<(), StoreError>>, StoreError> {
+            let tx = conn
+                .transaction()
+                .map_err(StoreError::sql("starting a group transaction"))?;
+            let mut results = Vec::with_capacity(batch.len());
+            for p in batch {
+                dones.push(p.done);
+                tx.execute_batch("SAVEPOINT job")
+                    .map_err(StoreError::sql("opening a savepoint"))?;
+                match (p.job)(&tx) {
+                    Ok(()) => {
+                        tx.execute_batch("RELEASE job")
+                            .map_err(StoreError::sql("releasing a savepoint"))?;
+                        results.push(Ok(()));
+                    }
+                    Err(e) => {
+                        tx.execute_batch("ROLLBACK TO job; RELEASE job")
+                            .map_err(StoreError::sql("rolling back a savepoint"))?;
+                        results.push(Err(e));
+                    }
+                }
+            }
+            tx.commit()
+                .map_err(StoreError::sql("committing a group transaction"))?;
+            Ok(results)
+        })();
+        drop(conn);
+        match outcome {
+            Ok(results) => {
+                for (done, r) in dones.into_iter().zip(results) {
+                    let _ = done.send(r);
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                for done in dones {
+                    let _ = done.send(Err(StoreError::Writer(reason.clone())));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_jobs_are_all_durable_and_a_failing_one_leaves_nothing() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        store
+            .lock()
+            .execute_batch("CREATE TABLE t (v INTEGER PRIMARY KEY)")
+            .unwrap();
+        let w = Arc::new(GroupWriter::spawn(store.clone()));
+        let handles: Vec<_> = (0..8)
+            .map(|k| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        let v = k * 1000 + i;
+                        w.write(move |tx| {
+                            tx.execute("INSERT INTO t VALUES (?1)", [v])
+                                .map_err(StoreError::sql("test insert"))?;
+                            Ok(())
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        // A job that writes, then fails: its write is rolled back.
+        let r = w.write(|tx| {
+            tx.execute("INSERT INTO t VALUES (-1)", [])
+                .map_err(StoreError::sql("test insert"))?;
+            tx.execute("INSERT INTO t VALUES (0)", [])
+                .map_err(StoreError::sql("duplicate insert"))?;
+            Ok(())
+        });
+        assert!(r.is_err());
+        let n: i64 = store
+            .lock()
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 400);
+    }
+}
