@@ -15,6 +15,7 @@ use super::secret;
 use super::{DbAdmin, DbError, Engine, NewUser, Target};
 use crate::audit::{self, Event};
 use crate::config::DbRoleConfig;
+use crate::store::group_commit::GroupWriter;
 use crate::store::leases::{self, DbConnectionRow, Lease, LeaseState};
 use crate::store::{now, Store, StoreError};
 
@@ -103,6 +104,8 @@ pub struct DbBroker {
     sealer: Sealer,
     roles: BTreeMap<String, DbRoleConfig>,
     admins: tokio::sync::Mutex<HashMap<String, Arc<DbAdmin>>>,
+    /// Issuance's ledger writes share commits with concurrent issuances.
+    writer: Arc<GroupWriter>,
 }
 
 /// Runs a store (or HSM) call off the async reactor.
@@ -145,6 +148,7 @@ impl DbBroker {
     ) -> Result<Self, CredsError> {
         let sealer = Sealer::new(keys, KeyName::new(zeroth_hsm::STORE_KEK)?)?;
         Ok(Self {
+            writer: Arc::new(GroupWriter::spawn(store.clone())),
             store,
             sealer,
             roles: roles.iter().map(|r| (r.name.clone(), r.clone())).collect(),
@@ -260,17 +264,8 @@ impl DbBroker {
         };
         let password = secret::password();
         // The ledger knows the user before the database does.
-        let (st, l) = (self.store.clone(), lease.clone());
-        blocking(move || {
-            let mut conn = st.lock();
-            let tx = conn
-                .transaction()
-                .map_err(StoreError::sql("starting a transaction"))?;
-            leases::insert(&tx, &l)?;
-            tx.commit().map_err(StoreError::sql("committing a lease"))?;
-            Ok(())
-        })
-        .await?;
+        let (w, l) = (self.writer.clone(), lease.clone());
+        blocking(move || Ok(w.write(move |tx| leases::insert(tx, &l))?)).await?;
         let statements = Self::statements(&role, admin.engine());
         let made = admin
             .create(
@@ -283,7 +278,7 @@ impl DbBroker {
             )
             .await;
         // Either way the outcome is one state change and one audit event.
-        let (st, l) = (self.store.clone(), lease.clone());
+        let (w, l) = (self.writer.clone(), lease.clone());
         let (state, kind, outcome) = match &made {
             Ok(()) => (
                 LeaseState::Active,
@@ -297,18 +292,22 @@ impl DbBroker {
             ),
         };
         blocking(move || {
-            record(
-                &st,
-                |tx| leases::set_state(tx, &l.id, state),
-                Event {
-                    kind,
-                    subject: &format!("lease/{}", l.id),
-                    detail: serde_json::json!({
-                        "role": l.role, "holder": l.holder, "user": l.external_name,
-                        if state == LeaseState::Active { "expires" } else { "reason" }: outcome,
-                    }),
-                },
-            )
+            Ok(w.write(move |tx| {
+                leases::set_state(tx, &l.id, state)?;
+                audit::append(
+                    tx,
+                    &Event {
+                        kind,
+                        subject: &format!("lease/{}", l.id),
+                        detail: serde_json::json!({
+                            "role": l.role, "holder": l.holder, "user": l.external_name,
+                            if state == LeaseState::Active { "expires" } else { "reason" }: outcome,
+                        }),
+                    },
+                )
+                .map_err(|e| StoreError::Writer(e.to_string()))?;
+                Ok(())
+            })?)
         })
         .await?;
         made?;
