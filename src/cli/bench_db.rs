@@ -2,15 +2,12 @@
 //! lease durable before the reply) against the physical limit measured in
 //! the same run: CREATE ROLE/USER + grant on one raw admin connection.
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use secrecy::ExposeSecret;
 
-use super::bench_load::{percentile, through_zeroth};
-use crate::agent::enrol::Enrolment;
-use crate::agent::{enrol, EnrolOptions, Outcome};
+use super::bench_load::{enrolled_node, percentile, through_zeroth};
 use crate::lab::{LabDir, MariaDb, Postgres, SoftHsm, Swtpm, ZerothServer};
 use crate::server::api::db::{CredsRequest, CredsResponse};
 
@@ -126,19 +123,7 @@ pub fn run(clients: usize, per_client: usize, raw: usize) -> Result<()> {
         serde_json::json!({"name": "maria", "engine": "mariadb", "host": "127.0.0.1", "port": maria.port(), "dbname": "mysql", "admin_user": "root"}),
         maria.password().expose_secret(),
     )?;
-    let agent = LabDir::new("bench-agent")?;
-    let opts = EnrolOptions {
-        server: server.url().to_owned(),
-        ca_bundle: server.bundle(),
-        group: "bench".into(),
-        tcti: tpm.tcti(),
-        state_dir: agent.path().to_owned(),
-    };
-    anyhow::ensure!(
-        matches!(enrol(&opts)?, Outcome::Approved { .. }),
-        "the bench node was not approved"
-    );
-    let e = Enrolment::open(&opts.tcti, Path::new(&opts.state_dir))?;
+    let (_agent, opts, e) = enrolled_node(&server, &tpm)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

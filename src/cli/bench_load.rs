@@ -7,7 +7,30 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::agent::enrol::{post_json, Enrolment};
-use crate::agent::EnrolOptions;
+use crate::agent::{enrol, EnrolOptions, Outcome};
+use crate::lab::{LabDir, Swtpm, ZerothServer};
+
+/// The bench's node: enrolled in group "bench" of `server` through `tpm`,
+/// with its state directory (keep it alive) and its TPM-held identity.
+pub fn enrolled_node(
+    server: &ZerothServer,
+    tpm: &Swtpm,
+) -> Result<(LabDir, EnrolOptions, Enrolment)> {
+    let dir = LabDir::new("bench-agent")?;
+    let opts = EnrolOptions {
+        server: server.url().to_owned(),
+        ca_bundle: server.bundle(),
+        group: "bench".into(),
+        tcti: tpm.tcti(),
+        state_dir: dir.path().to_owned(),
+    };
+    anyhow::ensure!(
+        matches!(enrol(&opts)?, Outcome::Approved { .. }),
+        "the bench node was not approved"
+    );
+    let e = Enrolment::open(&opts.tcti, &opts.state_dir)?;
+    Ok((dir, opts, e))
+}
 
 /// The `p` quantile of sorted latencies, in milliseconds.
 pub fn percentile(sorted: &[Duration], p: f64) -> f64 {

@@ -3,15 +3,12 @@
 //! reply) against the raw PKCS#11 sign rate of the CA's key type, measured
 //! on the same token in the same run.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use zeroth_hsm::{bench, KeyKind, KeyName, Pkcs11KeyStore};
 
-use super::bench_load::{percentile, through_zeroth};
-use crate::agent::enrol::Enrolment;
-use crate::agent::{enrol, EnrolOptions, Outcome};
+use super::bench_load::{enrolled_node, percentile, through_zeroth};
 use crate::lab::{LabDir, SoftHsm, Swtpm, ZerothServer};
 use crate::server::api::ssh::{SshSignRequest, SshSignResponse};
 
@@ -64,19 +61,7 @@ pub fn run(clients: usize, per_client: usize, seconds: u64) -> Result<()> {
             &groups,
             &[],
         )?;
-        let agent = LabDir::new("bench-agent")?;
-        let opts = EnrolOptions {
-            server: server.url().to_owned(),
-            ca_bundle: server.bundle(),
-            group: "bench".into(),
-            tcti: tpm.tcti(),
-            state_dir: agent.path().to_owned(),
-        };
-        anyhow::ensure!(
-            matches!(enrol(&opts)?, Outcome::Approved { .. }),
-            "the bench node was not approved"
-        );
-        let e = Enrolment::open(&opts.tcti, Path::new(&opts.state_dir))?;
+        let (_agent, opts, e) = enrolled_node(&server, &tpm)?;
         let url = format!("{}/v1/ssh/sign/bench", opts.server);
         let (rate, lat) =
             through_zeroth::<_, SshSignResponse>(&e, &opts, &url, &body, clients, per_client)?;

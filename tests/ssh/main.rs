@@ -271,6 +271,17 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
     // Serials are unique; only the role's principals; weak keys refused.
     let again = sign(Some(vec![user.clone()]), public.clone()).unwrap();
     assert_ne!(again.serial, signed.serial);
+    // A certificate for another principal does not log in as this user.
+    let other = sign(Some(vec![format!("node-{node_id}")]), public.clone()).unwrap();
+    let other_file = work
+        .write("other-cert.pub", other.certificate.as_bytes(), 0o644)
+        .unwrap();
+    let (ok, err) = login(sshd, &key_file, &other_file, None);
+    assert!(
+        !ok,
+        "a certificate without the login user's principal logged in"
+    );
+    assert!(err.contains("Permission denied"), "{err}");
     let (status, reason) =
         refusal(sign(Some(vec!["postgres".into()]), public.clone()).unwrap_err());
     assert_eq!(status, 403);
@@ -510,48 +521,10 @@ fn the_agent_certifies_the_host_key_and_keeps_sshd_trust_and_krl_current() {
 
     // A user certificate revoked on the server stops working once the
     // agent has fetched the new KRL (within its 1 s refresh).
-    let key = ssh_key::PrivateKey::random(
-        &mut p256::elliptic_curve::rand_core::OsRng,
-        ssh_key::Algorithm::Ed25519,
-    )
-    .unwrap();
-    let key_file = lab
-        .work
-        .write_private(
-            "held",
-            key.to_openssh(ssh_key::LineEnding::LF).unwrap().as_bytes(),
-        )
-        .unwrap();
-    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
-    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
-    let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
-    let signed: SshSignResponse = post_json(
-        &http,
-        &format!("{}/v1/ssh/sign/ops", lab.server.url()),
-        &SshSignRequest {
-            public_key: key.public_key().to_openssh().unwrap(),
-            principals: Some(vec![lab.user.clone()]),
-            ttl_seconds: None,
-        },
-    )
-    .unwrap();
-    let held_cert = lab
-        .work
-        .write("held-cert.pub", signed.certificate.as_bytes(), 0o644)
-        .unwrap();
+    let (key_file, held_cert, signed) = certified_key(&lab, "held", None);
     let (ok, err) = login(&sshd, &key_file, &held_cert, None);
     assert!(ok, "{err}");
-    let status = http
-        .post(format!(
-            "{}/v1/leases/{}/revoke",
-            lab.server.url(),
-            signed.lease_id
-        ))
-        .send()
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 204);
-    drop((http, e));
+    assert_eq!(give_back(&lab, &signed.lease_id), 204);
     // The agent's KRL lists the certificate once the agent says it changed.
     let revoked = || {
         let q = Command::new(tools::SSH_KEYGEN.path().unwrap())
@@ -576,36 +549,7 @@ fn the_agent_certifies_the_host_key_and_keeps_sshd_trust_and_krl_current() {
 #[test]
 fn an_expired_certificate_is_refused_by_sshd() {
     let lab = lab();
-    let key = ssh_key::PrivateKey::random(
-        &mut p256::elliptic_curve::rand_core::OsRng,
-        ssh_key::Algorithm::Ed25519,
-    )
-    .unwrap();
-    let key_file = lab
-        .work
-        .write_private(
-            "short",
-            key.to_openssh(ssh_key::LineEnding::LF).unwrap().as_bytes(),
-        )
-        .unwrap();
-    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
-    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
-    let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
-    let signed: SshSignResponse = post_json(
-        &http,
-        &format!("{}/v1/ssh/sign/ops", lab.server.url()),
-        &SshSignRequest {
-            public_key: key.public_key().to_openssh().unwrap(),
-            principals: Some(vec![lab.user.clone()]),
-            ttl_seconds: Some(10),
-        },
-    )
-    .unwrap();
-    drop((http, e));
-    let cert_file = lab
-        .work
-        .write("short-cert.pub", signed.certificate.as_bytes(), 0o644)
-        .unwrap();
+    let (key_file, cert_file, signed) = certified_key(&lab, "short", Some(10));
     let (ok, err) = login(&lab.sshd, &key_file, &cert_file, None);
     assert!(ok, "{err}");
     // Time is what is tested: wait past valid_before.
@@ -624,42 +568,14 @@ fn an_expired_certificate_is_refused_by_sshd() {
 #[test]
 fn a_p256_ca_in_the_hsm_signs_certificates_sshd_accepts() {
     let lab = lab_with("ssh_ca_algorithm = \"ecdsa-p256\"");
-    let key = ssh_key::PrivateKey::random(
-        &mut p256::elliptic_curve::rand_core::OsRng,
-        ssh_key::Algorithm::Ed25519,
-    )
-    .unwrap();
-    let key_file = lab
-        .work
-        .write_private(
-            "p256-user",
-            key.to_openssh(ssh_key::LineEnding::LF).unwrap().as_bytes(),
-        )
-        .unwrap();
-    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
-    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
-    let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
-    let signed: SshSignResponse = post_json(
-        &http,
-        &format!("{}/v1/ssh/sign/ops", lab.server.url()),
-        &SshSignRequest {
-            public_key: key.public_key().to_openssh().unwrap(),
-            principals: Some(vec![lab.user.clone()]),
-            ttl_seconds: None,
-        },
-    )
-    .unwrap();
-    let cert = ssh_key::Certificate::from_openssh(&signed.certificate).unwrap();
+    let (key_file, cert_file, signed) = certified_key(&lab, "p256-user", None);
+    let cert = certificate(&signed);
     assert_eq!(
         cert.signature_key().algorithm(),
         ssh_key::Algorithm::Ecdsa {
             curve: ssh_key::EcdsaCurve::NistP256
         }
     );
-    let cert_file = lab
-        .work
-        .write("p256-user-cert.pub", signed.certificate.as_bytes(), 0o644)
-        .unwrap();
     let (ok, err) = login(&lab.sshd, &key_file, &cert_file, None);
     assert!(ok, "{err}\n{}", lab.sshd.log());
     assert!(lab.sshd.log().contains("CA ECDSA"), "{}", lab.sshd.log());
@@ -677,11 +593,13 @@ fn a_p256_ca_in_the_hsm_signs_certificates_sshd_accepts() {
     );
 }
 
-/// Signs a fresh key as `ops` for the lab user; the key file and the cert file.
+/// A fresh key certified as `ops` for the lab user (for `ttl` seconds, or
+/// the role's default): its key file, certificate file and the answer.
 fn certified_key(
     lab: &SshLab,
     name: &str,
-) -> (std::path::PathBuf, std::path::PathBuf, ssh_key::Certificate) {
+    ttl: Option<u64>,
+) -> (std::path::PathBuf, std::path::PathBuf, SshSignResponse) {
     let key = ssh_key::PrivateKey::random(
         &mut p256::elliptic_curve::rand_core::OsRng,
         ssh_key::Algorithm::Ed25519,
@@ -703,7 +621,7 @@ fn certified_key(
         &SshSignRequest {
             public_key: key.public_key().to_openssh().unwrap(),
             principals: Some(vec![lab.user.clone()]),
-            ttl_seconds: None,
+            ttl_seconds: ttl,
         },
     )
     .unwrap();
@@ -715,8 +633,23 @@ fn certified_key(
             0o644,
         )
         .unwrap();
-    let cert = ssh_key::Certificate::from_openssh(&signed.certificate).unwrap();
-    (key_file, cert_file, cert)
+    (key_file, cert_file, signed)
+}
+
+/// The node gives the certificate's lease back (mTLS): 204.
+fn give_back(lab: &SshLab, lease_id: &str) -> u16 {
+    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
+    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
+    let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
+    http.post(format!("{}/v1/leases/{lease_id}/revoke", lab.server.url()))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn certificate(signed: &SshSignResponse) -> ssh_key::Certificate {
+    ssh_key::Certificate::from_openssh(&signed.certificate).unwrap()
 }
 
 #[test]
@@ -747,7 +680,8 @@ fn the_user_ca_rotates_without_downtime_through_the_agent_kept_trust_file() {
     .unwrap();
     let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
     assert_eq!(lines(&trusted), 1);
-    let (old_key, old_cert_file, old_cert) = certified_key(&lab, "old");
+    let (old_key, old_cert_file, old) = certified_key(&lab, "old", None);
+    let old_cert = certificate(&old);
     assert!(login(&sshd, &old_key, &old_cert_file, None).0);
 
     let socket = lab.server.admin_socket();
@@ -781,7 +715,8 @@ fn the_user_ca_rotates_without_downtime_through_the_agent_kept_trust_file() {
         })
         .unwrap();
     assert_eq!(lines(&trusted), 2);
-    let (same_key, same_cert_file, same_cert) = certified_key(&lab, "same");
+    let (same_key, same_cert_file, same) = certified_key(&lab, "same", None);
+    let same_cert = certificate(&same);
     assert_eq!(
         same_cert.signature_key(),
         old_cert.signature_key(),
@@ -791,7 +726,8 @@ fn the_user_ca_rotates_without_downtime_through_the_agent_kept_trust_file() {
 
     // 2. Activate: the new CA signs, sshd already trusts it; old certs work.
     step("activate");
-    let (new_key, new_cert_file, new_cert) = certified_key(&lab, "new");
+    let (new_key, new_cert_file, new) = certified_key(&lab, "new", None);
+    let new_cert = certificate(&new);
     assert_ne!(new_cert.signature_key(), old_cert.signature_key());
     let (ok, err) = login(&sshd, &new_key, &new_cert_file, None);
     assert!(ok, "{err}\n{}", sshd.log());
