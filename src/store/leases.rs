@@ -350,21 +350,30 @@ pub fn record_ssh_cert(
     Ok(())
 }
 
-/// Serials of SSH certificates revoked before they expired.
-pub fn revoked_ssh_serials(conn: &Connection, at: i64) -> Result<Vec<u64>, StoreError> {
+/// Serials and key ids of SSH user certificates revoked before they expired.
+pub fn revoked_ssh_certs(
+    conn: &Connection,
+    at: i64,
+) -> Result<crate::creds::ssh::krl::Revoked, StoreError> {
     let mut stmt = conn
         .prepare(
-            "SELECT external_name FROM leases
-             WHERE kind = 'ssh' AND state = 'revoked' AND expires > ?1",
+            "SELECT c.serial, c.key_id FROM leases l
+             JOIN ssh_certs c ON c.serial = CAST(l.external_name AS INTEGER)
+             WHERE l.kind = 'ssh' AND l.state = 'revoked' AND l.expires > ?1",
         )
         .map_err(StoreError::sql("listing revoked SSH certificates"))?;
     let rows = stmt
-        .query_map([at], |r| r.get::<_, String>(0))
+        .query_map([at], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+        })
         .map_err(StoreError::sql("listing revoked SSH certificates"))?;
-    let names: Vec<String> = rows
-        .collect::<Result<_, _>>()
-        .map_err(StoreError::sql("listing revoked SSH certificates"))?;
-    Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
+    let mut revoked = crate::creds::ssh::krl::Revoked::default();
+    for row in rows {
+        let (serial, key_id) = row.map_err(StoreError::sql("listing revoked SSH certificates"))?;
+        revoked.serials.push(serial);
+        revoked.key_ids.push(key_id);
+    }
+    Ok(revoked)
 }
 
 /// The sequence number and time of the latest SSH certificate revocation in

@@ -259,6 +259,40 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
         String::from_utf8_lossy(&query.stdout),
         String::from_utf8_lossy(&query.stderr)
     );
+    // The KRL names it by key id too: a KRL with only that entry revokes it.
+    let ca_line = client(&server.bundle())
+        .unwrap()
+        .get(format!("{}/v1/ssh/ca/user", server.url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let ca_blob = ssh_key::PublicKey::from_openssh(ca_line.lines().next().unwrap())
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let by_id = zeroth::creds::ssh::krl::build(
+        &[ca_blob],
+        &zeroth::creds::ssh::krl::Revoked {
+            serials: vec![],
+            key_ids: vec![cert.key_id().to_owned()],
+        },
+        1,
+        1,
+    );
+    let by_id_file = work.write("krl.by-id", &by_id, 0o644).unwrap();
+    let query = Command::new(tools::SSH_KEYGEN.path().unwrap())
+        .args(["-Q", "-f"])
+        .arg(&by_id_file)
+        .arg(&cert_file)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&query.stdout).contains("REVOKED"),
+        "key-id entry not honoured: {}{}",
+        String::from_utf8_lossy(&query.stdout),
+        String::from_utf8_lossy(&query.stderr)
+    );
     assert!(
         login(sshd, &key_file, &cert_file, None).0,
         "sshd has the old KRL still"

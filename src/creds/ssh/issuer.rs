@@ -191,9 +191,9 @@ impl SshIssuer {
             .map(SshCa::public_blob)
             .collect();
         let conn = self.store.lock();
-        let serials = leases::revoked_ssh_serials(&conn, now())?;
+        let revoked = leases::revoked_ssh_certs(&conn, now())?;
         let (version, generated) = leases::last_ssh_revocation(&conn)?;
-        Ok(super::krl::build(&cas, &serials, version, generated))
+        Ok(super::krl::build(&cas, &revoked, version, generated))
     }
 
     /// A certificate serial unique across restarts: from the reserved
