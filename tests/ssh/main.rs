@@ -131,6 +131,23 @@ fn lab_with(settings: &str) -> SshLab {
     }
 }
 
+/// `ssh-keygen -Q`: whether the KRL file revokes the certificate file, and
+/// what ssh-keygen said.
+fn krl_revokes(krl: &Path, cert: &Path) -> (bool, String) {
+    let q = Command::new(tools::SSH_KEYGEN.path().unwrap())
+        .args(["-Q", "-f"])
+        .arg(krl)
+        .arg(cert)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&q.stdout),
+        String::from_utf8_lossy(&q.stderr)
+    );
+    (String::from_utf8_lossy(&q.stdout).contains("REVOKED"), said)
+}
+
 fn fetch_krl(server: &ZerothServer) -> Vec<u8> {
     client(&server.bundle())
         .unwrap()
@@ -247,18 +264,8 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
     assert_eq!(status.as_u16(), 204);
     let krl = fetch_krl(server);
     let fresh = work.write("krl.new", &krl, 0o644).unwrap();
-    let query = Command::new(tools::SSH_KEYGEN.path().unwrap())
-        .args(["-Q", "-f"])
-        .arg(&fresh)
-        .arg(&cert_file)
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&query.stdout).contains("REVOKED"),
-        "{}{}",
-        String::from_utf8_lossy(&query.stdout),
-        String::from_utf8_lossy(&query.stderr)
-    );
+    let (revoked, said) = krl_revokes(&fresh, &cert_file);
+    assert!(revoked, "{said}");
     // The KRL names it by key id too: a KRL with only that entry revokes it.
     let ca_line = client(&server.bundle())
         .unwrap()
@@ -281,18 +288,8 @@ fn a_certificate_from_the_hsm_ca_logs_in_within_its_principals_and_source_addres
         1,
     );
     let by_id_file = work.write("krl.by-id", &by_id, 0o644).unwrap();
-    let query = Command::new(tools::SSH_KEYGEN.path().unwrap())
-        .args(["-Q", "-f"])
-        .arg(&by_id_file)
-        .arg(&cert_file)
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&query.stdout).contains("REVOKED"),
-        "key-id entry not honoured: {}{}",
-        String::from_utf8_lossy(&query.stdout),
-        String::from_utf8_lossy(&query.stderr)
-    );
+    let (revoked, said) = krl_revokes(&by_id_file, &cert_file);
+    assert!(revoked, "key-id entry not honoured: {said}");
     assert!(
         login(sshd, &key_file, &cert_file, None).0,
         "sshd has the old KRL still"
@@ -560,16 +557,7 @@ fn the_agent_certifies_the_host_key_and_keeps_sshd_trust_and_krl_current() {
     assert!(ok, "{err}");
     assert_eq!(give_back(&lab, &signed.lease_id), 204);
     // The agent's KRL lists the certificate once the agent says it changed.
-    let revoked = || {
-        let q = Command::new(tools::SSH_KEYGEN.path().unwrap())
-            .args(["-Q", "-f"])
-            .arg(&krl)
-            .arg(&held_cert)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&q.stdout).contains("REVOKED")
-    };
-    while !revoked() {
+    while !krl_revokes(&krl, &held_cert).0 {
         agent
             .expect(std::time::Duration::from_secs(30), |l| l == "KRL updated")
             .unwrap();
