@@ -513,6 +513,25 @@ pub struct AgentConfig {
     /// What the agent keeps current for this machine's sshd.
     #[serde(default)]
     pub ssh: AgentSshConfig,
+    /// A local socket through which programs on this host get credentials
+    /// in the host's name (token hosts).
+    pub workload_api: Option<WorkloadApiConfig>,
+}
+
+/// `[workload_api]` in agent.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadApiConfig {
+    /// The socket (default /run/zeroth-agent/api.sock).
+    #[serde(default = "default_workload_socket")]
+    pub socket: PathBuf,
+    /// Users, besides root and the agent's own, whose programs may ask.
+    #[serde(default)]
+    pub allow_uids: Vec<u32>,
+}
+
+fn default_workload_socket() -> PathBuf {
+    PathBuf::from("/run/zeroth-agent/api.sock")
 }
 
 /// `[ssh]` in agent.toml: host certificates for sshd's host keys, the user
@@ -623,6 +642,13 @@ impl AgentConfig {
                         .into(),
             });
         }
+        if cfg.workload_api.is_some() && cfg.token_file.is_none() {
+            return Err(ConfigError::Invalid {
+                path: p,
+                key: "workload_api".into(),
+                problem: "serves token hosts (`token_file`); on a TPM node `zeroth db creds` and `zeroth ssh` use the TPM-held key directly".into(),
+            });
+        }
         if cfg.ssh.refresh < Duration::from_secs(1) {
             return Err(ConfigError::Invalid {
                 path: p,
@@ -657,19 +683,33 @@ mod tests {
         );
         let agent = AgentConfig::load(&root.join("agent.toml")).unwrap();
         assert_eq!(agent.tcti, "device:/dev/tpmrm0");
-        // The [ssh] lines, once uncommented, are valid too.
-        let uncommented: String = std::fs::read_to_string(root.join("agent.toml"))
-            .unwrap()
-            .lines()
-            .map(|l| match l.strip_prefix("# ") {
-                Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest,
-                _ => l,
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
+        // The [ssh] lines, once uncommented, are valid too; so is the
+        // token host's variant.
+        let text = std::fs::read_to_string(root.join("agent.toml")).unwrap();
+        let (tpm_host, token_host) = text.split_once("# A host without a TPM").unwrap();
+        let uncomment = |t: &str| -> String {
+            t.lines()
+                .map(|l| match l.strip_prefix("# ") {
+                    Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest,
+                    _ => l,
+                })
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.toml");
-        std::fs::write(&path, uncommented).unwrap();
+        let token = tpm_host
+            .lines()
+            .filter(|l| !l.starts_with("group"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            + &uncomment(&format!("#{token_host}"));
+        std::fs::write(&path, token).unwrap();
+        let agent = AgentConfig::load(&path).unwrap();
+        let api = agent.workload_api.unwrap();
+        assert_eq!(api.socket, Path::new("/run/zeroth-agent/api.sock"));
+        assert_eq!(api.allow_uids, [1001]);
+        std::fs::write(&path, uncomment(tpm_host)).unwrap();
         let agent = AgentConfig::load(&path).unwrap();
         assert_eq!(
             agent

@@ -9,6 +9,7 @@ pub mod run;
 pub mod ssh_agent;
 pub mod ssh_host;
 pub mod token;
+pub mod workload_api;
 
 pub use enrol::{enrol, renew, EnrolOptions, Outcome};
 pub use jwt::jwt;

@@ -1,6 +1,6 @@
 //! The agent's mTLS client: its X.509-SVID as client certificate, and every
 //! handshake signature made by the TPM-resident identity key, which never
-//! leaves the TPM.
+//! leaves the TPM (on a token host: by the key in the agent's memory).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -118,6 +118,31 @@ pub fn client(
     tpm: Arc<Attester>,
     key: KeyBlob,
 ) -> Result<reqwest::blocking::Client, AgentError> {
+    client_signing_with(ca_bundle, svid_pem, Arc::new(TpmKey { tpm, key }))
+}
+
+/// The same for a token host, whose SVID key exists only in the agent's
+/// memory.
+pub fn client_with_key(
+    ca_bundle: &Path,
+    svid_pem: &str,
+    key: &p256::ecdsa::SigningKey,
+) -> Result<reqwest::blocking::Client, AgentError> {
+    use p256::pkcs8::EncodePrivateKey;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| AgentError::BadAnswer(format!("encoding the SVID key: {e}")))?;
+    let private = rustls::pki_types::PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
+    let signing = rustls::crypto::ring::sign::any_ecdsa_type(&private.into())
+        .map_err(|e| AgentError::BadAnswer(format!("the SVID key: {e}")))?;
+    client_signing_with(ca_bundle, svid_pem, signing)
+}
+
+fn client_signing_with(
+    ca_bundle: &Path,
+    svid_pem: &str,
+    key: Arc<dyn SigningKey>,
+) -> Result<reqwest::blocking::Client, AgentError> {
     let pem = std::fs::read(ca_bundle).map_err(|source| AgentError::File {
         what: "read the CA bundle",
         path: ca_bundle.to_owned(),
@@ -138,7 +163,7 @@ pub fn client(
             "no certificate in the SVID or the CA bundle".into(),
         ));
     }
-    let certified = CertifiedKey::new(chain, Arc::new(TpmKey { tpm, key }));
+    let certified = CertifiedKey::new(chain, key);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])

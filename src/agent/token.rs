@@ -14,6 +14,7 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::enrol::{client, post_json, write, AgentError};
+use super::workload_api::Upstream;
 use crate::server::api::token::{ExchangeRequest, ExchangeResponse};
 
 /// Where a token host's agent works.
@@ -105,7 +106,9 @@ pub fn exchange(opts: &TokenOptions) -> Result<Rotated, AgentError> {
 }
 
 /// Rotates until `stop` receives a message (or its sender is dropped).
-pub fn run(opts: &TokenOptions, retry_max: Duration, stop: &Receiver<()>) {
+/// After each rotation `upstream` (the workload API's way to the server)
+/// holds the new SVID.
+pub fn run(opts: &TokenOptions, upstream: &Upstream, retry_max: Duration, stop: &Receiver<()>) {
     let notifier = crate::sd_notify::Notifier::from_env();
     let mut ready = false;
     let mut backoff = Duration::from_secs(1);
@@ -113,6 +116,10 @@ pub fn run(opts: &TokenOptions, retry_max: Duration, stop: &Receiver<()>) {
         let wait = match exchange(opts) {
             Ok(r) => {
                 backoff = Duration::from_secs(1);
+                match super::mtls::client_with_key(&opts.ca_bundle, &r.svid_pem, &r.key) {
+                    Ok(http) => upstream.set(&opts.server, http),
+                    Err(e) => println!("workload API: cannot use the new SVID: {e}"),
+                }
                 let token_left = (r.token_expires - crate::store::now()).max(0) as u64;
                 let svid_left = super::run::not_after(&r.svid_pem)
                     .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())

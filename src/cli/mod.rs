@@ -1,6 +1,7 @@
 //! The `zeroth` command line: one module per command group.
 
 mod agent;
+mod asker;
 mod audit;
 mod bench;
 mod bench_db;

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::agent::enrol::{post_json, Enrolment};
+use super::asker::Asker;
 use crate::agent::ssh_agent::SshAgent;
-use crate::server::api::ssh::{SshSignRequest, SshSignResponse};
+use crate::agent::workload_api::WorkloadRequest;
+use crate::server::api::ssh::SshSignResponse;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -202,29 +203,20 @@ fn login(args: &LoginArgs) -> Result<()> {
         "give a destination, e.g. `zeroth ssh --role ops deploy@db1 -- uptime`"
     );
     let c = crate::config::AgentConfig::load(&args.config)?;
-    anyhow::ensure!(
-        c.group.is_some(),
-        "SSH certificates go to TPM nodes; this agent runs on a token (`token_file`)"
-    );
-    let svid = std::fs::read_to_string(c.state_dir.join("svid.pem"))
-        .context("no X.509-SVID: run `zeroth agent run` first")?;
-    let e = Enrolment::open(&c.tcti, &c.state_dir)?;
-    let http = e.mtls_client(&c.ca_bundle, &svid)?;
-    let base = c.server.trim_end_matches('/');
+    let asker = Asker::open(&c)?;
     let key = ssh_key::PrivateKey::random(
         &mut p256::elliptic_curve::rand_core::OsRng,
         ssh_key::Algorithm::Ed25519,
     )
     .context("generate the session key")?;
-    let signed: SshSignResponse = post_json(
-        &http,
-        &format!("{base}/v1/ssh/sign/{role}"),
-        &SshSignRequest {
-            public_key: key.public_key().to_openssh()?,
-            principals: (!args.principals.is_empty()).then(|| args.principals.clone()),
-            ttl_seconds: args.ttl.map(|t| t.as_secs()),
-        },
-    )?;
+    let signed: SshSignResponse = asker.ask(&WorkloadRequest {
+        op: "ssh.sign".into(),
+        role: Some(role.clone()),
+        public_key: Some(key.public_key().to_openssh()?),
+        principals: (!args.principals.is_empty()).then(|| args.principals.clone()),
+        ttl_seconds: args.ttl.map(|t| t.as_secs()),
+        ..Default::default()
+    })?;
     let cert = ssh_key::Certificate::from_openssh(&signed.certificate)?;
     eprintln!(
         "certificate {} for {} valid {}s (lease {})",
@@ -242,17 +234,12 @@ fn login(args: &LoginArgs) -> Result<()> {
         .status()
         .context("run ssh")?;
     drop(agent);
-    let given_back = http
-        .post(format!("{base}/v1/leases/{}/revoke", signed.lease_id))
-        .send()
-        .map(|r| r.status().is_success())
-        .unwrap_or(false);
-    if !given_back {
+    if !asker.give_back(&signed.lease_id) {
         eprintln!(
             "lease {} could not be given back; the certificate expires on its own",
             signed.lease_id
         );
     }
-    drop((http, e));
+    drop(asker);
     std::process::exit(status.code().unwrap_or(1));
 }

@@ -27,6 +27,12 @@ enum TokenCommand {
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+    /// Revoke a token chain: its host gets no new token or SVID, and its
+    /// database users and SSH certificates are revoked.
+    Revoke {
+        /// The chain id `token create` printed.
+        chain: String,
+    },
 }
 
 pub fn run(args: &TokenArgs) -> Result<()> {
@@ -49,6 +55,23 @@ pub fn run(args: &TokenArgs) -> Result<()> {
                 humantime::format_duration(*ttl)
             );
             println!("{}", answer["token"].as_str().unwrap_or(""));
+            Ok(())
+        }
+        TokenCommand::Revoke { chain } => {
+            let answer = call(
+                &args.socket,
+                &AdminRequest {
+                    op: "token.revoke".into(),
+                    id: Some(chain.clone()),
+                    ..Default::default()
+                },
+            )
+            .map_err(anyhow::Error::msg)?;
+            if answer["was_revoked"].as_bool() == Some(true) {
+                println!("token chain {chain} was already revoked");
+            } else {
+                println!("token chain {chain} revoked; its leases are being revoked");
+            }
             Ok(())
         }
     }

@@ -259,6 +259,29 @@ fn execute(
             // The token is shown once, to the operator, and stored only as a hash.
             Ok(serde_json::json!({"ok": true, "chain": chain, "token": token, "expires": expires}))
         }
+        "token.revoke" => {
+            let chain = id()?;
+            let mut conn = store.lock();
+            let tx = conn.transaction().map_err(|e| e.to_string())?;
+            let was = crate::store::tokens::chain(&tx, &chain)
+                .map_err(db)?
+                .ok_or_else(|| format!("no token chain {chain}"))?;
+            if !was.revoked {
+                crate::store::tokens::revoke_chain(&tx, &chain).map_err(db)?;
+                audit::append(
+                    &tx,
+                    &Event {
+                        kind: "token.revoked",
+                        subject: &format!("token-chain/{chain}"),
+                        detail: serde_json::json!({"by_uid": uid, "group": was.group}),
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            }
+            tx.commit().map_err(|e| e.to_string())?;
+            // Its leases go at the revoker's next pass, like a revoked node's.
+            Ok(serde_json::json!({"ok": true, "chain": chain, "was_revoked": was.revoked}))
+        }
         other => Err(format!("unknown operation {other:?}")),
     }
 }

@@ -140,7 +140,7 @@ pub fn due(
         .map_err(StoreError::sql("finding due leases"))
 }
 
-/// Active leases held by nodes that were revoked since.
+/// Active leases held by nodes, or token chains, that were revoked since.
 pub fn of_revoked_nodes(conn: &Connection, limit: usize) -> Result<Vec<Lease>, StoreError> {
     let cols = COLUMNS
         .split(", ")
@@ -150,7 +150,10 @@ pub fn of_revoked_nodes(conn: &Connection, limit: usize) -> Result<Vec<Lease>, S
     let mut stmt = conn
         .prepare(&format!(
             "SELECT {cols} FROM leases l JOIN nodes n ON l.holder LIKE '%/node/' || n.id
-             WHERE n.state = 'revoked' AND l.state = 'active' LIMIT ?1"
+             WHERE n.state = 'revoked' AND l.state = 'active'
+             UNION ALL
+             SELECT {cols} FROM leases l JOIN token_chains c ON l.holder LIKE '%/token/' || c.id
+             WHERE c.state = 'revoked' AND l.state = 'active' LIMIT ?1"
         ))
         .map_err(StoreError::sql("finding leases of revoked nodes"))?;
     let rows = stmt

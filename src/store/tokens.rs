@@ -87,3 +87,25 @@ pub fn revoke_chain(tx: &Transaction<'_>, chain: &str) -> Result<(), StoreError>
     .map_err(StoreError::sql("revoking a token chain"))?;
     Ok(())
 }
+
+/// A token chain as the credential endpoints see it.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub group: String,
+    pub revoked: bool,
+}
+
+pub fn chain(conn: &rusqlite::Connection, id: &str) -> Result<Option<Chain>, StoreError> {
+    conn.query_row(
+        "SELECT grp, state FROM token_chains WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(Chain {
+                group: r.get(0)?,
+                revoked: r.get::<_, String>(1)? == "revoked",
+            })
+        },
+    )
+    .optional()
+    .map_err(StoreError::sql("looking up a token chain"))
+}

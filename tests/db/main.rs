@@ -2,6 +2,8 @@
 //! through a real swtpm, and real PostgreSQL and MariaDB servers reached
 //! with the real psql and mariadb clients.
 
+mod token_host;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};

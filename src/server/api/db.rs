@@ -8,12 +8,13 @@ use axum::Json;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::caller::NodeCaller;
+use super::caller::{Caller, CallerKind};
 use super::error::{ApiError, JsonBody};
 use crate::creds::db::leases::{CredsError, Holder};
 use crate::server::state::Shared;
 use crate::store::leases::Lease;
 use crate::store::nodes::{self, NodeState};
+use crate::store::tokens;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,29 +73,40 @@ impl From<CredsError> for ApiError {
     }
 }
 
-/// The caller as a lease holder, if its node may still act.
-pub(super) async fn holder(s: &Shared, caller: &NodeCaller) -> Result<Holder, ApiError> {
-    let id = caller.node_id.clone();
-    let node = s
-        .blocking(move |s| nodes::node(&s.store.lock(), &id))
-        .await??;
-    match node {
-        Some(n) if n.state == NodeState::Approved => Ok(Holder {
-            spiffe_id: caller.spiffe_id.clone(),
-            group: Some(n.group),
-        }),
-        _ => Err(ApiError::rejected(format!(
-            "node {} is not approved",
-            caller.node_id
-        ))),
-    }
+/// The caller as a lease holder, if it may still act: an approved node, or
+/// a token chain that was not revoked.
+pub(super) async fn holder(s: &Shared, caller: &Caller) -> Result<Holder, ApiError> {
+    let c = caller.clone();
+    s.blocking(move |s| -> Result<Holder, ApiError> {
+        let conn = s.store.lock();
+        let group = match c.kind {
+            CallerKind::Node => match nodes::node(&conn, &c.id)? {
+                Some(n) if n.state == NodeState::Approved => n.group,
+                _ => return Err(ApiError::rejected(format!("node {} is not approved", c.id))),
+            },
+            CallerKind::Token => match tokens::chain(&conn, &c.id)? {
+                Some(chain) if !chain.revoked => chain.group,
+                _ => {
+                    return Err(ApiError::rejected(format!(
+                        "token chain {} was revoked",
+                        c.id
+                    )))
+                }
+            },
+        };
+        Ok(Holder {
+            spiffe_id: c.spiffe_id,
+            group: Some(group),
+        })
+    })
+    .await?
 }
 
 /// `POST /v1/db/creds/{role}`.
 pub async fn creds(
     State(s): State<Shared>,
     Path(role): Path<String>,
-    caller: NodeCaller,
+    caller: Caller,
     JsonBody(req): JsonBody<CredsRequest>,
 ) -> Result<Json<CredsResponse>, ApiError> {
     let holder = holder(&s, &caller).await?;
@@ -124,7 +136,7 @@ pub async fn creds(
 pub async fn renew(
     State(s): State<Shared>,
     Path(id): Path<String>,
-    caller: NodeCaller,
+    caller: Caller,
     JsonBody(req): JsonBody<RenewLeaseRequest>,
 ) -> Result<Json<Lease>, ApiError> {
     holder(&s, &caller).await?;
@@ -143,7 +155,7 @@ pub async fn renew(
 pub async fn revoke(
     State(s): State<Shared>,
     Path(id): Path<String>,
-    caller: NodeCaller,
+    caller: Caller,
 ) -> Result<StatusCode, ApiError> {
     let lease = s.db.lease(&id, Some(&caller.spiffe_id)).await?;
     let db = s.db.clone();

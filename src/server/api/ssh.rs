@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::caller::NodeCaller;
+use super::caller::Caller;
 use super::error::{ApiError, JsonBody};
 use crate::creds::ssh::issuer::{CaKind, SignRequest};
 use crate::server::state::Shared;
@@ -38,11 +38,11 @@ pub async fn sign(
     State(s): State<Shared>,
     Path(role): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    caller: NodeCaller,
+    caller: Caller,
     JsonBody(req): JsonBody<SshSignRequest>,
 ) -> Result<Json<SshSignResponse>, ApiError> {
     let holder = super::db::holder(&s, &caller).await?;
-    let node_id = caller.node_id.clone();
+    let node_id = caller.id.clone();
     let signed = s
         .blocking(move |s| {
             s.ssh.sign(

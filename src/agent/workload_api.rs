@@ -1,0 +1,312 @@
+//! The agent's workload API: a Unix socket through which local programs get
+//! dynamic credentials (database users, SSH certificates) in the name of
+//! this host, without ever holding its identity. The agent makes the
+//! request with its own X.509-SVID over mTLS; the caller is authenticated
+//! by the kernel (SO_PEERCRED) against the configured uids. This is how a
+//! host without a TPM, whose SVID key exists only in the agent's memory,
+//! gets credentials at all.
+//!
+//! Protocol: one JSON request per connection, one JSON answer line.
+//! Requests: `{"op": "db.creds", "role": R, "ttl_seconds"?: N}`,
+//! `{"op": "ssh.sign", "role": R, "public_key": K, "principals"?: [..],
+//! "ttl_seconds"?: N}`, `{"op": "lease.renew", "id": L,
+//! "increment_seconds"?: N}`, `{"op": "lease.revoke", "id": L}`.
+//! Answers: the server's answer with `"ok": true`, or `{"ok": false,
+//! "status": S, "error": "..."}` (S is the server's HTTP status, or 403 and
+//! 503 for the agent's own refusals).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::enrol::AgentError;
+
+/// A request to the agent, as a local program sends it.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadRequest {
+    pub op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increment_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principals: Option<Vec<String>>,
+}
+
+/// The agent's current way to reach the server as itself; replaced at
+/// every rotation.
+#[derive(Clone, Default)]
+pub struct Upstream(Arc<RwLock<Option<Link>>>);
+
+#[derive(Clone)]
+struct Link {
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Upstream {
+    /// From now on, requests go to `server` through `http` (an mTLS client
+    /// holding the current SVID).
+    pub fn set(&self, server: &str, http: reqwest::blocking::Client) {
+        let link = Link {
+            base: server.trim_end_matches('/').to_owned(),
+            http,
+        };
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(link);
+    }
+
+    fn get(&self) -> Option<Link> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Who may use the socket besides root and the agent's own user.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub allow_uids: Vec<u32>,
+}
+
+impl Access {
+    fn allows(&self, uid: u32) -> bool {
+        uid == 0 || uid == rustix::process::geteuid().as_raw() || self.allow_uids.contains(&uid)
+    }
+}
+
+/// A serving socket; removed when dropped.
+pub struct WorkloadApi {
+    path: PathBuf,
+}
+
+impl Drop for WorkloadApi {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl WorkloadApi {
+    /// Binds `path` (mode 0666: the kernel-reported uid is the check) and
+    /// serves it on its own threads.
+    pub fn serve(path: &Path, access: Access, upstream: Upstream) -> Result<Self, AgentError> {
+        let file_err = |what: &'static str| {
+            let path = path.to_owned();
+            move |source| AgentError::File { what, path, source }
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(file_err("create the socket's directory"))?;
+        }
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).map_err(file_err("bind the workload API"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            .map_err(file_err("open the workload API"))?;
+        std::thread::Builder::new()
+            .name("workload-api".into())
+            .spawn(move || {
+                for conn in listener.incoming().flatten() {
+                    let (access, upstream) = (access.clone(), upstream.clone());
+                    let _ = std::thread::Builder::new()
+                        .name("workload-conn".into())
+                        .spawn(move || handle(conn, &access, &upstream));
+                }
+            })
+            .map_err(file_err("start the workload API"))?;
+        Ok(Self {
+            path: path.to_owned(),
+        })
+    }
+}
+
+const MAX_REQUEST: u64 = 16 * 1024;
+
+fn refusal(status: u16, error: impl Into<String>) -> serde_json::Value {
+    serde_json::json!({"ok": false, "status": status, "error": error.into()})
+}
+
+fn handle(mut conn: UnixStream, access: &Access, upstream: &Upstream) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut line = String::new();
+    let read = BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line);
+    let answer = match rustix::net::sockopt::socket_peercred(&conn) {
+        Err(e) => refusal(403, format!("cannot identify the caller: {e}")),
+        Ok(cred) if !access.allows(cred.uid.as_raw()) => refusal(
+            403,
+            format!(
+                "uid {} may not use this agent's workload API (allow_uids)",
+                cred.uid.as_raw()
+            ),
+        ),
+        Ok(_) => match read
+            .map_err(|e| format!("cannot read the request: {e}"))
+            .and_then(|_| {
+                serde_json::from_str::<WorkloadRequest>(&line)
+                    .map_err(|e| format!("malformed request: {e}"))
+            }) {
+            Err(e) => refusal(400, e),
+            Ok(req) => forward(&req, upstream),
+        },
+    };
+    let _ = writeln!(conn, "{answer}");
+}
+
+/// The server call a request stands for: path and JSON body.
+pub fn route(req: &WorkloadRequest) -> Result<(String, serde_json::Value), String> {
+    let need = |v: &Option<String>, what: &str| {
+        v.clone()
+            .filter(|s| !s.is_empty() && !s.contains(['/', '?', '#']))
+            .ok_or_else(|| format!("{} needs a valid \"{what}\"", req.op))
+    };
+    Ok(match req.op.as_str() {
+        "db.creds" => (
+            format!("/v1/db/creds/{}", need(&req.role, "role")?),
+            serde_json::json!({"ttl_seconds": req.ttl_seconds}),
+        ),
+        "ssh.sign" => (
+            format!("/v1/ssh/sign/{}", need(&req.role, "role")?),
+            serde_json::json!({
+                "public_key": req.public_key.clone().ok_or("ssh.sign needs a \"public_key\"")?,
+                "principals": req.principals,
+                "ttl_seconds": req.ttl_seconds,
+            }),
+        ),
+        "lease.renew" => (
+            format!("/v1/leases/{}/renew", need(&req.id, "id")?),
+            serde_json::json!({"increment_seconds": req.increment_seconds}),
+        ),
+        "lease.revoke" => (
+            format!("/v1/leases/{}/revoke", need(&req.id, "id")?),
+            serde_json::json!({}),
+        ),
+        other => return Err(format!("unknown operation {other:?}")),
+    })
+}
+
+fn forward(req: &WorkloadRequest, upstream: &Upstream) -> serde_json::Value {
+    let (path, body) = match route(req) {
+        Ok(r) => r,
+        Err(e) => return refusal(400, e),
+    };
+    let Some(link) = upstream.get() else {
+        return refusal(
+            503,
+            "this agent has no identity yet (its first rotation has not succeeded)",
+        );
+    };
+    let sent = link
+        .http
+        .post(format!("{}{path}", link.base))
+        .json(&body)
+        .send();
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => return refusal(503, format!("cannot reach the server: {e}")),
+    };
+    let status = resp.status();
+    let text = resp.text().unwrap_or_default();
+    let parsed: serde_json::Value = if text.trim().is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({"reason": text}))
+    };
+    if status.is_success() {
+        let mut answer = parsed;
+        match answer.as_object_mut() {
+            Some(map) => {
+                map.insert("ok".into(), true.into());
+                answer
+            }
+            None => serde_json::json!({"ok": true, "answer": answer}),
+        }
+    } else {
+        let reason = parsed["reason"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| status.to_string());
+        refusal(status.as_u16(), reason)
+    }
+}
+
+/// Sends one request to an agent's workload API and returns the answer,
+/// `Err((status, reason))` for a refusal.
+pub fn call(socket: &Path, req: &WorkloadRequest) -> Result<serde_json::Value, (u16, String)> {
+    let mut conn = UnixStream::connect(socket).map_err(|e| {
+        (
+            503,
+            format!(
+                "cannot connect to the agent's workload API at {}: {e} (is `zeroth agent run` up, with [workload_api]?)",
+                socket.display()
+            ),
+        )
+    })?;
+    let line = serde_json::to_string(req).map_err(|e| (400, e.to_string()))?;
+    writeln!(conn, "{line}").map_err(|e| (503, e.to_string()))?;
+    let mut answer = String::new();
+    BufReader::new(&conn)
+        .read_line(&mut answer)
+        .map_err(|e| (503, e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(&answer)
+        .map_err(|e| (503, format!("the agent's answer does not parse: {e}")))?;
+    if v["ok"] == true {
+        Ok(v)
+    } else {
+        Err((
+            v["status"].as_u64().unwrap_or(503) as u16,
+            v["error"].as_str().unwrap_or("refused").to_owned(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_name_only_plain_path_segments() {
+        let req = |op: &str, role: Option<&str>| WorkloadRequest {
+            op: op.into(),
+            role: role.map(Into::into),
+            ..Default::default()
+        };
+        assert_eq!(
+            route(&req("db.creds", Some("app"))).unwrap().0,
+            "/v1/db/creds/app"
+        );
+        for bad in ["", "../identity/renew", "a?b", "a#b"] {
+            let e = route(&req("db.creds", Some(bad))).unwrap_err();
+            assert!(e.contains("valid \"role\""), "{bad}: {e}");
+        }
+        assert!(route(&req("node.revoke", None))
+            .unwrap_err()
+            .contains("unknown operation"));
+        assert!(route(&req("ssh.sign", Some("ops")))
+            .unwrap_err()
+            .contains("public_key"));
+    }
+
+    #[test]
+    fn without_an_identity_the_agent_says_so() {
+        let answer = forward(
+            &WorkloadRequest {
+                op: "db.creds".into(),
+                role: Some("app".into()),
+                ..Default::default()
+            },
+            &Upstream::default(),
+        );
+        assert_eq!(answer["status"], 503);
+        assert!(answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("no identity yet"));
+    }
+}

@@ -1,0 +1,82 @@
+//! How a command on a host asks the server for credentials in the host's
+//! name: a TPM node signs its own mTLS handshake with the TPM-held key; a
+//! token host goes through its agent's workload API, since only the agent
+//! holds that host's SVID key.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::agent::enrol::{post_json, Enrolment};
+use crate::agent::workload_api::{self, WorkloadRequest};
+use crate::config::AgentConfig;
+
+pub enum Asker {
+    /// A TPM node: mTLS signed by the TPM-held key (the TPM context stays
+    /// open until the lease is given back).
+    Tpm {
+        http: reqwest::blocking::Client,
+        base: String,
+        _tpm: Enrolment,
+    },
+    /// A token host: through the agent.
+    Agent(PathBuf),
+}
+
+impl Asker {
+    pub fn open(c: &AgentConfig) -> Result<Self> {
+        if c.token_file.is_some() {
+            let api = c.workload_api.as_ref().context(
+                "this host runs on a token: its agent must serve [workload_api] for credentials",
+            )?;
+            return Ok(Self::Agent(api.socket.clone()));
+        }
+        let svid_path = c.state_dir.join("svid.pem");
+        let svid = std::fs::read_to_string(&svid_path).with_context(|| {
+            format!(
+                "no X.509-SVID at {}: run `zeroth agent run` first",
+                svid_path.display()
+            )
+        })?;
+        let tpm = Enrolment::open(&c.tcti, &c.state_dir)?;
+        let http = tpm.mtls_client(&c.ca_bundle, &svid)?;
+        Ok(Self::Tpm {
+            http,
+            base: c.server.trim_end_matches('/').to_owned(),
+            _tpm: tpm,
+        })
+    }
+
+    /// One request (`db.creds`, `ssh.sign`, `lease.renew`), its answer.
+    pub fn ask<T: serde::de::DeserializeOwned>(&self, req: &WorkloadRequest) -> Result<T> {
+        let answer = match self {
+            Self::Tpm { http, base, .. } => {
+                let (path, body) = workload_api::route(req).map_err(anyhow::Error::msg)?;
+                post_json::<_, serde_json::Value>(http, &format!("{base}{path}"), &body)?
+            }
+            Self::Agent(socket) => workload_api::call(socket, req)
+                .map_err(|(status, reason)| anyhow::anyhow!("refused ({status}): {reason}"))?,
+        };
+        serde_json::from_value(answer).context("the server's answer")
+    }
+
+    /// Gives the lease back; whether that worked.
+    pub fn give_back(&self, lease_id: &str) -> bool {
+        match self {
+            Self::Tpm { http, base, .. } => http
+                .post(format!("{base}/v1/leases/{lease_id}/revoke"))
+                .send()
+                .map(|r| r.status().is_success())
+                .unwrap_or(false),
+            Self::Agent(socket) => workload_api::call(
+                socket,
+                &WorkloadRequest {
+                    op: "lease.revoke".into(),
+                    id: Some(lease_id.to_owned()),
+                    ..Default::default()
+                },
+            )
+            .is_ok(),
+        }
+    }
+}

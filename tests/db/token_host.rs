@@ -1,0 +1,166 @@
+//! A host without a TPM gets database users too: its programs ask the
+//! agent's workload API, the agent asks the server with the SVID whose key
+//! only it holds, and revoking the host's token chain ends its users.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use zeroth::server::api::db::CredsResponse;
+
+use super::{eventually, lab, mariadb};
+
+/// `mysql://user:password@host:port/db`, as `zeroth db creds` prints it.
+fn parse_url(url: &str, lease_id: &str) -> CredsResponse {
+    let (scheme, rest) = url.trim().split_once("://").unwrap();
+    let (auth, rest) = rest.rsplit_once('@').unwrap();
+    let (username, password) = auth.split_once(':').unwrap();
+    let (addr, database) = rest.split_once('/').unwrap();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    CredsResponse {
+        lease_id: lease_id.to_owned(),
+        username: username.to_owned(),
+        password: password.to_owned(),
+        expires: 0,
+        engine: if scheme == "mysql" {
+            "mariadb"
+        } else {
+            "postgres"
+        }
+        .to_owned(),
+        host: host.to_owned(),
+        port: port.parse().unwrap(),
+        database: database.to_owned(),
+    }
+}
+
+fn zeroth_db_creds(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["db", "creds", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_token_host_gets_database_users_through_its_agents_workload_api() {
+    let lab = lab();
+    lab.add_connections();
+    let (ok, out) = lab.zeroth(&["token", "create", "--group", "edge", "--ttl", "5m"], "");
+    assert!(ok, "{out}");
+    let chain = out
+        .split("token chain ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    // stdout (the token) comes before stderr (what it is).
+    let first = out.lines().next().unwrap().trim().to_owned();
+    let host = zeroth::lab::LabDir::new("token-host").unwrap();
+    let bootstrap = host.join("bootstrap-token");
+    std::fs::write(&bootstrap, &first).unwrap();
+    let socket = host.join("api.sock");
+    let config = host.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\nretry_max = \"1s\"\n\n[workload_api]\nsocket = \"{}\"\n",
+            lab.server.url(),
+            lab.server.bundle().display(),
+            bootstrap.display(),
+            host.join("state").display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    // Readable by the unprivileged caller below; it holds no secret.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut agent = zeroth::lab::AgentProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_zeroth")),
+        &config,
+    )
+    .unwrap();
+    agent
+        .expect(Duration::from_secs(30), |l| {
+            l.starts_with("token rotated: ")
+        })
+        .unwrap();
+
+    // psql runs with a user the token host was given; the lease goes back
+    // when it exits.
+    let out = zeroth_db_creds(
+        &config,
+        &[
+            "app-ro",
+            "--exec",
+            "psql",
+            "-XAtqc",
+            "SELECT current_user || ':' || text FROM greetings",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (user, text) = stdout.trim().split_once(':').unwrap();
+    assert!(user.starts_with("zt_app_ro_"), "{stdout}");
+    assert_eq!(text, "hello");
+
+    // A MariaDB user, held by the token host's SPIFFE ID.
+    let out = zeroth_db_creds(&config, &["shop-rw", "--ttl", "10m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, leases) = lab.zeroth(&["lease", "list", "--json"], "");
+    assert!(ok, "{leases}");
+    let live: Vec<serde_json::Value> = serde_json::from_str(&leases).unwrap();
+    assert_eq!(live.len(), 1, "{leases}");
+    assert_eq!(
+        live[0]["holder"],
+        format!("spiffe://lab.zeroth/token/{chain}"),
+        "{leases}"
+    );
+    let m = parse_url(
+        &String::from_utf8_lossy(&out.stdout),
+        live[0]["id"].as_str().unwrap(),
+    );
+    assert_eq!(mariadb(&m, "SELECT item FROM shop.orders").unwrap(), "tea");
+
+    // Another user of this host is refused by the agent (SO_PEERCRED),
+    // before anything reaches the server.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["db", "creds", "app-ro", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("refused (403)") && stderr.contains("uid 65534 may not use"),
+        "{stderr}"
+    );
+
+    // Revoking the chain revokes what the host holds, and it gets no more.
+    let (ok, out) = lab.zeroth(&["token", "revoke", &chain], "");
+    assert!(ok && out.contains("revoked"), "{out}");
+    eventually(Duration::from_secs(10), || match mariadb(&m, "SELECT 1") {
+        Ok(_) => Err("the revoked token host's user still works".to_owned()),
+        Err(_) => Ok(()),
+    });
+    let out = zeroth_db_creds(&config, &["app-ro"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("refused (403)")
+            && stderr.contains(&format!("token chain {chain} was revoked")),
+        "{stderr}"
+    );
+    agent.stop().unwrap();
+}
