@@ -264,6 +264,7 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres) -> Result<()> {
     show_renewal(&options, &svid_pem)?;
     show_jwt(&options, &svid_pem, &server)?;
     show_db_creds(&options, &server, pg)?;
+    show_token_host(&server, pg)?;
     show_ssh(&options, &server)?;
 
     println!("$ tpm2_pcrextend 10:sha256=...   # the node's measured state changes");
@@ -489,6 +490,107 @@ fn show_db_creds(
             e.lines().last().unwrap_or_default()
         ),
     }
+    Ok(())
+}
+
+/// A host without a TPM: it lives on a rotating token, and its programs get
+/// database users through the agent, which alone holds its SVID key.
+fn show_token_host(server: &crate::lab::ZerothServer, pg: &Postgres) -> Result<()> {
+    use crate::agent::workload_api::{self, WorkloadRequest};
+    use crate::server::admin::AdminRequest;
+    println!("$ zeroth token create --group edge --ttl 10m   # for a host without a TPM");
+    let made = admin_call(
+        server,
+        AdminRequest {
+            op: "token.create".into(),
+            group: Some("edge".into()),
+            ttl_secs: Some(600),
+            ..Default::default()
+        },
+    )?;
+    let chain = made["chain"].as_str().unwrap_or_default().to_owned();
+    let host = lab::LabDir::new("demo-token-host")?;
+    let bootstrap = host.join("token");
+    std::fs::write(&bootstrap, made["token"].as_str().unwrap_or_default())?;
+    let socket = host.join("api.sock");
+    let config = host.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\nretry_max = \"1s\"\n[workload_api]\nsocket = \"{}\"\n",
+            server.url(),
+            server.bundle().display(),
+            bootstrap.display(),
+            host.join("state").display(),
+            socket.display()
+        ),
+    )?;
+    println!("$ zeroth agent run   # token_file + [workload_api]: the SVID key stays in the agent's memory");
+    let exe = std::env::current_exe()?;
+    let mut agent = lab::AgentProcess::start(&exe, &config)?;
+    let line = agent.expect(std::time::Duration::from_secs(30), |l| {
+        l.starts_with("token rotated: ")
+    })?;
+    println!("           {line}");
+    println!(
+        "$ zeroth db creds app-ro -- psql   # on the token host: asked through the agent's socket"
+    );
+    let answer = workload_api::call(
+        &socket,
+        &WorkloadRequest {
+            op: "db.creds".into(),
+            role: Some("app-ro".into()),
+            ..Default::default()
+        },
+    )
+    .map_err(|(status, reason)| anyhow::anyhow!("refused ({status}): {reason}"))?;
+    let creds: crate::server::api::db::CredsResponse = serde_json::from_value(answer)?;
+    let text = psql_as(
+        pg,
+        &creds.username,
+        &creds.password,
+        "SELECT text FROM greetings",
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!(
+        "           user {} for spiffe://{}/token/{chain}: {text}",
+        creds.username,
+        crate::lab::zeroth_server::TRUST_DOMAIN
+    );
+    println!("$ zeroth token revoke {chain}");
+    admin_call(
+        server,
+        AdminRequest {
+            op: "token.revoke".into(),
+            id: Some(chain.clone()),
+            ..Default::default()
+        },
+    )?;
+    // The revoker takes the chain's leases on its next pass.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match psql_as(pg, &creds.username, &creds.password, "SELECT 1") {
+            Err(_) => break,
+            Ok(_) if std::time::Instant::now() > deadline => {
+                anyhow::bail!("the revoked token host's user still logs in")
+            }
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+    match workload_api::call(
+        &socket,
+        &WorkloadRequest {
+            op: "db.creds".into(),
+            role: Some("app-ro".into()),
+            ..Default::default()
+        },
+    ) {
+        Ok(_) => anyhow::bail!("the revoked token host got credentials"),
+        Err((status, reason)) => {
+            println!("           its user is gone; asking again: refused ({status}): {reason}")
+        }
+    }
+    agent.stop()?;
     Ok(())
 }
 

@@ -58,7 +58,9 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         "host verified by its zeroth host certificate; logged in as ",
         "with certificate 2 (key id \"spiffe://lab.zeroth/node/",
         "login refused: ",
-        "audit chain intact: 15 events (db.connection.rotated, db.creds.issued, db.creds.revoked, ssh.host_cert.issued, ssh.cert.issued, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
+        "token rotated: spiffe://lab.zeroth/token/",
+        "its user is gone; asking again: refused (403): token chain ",
+        "audit chain intact: 20 events (db.creds.issued, token.revoked, db.creds.revoked, ssh.host_cert.issued, ssh.cert.issued, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
         "lab stopped: every daemon reaped",
     ] {
         assert!(
