@@ -57,9 +57,10 @@ enum BenchCommand {
         clients: usize,
         #[arg(long, default_value_t = 100)]
         per_client: usize,
-        /// Users created on the raw connection.
-        #[arg(long, default_value_t = 500)]
-        raw: usize,
+        /// Users created on the raw connection (default: as many as zeroth
+        /// makes, since a database's cost per user grows with its users).
+        #[arg(long)]
+        raw: Option<usize>,
     },
     /// SSH certificate signings per second through zeroth at N concurrent
     /// HTTPS clients, for an Ed25519 and a P-256 CA, against the raw

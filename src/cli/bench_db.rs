@@ -95,8 +95,10 @@ fn admin(server: &ZerothServer, op: &str, params: serde_json::Value, secret: &st
     Ok(())
 }
 
-pub fn run(clients: usize, per_client: usize, raw: usize) -> Result<()> {
+pub fn run(clients: usize, per_client: usize, raw: Option<usize>) -> Result<()> {
     let clients = clients.max(1);
+    // The warm-up request of each client makes a user too.
+    let raw = raw.unwrap_or(clients * (per_client + 1));
     let tpm = Swtpm::start().context("start a lab TPM")?;
     let hsm = SoftHsm::start().context("start a lab SoftHSM token")?;
     let pg = Postgres::start().context("start a lab PostgreSQL")?;

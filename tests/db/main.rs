@@ -2,6 +2,7 @@
 //! through a real swtpm, and real PostgreSQL and MariaDB servers reached
 //! with the real psql and mariadb clients.
 
+mod batch;
 mod token_host;
 
 use std::io::Write;

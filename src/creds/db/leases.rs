@@ -206,6 +206,7 @@ impl DbBroker {
         if !role.creation_statements.is_empty() {
             s.setup.clear();
             s.creation = role.creation_statements.clone();
+            s.batch_grant = None;
         }
         s.revocation = role.revocation_statements.clone();
         s

@@ -14,6 +14,9 @@ use super::secret::{mysql_native_hash, USER_PREFIX};
 use super::template::{render, Values};
 use super::{DbError, Engine, NewUser, Target};
 
+/// Who a built-in role's GRANT makes (see `role::RoleStatements`).
+pub const GRANTEE: &str = "{{name}}@'%' IDENTIFIED BY PASSWORD {{password}}";
+
 /// The schema holding zeroth's expiry table, procedure and event.
 pub const EVENTS_SCHEMA: &str = "zeroth";
 
@@ -59,6 +62,7 @@ const EXPIRY_SETUP: [&str; 3] = [
 pub struct MariaAdmin {
     target: Target,
     pool: Pool,
+    batches: tokio::sync::mpsc::UnboundedSender<super::mariadb_batch::Job>,
 }
 
 /// A refusal by the server is the statement's fault; anything else (a
@@ -97,8 +101,10 @@ impl MariaAdmin {
             .init(SESSION_INIT.to_vec())
             .pool_opts(PoolOpts::default().with_constraints(constraints))
             .into();
+        let pool = Pool::new(opts);
         let admin = Self {
-            pool: Pool::new(opts),
+            batches: super::mariadb_batch::spawn(pool.clone(), target.to_string()),
+            pool,
             target,
         };
         let mut conn = admin.conn().await?;
@@ -177,6 +183,22 @@ impl MariaAdmin {
             group: &role.group,
             schema: &role.schema,
         };
+        if let (Some(head), true) = (&role.batch_grant, role.setup.is_empty()) {
+            let (done, answer) = tokio::sync::oneshot::channel();
+            let job = super::mariadb_batch::Job {
+                grant: render(Engine::MariaDb, head, &v).map_err(DbError::Template)?,
+                grantee: render(Engine::MariaDb, GRANTEE, &v).map_err(DbError::Template)?,
+                name: user.name.to_owned(),
+                expires: user.expires,
+                done,
+            };
+            let gone = || DbError::Unavailable {
+                target: self.target.to_string(),
+                reason: "the batching task stopped".into(),
+            };
+            self.batches.send(job).map_err(|_| gone())?;
+            return answer.await.map_err(|_| gone())?.map(|_| ());
+        }
         let setup = Self::render_all(&role.setup, &v)?;
         let creation = Self::render_all(&role.creation, &v)?;
         let mut conn = self.conn().await?;

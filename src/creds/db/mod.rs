@@ -5,6 +5,7 @@
 
 pub mod leases;
 pub mod mariadb;
+pub mod mariadb_batch;
 mod pg_tls;
 pub mod postgres;
 pub mod role;

@@ -22,6 +22,10 @@ pub struct RoleStatements {
     /// idempotent (the group role and its grants).
     pub setup: Vec<String>,
     pub creation: Vec<String>,
+    /// MariaDB built-in roles: the head of the one creating GRANT
+    /// ("GRANT … ON {{database}}.* TO"), so users asked for together can be
+    /// made by one statement (see `mariadb_batch`). `None` for templates.
+    pub batch_grant: Option<String>,
     /// Run at revocation before the user is locked, terminated and dropped.
     pub revocation: Vec<String>,
     /// `{{group}}`: the group role users are made members of.
@@ -38,6 +42,7 @@ pub fn group_role(role: &str) -> String {
 impl RoleStatements {
     pub fn builtin(engine: Engine, access: Access, role: &str, schema: &str) -> Self {
         let group = group_role(role);
+        let mut batch_grant = None;
         let (setup, creation) = match engine {
             Engine::Postgres => {
                 let privileges = match access {
@@ -66,20 +71,19 @@ impl RoleStatements {
                     Access::ReadOnly => "SELECT",
                     Access::ReadWrite => "SELECT, INSERT, UPDATE, DELETE",
                 };
-                (
-                    vec![],
-                    // One statement, one rebuild of MariaDB's privilege
-                    // cache: GRANT creates the user (the admin sessions
-                    // allow it, see `mariadb::SESSION_INIT`).
-                    vec![format!(
-                        "GRANT {privileges} ON {{{{database}}}}.* TO {{{{name}}}}@'%' IDENTIFIED BY PASSWORD {{{{password}}}}"
-                    )],
-                )
+                // One statement, one rebuild of MariaDB's privilege cache:
+                // GRANT creates the user (the admin sessions allow it, see
+                // `mariadb::SESSION_INIT`).
+                let head = format!("GRANT {privileges} ON {{{{database}}}}.* TO");
+                let creation = format!("{head} {}", super::mariadb::GRANTEE);
+                batch_grant = Some(head);
+                (vec![], vec![creation])
             }
         };
         Self {
             setup,
             creation,
+            batch_grant,
             revocation: vec![],
             group,
             schema: schema.to_owned(),
