@@ -34,6 +34,15 @@ enum SshCommand {
         #[arg(long, default_value = "*")]
         hosts: String,
     },
+    /// Write the KRL of revoked host certificates, for ssh_config's
+    /// `RevokedHostKeys` (`zeroth ssh` fetches it by itself at each login).
+    HostKrl {
+        #[arg(long, default_value = "/etc/zeroth/agent.toml")]
+        config: PathBuf,
+        /// Where to write it (replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the sshd_config lines for a node whose agent keeps the CA
     /// keys, the KRL and the host certificates current.
     SshdConfig {
@@ -94,6 +103,13 @@ pub fn run(args: &SshArgs) -> Result<()> {
     match &args.command {
         Some(SshCommand::KnownHosts { config, hosts }) => known_hosts(config, hosts),
         Some(SshCommand::SshdConfig { config }) => sshd_config(config),
+        Some(SshCommand::HostKrl { config, out }) => {
+            let c = crate::config::AgentConfig::load(config)?;
+            let krl = host_krl(&c)?;
+            crate::agent::enrol::write(out, "write the host KRL", &krl)?;
+            eprintln!("{} bytes of host KRL in {}", krl.len(), out.display());
+            Ok(())
+        }
         Some(SshCommand::Ca { step, kind, socket }) => ca(step, kind, socket),
         None => login(&args.login),
     }
@@ -138,6 +154,17 @@ fn ca(step: &CaStep, kind: &str, socket: &std::path::Path) -> Result<()> {
         CaStep::Retire => println!("retired {kind} CAs removed: {}", answer["removed"]),
     }
     Ok(())
+}
+
+/// The server's KRL of revoked host certificates.
+fn host_krl(c: &crate::config::AgentConfig) -> Result<Vec<u8>> {
+    let url = format!("{}/v1/ssh/krl/host", c.server.trim_end_matches('/'));
+    let resp = crate::agent::enrol::client(&c.ca_bundle)?
+        .get(&url)
+        .send()
+        .with_context(|| format!("fetch {url}"))?;
+    anyhow::ensure!(resp.status().is_success(), "{url}: {}", resp.status());
+    Ok(resp.bytes()?.to_vec())
 }
 
 fn known_hosts(config: &std::path::Path, hosts: &str) -> Result<()> {
@@ -226,9 +253,15 @@ fn login(args: &LoginArgs) -> Result<()> {
         signed.lease_id
     );
     let agent = SshAgent::start(key, &cert).context("start the in-memory ssh agent")?;
+    // Hosts whose certificates were revoked are refused: the current host
+    // KRL, kept next to the agent's socket for this session only.
+    let revoked_hosts = agent.dir().join("revoked_host_keys");
+    crate::agent::enrol::write(&revoked_hosts, "write the host KRL", &host_krl(&c)?)?;
     let status = std::process::Command::new("ssh")
         .arg("-o")
         .arg(format!("IdentityAgent={}", agent.socket().display()))
+        .arg("-o")
+        .arg(format!("RevokedHostKeys={}", revoked_hosts.display()))
         .args(&args.destination)
         .args(&args.ssh)
         .status()

@@ -353,20 +353,22 @@ pub fn record_ssh_cert(
     Ok(())
 }
 
-/// Serials and key ids of SSH user certificates revoked before they expired.
+/// Serials and key ids of SSH certificates revoked before they expired:
+/// user certificates (`lease_kind` "ssh") or host ones ("ssh-host").
 pub fn revoked_ssh_certs(
     conn: &Connection,
     at: i64,
+    lease_kind: &str,
 ) -> Result<crate::creds::ssh::krl::Revoked, StoreError> {
     let mut stmt = conn
         .prepare(
             "SELECT c.serial, c.key_id FROM leases l
              JOIN ssh_certs c ON c.serial = CAST(l.external_name AS INTEGER)
-             WHERE l.kind = 'ssh' AND l.state = 'revoked' AND l.expires > ?1",
+             WHERE l.kind = ?2 AND l.state = 'revoked' AND l.expires > ?1",
         )
         .map_err(StoreError::sql("listing revoked SSH certificates"))?;
     let rows = stmt
-        .query_map([at], |r| {
+        .query_map(params![at, lease_kind], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
         })
         .map_err(StoreError::sql("listing revoked SSH certificates"))?;

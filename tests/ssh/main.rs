@@ -550,6 +550,34 @@ fn the_agent_certifies_the_host_key_and_keeps_sshd_trust_and_krl_current() {
     assert!(!out.status.success());
     assert!(stderr.contains("Host key verification failed"), "{stderr}");
 
+    // The host's certificate is revoked: `zeroth ssh` brings the host KRL
+    // to every login, and the client refuses that host.
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["lease", "revoke", "--prefix", "hosts/", "--socket"])
+        .arg(lab.server.admin_socket())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("1 lease(s) revoked"), "{said}");
+    // `zeroth ssh host-krl` writes it for ssh_config's RevokedHostKeys.
+    let host_krl = lab.work.join("revoked_host_keys");
+    let out = zeroth(
+        &["ssh", "host-krl", "--out", host_krl.to_str().unwrap()],
+        &config,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (revoked, said) = krl_revokes(&host_krl, &cert_path);
+    assert!(revoked, "{said}");
+
+    let out = strict(sshd.port(), "echo should not run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("should not run"));
+    assert!(stderr.contains("revoked"), "{stderr}");
     // A user certificate revoked on the server stops working once the
     // agent has fetched the new KRL (within its 1 s refresh).
     let (key_file, held_cert, signed) = certified_key(&lab, "held", None);

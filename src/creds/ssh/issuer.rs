@@ -183,15 +183,16 @@ impl SshIssuer {
         })
     }
 
-    /// The KRL of the user CA: every certificate revoked before its expiry.
-    pub fn krl(&self) -> Result<Vec<u8>, CredsError> {
-        let cas: Vec<Vec<u8>> = self
-            .set(CaKind::User)
-            .published()
-            .map(SshCa::public_blob)
-            .collect();
+    /// The KRL of the user or host CA: every certificate of that kind
+    /// revoked before its expiry.
+    pub fn krl(&self, kind: CaKind) -> Result<Vec<u8>, CredsError> {
+        let cas: Vec<Vec<u8>> = self.set(kind).published().map(SshCa::public_blob).collect();
         let conn = self.store.lock();
-        let revoked = leases::revoked_ssh_certs(&conn, now())?;
+        let lease_kind = match kind {
+            CaKind::User => "ssh",
+            CaKind::Host => "ssh-host",
+        };
+        let revoked = leases::revoked_ssh_certs(&conn, now(), lease_kind)?;
         let (version, generated) = leases::last_ssh_revocation(&conn)?;
         Ok(super::krl::build(&cas, &revoked, version, generated))
     }

@@ -82,5 +82,11 @@ pub async fn host_ca(State(s): State<Shared>) -> String {
 /// `GET /v1/ssh/krl`: the user CA's revocation list (binary, for sshd's
 /// `RevokedKeys`).
 pub async fn krl(State(s): State<Shared>) -> Result<Vec<u8>, ApiError> {
-    Ok(s.blocking(|s| s.ssh.krl()).await??)
+    Ok(s.blocking(|s| s.ssh.krl(CaKind::User)).await??)
+}
+
+/// `GET /v1/ssh/krl/host`: the host CA's revocation list (binary, for the
+/// clients' `RevokedHostKeys`).
+pub async fn host_krl(State(s): State<Shared>) -> Result<Vec<u8>, ApiError> {
+    Ok(s.blocking(|s| s.ssh.krl(CaKind::Host)).await??)
 }
