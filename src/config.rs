@@ -514,7 +514,8 @@ pub struct AgentConfig {
     #[serde(default)]
     pub ssh: AgentSshConfig,
     /// A local socket through which programs on this host get credentials
-    /// in the host's name (token hosts).
+    /// in the host's name, without its key (a token host's is in the
+    /// agent's memory) or access to its TPM.
     pub workload_api: Option<WorkloadApiConfig>,
 }
 
@@ -640,13 +641,6 @@ impl AgentConfig {
                 problem:
                     "needs a TPM host (`group`): SSH certificates are bound to the TPM-held key"
                         .into(),
-            });
-        }
-        if cfg.workload_api.is_some() && cfg.token_file.is_none() {
-            return Err(ConfigError::Invalid {
-                path: p,
-                key: "workload_api".into(),
-                problem: "serves token hosts (`token_file`); on a TPM node `zeroth db creds` and `zeroth ssh` use the TPM-held key directly".into(),
             });
         }
         if cfg.ssh.refresh < Duration::from_secs(1) {

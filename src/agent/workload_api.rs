@@ -4,7 +4,8 @@
 //! request with its own X.509-SVID over mTLS; the caller is authenticated
 //! by the kernel (SO_PEERCRED) against the configured uids. This is how a
 //! host without a TPM, whose SVID key exists only in the agent's memory,
-//! gets credentials at all.
+//! gets credentials at all; on a TPM node it spares programs access to the
+//! TPM.
 //!
 //! Protocol: one JSON request per connection, one JSON answer line.
 //! Requests: `{"op": "db.creds", "role": R, "ttl_seconds"?: N}`,
@@ -45,30 +46,74 @@ pub struct WorkloadRequest {
     pub principals: Option<Vec<String>>,
 }
 
-/// The agent's current way to reach the server as itself; replaced at
-/// every rotation.
+/// The agent's current way to reach the server as itself.
 #[derive(Clone, Default)]
 pub struct Upstream(Arc<RwLock<Option<Link>>>);
 
 #[derive(Clone)]
-struct Link {
-    base: String,
-    http: reqwest::blocking::Client,
+enum Link {
+    /// A token host: an mTLS client holding the current SVID and its
+    /// in-memory key, replaced at every rotation.
+    Client {
+        base: String,
+        http: reqwest::blocking::Client,
+    },
+    /// A TPM node: the TPM is opened for each request (and closed after,
+    /// so renewals get their turn), with the SVID then on disk.
+    Tpm(super::EnrolOptions),
 }
 
 impl Upstream {
     /// From now on, requests go to `server` through `http` (an mTLS client
     /// holding the current SVID).
     pub fn set(&self, server: &str, http: reqwest::blocking::Client) {
-        let link = Link {
+        let link = Link::Client {
             base: server.trim_end_matches('/').to_owned(),
             http,
         };
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(link);
     }
 
+    /// Requests are signed by the TPM-held identity key of the node `opts`
+    /// describes.
+    pub fn tpm(opts: &super::EnrolOptions) -> Self {
+        Self(Arc::new(RwLock::new(Some(Link::Tpm(opts.clone())))))
+    }
+
     fn get(&self) -> Option<Link> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Sends `body` to `path` as this host; the answer's status and body.
+fn send(link: &Link, path: &str, body: &serde_json::Value) -> Result<(u16, String), String> {
+    let unreachable = |e: reqwest::Error| format!("cannot reach the server: {e}");
+    let answer = |r: reqwest::blocking::Response| {
+        let status = r.status().as_u16();
+        (status, r.text().unwrap_or_default())
+    };
+    match link {
+        Link::Client { base, http } => http
+            .post(format!("{base}{path}"))
+            .json(body)
+            .send()
+            .map(answer)
+            .map_err(unreachable),
+        Link::Tpm(opts) => {
+            let svid = std::fs::read_to_string(opts.state_dir.join("svid.pem"))
+                .map_err(|_| "this node has no identity yet (not enrolled)".to_owned())?;
+            let tpm = super::enrol::Enrolment::open(&opts.tcti, &opts.state_dir)
+                .map_err(|e| format!("cannot open the TPM: {e}"))?;
+            let http = tpm
+                .mtls_client(&opts.ca_bundle, &svid)
+                .map_err(|e| e.to_string())?;
+            let base = opts.server.trim_end_matches('/');
+            http.post(format!("{base}{path}"))
+                .json(body)
+                .send()
+                .map(answer)
+                .map_err(unreachable)
+        }
     }
 }
 
@@ -202,23 +247,16 @@ fn forward(req: &WorkloadRequest, upstream: &Upstream) -> serde_json::Value {
             "this agent has no identity yet (its first rotation has not succeeded)",
         );
     };
-    let sent = link
-        .http
-        .post(format!("{}{path}", link.base))
-        .json(&body)
-        .send();
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => return refusal(503, format!("cannot reach the server: {e}")),
+    let (status, text) = match send(&link, &path, &body) {
+        Ok(answer) => answer,
+        Err(e) => return refusal(503, e),
     };
-    let status = resp.status();
-    let text = resp.text().unwrap_or_default();
     let parsed: serde_json::Value = if text.trim().is_empty() {
         serde_json::json!({})
     } else {
         serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({"reason": text}))
     };
-    if status.is_success() {
+    if (200..300).contains(&status) {
         let mut answer = parsed;
         match answer.as_object_mut() {
             Some(map) => {
@@ -231,8 +269,8 @@ fn forward(req: &WorkloadRequest, upstream: &Upstream) -> serde_json::Value {
         let reason = parsed["reason"]
             .as_str()
             .map(str::to_owned)
-            .unwrap_or_else(|| status.to_string());
-        refusal(status.as_u16(), reason)
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        refusal(status, reason)
     }
 }
 

@@ -82,35 +82,36 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                 }
             });
             let retry_max = c.retry_max.max(std::time::Duration::from_secs(1));
-            match &c.token_file {
-                Some(bootstrap) => {
-                    let upstream = Upstream::default();
-                    let _api = match &c.workload_api {
-                        Some(w) => {
-                            let api = WorkloadApi::serve(
-                                &w.socket,
-                                Access {
-                                    allow_uids: w.allow_uids.clone(),
-                                },
-                                upstream.clone(),
-                            )?;
-                            println!("workload API on {}", w.socket.display());
-                            Some(api)
-                        }
-                        None => None,
-                    };
-                    crate::agent::token::run(
-                        &crate::agent::token::TokenOptions {
-                            server: c.server.clone(),
-                            ca_bundle: c.ca_bundle.clone(),
-                            bootstrap: bootstrap.clone(),
-                            state_dir: c.state_dir.clone(),
+            let upstream = match &c.token_file {
+                Some(_) => Upstream::default(),
+                None => Upstream::tpm(&options(&c)),
+            };
+            let _api = match &c.workload_api {
+                Some(w) => {
+                    let api = WorkloadApi::serve(
+                        &w.socket,
+                        Access {
+                            allow_uids: w.allow_uids.clone(),
                         },
-                        &upstream,
-                        retry_max,
-                        &rx,
-                    )
+                        upstream.clone(),
+                    )?;
+                    println!("workload API on {}", w.socket.display());
+                    Some(api)
                 }
+                None => None,
+            };
+            match &c.token_file {
+                Some(bootstrap) => crate::agent::token::run(
+                    &crate::agent::token::TokenOptions {
+                        server: c.server.clone(),
+                        ca_bundle: c.ca_bundle.clone(),
+                        bootstrap: bootstrap.clone(),
+                        state_dir: c.state_dir.clone(),
+                    },
+                    &upstream,
+                    retry_max,
+                    &rx,
+                ),
                 None => crate::agent::run::run(&options(&c), &c.ssh, retry_max, &rx),
             }
             println!("agent stopped");

@@ -1,7 +1,7 @@
 //! How a command on a host asks the server for credentials in the host's
-//! name: a TPM node signs its own mTLS handshake with the TPM-held key; a
-//! token host goes through its agent's workload API, since only the agent
-//! holds that host's SVID key.
+//! name: through the agent's workload API when it serves one (a token
+//! host's SVID key is only in the agent), else by signing its own mTLS
+//! handshake with the TPM-held key.
 
 use std::path::PathBuf;
 
@@ -24,13 +24,16 @@ pub enum Asker {
 }
 
 impl Asker {
+    /// Through the agent when it serves a workload API (then this program
+    /// needs neither the TPM nor a key), else with the TPM directly.
     pub fn open(c: &AgentConfig) -> Result<Self> {
-        if c.token_file.is_some() {
-            let api = c.workload_api.as_ref().context(
-                "this host runs on a token: its agent must serve [workload_api] for credentials",
-            )?;
+        if let Some(api) = &c.workload_api {
             return Ok(Self::Agent(api.socket.clone()));
         }
+        anyhow::ensure!(
+            c.token_file.is_none(),
+            "this host runs on a token: its agent must serve [workload_api] for credentials"
+        );
         let svid_path = c.state_dir.join("svid.pem");
         let svid = std::fs::read_to_string(&svid_path).with_context(|| {
             format!(

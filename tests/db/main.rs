@@ -3,7 +3,7 @@
 //! with the real psql and mariadb clients.
 
 mod batch;
-mod token_host;
+mod workload_api;
 
 use std::io::Write;
 use std::path::Path;

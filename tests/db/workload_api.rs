@@ -1,6 +1,7 @@
-//! A host without a TPM gets database users too: its programs ask the
-//! agent's workload API, the agent asks the server with the SVID whose key
-//! only it holds, and revoking the host's token chain ends its users.
+//! The agent's workload API: programs get database users in the host's
+//! name without its key. A host without a TPM gets them only this way (the
+//! agent alone holds its SVID key), and revoking its token chain ends its
+//! users; on a TPM node the program needs no access to the TPM.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -162,5 +163,64 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
             && stderr.contains(&format!("token chain {chain} was revoked")),
         "{stderr}"
     );
+    agent.stop().unwrap();
+}
+
+#[test]
+fn programs_on_a_tpm_node_get_database_users_through_the_agent_without_the_tpm() {
+    let lab = lab();
+    lab.add_connections();
+    let socket = lab.agent.join("api.sock");
+    let config = |tcti: &str| {
+        format!(
+            "server = \"{}\"\nca_bundle = \"{}\"\ngroup = \"edge\"\ntcti = \"{tcti}\"\nstate_dir = \"{}\"\nretry_max = \"1s\"\n\n[workload_api]\nsocket = \"{}\"\n",
+            lab.server.url(),
+            lab.server.bundle().display(),
+            lab.agent.path().display(),
+            socket.display()
+        )
+    };
+    let agent_config = lab.agent.join("agent.toml");
+    std::fs::write(&agent_config, config(&lab.tpm.tcti())).unwrap();
+    let mut agent = zeroth::lab::AgentProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_zeroth")),
+        &agent_config,
+    )
+    .unwrap();
+    agent
+        .expect(Duration::from_secs(30), |l| {
+            l.starts_with("identity renewed: ")
+        })
+        .unwrap();
+    // The program's configuration names no usable TPM: only the agent's
+    // socket can have served it.
+    let program_config = lab.agent.join("program.toml");
+    std::fs::write(&program_config, config("swtpm:host=127.0.0.1,port=1")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["db", "creds", "--config"])
+        .arg(&program_config)
+        .args(["shop-rw", "--exec"])
+        .arg(zeroth::lab::tools::MARIADB.path().unwrap())
+        .args([
+            "-N",
+            "-B",
+            "-e",
+            "SELECT CONCAT(CURRENT_USER(), ':', item) FROM shop.orders",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (user, item) = stdout.trim().split_once(':').unwrap();
+    assert!(user.starts_with("zt_shop_rw_"), "{stdout}");
+    assert_eq!(item, "tea");
+    // The lease was the node's, and was given back when the client exited.
+    let (ok, leases) = lab.zeroth(&["lease", "list", "--json"], "");
+    assert!(ok, "{leases}");
+    assert_eq!(leases.trim(), "[]");
     agent.stop().unwrap();
 }
