@@ -3,7 +3,7 @@
 //! its own savepoint) and makes it durable with one fsync. Under load many
 //! jobs share a commit; alone, a job is committed at once.
 
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Transaction;
@@ -12,9 +12,11 @@ use super::{Store, StoreError};
 
 type Job = Box<dyn FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send>;
 
+type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
 struct Pending {
     job: Job,
-    done: SyncSender<Result<(), StoreError>>,
+    done: Done,
 }
 
 /// Most jobs in one transaction.
@@ -38,28 +40,49 @@ impl GroupWriter {
         }
     }
 
+    fn submit(&self, job: Job, done: Done) -> Result<(), StoreError> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(Pending { job, done })
+            .map_err(|_| stopped())
+    }
+
     /// Runs `job` in a transaction shared with other writers; returns once
     /// it is durable (or failed, with nothing of it kept).
     pub fn write(
         &self,
         job: impl FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<(), StoreError> {
-        let (done, result) = mpsc::sync_channel(1);
-        let sent = self
-            .queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .send(Pending {
-                job: Box::new(job),
-                done,
-            });
-        if sent.is_err() {
-            return Err(StoreError::Writer("the store writer has stopped".into()));
-        }
-        result
-            .recv()
-            .unwrap_or_else(|_| Err(StoreError::Writer("the store writer has stopped".into())))
+        let (done, result) = mpsc::sync_channel::<Result<(), StoreError>>(1);
+        self.submit(
+            Box::new(job),
+            Box::new(move |r| {
+                let _ = done.send(r);
+            }),
+        )?;
+        result.recv().unwrap_or_else(|_| Err(stopped()))
     }
+
+    /// The same for async callers, without a blocking thread of their own
+    /// waiting for the commit.
+    pub async fn write_async(
+        &self,
+        job: impl FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let (done, result) = tokio::sync::oneshot::channel::<Result<(), StoreError>>();
+        self.submit(
+            Box::new(job),
+            Box::new(move |r| {
+                let _ = done.send(r);
+            }),
+        )?;
+        result.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Writer("the store writer has stopped".into())
 }
 
 fn run(store: &Store, rx: &Receiver<Pending>) {
@@ -103,13 +126,13 @@ fn run(store: &Store, rx: &Receiver<Pending>) {
         match outcome {
             Ok(results) => {
                 for (done, r) in dones.into_iter().zip(results) {
-                    let _ = done.send(r);
+                    done(r);
                 }
             }
             Err(e) => {
                 let reason = e.to_string();
                 for done in dones {
-                    let _ = done.send(Err(StoreError::Writer(reason.clone())));
+                    done(Err(StoreError::Writer(reason.clone())));
                 }
             }
         }

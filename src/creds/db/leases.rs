@@ -265,8 +265,10 @@ impl DbBroker {
         };
         let password = secret::password();
         // The ledger knows the user before the database does.
-        let (w, l) = (self.writer.clone(), lease.clone());
-        blocking(move || Ok(w.write(move |tx| leases::insert(tx, &l))?)).await?;
+        let l = lease.clone();
+        self.writer
+            .write_async(move |tx| leases::insert(tx, &l))
+            .await?;
         let statements = Self::statements(&role, admin.engine());
         let made = admin
             .create(
@@ -292,23 +294,21 @@ impl DbBroker {
                 serde_json::json!(e.to_string()),
             ),
         };
-        blocking(move || {
-            Ok(w.write(move |tx| {
-                leases::set_state(tx, &l.id, state)?;
-                audit::append(
-                    tx,
-                    &Event {
-                        kind,
-                        subject: &format!("lease/{}", l.id),
-                        detail: serde_json::json!({
-                            "role": l.role, "holder": l.holder, "user": l.external_name,
-                            if state == LeaseState::Active { "expires" } else { "reason" }: outcome,
-                        }),
-                    },
-                )
-                .map_err(|e| StoreError::Writer(e.to_string()))?;
-                Ok(())
-            })?)
+        w.write_async(move |tx| {
+            leases::set_state(tx, &l.id, state)?;
+            audit::append(
+                tx,
+                &Event {
+                    kind,
+                    subject: &format!("lease/{}", l.id),
+                    detail: serde_json::json!({
+                        "role": l.role, "holder": l.holder, "user": l.external_name,
+                        if state == LeaseState::Active { "expires" } else { "reason" }: outcome,
+                    }),
+                },
+            )
+            .map_err(|e| StoreError::Writer(e.to_string()))?;
+            Ok(())
         })
         .await?;
         made?;
