@@ -659,10 +659,14 @@ fn show_ssh(options: &crate::agent::EnrolOptions, server: &crate::lab::ZerothSer
     drop((http, e));
     let cert = ssh_key::Certificate::from_openssh(&signed.certificate)?;
     let agent = crate::agent::ssh_agent::SshAgent::start(key, &cert)?;
-    // What `zeroth ssh` runs: the system ssh, pointed at the agent.
+    // What `zeroth ssh` runs: the system ssh, pointed at the agent and at
+    // the host KRL.
+    let revoked_hosts = dir.write("revoked_host_keys", &get("/v1/ssh/krl/host")?, 0o644)?;
     let ssh = |what: &str| -> Result<std::process::Output> {
         Ok(std::process::Command::new(lab::tools::SSH.path()?)
             .args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+            .arg("-o")
+            .arg(format!("RevokedHostKeys={}", revoked_hosts.display()))
             .arg("-o")
             .arg(format!("IdentityAgent={}", agent.socket().display()))
             .arg("-o")
@@ -713,6 +717,26 @@ fn show_ssh(options: &crate::agent::EnrolOptions, server: &crate::lab::ZerothSer
     println!(
         "           login refused: {}",
         String::from_utf8_lossy(&out.stderr).trim()
+    );
+    println!("$ zeroth lease revoke --prefix hosts/   # the host's certificate; zeroth ssh brings /v1/ssh/krl/host to every login");
+    admin_call(
+        server,
+        crate::server::admin::AdminRequest {
+            op: "lease.revoke".into(),
+            params: serde_json::json!({"prefix": "hosts/"}),
+            ..Default::default()
+        },
+    )?;
+    std::fs::write(&revoked_hosts, get("/v1/ssh/krl/host")?)?;
+    let out = ssh("whoami")?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        !out.status.success() && said.contains("revoked"),
+        "the host with a revoked certificate was trusted: {said}"
+    );
+    println!(
+        "           host refused: {}",
+        said.lines().next().unwrap_or_default().trim()
     );
     Ok(())
 }

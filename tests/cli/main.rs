@@ -60,7 +60,8 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         "login refused: ",
         "token rotated: spiffe://lab.zeroth/token/",
         "its user is gone; asking again: refused (403): token chain ",
-        "audit chain intact: 20 events (db.creds.issued, token.revoked, db.creds.revoked, ssh.host_cert.issued, ssh.cert.issued, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
+        "host refused: Host key ED25519-CERT SHA256:",
+        "audit chain intact: 21 events (token.revoked, db.creds.revoked, ssh.host_cert.issued, ssh.cert.issued, ssh.cert.revoked, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
         "lab stopped: every daemon reaped",
     ] {
         assert!(
