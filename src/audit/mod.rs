@@ -76,13 +76,10 @@ fn checkpoint_message(seq: i64, hash: &[u8]) -> Vec<u8> {
 
 /// The last event's sequence number and hash.
 fn head(conn: &Connection) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
-    conn.query_row(
-        "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()
-    .map_err(StoreError::sql("reading the audit head"))
+    conn.prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+        .optional()
+        .map_err(StoreError::sql("reading the audit head"))
 }
 
 /// Appends `event` inside the caller's transaction, so the event commits
@@ -96,10 +93,10 @@ pub fn append(tx: &Transaction<'_>, event: &Event<'_>) -> Result<i64, AuditError
     let time = now();
     let detail = event.detail.to_string();
     let hash = event_hash(seq, time, event.kind, event.subject, &detail, &prev);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit (seq, time, kind, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![seq, time, event.kind, event.subject, detail, prev, hash],
     )
+    .and_then(|mut s| s.execute(params![seq, time, event.kind, event.subject, detail, prev, hash]))
     .map_err(StoreError::sql("appending an audit event"))?;
     Ok(seq)
 }

@@ -69,9 +69,11 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
 }
 
 pub fn insert(tx: &Transaction<'_>, l: &Lease) -> Result<(), StoreError> {
-    tx.execute(
-        &format!("INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-        params![
+    tx.prepare_cached(&format!(
+        "INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
             l.id,
             l.kind,
             l.role,
@@ -82,28 +84,25 @@ pub fn insert(tx: &Transaction<'_>, l: &Lease) -> Result<(), StoreError> {
             l.created,
             l.expires,
             l.max_expires
-        ],
-    )
+        ])
+    })
     .map_err(StoreError::sql("recording a lease"))?;
     Ok(())
 }
 
 pub fn get(conn: &Connection, id: &str) -> Result<Option<Lease>, StoreError> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM leases WHERE id = ?1"),
-        [id],
-        from_row,
-    )
-    .optional()
-    .map_err(StoreError::sql("reading a lease"))
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM leases WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], from_row))
+        .optional()
+        .map_err(StoreError::sql("reading a lease"))
 }
 
 pub fn set_state(tx: &Transaction<'_>, id: &str, state: LeaseState) -> Result<(), StoreError> {
     let revoked = (state == LeaseState::Revoked).then(now);
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE leases SET state = ?1, revoked = COALESCE(?2, revoked) WHERE id = ?3",
-        params![state.as_str(), revoked, id],
     )
+    .and_then(|mut s| s.execute(params![state.as_str(), revoked, id]))
     .map_err(StoreError::sql("changing a lease's state"))?;
     Ok(())
 }
@@ -335,10 +334,12 @@ pub fn record_ssh_cert(
     principals: &[String],
     valid_before: i64,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO ssh_certs (serial, lease_id, key_id, holder, role, principals, valid_before, created)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+    )
+    .and_then(|mut s| {
+        s.execute(params![
             serial as i64,
             lease_id,
             key_id,
@@ -347,8 +348,8 @@ pub fn record_ssh_cert(
             principals.join(","),
             valid_before,
             now()
-        ],
-    )
+        ])
+    })
     .map_err(StoreError::sql("recording an SSH certificate"))?;
     Ok(())
 }

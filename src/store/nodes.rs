@@ -83,13 +83,10 @@ pub fn node_by_ek(conn: &Connection, ek_hash: &str) -> Result<Option<Node>, Stor
 }
 
 pub fn node(conn: &Connection, id: &str) -> Result<Option<Node>, StoreError> {
-    conn.query_row(
-        &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"),
-        [id],
-        node_from_row,
-    )
-    .optional()
-    .map_err(StoreError::sql("looking up a node"))
+    conn.prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], node_from_row))
+        .optional()
+        .map_err(StoreError::sql("looking up a node"))
 }
 
 /// How many nodes are in `state`.
