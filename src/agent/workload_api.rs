@@ -86,7 +86,13 @@ impl Upstream {
 }
 
 /// Sends `body` to `path` as this host; the answer's status and body.
-fn send(link: &Link, path: &str, body: &serde_json::Value) -> Result<(u16, String), String> {
+fn send(
+    link: &Link,
+    path: &str,
+    body: &serde_json::Value,
+    who: &str,
+) -> Result<(u16, String), String> {
+    use crate::server::api::db::WORKLOAD_HEADER;
     let unreachable = |e: reqwest::Error| format!("cannot reach the server: {e}");
     let answer = |r: reqwest::blocking::Response| {
         let status = r.status().as_u16();
@@ -95,6 +101,7 @@ fn send(link: &Link, path: &str, body: &serde_json::Value) -> Result<(u16, Strin
     match link {
         Link::Client { base, http } => http
             .post(format!("{base}{path}"))
+            .header(WORKLOAD_HEADER, who)
             .json(body)
             .send()
             .map(answer)
@@ -109,6 +116,7 @@ fn send(link: &Link, path: &str, body: &serde_json::Value) -> Result<(u16, Strin
                 .map_err(|e| e.to_string())?;
             let base = opts.server.trim_end_matches('/');
             http.post(format!("{base}{path}"))
+                .header(WORKLOAD_HEADER, who)
                 .json(body)
                 .send()
                 .map(answer)
@@ -191,14 +199,21 @@ fn handle(mut conn: UnixStream, access: &Access, upstream: &Upstream) {
                 cred.uid.as_raw()
             ),
         ),
-        Ok(_) => match read
+        Ok(cred) => match read
             .map_err(|e| format!("cannot read the request: {e}"))
             .and_then(|_| {
                 serde_json::from_str::<WorkloadRequest>(&line)
                     .map_err(|e| format!("malformed request: {e}"))
             }) {
             Err(e) => refusal(400, e),
-            Ok(req) => forward(&req, upstream),
+            Ok(req) => {
+                let who = format!(
+                    "uid {} pid {}",
+                    cred.uid.as_raw(),
+                    cred.pid.as_raw_nonzero()
+                );
+                forward(&req, &who, upstream)
+            }
         },
     };
     let _ = writeln!(conn, "{answer}");
@@ -236,7 +251,8 @@ pub fn route(req: &WorkloadRequest) -> Result<(String, serde_json::Value), Strin
     })
 }
 
-fn forward(req: &WorkloadRequest, upstream: &Upstream) -> serde_json::Value {
+/// Asks the server for `req`, naming the local program `who` for its audit.
+fn forward(req: &WorkloadRequest, who: &str, upstream: &Upstream) -> serde_json::Value {
     let (path, body) = match route(req) {
         Ok(r) => r,
         Err(e) => return refusal(400, e),
@@ -247,7 +263,7 @@ fn forward(req: &WorkloadRequest, upstream: &Upstream) -> serde_json::Value {
             "this agent has no identity yet (its first rotation has not succeeded)",
         );
     };
-    let (status, text) = match send(&link, &path, &body) {
+    let (status, text) = match send(&link, &path, &body, who) {
         Ok(answer) => answer,
         Err(e) => return refusal(503, e),
     };
@@ -339,6 +355,7 @@ mod tests {
                 role: Some("app".into()),
                 ..Default::default()
             },
+            "uid 0 pid 1",
             &Upstream::default(),
         );
         assert_eq!(answer["status"], 503);

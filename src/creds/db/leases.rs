@@ -56,6 +56,9 @@ impl From<DbError> for CredsError {
 pub struct Holder {
     pub spiffe_id: String,
     pub group: Option<String>,
+    /// The local program the holder's agent asked for, as the agent
+    /// reported it (its workload API: "uid 1001 pid 4242"), for the audit.
+    pub workload: Option<String>,
 }
 
 /// Credentials handed out once, to their holder only.
@@ -281,7 +284,7 @@ impl DbBroker {
             )
             .await;
         // Either way the outcome is one state change and one audit event.
-        let (w, l) = (self.writer.clone(), lease.clone());
+        let (w, l, workload) = (self.writer.clone(), lease.clone(), holder.workload.clone());
         let (state, kind, outcome) = match &made {
             Ok(()) => (
                 LeaseState::Active,
@@ -304,6 +307,7 @@ impl DbBroker {
                     detail: serde_json::json!({
                         "role": l.role, "holder": l.holder, "user": l.external_name,
                         if state == LeaseState::Active { "expires" } else { "reason" }: outcome,
+                        "workload": workload,
                     }),
                 },
             )

@@ -474,6 +474,7 @@ impl SshIssuer {
         let detail = serde_json::json!({
             "serial": serial, "key_id": key_id, "principals": principals,
             "valid_before": valid_before, "fingerprint": key.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+            "workload": holder.workload,
         });
         let (role, principals_kept) = (role_name.to_owned(), principals.clone());
         self.writer.write(move |tx| {

@@ -76,6 +76,25 @@ impl From<CredsError> for ApiError {
 /// The caller as a lease holder, if it may still act: an approved node, or
 /// a token chain that was not revoked.
 pub(super) async fn holder(s: &Shared, caller: &Caller) -> Result<Holder, ApiError> {
+    holder_for(s, caller, None).await
+}
+
+/// The header a holder's agent names the local program with.
+pub const WORKLOAD_HEADER: &str = "zeroth-workload";
+
+/// What the agent said of the program it asks for (printable, bounded).
+pub(super) fn workload(headers: &axum::http::HeaderMap) -> Option<String> {
+    let v = headers.get(WORKLOAD_HEADER)?.to_str().ok()?;
+    let v: String = v.chars().filter(|c| !c.is_control()).take(128).collect();
+    (!v.is_empty()).then_some(v)
+}
+
+/// As [`holder`], recording the local program its agent asked for.
+pub(super) async fn holder_for(
+    s: &Shared,
+    caller: &Caller,
+    workload: Option<String>,
+) -> Result<Holder, ApiError> {
     let c = caller.clone();
     s.blocking(move |s| -> Result<Holder, ApiError> {
         let conn = s.store.lock();
@@ -97,6 +116,7 @@ pub(super) async fn holder(s: &Shared, caller: &Caller) -> Result<Holder, ApiErr
         Ok(Holder {
             spiffe_id: c.spiffe_id,
             group: Some(group),
+            workload,
         })
     })
     .await?
@@ -107,9 +127,10 @@ pub async fn creds(
     State(s): State<Shared>,
     Path(role): Path<String>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     JsonBody(req): JsonBody<CredsRequest>,
 ) -> Result<Json<CredsResponse>, ApiError> {
-    let holder = holder(&s, &caller).await?;
+    let holder = holder_for(&s, &caller, workload(&headers)).await?;
     let db = s.db.clone();
     // Issued on its own task: a client that hangs up mid-request does not
     // cut issuance between the database and the ledger.

@@ -39,9 +39,10 @@ pub async fn sign(
     Path(role): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     JsonBody(req): JsonBody<SshSignRequest>,
 ) -> Result<Json<SshSignResponse>, ApiError> {
-    let holder = super::db::holder(&s, &caller).await?;
+    let holder = super::db::holder_for(&s, &caller, super::db::workload(&headers)).await?;
     let node_id = caller.id.clone();
     let signed = s
         .blocking(move |s| {
