@@ -228,7 +228,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
 
 /// How often the revoker looks for due leases, and how many it takes.
 const REVOKER_TICK: Duration = Duration::from_secs(1);
-const REVOKER_BATCH: usize = 64;
+const REVOKER_BATCH: usize = 256;
 /// The reconciler compares ledger and databases every this many ticks.
 const RECONCILE_EVERY_TICKS: u64 = 300;
 

@@ -61,6 +61,10 @@ pub struct Holder {
     pub workload: Option<String>,
 }
 
+/// Revocations run at once by the background revoker (of the admin pool's
+/// eight connections per database, the rest stay free for issuance).
+const REVOKE_CONCURRENCY: usize = 4;
+
 /// Credentials handed out once, to their holder only.
 pub struct Issued {
     pub lease: Lease,
@@ -461,19 +465,38 @@ impl DbBroker {
                 return 0;
             }
         };
-        let mut done = 0;
+        // A lease can be both expired and its holder's: once is enough.
+        let mut seen = std::collections::HashSet::new();
+        let due: Vec<Lease> = due
+            .into_iter()
+            .filter(|l| seen.insert(l.id.clone()))
+            .collect();
+        // A few at a time: faster than one by one, and the admin pool keeps
+        // connections free for issuance.
+        let permits = Arc::new(tokio::sync::Semaphore::new(REVOKE_CONCURRENCY));
+        let mut running = tokio::task::JoinSet::new();
         for lease in due {
-            let reason = match lease.state {
-                LeaseState::Creating => "left half-made by a crash",
-                LeaseState::Revoking => "revocation interrupted",
-                _ if lease.expires <= now() => "expired",
-                _ => "holder revoked",
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
             };
-            match self.revoke(&lease, reason).await {
-                Ok(()) => done += 1,
-                Err(e) => {
+            let me = self.clone();
+            running.spawn(async move {
+                let _permit = permit;
+                let reason = match lease.state {
+                    LeaseState::Creating => "left half-made by a crash",
+                    LeaseState::Revoking => "revocation interrupted",
+                    _ if lease.expires <= now() => "expired",
+                    _ => "holder revoked",
+                };
+                me.revoke(&lease, reason).await.map_err(|e| {
                     tracing::warn!(lease = %lease.id, error = %e, "revocation failed; retrying later")
-                }
+                })
+            });
+        }
+        let mut done = 0;
+        while let Some(r) = running.join_next().await {
+            if matches!(r, Ok(Ok(()))) {
+                done += 1;
             }
         }
         done
