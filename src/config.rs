@@ -526,9 +526,14 @@ pub struct WorkloadApiConfig {
     /// The socket (default /run/zeroth-agent/api.sock).
     #[serde(default = "default_workload_socket")]
     pub socket: PathBuf,
-    /// Users, besides root and the agent's own, whose programs may ask.
+    /// Users, besides root and the agent's own, whose programs may ask
+    /// for any role this host may use.
     #[serde(default)]
     pub allow_uids: Vec<u32>,
+    /// Users whose programs may ask for these roles only, e.g.
+    /// `1002 = ["app-ro"]` (keys are uids).
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 fn default_workload_socket() -> PathBuf {
@@ -643,6 +648,20 @@ impl AgentConfig {
                         .into(),
             });
         }
+        if let Some(bad) = cfg
+            .workload_api
+            .iter()
+            .flat_map(|w| w.roles.keys())
+            .find(|k| k.parse::<u32>().is_err())
+        {
+            return Err(ConfigError::Invalid {
+                path: p,
+                key: "workload_api.roles".into(),
+                problem: format!(
+                    "has the key {bad:?}; keys are numeric uids, e.g. 1002 = [\"app-ro\"]"
+                ),
+            });
+        }
         if cfg.ssh.refresh < Duration::from_secs(1) {
             return Err(ConfigError::Invalid {
                 path: p,
@@ -703,6 +722,7 @@ mod tests {
         let api = agent.workload_api.unwrap();
         assert_eq!(api.socket, Path::new("/run/zeroth-agent/api.sock"));
         assert_eq!(api.allow_uids, [1001]);
+        assert_eq!(api.roles["1002"], ["app-ro"]);
         std::fs::write(&path, uncomment(tpm_host)).unwrap();
         let agent = AgentConfig::load(&path).unwrap();
         assert_eq!(
@@ -710,6 +730,22 @@ mod tests {
                 .ssh
                 .certificate_path(Path::new("/etc/ssh/ssh_host_ed25519_key.pub")),
             Path::new("/etc/ssh/zeroth/ssh_host_ed25519_key-cert.pub")
+        );
+    }
+
+    #[test]
+    fn workload_api_roles_are_keyed_by_numeric_uids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "server = \"https://z:8443\"\nca_bundle = \"/ca.pem\"\ngroup = \"edge\"\n[workload_api.roles]\nalice = [\"app-ro\"]\n",
+        )
+        .unwrap();
+        let e = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("workload_api.roles") && e.contains("numeric uids"),
+            "{e}"
         );
     }
 

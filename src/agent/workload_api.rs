@@ -128,12 +128,34 @@ fn send(
 /// Who may use the socket besides root and the agent's own user.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
+    /// Any role.
     pub allow_uids: Vec<u32>,
+    /// Only the roles listed.
+    pub roles: std::collections::BTreeMap<u32, Vec<String>>,
 }
 
 impl Access {
-    fn allows(&self, uid: u32) -> bool {
+    fn any_role(&self, uid: u32) -> bool {
         uid == 0 || uid == rustix::process::geteuid().as_raw() || self.allow_uids.contains(&uid)
+    }
+
+    /// Whether `uid` may use the socket at all.
+    fn knows(&self, uid: u32) -> bool {
+        self.any_role(uid) || self.roles.contains_key(&uid)
+    }
+
+    /// Why `uid` may not make `req`, if it may not.
+    fn refuses(&self, uid: u32, req: &WorkloadRequest) -> Option<String> {
+        if self.any_role(uid) {
+            return None;
+        }
+        let roles = self.roles.get(&uid)?;
+        match &req.role {
+            Some(role) if !roles.contains(role) => Some(format!(
+                "uid {uid} may ask for {roles:?} only, not {role:?} (workload_api.roles)"
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -192,10 +214,10 @@ fn handle(mut conn: UnixStream, access: &Access, upstream: &Upstream) {
     let read = BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line);
     let answer = match rustix::net::sockopt::socket_peercred(&conn) {
         Err(e) => refusal(403, format!("cannot identify the caller: {e}")),
-        Ok(cred) if !access.allows(cred.uid.as_raw()) => refusal(
+        Ok(cred) if !access.knows(cred.uid.as_raw()) => refusal(
             403,
             format!(
-                "uid {} may not use this agent's workload API (allow_uids)",
+                "uid {} may not use this agent's workload API (allow_uids, roles)",
                 cred.uid.as_raw()
             ),
         ),
@@ -206,14 +228,17 @@ fn handle(mut conn: UnixStream, access: &Access, upstream: &Upstream) {
                     .map_err(|e| format!("malformed request: {e}"))
             }) {
             Err(e) => refusal(400, e),
-            Ok(req) => {
-                let who = format!(
-                    "uid {} pid {}",
-                    cred.uid.as_raw(),
-                    cred.pid.as_raw_nonzero()
-                );
-                forward(&req, &who, upstream)
-            }
+            Ok(req) => match access.refuses(cred.uid.as_raw(), &req) {
+                Some(why) => refusal(403, why),
+                None => {
+                    let who = format!(
+                        "uid {} pid {}",
+                        cred.uid.as_raw(),
+                        cred.pid.as_raw_nonzero()
+                    );
+                    forward(&req, &who, upstream)
+                }
+            },
         },
     };
     let _ = writeln!(conn, "{answer}");
@@ -345,6 +370,32 @@ mod tests {
         assert!(route(&req("ssh.sign", Some("ops")))
             .unwrap_err()
             .contains("public_key"));
+    }
+
+    #[test]
+    fn users_get_what_the_configuration_grants_them() {
+        let access = Access {
+            allow_uids: vec![1001],
+            roles: [(1002, vec!["app-ro".to_owned()])].into_iter().collect(),
+        };
+        let ask = |role: &str| WorkloadRequest {
+            op: "db.creds".into(),
+            role: Some(role.into()),
+            ..Default::default()
+        };
+        assert!(access.knows(0) && access.knows(1001) && access.knows(1002));
+        assert!(!access.knows(1003));
+        assert_eq!(access.refuses(1001, &ask("shop-rw")), None);
+        assert_eq!(access.refuses(1002, &ask("app-ro")), None);
+        let why = access.refuses(1002, &ask("shop-rw")).unwrap();
+        assert!(why.contains("not \"shop-rw\""), "{why}");
+        // Giving a lease back names no role.
+        let back = WorkloadRequest {
+            op: "lease.revoke".into(),
+            id: Some("abc".into()),
+            ..Default::default()
+        };
+        assert_eq!(access.refuses(1002, &back), None);
     }
 
     #[test]

@@ -92,6 +92,11 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                         &w.socket,
                         Access {
                             allow_uids: w.allow_uids.clone(),
+                            roles: w
+                                .roles
+                                .iter()
+                                .filter_map(|(uid, roles)| Some((uid.parse().ok()?, roles.clone())))
+                                .collect(),
                         },
                         upstream.clone(),
                     )?;

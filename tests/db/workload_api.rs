@@ -66,7 +66,7 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
     std::fs::write(
         &config,
         format!(
-            "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\nretry_max = \"1s\"\n\n[workload_api]\nsocket = \"{}\"\n",
+            "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\nretry_max = \"1s\"\n\n[workload_api]\nsocket = \"{}\"\n[workload_api.roles]\n65533 = [\"shop-rw\"]\n",
             lab.server.url(),
             lab.server.bundle().display(),
             bootstrap.display(),
@@ -162,6 +162,37 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
         stderr.contains("refused (403)") && stderr.contains("uid 65534 may not use"),
         "{stderr}"
     );
+
+    // A user granted one role gets that role, and only that one.
+    let as_user = |uid: &str, role: &str| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .arg(env!("CARGO_BIN_EXE_zeroth"))
+            .args(["db", "creds", "--config"])
+            .arg(&config)
+            .arg(role)
+            .output()
+            .unwrap()
+    };
+    let out = as_user("65533", "app-ro");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("refused (403)")
+            && stderr.contains("uid 65533 may ask for [\"shop-rw\"] only"),
+        "{stderr}"
+    );
+    let out = as_user("65533", "shop-rw");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("mysql://zt_shop_rw_"));
 
     // Revoking the chain revokes what the host holds, and it gets no more.
     let (ok, out) = lab.zeroth(&["token", "revoke", &chain], "");
