@@ -156,6 +156,24 @@ impl ZerothServer {
         self.state_dir.join("zeroth.db")
     }
 
+    /// The details of the audit events of `kind` among the last 100, oldest
+    /// first (read from the live database).
+    pub fn audit_details(&self, kind: &str) -> Result<Vec<serde_json::Value>, LabError> {
+        let failed = |e: String| LabError::NotReady {
+            what: "the server's audit log".into(),
+            after: std::time::Duration::ZERO,
+            log: e,
+        };
+        let store =
+            crate::store::Store::open(&self.database()).map_err(|e| failed(e.to_string()))?;
+        let events = crate::audit::tail(&store.lock(), 100).map_err(|e| failed(e.to_string()))?;
+        Ok(events
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .filter_map(|e| serde_json::from_str(&e.detail).ok())
+            .collect())
+    }
+
     /// The server's configuration file (for `zeroth audit --config`).
     pub fn config(&self) -> &Path {
         &self.config

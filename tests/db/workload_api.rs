@@ -132,20 +132,13 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
     );
     assert_eq!(mariadb(&m, "SELECT item FROM shop.orders").unwrap(), "tea");
     // The audit names the program the agent asked for.
-    let store = zeroth::store::Store::open(&lab.server.database()).unwrap();
-    let issued: Vec<serde_json::Value> = zeroth::audit::tail(&store.lock(), 50)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == "db.creds.issued")
-        .map(|e| serde_json::from_str(&e.detail).unwrap())
-        .collect();
+    let issued = lab.server.audit_details("db.creds.issued").unwrap();
     assert_eq!(issued.len(), 2, "{issued:?}");
     let me = format!("uid {} pid ", rustix::process::geteuid().as_raw());
     for detail in &issued {
         let workload = detail["workload"].as_str().unwrap();
         assert!(workload.starts_with(&me), "{detail}");
     }
-    drop(store);
 
     // Another user of this host is refused by the agent (SO_PEERCRED),
     // before anything reaches the server.

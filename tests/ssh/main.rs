@@ -358,37 +358,7 @@ fn zeroth_ssh_logs_in_with_a_key_that_never_touches_the_disk() {
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .args(["ssh", "--role", "ops", "--principal", &lab.user, "--config"])
-        .arg(&config)
-        .args([
-            "--",
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "IdentitiesOnly=no",
-        ])
-        .args(["-p", &lab.sshd.port().to_string()])
-        .arg(format!("{}@127.0.0.1", lab.user))
-        .args(["echo", "hello from sshd"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}\n{}", lab.sshd.log());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "hello from sshd"
-    );
+    let stderr = zeroth_ssh_echo(&lab, &config, "hello from sshd");
     assert!(stderr.starts_with("certificate "), "{stderr}");
     // sshd saw a certificate from zeroth's CA.
     assert!(
@@ -414,6 +384,73 @@ fn zeroth_ssh_logs_in_with_a_key_that_never_touches_the_disk() {
     );
     let krl = fetch_krl(&lab.server);
     assert!(krl.len() > 60, "the given-back certificate is in the KRL");
+}
+
+#[test]
+fn a_host_without_a_tpm_logs_in_through_its_agents_workload_api() {
+    let lab = lab();
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args([
+            "token", "create", "--group", "edge", "--ttl", "5m", "--socket",
+        ])
+        .arg(lab.server.admin_socket())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let bootstrap = lab.work.write("token", token.as_bytes(), 0o600).unwrap();
+    let config = lab
+        .work
+        .write(
+            "token-host.toml",
+            format!(
+                "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\n[workload_api]\nsocket = \"{}\"\n",
+                lab.server.url(),
+                lab.server.bundle().display(),
+                bootstrap.display(),
+                lab.work.join("token-state").display(),
+                lab.work.join("api.sock").display()
+            )
+            .as_bytes(),
+            0o644,
+        )
+        .unwrap();
+    let mut agent =
+        zeroth::lab::AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_zeroth")), &config).unwrap();
+    agent
+        .expect(std::time::Duration::from_secs(30), |l| {
+            l.starts_with("token rotated: ")
+        })
+        .unwrap();
+    zeroth_ssh_echo(&lab, &config, "hello from a token host");
+    // The certificate named the token host, and the agent's caller.
+    let issued = lab.server.audit_details("ssh.cert.issued").unwrap();
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    let key_id = issued[0]["key_id"].as_str().unwrap();
+    assert!(key_id.starts_with("spiffe://lab.zeroth/token/"), "{key_id}");
+    assert!(issued[0]["workload"].as_str().unwrap().starts_with("uid "));
+    agent.stop().unwrap();
+}
+
+/// `zeroth ssh --role ops` into the lab's sshd, running `echo text`;
+/// asserts the login worked and returns what zeroth said on stderr.
+fn zeroth_ssh_echo(lab: &SshLab, config: &Path, text: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["ssh", "--role", "ops", "--principal", &lab.user, "--config"])
+        .arg(config)
+        .args(["--", "-F", "/dev/null", "-o", "BatchMode=yes"])
+        .args(["-o", "UserKnownHostsFile=/dev/null"])
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "LogLevel=ERROR"])
+        .args(["-o", "IdentitiesOnly=no"])
+        .args(["-p", &lab.sshd.port().to_string()])
+        .arg(format!("{}@127.0.0.1", lab.user))
+        .args(["echo", text])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}\n{}", lab.sshd.log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), text);
+    stderr
 }
 
 /// agent.toml for the lab's node, with `extra` lines at the end.
