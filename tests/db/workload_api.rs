@@ -131,6 +131,31 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
         live[0]["id"].as_str().unwrap(),
     );
     assert_eq!(mariadb(&m, "SELECT item FROM shop.orders").unwrap(), "tea");
+    // The program renews its lease through the agent too; the database's
+    // own expiry moves with it.
+    let renewed = zeroth::agent::workload_api::call(
+        &socket,
+        &zeroth::agent::workload_api::WorkloadRequest {
+            op: "lease.renew".into(),
+            id: Some(m.lease_id.clone()),
+            increment_seconds: Some(1200),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let expires = renewed["expires"].as_i64().unwrap();
+    assert!(
+        expires >= live[0]["expires"].as_i64().unwrap() + 500,
+        "{renewed} after {leases}"
+    );
+    let held = lab
+        .maria
+        .query(&format!(
+            "SELECT expires FROM zeroth.expiry WHERE user = '{}'",
+            m.username
+        ))
+        .unwrap();
+    assert_eq!(held.trim().parse::<i64>().unwrap(), expires, "{renewed}");
     // The audit names the program the agent asked for.
     let issued = lab.server.audit_details("db.creds.issued").unwrap();
     assert_eq!(issued.len(), 2, "{issued:?}");
