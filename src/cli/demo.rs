@@ -412,6 +412,17 @@ fn psql_as(pg: &Postgres, user: &str, password: &str, sql: &str) -> Result<Strin
     }
 }
 
+/// The demo table's greeting, read as the issued user.
+fn greeting(pg: &Postgres, creds: &crate::server::api::db::CredsResponse) -> Result<String> {
+    psql_as(
+        pg,
+        &creds.username,
+        &creds.password,
+        "SELECT text FROM greetings",
+    )
+    .map_err(anyhow::Error::msg)
+}
+
 fn show_db_creds(
     options: &crate::agent::EnrolOptions,
     server: &crate::lab::ZerothServer,
@@ -462,13 +473,7 @@ fn show_db_creds(
         &crate::server::api::db::CredsRequest::default(),
     )?;
     drop((http, e));
-    let answer = psql_as(
-        pg,
-        &creds.username,
-        &creds.password,
-        "SELECT text FROM greetings",
-    )
-    .map_err(anyhow::Error::msg)?;
+    let answer = greeting(pg, &creds)?;
     println!(
         "           user {} (VALID UNTIL in {}s, password only in psql's environment): {answer}",
         creds.username,
@@ -545,13 +550,7 @@ fn show_token_host(server: &crate::lab::ZerothServer, pg: &Postgres) -> Result<(
     )
     .map_err(|(status, reason)| anyhow::anyhow!("refused ({status}): {reason}"))?;
     let creds: crate::server::api::db::CredsResponse = serde_json::from_value(answer)?;
-    let text = psql_as(
-        pg,
-        &creds.username,
-        &creds.password,
-        "SELECT text FROM greetings",
-    )
-    .map_err(anyhow::Error::msg)?;
+    let text = greeting(pg, &creds)?;
     println!(
         "           user {} for spiffe://{}/token/{chain}: {text}",
         creds.username,

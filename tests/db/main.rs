@@ -200,6 +200,32 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// `zeroth db creds --config CONFIG ROLE --exec CLIENT…`, where the
+    /// client prints "user:value"; asserts it ran and that the lease was
+    /// given back when it exited. Returns (user, value).
+    fn run_with_creds(&self, config: &Path, role: &str, client: &[&str]) -> (String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+            .args(["db", "creds", "--config"])
+            .arg(config)
+            .args([role, "--exec"])
+            .args(client)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (user, value) = stdout.trim().split_once(':').unwrap();
+        let (ok, leases) = self.zeroth(&["lease", "list", "--json"], "");
+        assert!(ok, "{leases}");
+        assert_eq!(leases.trim(), "[]", "the lease outlived the client");
+        (user.to_owned(), value.to_owned())
+    }
+}
+
 fn refusal(e: AgentError) -> (u16, String) {
     match e {
         AgentError::Refused { status, reason } => (status, reason),
@@ -789,30 +815,17 @@ fn a_person_runs_psql_with_credentials_that_never_touch_disk() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .args(["db", "creds", "app-ro", "--config"])
-        .arg(&config)
-        .args([
-            "--exec",
+    let (user, text) = lab.run_with_creds(
+        &config,
+        "app-ro",
+        &[
             "psql",
             "-XAtqc",
             "SELECT current_user || ':' || text FROM greetings",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let (user, text) = stdout.trim().split_once(':').unwrap();
-    assert!(user.starts_with("zt_app_ro_"), "{stdout}");
+    assert!(user.starts_with("zt_app_ro_"), "{user}");
     assert_eq!(text, "hello");
-    // The session ended, so the lease was given back at once.
-    let (ok, out) = lab.zeroth(&["lease", "list", "--json"], "");
-    assert!(ok, "{out}");
-    assert_eq!(out.trim(), "[]");
 }
 
 #[test]

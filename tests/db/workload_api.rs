@@ -90,24 +90,16 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
 
     // psql runs with a user the token host was given; the lease goes back
     // when it exits.
-    let out = zeroth_db_creds(
+    let (user, text) = lab.run_with_creds(
         &config,
+        "app-ro",
         &[
-            "app-ro",
-            "--exec",
             "psql",
             "-XAtqc",
             "SELECT current_user || ':' || text FROM greetings",
         ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (user, text) = stdout.trim().split_once(':').unwrap();
-    assert!(user.starts_with("zt_app_ro_"), "{stdout}");
+    assert!(user.starts_with("zt_app_ro_"), "{user}");
     assert_eq!(text, "hello");
 
     // A MariaDB user, held by the token host's SPIFFE ID.
@@ -260,31 +252,19 @@ fn programs_on_a_tpm_node_get_database_users_through_the_agent_without_the_tpm()
     // socket can have served it.
     let program_config = lab.agent.join("program.toml");
     std::fs::write(&program_config, config("swtpm:host=127.0.0.1,port=1")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .args(["db", "creds", "--config"])
-        .arg(&program_config)
-        .args(["shop-rw", "--exec"])
-        .arg(zeroth::lab::tools::MARIADB.path().unwrap())
-        .args([
+    let mariadb = zeroth::lab::tools::MARIADB.path().unwrap();
+    let (user, item) = lab.run_with_creds(
+        &program_config,
+        "shop-rw",
+        &[
+            mariadb.to_str().unwrap(),
             "-N",
             "-B",
             "-e",
             "SELECT CONCAT(CURRENT_USER(), ':', item) FROM shop.orders",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let (user, item) = stdout.trim().split_once(':').unwrap();
-    assert!(user.starts_with("zt_shop_rw_"), "{stdout}");
+    assert!(user.starts_with("zt_shop_rw_"), "{user}");
     assert_eq!(item, "tea");
-    // The lease was the node's, and was given back when the client exited.
-    let (ok, leases) = lab.zeroth(&["lease", "list", "--json"], "");
-    assert!(ok, "{leases}");
-    assert_eq!(leases.trim(), "[]");
     agent.stop().unwrap();
 }
