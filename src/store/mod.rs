@@ -3,12 +3,16 @@
 //! One connection, one writer: SQLite serialises writes anyway, and a single
 //! connection behind a mutex keeps every transaction simple. WAL mode with
 //! `synchronous=FULL` makes each committed transaction durable before the
-//! server acknowledges what it recorded.
+//! server acknowledges what it recorded. Hot checks on the request path
+//! (is this node approved?) read through [`Store::read`], a small pool of
+//! read-only connections that WAL lets run beside the writer, so they never
+//! wait for a commit's fsync.
 
 pub mod group_commit;
 pub mod leases;
 mod migrations;
 pub mod nodes;
+mod readers;
 pub mod ssh_cas;
 pub mod tokens;
 
@@ -16,6 +20,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
+
+pub use readers::Reader;
 
 /// Why the store failed. Never carries a secret: SQL errors name the
 /// statement's purpose, not its parameters.
@@ -51,6 +57,7 @@ impl StoreError {
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    readers: readers::Readers,
 }
 
 impl Store {
@@ -60,7 +67,7 @@ impl Store {
             path: path.display().to_string(),
             source,
         })?;
-        Self::init(conn)
+        Self::init(conn, readers::Readers::on_file(path))
     }
 
     /// A private in-memory database, for tests.
@@ -69,10 +76,10 @@ impl Store {
             path: ":memory:".into(),
             source,
         })?;
-        Self::init(conn)
+        Self::init(conn, readers::Readers::none())
     }
 
-    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection, readers: readers::Readers) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(StoreError::sql("enabling WAL"))?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -84,12 +91,20 @@ impl Store {
         migrations::apply(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            readers,
         })
     }
 
     /// The connection, for one caller at a time.
     pub fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection for reading only: one of the pooled read-only ones,
+    /// which sees every committed transaction and does not wait for the
+    /// writer (an in-memory store has none and lends its only connection).
+    pub fn read(&self) -> Result<Reader<'_>, StoreError> {
+        self.readers.get(self)
     }
 
     /// The schema version in force.

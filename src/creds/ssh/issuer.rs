@@ -95,6 +95,10 @@ pub struct SshIssuer {
     writer: crate::store::group_commit::GroupWriter,
 }
 
+/// Ledger work that records an issued certificate.
+type Record =
+    Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> Result<(), crate::store::StoreError> + Send>;
+
 /// Serials reserved at a time.
 const SERIAL_BLOCK: u64 = 256;
 
@@ -361,14 +365,38 @@ impl SshIssuer {
         Ok(())
     }
 
-    pub fn sign(
+    /// Signs `req` for `holder` and returns once the certificate, its lease
+    /// and its audit event are durable. The HSM signature is made on a
+    /// blocking thread; the commit is awaited without holding one.
+    pub async fn sign(
+        self: &Arc<Self>,
+        role_name: String,
+        holder: Holder,
+        node_id: String,
+        caller: IpAddr,
+        req: SignRequest,
+    ) -> Result<Signed, CredsError> {
+        let me = self.clone();
+        let (signed, record) = tokio::task::spawn_blocking(move || {
+            me.certify(&role_name, &holder, &node_id, caller, &req)
+        })
+        .await
+        .map_err(|e| CredsError::Unavailable(format!("the SSH signer: {e}")))??;
+        self.writer.write_async(record).await?;
+        Ok(signed)
+    }
+
+    /// The certificate for `req`, and the ledger work that records it (its
+    /// serial, lease and audit event), to be committed before it is handed
+    /// out.
+    fn certify(
         &self,
         role_name: &str,
         holder: &Holder,
         node_id: &str,
         caller: IpAddr,
         req: &SignRequest,
-    ) -> Result<Signed, CredsError> {
+    ) -> Result<(Signed, Record), CredsError> {
         let role = self
             .roles
             .get(role_name)
@@ -477,7 +505,7 @@ impl SshIssuer {
             "workload": holder.workload,
         });
         let (role, principals_kept) = (role_name.to_owned(), principals.clone());
-        self.writer.write(move |tx| {
+        let record: Record = Box::new(move |tx| {
             leases::record_ssh_cert(
                 tx,
                 serial,
@@ -503,8 +531,8 @@ impl SshIssuer {
             )
             .map_err(|e| StoreError::Writer(e.to_string()))?;
             Ok(())
-        })?;
-        Ok(Signed {
+        });
+        let signed = Signed {
             certificate: cert
                 .to_openssh()
                 .map_err(|e| CredsError::Unavailable(format!("encoding the certificate: {e}")))?,
@@ -512,6 +540,7 @@ impl SshIssuer {
             lease_id,
             principals,
             valid_before,
-        })
+        };
+        Ok((signed, record))
     }
 }

@@ -43,22 +43,20 @@ pub async fn sign(
     JsonBody(req): JsonBody<SshSignRequest>,
 ) -> Result<Json<SshSignResponse>, ApiError> {
     let holder = super::db::holder_for(&s, &caller, super::db::workload(&headers)).await?;
-    let node_id = caller.id.clone();
     let signed = s
-        .blocking(move |s| {
-            s.ssh.sign(
-                &role,
-                &holder,
-                &node_id,
-                peer.ip(),
-                &SignRequest {
-                    public_key: req.public_key,
-                    principals: req.principals,
-                    ttl: req.ttl_seconds.map(Duration::from_secs),
-                },
-            )
-        })
-        .await??;
+        .ssh
+        .sign(
+            role,
+            holder,
+            caller.id.clone(),
+            peer.ip(),
+            SignRequest {
+                public_key: req.public_key,
+                principals: req.principals,
+                ttl: req.ttl_seconds.map(Duration::from_secs),
+            },
+        )
+        .await?;
     Ok(Json(SshSignResponse {
         certificate: signed.certificate,
         serial: signed.serial,

@@ -1,0 +1,160 @@
+//! Read-only connections to the store's file, pooled. In WAL mode a reader
+//! sees the last committed transaction and neither waits for the writer nor
+//! holds it up, so request-path checks do not queue behind a group commit.
+
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{Store, StoreError};
+
+/// Idle read connections kept for reuse; more may be open at once.
+const KEEP: usize = 8;
+
+#[derive(Debug)]
+pub(super) struct Readers {
+    /// None for an in-memory store, which another connection cannot open.
+    path: Option<PathBuf>,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    pub(super) fn on_file(path: &Path) -> Self {
+        Self {
+            path: Some(path.to_owned()),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(super) fn none() -> Self {
+        Self {
+            path: None,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(super) fn get<'a>(&'a self, store: &'a Store) -> Result<Reader<'a>, StoreError> {
+        let Some(path) = &self.path else {
+            return Ok(Reader(Lent::Shared(store.lock())));
+        };
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open(path)?,
+        };
+        Ok(Reader(Lent::Pooled {
+            conn: Some(conn),
+            home: self,
+        }))
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < KEEP {
+            idle.push(conn);
+        }
+    }
+}
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(StoreError::sql("setting a reader's busy timeout"))?;
+    Ok(conn)
+}
+
+/// A connection lent for reading; returned to the pool when dropped.
+pub struct Reader<'a>(Lent<'a>);
+
+enum Lent<'a> {
+    Pooled {
+        conn: Option<Connection>,
+        home: &'a Readers,
+    },
+    Shared(MutexGuard<'a, Connection>),
+}
+
+impl Deref for Reader<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match &self.0 {
+            Lent::Pooled { conn, .. } => conn
+                .as_ref()
+                .expect("a pooled reader holds its connection until dropped"),
+            Lent::Shared(guard) => guard,
+        }
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Lent::Pooled { conn, home } = &mut self.0 {
+            if let Some(c) = conn.take() {
+                home.give_back(c);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_sees_what_the_writer_committed_and_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("zeroth.db")).unwrap();
+        store
+            .lock()
+            .execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (7);")
+            .unwrap();
+        let r = store.read().unwrap();
+        let v: i64 = r
+            .query_row("SELECT v FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(v, 7);
+        let err = r.execute("INSERT INTO t VALUES (8)", []).unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        drop(r);
+        // Pooled: the next reader reuses the connection and sees new commits.
+        store.lock().execute("UPDATE t SET v = 9", []).unwrap();
+        let v: i64 = store
+            .read()
+            .unwrap()
+            .query_row("SELECT v FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(v, 9);
+    }
+
+    #[test]
+    fn a_reader_is_not_held_up_by_an_open_write_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("zeroth.db")).unwrap();
+        store
+            .lock()
+            .execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let mut w = store.lock();
+        let tx = w.transaction().unwrap();
+        tx.execute("UPDATE t SET v = 2", []).unwrap();
+        // The writer's lock is held and its change uncommitted: a reader
+        // answers at once with the committed value.
+        let v: i64 = store
+            .read()
+            .unwrap()
+            .query_row("SELECT v FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(v, 1);
+        tx.commit().unwrap();
+    }
+}
