@@ -110,7 +110,8 @@ pub struct DbBroker {
     store: Arc<Store>,
     sealer: Sealer,
     roles: BTreeMap<String, DbRoleConfig>,
-    admins: tokio::sync::Mutex<HashMap<String, Arc<DbAdmin>>>,
+    /// Open admin pools and the connection rows they were opened from.
+    admins: tokio::sync::Mutex<HashMap<String, (Arc<DbAdmin>, DbConnectionRow)>>,
     /// Issuance's ledger writes share commits with concurrent issuances.
     writer: Arc<GroupWriter>,
 }
@@ -185,11 +186,16 @@ impl DbBroker {
         })
     }
 
-    /// The pooled admin of `connection`, opened on first use.
+    /// The pooled admin of `connection`, opened on first use. Later calls
+    /// take it from memory: neither the store nor the HSM is asked again
+    /// until the connection is rotated or removed.
     pub async fn admin(
         self: &Arc<Self>,
         connection: &str,
     ) -> Result<(Arc<DbAdmin>, DbConnectionRow), CredsError> {
+        if let Some((a, row)) = self.admins.lock().await.get(connection) {
+            return Ok((a.clone(), row.clone()));
+        }
         let (me, name) = (self.clone(), connection.to_owned());
         let (row, target) = blocking(move || {
             let row = leases::connection(&me.store.lock(), &name)?.ok_or_else(|| {
@@ -200,11 +206,11 @@ impl DbBroker {
         })
         .await?;
         let mut admins = self.admins.lock().await;
-        if let Some(a) = admins.get(connection) {
-            return Ok((a.clone(), row));
+        if let Some((a, row)) = admins.get(connection) {
+            return Ok((a.clone(), row.clone()));
         }
         let admin = Arc::new(DbAdmin::connect(target).await?);
-        admins.insert(connection.to_owned(), admin.clone());
+        admins.insert(connection.to_owned(), (admin.clone(), row.clone()));
         Ok((admin, row))
     }
 
@@ -336,8 +342,9 @@ impl DbBroker {
 
     /// The lease `id`, if `holder` holds it (operators pass `None`).
     pub async fn lease(&self, id: &str, holder: Option<&str>) -> Result<Lease, CredsError> {
-        let (st, id2) = (self.store.clone(), id.to_owned());
-        let lease = blocking(move || Ok(leases::get(&st.lock(), &id2)?)).await?;
+        // One indexed read on a read-only connection, which never waits
+        // for the writer.
+        let lease = leases::get(&*self.store.read()?, id)?;
         match lease {
             Some(l) if holder.is_none_or(|h| h == l.holder) => Ok(l),
             _ => Err(CredsError::NotFound(format!("no lease {id} of yours"))),
@@ -585,7 +592,9 @@ impl DbBroker {
             )
         })
         .await?;
-        self.admins.lock().await.insert(spec.name, admin);
+        // The next use opens a pool from the stored row.
+        drop(admin);
+        self.admins.lock().await.remove(&spec.name);
         Ok(())
     }
 
@@ -605,19 +614,16 @@ impl DbBroker {
         let mut target = self.target(&row)?;
         target.admin_password = new;
         let me = self.clone();
+        let rotated = DbConnectionRow {
+            sealed_password: sealed,
+            rotated: Some(now()),
+            ..row.clone()
+        };
+        let saved = rotated.clone();
         blocking(move || {
             record(
                 &me.store,
-                |tx| {
-                    leases::save_connection(
-                        tx,
-                        &DbConnectionRow {
-                            sealed_password: sealed,
-                            rotated: Some(now()),
-                            ..row.clone()
-                        },
-                    )
-                },
+                |tx| leases::save_connection(tx, &saved),
                 Event {
                     kind: "db.connection.rotated",
                     subject: &format!("db/{}", row.name),
@@ -627,7 +633,10 @@ impl DbBroker {
         })
         .await?;
         let fresh = Arc::new(DbAdmin::connect(target).await?);
-        self.admins.lock().await.insert(name.to_owned(), fresh);
+        self.admins
+            .lock()
+            .await
+            .insert(name.to_owned(), (fresh, rotated));
         Ok(())
     }
 
