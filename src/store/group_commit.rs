@@ -49,23 +49,8 @@ impl GroupWriter {
     }
 
     /// Runs `job` in a transaction shared with other writers; returns once
-    /// it is durable (or failed, with nothing of it kept).
-    pub fn write(
-        &self,
-        job: impl FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send + 'static,
-    ) -> Result<(), StoreError> {
-        let (done, result) = mpsc::sync_channel::<Result<(), StoreError>>(1);
-        self.submit(
-            Box::new(job),
-            Box::new(move |r| {
-                let _ = done.send(r);
-            }),
-        )?;
-        result.recv().unwrap_or_else(|_| Err(stopped()))
-    }
-
-    /// The same for async callers, without a blocking thread of their own
-    /// waiting for the commit.
+    /// it is durable (or failed, with nothing of it kept). The caller waits
+    /// without a thread of its own.
     pub async fn write_async(
         &self,
         job: impl FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send + 'static,
@@ -79,6 +64,12 @@ impl GroupWriter {
         )?;
         result.await.unwrap_or_else(|_| Err(stopped()))
     }
+}
+
+/// Runs a statement without parameters from the statement cache (the
+/// savepoints are run for every job).
+fn run_cached(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 fn stopped() -> StoreError {
@@ -103,16 +94,16 @@ fn run(store: &Store, rx: &Receiver<Pending>) {
             let mut results = Vec::with_capacity(batch.len());
             for p in batch {
                 dones.push(p.done);
-                tx.execute_batch("SAVEPOINT job")
-                    .map_err(StoreError::sql("opening a savepoint"))?;
+                run_cached(&tx, "SAVEPOINT job").map_err(StoreError::sql("opening a savepoint"))?;
                 match (p.job)(&tx) {
                     Ok(()) => {
-                        tx.execute_batch("RELEASE job")
+                        run_cached(&tx, "RELEASE job")
                             .map_err(StoreError::sql("releasing a savepoint"))?;
                         results.push(Ok(()));
                     }
                     Err(e) => {
-                        tx.execute_batch("ROLLBACK TO job; RELEASE job")
+                        run_cached(&tx, "ROLLBACK TO job")
+                            .and_then(|()| run_cached(&tx, "RELEASE job"))
                             .map_err(StoreError::sql("rolling back a savepoint"))?;
                         results.push(Err(e));
                     }
@@ -143,41 +134,44 @@ fn run(store: &Store, rx: &Receiver<Pending>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn concurrent_jobs_are_all_durable_and_a_failing_one_leaves_nothing() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_jobs_are_all_durable_and_a_failing_one_leaves_nothing() {
         let store = Arc::new(Store::in_memory().unwrap());
         store
             .lock()
             .execute_batch("CREATE TABLE t (v INTEGER PRIMARY KEY)")
             .unwrap();
         let w = Arc::new(GroupWriter::spawn(store.clone()));
-        let handles: Vec<_> = (0..8)
+        let tasks: Vec<_> = (0..8)
             .map(|k| {
                 let w = w.clone();
-                std::thread::spawn(move || {
+                tokio::spawn(async move {
                     for i in 0..50 {
                         let v = k * 1000 + i;
-                        w.write(move |tx| {
+                        w.write_async(move |tx| {
                             tx.execute("INSERT INTO t VALUES (?1)", [v])
                                 .map_err(StoreError::sql("test insert"))?;
                             Ok(())
                         })
+                        .await
                         .unwrap();
                     }
                 })
             })
             .collect();
-        for h in handles {
-            h.join().unwrap();
+        for t in tasks {
+            t.await.unwrap();
         }
         // A job that writes, then fails: its write is rolled back.
-        let r = w.write(|tx| {
-            tx.execute("INSERT INTO t VALUES (-1)", [])
-                .map_err(StoreError::sql("test insert"))?;
-            tx.execute("INSERT INTO t VALUES (0)", [])
-                .map_err(StoreError::sql("duplicate insert"))?;
-            Ok(())
-        });
+        let r = w
+            .write_async(|tx| {
+                tx.execute("INSERT INTO t VALUES (-1)", [])
+                    .map_err(StoreError::sql("test insert"))?;
+                tx.execute("INSERT INTO t VALUES (0)", [])
+                    .map_err(StoreError::sql("duplicate insert"))?;
+                Ok(())
+            })
+            .await;
         assert!(r.is_err());
         let n: i64 = store
             .lock()
