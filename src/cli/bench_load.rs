@@ -55,14 +55,29 @@ where
     Req: serde::Serialize + Sync,
     Resp: serde::de::DeserializeOwned,
 {
+    requests(e, opts, clients, per_client, |h| {
+        let _: Resp = post_json(h, url, body)?;
+        Ok(())
+    })
+}
+
+/// `clients` threads, each with its own mTLS connection, making `request`
+/// `per_client` times (after one untimed request each, so that the TLS
+/// handshakes, signed by the TPM, are not what is measured); rate and
+/// sorted latencies.
+pub fn requests(
+    e: &Enrolment,
+    opts: &EnrolOptions,
+    clients: usize,
+    per_client: usize,
+    request: impl Fn(&reqwest::blocking::Client) -> Result<()> + Sync,
+) -> Result<(f64, Vec<Duration>)> {
     let svid = std::fs::read_to_string(opts.state_dir.join("svid.pem"))?;
     let https = (0..clients)
         .map(|_| e.mtls_client(&opts.ca_bundle, &svid))
         .collect::<Result<Vec<_>, _>>()?;
-    // One request each first: TLS handshakes (signed by the TPM) are not
-    // what is measured.
     for h in &https {
-        let _: Resp = post_json(h, url, body)?;
+        request(h)?;
     }
     let barrier = Barrier::new(clients);
     let started = Instant::now();
@@ -70,13 +85,13 @@ where
         let handles: Vec<_> = https
             .iter()
             .map(|h| {
-                let barrier = &barrier;
+                let (barrier, request) = (&barrier, &request);
                 s.spawn(move || -> Result<Vec<Duration>> {
                     barrier.wait();
                     let mut l = Vec::with_capacity(per_client);
                     for _ in 0..per_client {
                         let t = Instant::now();
-                        let _: Resp = post_json(h, url, body)?;
+                        request(h)?;
                         l.push(t.elapsed());
                     }
                     Ok(l)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use zeroth_hsm::{bench, KeyKind, KeyName, Pkcs11KeyStore};
 
-use super::bench_load::{cpu_seconds, enrolled_node, percentile, through_zeroth};
+use super::bench_load::{cpu_seconds, enrolled_node, percentile, requests, through_zeroth};
 use crate::lab::{LabDir, SoftHsm, Swtpm, ZerothServer};
 use crate::server::api::ssh::{SshSignRequest, SshSignResponse};
 
@@ -91,6 +91,21 @@ pub fn run(clients: usize, per_client: usize, seconds: u64) -> Result<()> {
             "           bound on these {cores} cores: a server that only signed would reach {:.2} of raw beside these clients; this server with the cores to itself {:.2}",
             raw_us / (raw_us + client_us),
             raw_us / server_us
+        );
+        // What the transport alone costs on these connections: the
+        // cheapest request there is, a CA key read from memory.
+        let ca_url = format!("{}/v1/ssh/ca/user", opts.server);
+        let (server0, own0) = (cpu_seconds(pid)?, cpu_seconds(std::process::id())?);
+        requests(&e, &opts, clients, per_client, |h| {
+            let r = h.get(&ca_url).send()?.error_for_status()?;
+            anyhow::ensure!(!r.text()?.is_empty(), "no CA key at {ca_url}");
+            Ok(())
+        })?;
+        let per = |t: f64| t * 1e6 / (clients * (per_client + 1)) as f64;
+        println!(
+            "           HTTPS alone (GET /v1/ssh/ca/user, same clients): server {:.0} us, clients {:.0} us per request",
+            per(cpu_seconds(pid)? - server0),
+            per(cpu_seconds(std::process::id())? - own0)
         );
         // Every reply stood for a durable lease.
         drop(e);
