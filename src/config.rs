@@ -235,6 +235,21 @@ pub struct GroupConfig {
     pub svid_ttl: Duration,
 }
 
+/// A role name is one segment of the URLs that ask for it.
+fn check_role_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "{name:?} must be 1 to 64 lowercase letters, digits, '_' or '-'"
+        ));
+    }
+    Ok(())
+}
+
 fn default_pcrs() -> Vec<u8> {
     (0..8).collect()
 }
@@ -346,17 +361,7 @@ impl ServerConfig {
         let mut roles = std::collections::BTreeSet::new();
         for (i, r) in self.db_roles.iter().enumerate() {
             let key = |k: &str| format!("db_role[{i}].{k}");
-            if r.name.is_empty()
-                || !r
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-            {
-                return Err(invalid(
-                    &key("name"),
-                    format!("{:?} must be lowercase letters, digits, '_' or '-'", r.name),
-                ));
-            }
+            check_role_name(&r.name).map_err(|e| invalid(&key("name"), e))?;
             if !roles.insert(&r.name) {
                 return Err(invalid(&key("name"), format!("{:?} is used twice", r.name)));
             }
@@ -392,8 +397,13 @@ impl ServerConfig {
                 ));
             }
         }
+        let mut ssh_roles = std::collections::BTreeSet::new();
         for (i, r) in self.ssh_roles.iter().enumerate() {
             let key = |k: &str| format!("ssh_role[{i}].{k}");
+            check_role_name(&r.name).map_err(|e| invalid(&key("name"), e))?;
+            if !ssh_roles.insert(&r.name) {
+                return Err(invalid(&key("name"), format!("{:?} is used twice", r.name)));
+            }
             if r.cert_type == SshCertKind::Host
                 && (r.force_command.is_some() || r.source_address.is_some())
             {
@@ -412,14 +422,6 @@ impl ServerConfig {
                 return Err(invalid(
                     &key("default_ttl"),
                     "must be at least 10s and at most max_ttl".into(),
-                ));
-            }
-            if r.cert_type == SshCertKind::Host
-                && (r.force_command.is_some() || r.source_address.is_some())
-            {
-                return Err(invalid(
-                    &key("cert_type"),
-                    "\"host\" certificates carry no force_command or source_address".into(),
                 ));
             }
             if r.allow_groups.is_empty() && r.allow_spiffe.is_empty() {
@@ -795,6 +797,14 @@ svid_ttl = "30m"
                     "00".repeat(32)
                 ),
                 "does not quote",
+            ),
+            (
+                format!("{GOOD}\n[[ssh_role]]\nname = \"ops/admin\"\nprincipals = [\"ops\"]\nallow_groups = [\"edge\"]\n"),
+                "ssh_role[0].name",
+            ),
+            (
+                format!("{GOOD}\n[[ssh_role]]\nname = \"ops\"\nprincipals = [\"ops\"]\nallow_groups = [\"edge\"]\n\n[[ssh_role]]\nname = \"ops\"\nprincipals = [\"root\"]\nallow_groups = [\"edge\"]\n"),
+                "\"ops\" is used twice",
             ),
         ];
         for (text, want) in cases {

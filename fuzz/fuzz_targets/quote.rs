@@ -28,6 +28,9 @@ fuzz_target!(|data: &[u8]| {
     pcrs.insert(HashAlg::Sha256, 0, vec![0; 32]);
     pcrs.insert(HashAlg::Sha256, 7, vec![0; 32]);
     if verify_quote(&ak, attest, sig, &[1; 32], &pcrs, None).is_ok() {
-        assert!(attest == QUOTE && sig == QUOTE_SIG, "a forged quote verified");
+        assert!(
+            attest == QUOTE && sig == QUOTE_SIG,
+            "a forged quote verified"
+        );
     }
 });

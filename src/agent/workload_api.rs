@@ -246,9 +246,18 @@ fn handle(mut conn: UnixStream, access: &Access, upstream: &Upstream) {
 
 /// The server call a request stands for: path and JSON body.
 pub fn route(req: &WorkloadRequest) -> Result<(String, serde_json::Value), String> {
+    // Role names and lease ids become one path segment: letters, digits,
+    // '-', '_' and inner dots only, so nothing can reach another path
+    // ("..", "%2e%2e", '/', '?', '#').
     let need = |v: &Option<String>, what: &str| {
         v.clone()
-            .filter(|s| !s.is_empty() && !s.contains(['/', '?', '#']))
+            .filter(|s| {
+                !s.is_empty()
+                    && s.len() <= 128
+                    && !s.starts_with('.')
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            })
             .ok_or_else(|| format!("{} needs a valid \"{what}\"", req.op))
     };
     Ok(match req.op.as_str() {
@@ -360,7 +369,16 @@ mod tests {
             route(&req("db.creds", Some("app"))).unwrap().0,
             "/v1/db/creds/app"
         );
-        for bad in ["", "../identity/renew", "a?b", "a#b"] {
+        for bad in [
+            "",
+            "../identity/renew",
+            "..",
+            ".",
+            "%2e%2e",
+            "a?b",
+            "a#b",
+            "a b",
+        ] {
             let e = route(&req("db.creds", Some(bad))).unwrap_err();
             assert!(e.contains("valid \"role\""), "{bad}: {e}");
         }
