@@ -536,6 +536,10 @@ pub struct WorkloadApiConfig {
     /// `1002 = ["app-ro"]` (keys are uids).
     #[serde(default)]
     pub roles: std::collections::BTreeMap<String, Vec<String>>,
+    /// Programs of these systemd services (whatever their uid) may ask for
+    /// these roles only, e.g. `"shop.service" = ["shop-rw"]`.
+    #[serde(default)]
+    pub units: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 fn default_workload_socket() -> PathBuf {
@@ -664,6 +668,20 @@ impl AgentConfig {
                 ),
             });
         }
+        if let Some(bad) = cfg
+            .workload_api
+            .iter()
+            .flat_map(|w| w.units.keys())
+            .find(|k| !k.ends_with(".service") || k.contains('/') || k.len() <= ".service".len())
+        {
+            return Err(ConfigError::Invalid {
+                path: p,
+                key: "workload_api.units".into(),
+                problem: format!(
+                    "has the key {bad:?}; keys are systemd services, e.g. \"shop.service\" = [\"shop-rw\"]"
+                ),
+            });
+        }
         if cfg.ssh.refresh < Duration::from_secs(1) {
             return Err(ConfigError::Invalid {
                 path: p,
@@ -736,7 +754,7 @@ mod tests {
     }
 
     #[test]
-    fn workload_api_roles_are_keyed_by_numeric_uids() {
+    fn workload_api_roles_are_keyed_by_numeric_uids_and_units_by_service() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.toml");
         std::fs::write(
@@ -749,6 +767,16 @@ mod tests {
             e.contains("workload_api.roles") && e.contains("numeric uids"),
             "{e}"
         );
+        let head = "server = \"https://z:8443\"\nca_bundle = \"/ca.pem\"\ngroup = \"edge\"\n[workload_api.units]\n";
+        std::fs::write(&path, format!("{head}\"shop\" = [\"app-ro\"]\n")).unwrap();
+        let e = AgentConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("workload_api.units") && e.contains("systemd services"),
+            "{e}"
+        );
+        std::fs::write(&path, format!("{head}\"shop.service\" = [\"app-ro\"]\n")).unwrap();
+        let c = AgentConfig::load(&path).unwrap();
+        assert_eq!(c.workload_api.unwrap().units["shop.service"], ["app-ro"]);
     }
 
     const GOOD: &str = r#"

@@ -2,6 +2,7 @@
 //! and keeps on disk only public material and TPM-wrapped key blobs;
 //! without one it lives on a rotating identity token.
 
+pub mod caller;
 pub mod enrol;
 pub mod jwt;
 pub mod mtls;

@@ -2,7 +2,8 @@
 //! dynamic credentials (database users, SSH certificates) in the name of
 //! this host, without ever holding its identity. The agent makes the
 //! request with its own X.509-SVID over mTLS; the caller is authenticated
-//! by the kernel (SO_PEERCRED) against the configured uids. This is how a
+//! by the kernel (SO_PEERCRED: its uid and pid, and from the pid its
+//! systemd service) against the configured uids and units. This is how a
 //! host without a TPM, whose SVID key exists only in the agent's memory,
 //! gets credentials at all; on a TPM node it spares programs access to the
 //! TPM.
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::caller::Caller;
 use super::enrol::AgentError;
 
 /// A request to the agent, as a local program sends it.
@@ -130,8 +132,11 @@ fn send(
 pub struct Access {
     /// Any role.
     pub allow_uids: Vec<u32>,
-    /// Only the roles listed.
+    /// Only the roles listed, by uid.
     pub roles: std::collections::BTreeMap<u32, Vec<String>>,
+    /// Only the roles listed, by systemd service ("shop.service"), whatever
+    /// the uid it runs as.
+    pub units: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Access {
@@ -139,20 +144,39 @@ impl Access {
         uid == 0 || uid == rustix::process::geteuid().as_raw() || self.allow_uids.contains(&uid)
     }
 
-    /// Whether `uid` may use the socket at all.
-    fn knows(&self, uid: u32) -> bool {
-        self.any_role(uid) || self.roles.contains_key(&uid)
-    }
-
-    /// Why `uid` may not make `req`, if it may not.
-    fn refuses(&self, uid: u32, req: &WorkloadRequest) -> Option<String> {
-        if self.any_role(uid) {
+    /// The roles granted to `who` by uid and by unit (`None`: any role).
+    fn granted(&self, who: &Caller) -> Option<Vec<&String>> {
+        if self.any_role(who.uid) {
             return None;
         }
-        let roles = self.roles.get(&uid)?;
+        let by_unit = who.unit.as_ref().and_then(|u| self.units.get(u));
+        Some(
+            self.roles
+                .get(&who.uid)
+                .into_iter()
+                .chain(by_unit)
+                .flatten()
+                .collect(),
+        )
+    }
+
+    /// Whether `who` may use the socket at all.
+    fn knows(&self, who: &Caller) -> bool {
+        self.any_role(who.uid)
+            || self.roles.contains_key(&who.uid)
+            || who
+                .unit
+                .as_ref()
+                .is_some_and(|u| self.units.contains_key(u))
+    }
+
+    /// Why `who` may not make `req`, if it may not.
+    fn refuses(&self, who: &Caller, req: &WorkloadRequest) -> Option<String> {
+        let roles = self.granted(who)?;
         match &req.role {
-            Some(role) if !roles.contains(role) => Some(format!(
-                "uid {uid} may ask for {roles:?} only, not {role:?} (workload_api.roles)"
+            Some(role) if !roles.contains(&role) => Some(format!(
+                "{} may ask for {roles:?} only, not {role:?} (workload_api.roles, workload_api.units)",
+                who.describe()
             )),
             _ => None,
         }
@@ -212,32 +236,25 @@ fn handle(mut conn: UnixStream, access: &Access, upstream: &Upstream) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let mut line = String::new();
     let read = BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line);
-    let answer = match rustix::net::sockopt::socket_peercred(&conn) {
-        Err(e) => refusal(403, format!("cannot identify the caller: {e}")),
-        Ok(cred) if !access.knows(cred.uid.as_raw()) => refusal(
+    let answer = match Caller::of(&conn) {
+        Err(e) => refusal(403, e),
+        Ok(who) if !access.knows(&who) => refusal(
             403,
             format!(
-                "uid {} may not use this agent's workload API (allow_uids, roles)",
-                cred.uid.as_raw()
+                "{} may not use this agent's workload API (allow_uids, roles, units)",
+                who.describe()
             ),
         ),
-        Ok(cred) => match read
+        Ok(who) => match read
             .map_err(|e| format!("cannot read the request: {e}"))
             .and_then(|_| {
                 serde_json::from_str::<WorkloadRequest>(&line)
                     .map_err(|e| format!("malformed request: {e}"))
             }) {
             Err(e) => refusal(400, e),
-            Ok(req) => match access.refuses(cred.uid.as_raw(), &req) {
+            Ok(req) => match access.refuses(&who, &req) {
                 Some(why) => refusal(403, why),
-                None => {
-                    let who = format!(
-                        "uid {} pid {}",
-                        cred.uid.as_raw(),
-                        cred.pid.as_raw_nonzero()
-                    );
-                    forward(&req, &who, upstream)
-                }
+                None => forward(&req, &who.describe(), upstream),
             },
         },
     };
@@ -391,29 +408,48 @@ mod tests {
     }
 
     #[test]
-    fn users_get_what_the_configuration_grants_them() {
+    fn callers_get_what_the_configuration_grants_their_uid_and_unit() {
         let access = Access {
             allow_uids: vec![1001],
             roles: [(1002, vec!["app-ro".to_owned()])].into_iter().collect(),
+            units: [("shop.service".to_owned(), vec!["shop-rw".to_owned()])]
+                .into_iter()
+                .collect(),
+        };
+        let who = |uid: u32, unit: Option<&str>| Caller {
+            uid,
+            pid: 42,
+            unit: unit.map(Into::into),
         };
         let ask = |role: &str| WorkloadRequest {
             op: "db.creds".into(),
             role: Some(role.into()),
             ..Default::default()
         };
-        assert!(access.knows(0) && access.knows(1001) && access.knows(1002));
-        assert!(!access.knows(1003));
-        assert_eq!(access.refuses(1001, &ask("shop-rw")), None);
-        assert_eq!(access.refuses(1002, &ask("app-ro")), None);
-        let why = access.refuses(1002, &ask("shop-rw")).unwrap();
+        assert!(access.knows(&who(0, None)) && access.knows(&who(1001, None)));
+        assert!(access.knows(&who(1002, None)));
+        assert!(!access.knows(&who(1003, None)));
+        assert!(access.knows(&who(1003, Some("shop.service"))));
+        assert!(!access.knows(&who(1003, Some("other.service"))));
+        assert_eq!(access.refuses(&who(1001, None), &ask("shop-rw")), None);
+        assert_eq!(access.refuses(&who(1002, None), &ask("app-ro")), None);
+        let why = access.refuses(&who(1002, None), &ask("shop-rw")).unwrap();
         assert!(why.contains("not \"shop-rw\""), "{why}");
+        // The unit's roles, and with a granted uid the union of both.
+        let shop = who(1003, Some("shop.service"));
+        assert_eq!(access.refuses(&shop, &ask("shop-rw")), None);
+        let why = access.refuses(&shop, &ask("app-ro")).unwrap();
+        assert!(why.contains("unit shop.service"), "{why}");
+        let both = who(1002, Some("shop.service"));
+        assert_eq!(access.refuses(&both, &ask("shop-rw")), None);
+        assert_eq!(access.refuses(&both, &ask("app-ro")), None);
         // Giving a lease back names no role.
         let back = WorkloadRequest {
             op: "lease.revoke".into(),
             id: Some("abc".into()),
             ..Default::default()
         };
-        assert_eq!(access.refuses(1002, &back), None);
+        assert_eq!(access.refuses(&who(1002, None), &back), None);
     }
 
     #[test]

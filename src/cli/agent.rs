@@ -97,6 +97,7 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                                 .iter()
                                 .filter_map(|(uid, roles)| Some((uid.parse().ok()?, roles.clone())))
                                 .collect(),
+                            units: w.units.clone(),
                         },
                         upstream.clone(),
                     )?;

@@ -522,7 +522,7 @@ fn show_token_host(server: &crate::lab::ZerothServer, pg: &Postgres) -> Result<(
     std::fs::write(
         &config,
         format!(
-            "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\nretry_max = \"1s\"\n[workload_api]\nsocket = \"{}\"\n",
+            "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\nretry_max = \"1s\"\n[workload_api]\nsocket = \"{}\"\n[workload_api.units]\n\"demo-shop.service\" = [\"app-ro\"]\n",
             server.url(),
             server.bundle().display(),
             bootstrap.display(),
@@ -556,6 +556,7 @@ fn show_token_host(server: &crate::lab::ZerothServer, pg: &Postgres) -> Result<(
         creds.username,
         crate::lab::zeroth_server::TRUST_DOMAIN
     );
+    show_service_grant(server, &config)?;
     println!("$ zeroth token revoke {chain}");
     admin_call(
         server,
@@ -590,6 +591,67 @@ fn show_token_host(server: &crate::lab::ZerothServer, pg: &Postgres) -> Result<(
         }
     }
     agent.stop()?;
+    Ok(())
+}
+
+/// `[workload_api.units]`: a program of a granted systemd service gets the
+/// service's roles whatever its uid; the same uid elsewhere is a stranger.
+fn show_service_grant(server: &crate::lab::ZerothServer, config: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // Read by the unprivileged program; it holds no secret.
+    std::fs::set_permissions(config, std::fs::Permissions::from_mode(0o644))?;
+    let exe = std::env::current_exe()?;
+    let unit = lab::ServiceCgroup::new("demo-shop.service").map_err(|e| anyhow::anyhow!(e))?;
+    let args = [
+        "db",
+        "creds",
+        "--config",
+        &config.to_string_lossy(),
+        "app-ro",
+    ];
+    println!("$ zeroth db creds app-ro   # as nobody, in demo-shop.service (granted by [workload_api.units])");
+    let out = unit.command_as(65534, &exe, &args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the service's program was refused: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let url = String::from_utf8_lossy(&out.stdout);
+    let user = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap_or_default();
+    let issued = server.audit_details("db.creds.issued")?;
+    let workload = issued
+        .last()
+        .and_then(|d| d["workload"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    anyhow::ensure!(
+        workload.ends_with("unit demo-shop.service"),
+        "the audit does not name the service: {workload:?}"
+    );
+    println!("           user {user}; audit: issued to \"{workload}\"");
+    drop(unit);
+    println!("$ zeroth db creds app-ro   # as nobody, outside the service");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        !out.status.success(),
+        "nobody outside the service got credentials"
+    );
+    println!(
+        "           {}",
+        String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or_default()
+    );
     Ok(())
 }
 

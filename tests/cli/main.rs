@@ -61,7 +61,10 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         "token rotated: spiffe://lab.zeroth/token/",
         "its user is gone; asking again: refused (403): token chain ",
         "host refused: Host key ED25519-CERT SHA256:",
-        "audit chain intact: 21 events (token.revoked, db.creds.revoked, ssh.host_cert.issued, ssh.cert.issued, ssh.cert.revoked, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
+        "audit: issued to \"uid 65534 pid ",
+        "unit demo-shop.service\"",
+        "error: refused (403): uid 65534 pid ",
+        "audit chain intact: 23 events (db.creds.revoked, db.creds.revoked, ssh.host_cert.issued, ssh.cert.issued, ssh.cert.revoked, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
         "lab stopped: every daemon reaped",
     ] {
         assert!(

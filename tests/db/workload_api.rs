@@ -66,7 +66,7 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
     std::fs::write(
         &config,
         format!(
-            "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\nretry_max = \"1s\"\n\n[workload_api]\nsocket = \"{}\"\n[workload_api.roles]\n65533 = [\"shop-rw\"]\n",
+            "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\nretry_max = \"1s\"\n\n[workload_api]\nsocket = \"{}\"\n[workload_api.roles]\n65533 = [\"shop-rw\"]\n[workload_api.units]\n\"zt-shop.service\" = [\"app-ro\"]\n",
             lab.server.url(),
             lab.server.bundle().display(),
             bootstrap.display(),
@@ -169,7 +169,9 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("refused (403)") && stderr.contains("uid 65534 may not use"),
+        stderr.contains("refused (403)")
+            && stderr.contains("uid 65534 pid ")
+            && stderr.contains("may not use"),
         "{stderr}"
     );
 
@@ -193,7 +195,8 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
     assert!(!out.status.success());
     assert!(
         stderr.contains("refused (403)")
-            && stderr.contains("uid 65533 may ask for [\"shop-rw\"] only"),
+            && stderr.contains("uid 65533 pid ")
+            && stderr.contains("may ask for [\"shop-rw\"] only"),
         "{stderr}"
     );
     let out = as_user("65533", "shop-rw");
@@ -203,6 +206,47 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("mysql://zt_shop_rw_"));
+
+    // A program of a granted systemd service gets that service's roles,
+    // whatever its uid; the same uid outside the service is a stranger.
+    let unit = zeroth::lab::ServiceCgroup::new("zt-shop.service").unwrap();
+    let in_unit = |role: &str| {
+        unit.command_as(
+            65532,
+            std::path::Path::new(env!("CARGO_BIN_EXE_zeroth")),
+            &["db", "creds", "--config", config.to_str().unwrap(), role],
+        )
+        .output()
+        .unwrap()
+    };
+    let out = in_unit("app-ro");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("postgresql://zt_app_ro_"));
+    let issued = lab.server.audit_details("db.creds.issued").unwrap();
+    let last = issued.last().unwrap()["workload"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        last.starts_with("uid 65532 pid ") && last.ends_with(" unit zt-shop.service"),
+        "{last}"
+    );
+    let out = in_unit("shop-rw");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("unit zt-shop.service may ask for [\"app-ro\"] only"),
+        "{stderr}"
+    );
+    let out = as_user("65532", "app-ro");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("may not use this agent"), "{stderr}");
+    drop(unit);
 
     // Revoking the chain revokes what the host holds, and it gets no more.
     let (ok, out) = lab.zeroth(&["token", "revoke", &chain], "");
