@@ -110,51 +110,55 @@ impl Drop for Reader<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_reader_sees_what_the_writer_committed_and_cannot_write() {
+    /// A store on disk with table `t` holding one row `v`.
+    fn store_with(v: i64) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("zeroth.db")).unwrap();
         store
             .lock()
-            .execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (7);")
+            .execute_batch(&format!(
+                "CREATE TABLE t (v INTEGER); INSERT INTO t VALUES ({v});"
+            ))
             .unwrap();
+        (dir, store)
+    }
+
+    fn read_v(conn: &Connection) -> i64 {
+        conn.query_row("SELECT v FROM t", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    fn idle(store: &Store) -> usize {
+        store.readers.idle.lock().unwrap().len()
+    }
+
+    #[test]
+    fn a_reader_sees_what_the_writer_committed_and_cannot_write() {
+        let (_dir, store) = store_with(7);
         let r = store.read().unwrap();
-        let v: i64 = r
-            .query_row("SELECT v FROM t", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(v, 7);
+        assert_eq!(read_v(&r), 7);
         let err = r.execute("INSERT INTO t VALUES (8)", []).unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");
         drop(r);
         // Pooled: the next reader reuses the connection and sees new commits.
+        assert_eq!(idle(&store), 1);
         store.lock().execute("UPDATE t SET v = 9", []).unwrap();
-        let v: i64 = store
-            .read()
-            .unwrap()
-            .query_row("SELECT v FROM t", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(v, 9);
+        let r = store.read().unwrap();
+        assert_eq!(idle(&store), 0);
+        assert_eq!(read_v(&r), 9);
+        drop(r);
+        assert_eq!(idle(&store), 1);
     }
 
     #[test]
     fn a_reader_is_not_held_up_by_an_open_write_transaction() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("zeroth.db")).unwrap();
-        store
-            .lock()
-            .execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1);")
-            .unwrap();
+        let (_dir, store) = store_with(1);
         let mut w = store.lock();
         let tx = w.transaction().unwrap();
         tx.execute("UPDATE t SET v = 2", []).unwrap();
         // The writer's lock is held and its change uncommitted: a reader
         // answers at once with the committed value.
-        let v: i64 = store
-            .read()
-            .unwrap()
-            .query_row("SELECT v FROM t", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(v, 1);
+        assert_eq!(read_v(&store.read().unwrap()), 1);
         tx.commit().unwrap();
     }
 }

@@ -75,8 +75,8 @@ impl From<CredsError> for ApiError {
 
 /// The caller as a lease holder, if it may still act: an approved node, or
 /// a token chain that was not revoked.
-pub(super) async fn holder(s: &Shared, caller: &Caller) -> Result<Holder, ApiError> {
-    holder_for(s, caller, None).await
+pub(super) fn holder(s: &Shared, caller: &Caller) -> Result<Holder, ApiError> {
+    holder_for(s, caller, None)
 }
 
 /// The header a holder's agent names the local program with.
@@ -90,7 +90,7 @@ pub(super) fn workload(headers: &axum::http::HeaderMap) -> Option<String> {
 }
 
 /// As [`holder`], recording the local program its agent asked for.
-pub(super) async fn holder_for(
+pub(super) fn holder_for(
     s: &Shared,
     caller: &Caller,
     workload: Option<String>,
@@ -133,7 +133,7 @@ pub async fn creds(
     headers: axum::http::HeaderMap,
     JsonBody(req): JsonBody<CredsRequest>,
 ) -> Result<Json<CredsResponse>, ApiError> {
-    let holder = holder_for(&s, &caller, workload(&headers)).await?;
+    let holder = holder_for(&s, &caller, workload(&headers))?;
     let db = s.db.clone();
     // Issued on its own task: a client that hangs up mid-request does not
     // cut issuance between the database and the ledger.
@@ -163,7 +163,7 @@ pub async fn renew(
     caller: Caller,
     JsonBody(req): JsonBody<RenewLeaseRequest>,
 ) -> Result<Json<Lease>, ApiError> {
-    holder(&s, &caller).await?;
+    holder(&s, &caller)?;
     let lease = s.db.lease(&id, Some(&caller.spiffe_id)).await?;
     let db = s.db.clone();
     let renewed = tokio::spawn(async move {

@@ -42,7 +42,7 @@ pub async fn sign(
     headers: axum::http::HeaderMap,
     JsonBody(req): JsonBody<SshSignRequest>,
 ) -> Result<Json<SshSignResponse>, ApiError> {
-    let holder = super::db::holder_for(&s, &caller, super::db::workload(&headers)).await?;
+    let holder = super::db::holder_for(&s, &caller, super::db::workload(&headers))?;
     let signed = s
         .ssh
         .sign(
