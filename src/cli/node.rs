@@ -29,8 +29,11 @@ enum NodeCommand {
     Approve { id: String },
     /// Turn down a pending node.
     Reject { id: String },
-    /// Revoke a node: no further SVIDs, enrolment refused.
+    /// Revoke a node: no further SVIDs, enrolment refused until re-admitted.
     Revoke { id: String },
+    /// Re-admit a revoked node: it is pending again, and its next enrolment
+    /// follows its group's policy.
+    Readmit { id: String },
 }
 
 pub fn run(args: &NodeArgs) -> Result<()> {
@@ -40,6 +43,7 @@ pub fn run(args: &NodeArgs) -> Result<()> {
         NodeCommand::Approve { id } => ("node.approve", Some(id.clone())),
         NodeCommand::Reject { id } => ("node.reject", Some(id.clone())),
         NodeCommand::Revoke { id } => ("node.revoke", Some(id.clone())),
+        NodeCommand::Readmit { id } => ("node.readmit", Some(id.clone())),
     };
     let request = AdminRequest {
         op: op.into(),

@@ -11,6 +11,7 @@ use zeroth_attest::verify::quote::{verify_quote, Ak, VerifiedQuote};
 use zeroth_attest::TrustAnchors;
 
 use crate::config::GroupConfig;
+use crate::store::nodes::{Node, NodeState};
 
 /// Why a group's policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -133,4 +134,88 @@ pub fn trust_anchors(
             .map_err(|e| format!("{}: {e}", f.display()))?;
     }
     Ok(anchors)
+}
+
+/// Why a TPM that attested well is still not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionRefusal {
+    #[error("this TPM is node {0}, which was revoked; an operator must re-admit it (`zeroth node readmit {0}`)")]
+    Revoked(String),
+    #[error("this TPM is node {node} of group {stored:?}; it enrols only in its own group (moving it is an operator action)")]
+    OtherGroup { node: String, stored: String },
+}
+
+/// The state an attested TPM gets in `group`, given what the registry holds
+/// for its EK. A revoked node stays revoked, a node belongs to the group it
+/// first enrolled in, and an approved node stays approved; a new or pending
+/// one is approved only if its group says so.
+pub fn admission(
+    existing: Option<&Node>,
+    group: &GroupPolicy,
+) -> Result<NodeState, AdmissionRefusal> {
+    match existing {
+        Some(n) if n.state == NodeState::Revoked => Err(AdmissionRefusal::Revoked(n.id.clone())),
+        Some(n) if n.group != group.name => Err(AdmissionRefusal::OtherGroup {
+            node: n.id.clone(),
+            stored: n.group.clone(),
+        }),
+        Some(n) if n.state == NodeState::Approved => Ok(NodeState::Approved),
+        _ if group.auto_approve => Ok(NodeState::Approved),
+        _ => Ok(NodeState::Pending),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str, auto_approve: bool) -> GroupPolicy {
+        GroupPolicy {
+            name: name.into(),
+            anchors: TrustAnchors::default(),
+            ek_allow: vec![],
+            pcrs: vec![],
+            pcr_policy: PcrPolicy::default(),
+            auto_approve,
+            svid_ttl: Duration::from_secs(60),
+        }
+    }
+
+    fn node(group: &str, state: NodeState) -> Node {
+        Node {
+            id: "n1".into(),
+            group: group.into(),
+            state,
+            ek_hash: "e".into(),
+            ek_public: vec![],
+            ak_public: vec![],
+            hostname: "h".into(),
+            clock: 0,
+            reset_count: 0,
+            restart_count: 0,
+            created: 0,
+            updated: 0,
+        }
+    }
+
+    #[test]
+    fn revoked_stays_revoked_and_a_node_keeps_its_group() {
+        let lax = policy("lax", true);
+        let strict = policy("strict", false);
+        assert_eq!(admission(None, &lax), Ok(NodeState::Approved));
+        assert_eq!(admission(None, &strict), Ok(NodeState::Pending));
+        let revoked = node("lax", NodeState::Revoked);
+        assert_eq!(
+            admission(Some(&revoked), &lax),
+            Err(AdmissionRefusal::Revoked("n1".into()))
+        );
+        let pending = node("strict", NodeState::Pending);
+        assert_eq!(admission(Some(&pending), &strict), Ok(NodeState::Pending));
+        assert!(matches!(
+            admission(Some(&pending), &lax),
+            Err(AdmissionRefusal::OtherGroup { .. })
+        ));
+        let approved = node("strict", NodeState::Approved);
+        assert_eq!(admission(Some(&approved), &strict), Ok(NodeState::Approved));
+    }
 }

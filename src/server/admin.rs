@@ -4,7 +4,7 @@
 //!
 //! Protocol: one JSON request per connection, one JSON answer.
 //! Requests: `{"op": "node.list"}`, `{"op": "node.show"|"node.approve"|
-//! "node.reject"|"node.revoke", "id": "..."}`. Answers: `{"ok": true, ...}`
+//! "node.reject"|"node.revoke"|"node.readmit", "id": "..."}`. Answers: `{"ok": true, ...}`
 //! or `{"ok": false, "error": "..."}`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -171,6 +171,35 @@ fn member_of(uid: u32, primary_gid: u32, gid: u32) -> bool {
     })
 }
 
+/// The state an operator's `op` moves a node in `from` to, and the audit
+/// event that records it. Revocation is final until a re-admission, which
+/// puts the node back to pending: its next enrolment follows its group.
+fn node_transition(
+    op: &str,
+    id: &str,
+    from: NodeState,
+) -> Result<(NodeState, &'static str), String> {
+    use NodeState::*;
+    match (op, from) {
+        ("node.approve", Pending | Approved) => Ok((Approved, "node.approved")),
+        ("node.approve", Revoked) => Err(format!(
+            "node {id} was revoked; re-admit it first (`zeroth node readmit {id}`)"
+        )),
+        ("node.reject", Pending) => Ok((Revoked, "node.rejected")),
+        ("node.reject", _) => Err(format!(
+            "node {id} is {}, not pending; use revoke",
+            from.as_str()
+        )),
+        ("node.revoke", _) => Ok((Revoked, "node.revoked")),
+        ("node.readmit", Revoked) => Ok((Pending, "node.readmitted")),
+        ("node.readmit", _) => Err(format!(
+            "node {id} is {}, not revoked; only a revoked node is re-admitted",
+            from.as_str()
+        )),
+        _ => Err(format!("unknown operation {op}")),
+    }
+}
+
 fn execute(
     store: &Store,
     groups: &[String],
@@ -195,30 +224,17 @@ fn execute(
                 .ok_or_else(|| format!("no node {id}"))?;
             Ok(serde_json::json!({"ok": true, "node": node}))
         }
-        op @ ("node.approve" | "node.reject" | "node.revoke") => {
+        op @ ("node.approve" | "node.reject" | "node.revoke" | "node.readmit") => {
             let id = id()?;
-            let (state, kind) = match op {
-                "node.approve" => (NodeState::Approved, "node.approved"),
-                "node.reject" => (NodeState::Revoked, "node.rejected"),
-                _ => (NodeState::Revoked, "node.revoked"),
-            };
             let mut conn = store.lock();
             let tx = conn.transaction().map_err(|e| e.to_string())?;
             let node = nodes::node(&tx, &id)
                 .map_err(db)?
                 .ok_or_else(|| format!("no node {id}"))?;
-            if op == "node.approve" && node.state == NodeState::Revoked {
-                return Err(format!(
-                    "node {id} was revoked; it must enrol anew under an operator's re-enrolment"
-                ));
+            let (state, kind) = node_transition(op, &id, node.state)?;
+            if !nodes::set_node_state(&tx, &id, node.state, state).map_err(db)? {
+                return Err(format!("node {id} changed meanwhile; try again"));
             }
-            if op == "node.reject" && node.state != NodeState::Pending {
-                return Err(format!(
-                    "node {id} is {:?}, not pending; use revoke",
-                    node.state
-                ));
-            }
-            nodes::set_node_state(&tx, &id, state).map_err(db)?;
             audit::append(
                 &tx,
                 &Event {

@@ -112,18 +112,22 @@ pub fn nodes(conn: &Connection) -> Result<Vec<Node>, StoreError> {
         .collect()
 }
 
-/// Inserts or updates a node after a successful attestation.
+/// Inserts or updates a node after a successful attestation. An existing
+/// node is updated only if it is not revoked and stays in its group: false
+/// when nothing was written.
 pub fn upsert_node(
     tx: &Transaction<'_>,
     n: &Node,
     ek_cert: Option<&[u8]>,
-) -> Result<(), StoreError> {
-    tx.execute(
+) -> Result<bool, StoreError> {
+    let written = tx.execute(
         "INSERT INTO nodes (id, grp, state, ek_hash, ek_public, ek_cert, ak_public, hostname, clock, reset_count, restart_count, created, updated)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
          ON CONFLICT(id) DO UPDATE SET state = excluded.state, hostname = excluded.hostname,
             clock = excluded.clock, reset_count = excluded.reset_count,
-            restart_count = excluded.restart_count, updated = excluded.updated",
+            restart_count = excluded.restart_count, updated = excluded.updated
+         WHERE nodes.state <> 'revoked' AND nodes.grp = excluded.grp
+            AND nodes.ek_hash = excluded.ek_hash",
         params![
             n.id,
             n.group,
@@ -140,18 +144,20 @@ pub fn upsert_node(
         ],
     )
     .map_err(StoreError::sql("recording a node"))?;
-    Ok(())
+    Ok(written == 1)
 }
 
+/// Moves a node from state `from` to `to`; false if it was not in `from`.
 pub fn set_node_state(
     tx: &Transaction<'_>,
     id: &str,
-    state: NodeState,
+    from: NodeState,
+    to: NodeState,
 ) -> Result<bool, StoreError> {
     let n = tx
         .execute(
-            "UPDATE nodes SET state = ?1, updated = ?2 WHERE id = ?3",
-            params![state.as_str(), now(), id],
+            "UPDATE nodes SET state = ?1, updated = ?2 WHERE id = ?3 AND state = ?4",
+            params![to.as_str(), now(), id, from.as_str()],
         )
         .map_err(StoreError::sql("changing a node's state"))?;
     Ok(n == 1)

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+mod finality;
 mod renewal;
 mod token_agent;
 

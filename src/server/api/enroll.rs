@@ -23,6 +23,7 @@ use super::error::{b64, ApiError, JsonBody};
 use crate::audit::{self, Event};
 use crate::identity::x509_ca::pem_encode;
 use crate::identity::{P256Subject, SpiffeId};
+use crate::policy::enrolment::admission;
 use crate::server::state::{AppState, Shared};
 use crate::store::nodes::{self, Challenge, ChallengeRefusal, Node, NodeState};
 use crate::store::now;
@@ -152,16 +153,13 @@ fn begin_blocking(s: &AppState, req: BeginRequest) -> Result<BeginResponse, ApiE
         Ok(t) => t,
         Err(e) => return Err(refuse(s, &subject, ApiError::rejected(e.to_string()))),
     };
-    // A node's EK and AK are pinned to its id once enrolled. (The lookup is
-    // its own statement: the store lock must be released before `refuse`.)
+    // A node's EK, AK and group are pinned to its id once enrolled. (The
+    // lookup is its own statement: the store lock must be released before
+    // `refuse`.)
     let existing = nodes::node_by_ek(&s.store.lock(), &ek_id)?;
     if let Some(node) = existing {
-        if node.state == NodeState::Revoked {
-            return Err(refuse(
-                s,
-                &subject,
-                ApiError::rejected(format!("this TPM is node {}, which was revoked", node.id)),
-            ));
+        if let Err(why) = admission(Some(&node), group) {
+            return Err(refuse(s, &subject, ApiError::rejected(why.to_string())));
         }
         if node.ak_public != ak_bytes {
             return Err(refuse(
@@ -329,6 +327,10 @@ fn finish_blocking(s: &AppState, req: FinishRequest) -> Result<FinishResponse, A
         &ek,
     );
     let existing = nodes::node_by_ek(&s.store.lock(), &c.ek_hash)?;
+    // Decided here to know whether to sign, and decided again inside the
+    // transaction that records it: an operator may revoke the node meanwhile.
+    let state = admission(existing.as_ref(), group)
+        .map_err(|why| refuse(s, &subject, ApiError::rejected(why.to_string())))?;
     let previous = existing.as_ref().map(|n| ClockInfo {
         clock: n.clock,
         reset_count: n.reset_count,
@@ -371,11 +373,6 @@ fn finish_blocking(s: &AppState, req: FinishRequest) -> Result<FinishResponse, A
         .as_ref()
         .map(|n| n.id.clone())
         .unwrap_or_else(|| hex(random::<8>()));
-    let state = match &existing {
-        Some(n) if n.state == NodeState::Approved => NodeState::Approved,
-        _ if group.auto_approve => NodeState::Approved,
-        _ => NodeState::Pending,
-    };
     let spiffe_id = SpiffeId::new(&s.trust_domain, &["node", &node_id])
         .map_err(|e| ApiError::unavailable("SPIFFE ID", e))?;
     let svid = match state {
@@ -405,7 +402,21 @@ fn finish_blocking(s: &AppState, req: FinishRequest) -> Result<FinishResponse, A
     let tx = conn
         .transaction()
         .map_err(crate::store::StoreError::sql("starting a transaction"))?;
-    nodes::upsert_node(&tx, &node, c.ek_cert.as_deref())?;
+    let now_held = nodes::node_by_ek(&tx, &c.ek_hash)?;
+    let decided_again = admission(now_held.as_ref(), group).map_err(|why| why.to_string());
+    let unchanged = now_held.as_ref().map(|n| &n.id) == existing.as_ref().map(|n| &n.id)
+        && decided_again == Ok(state);
+    if !unchanged || !nodes::upsert_node(&tx, &node, c.ek_cert.as_deref())? {
+        drop(tx);
+        drop(conn);
+        let err = match decided_again {
+            Err(why) => ApiError::rejected(why),
+            Ok(_) => ApiError::conflict(
+                "the node's record changed while it enrolled (an operator acted on it); begin again",
+            ),
+        };
+        return Err(refuse(s, &subject, err));
+    }
     let node_subject = format!("node/{node_id}");
     audit::append(
         &tx,
