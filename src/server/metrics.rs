@@ -3,6 +3,7 @@
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::store::leases::{self, LeaseState};
 use crate::store::nodes::{self, NodeState};
 use crate::store::Store;
 
@@ -35,14 +36,28 @@ pub fn token_theft() {
     metrics::counter!("zeroth_token_thefts_total").increment(1);
 }
 
-/// The exposition text, with the node gauges refreshed from the store.
+/// The exposition text, with the node and lease gauges refreshed from the
+/// store (through a read-only connection: a scrape never waits for a commit).
 pub fn render(handle: &PrometheusHandle, store: &Store) -> String {
-    let conn = store.lock();
-    for state in NodeState::ALL {
-        if let Ok(n) = nodes::count(&conn, state) {
-            metrics::gauge!("zeroth_nodes", "state" => state.as_str()).set(n as f64);
+    if let Ok(conn) = store.read() {
+        for state in NodeState::ALL {
+            if let Ok(n) = nodes::count(&conn, state) {
+                metrics::gauge!("zeroth_nodes", "state" => state.as_str()).set(n as f64);
+            }
+        }
+        if let Ok(counts) = leases::counts(&conn) {
+            for state in [
+                LeaseState::Creating,
+                LeaseState::Active,
+                LeaseState::Revoking,
+            ] {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| *s == state)
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!("zeroth_leases", "state" => state.as_str()).set(n as f64);
+            }
         }
     }
-    drop(conn);
     handle.render()
 }

@@ -120,10 +120,11 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
 
     runtime.block_on(async move {
         // Finish what a crash left half-done, then revoke leases as they
-        // fall due, a few at a time so issuance never waits behind a storm.
+        // fall due, a few at a time so issuance never waits behind a storm;
+        // failed revocations come back, with backoff, until they are done.
         let revoker = db.clone();
         tokio::spawn(async move {
-            let swept = revoker.revoke_due(true, 10_000).await;
+            let swept = revoker.revoke_due(10_000).await;
             if swept > 0 {
                 tracing::info!(swept, "startup sweep revoked leftover leases");
             }
@@ -131,7 +132,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
             let mut ticks = 0u64;
             loop {
                 tick.tick().await;
-                revoker.revoke_due(false, REVOKER_BATCH).await;
+                revoker.revoke_due(REVOKER_BATCH).await;
                 ticks += 1;
                 if ticks % RECONCILE_EVERY_TICKS == 0 {
                     if let Err(e) = revoker.reconcile().await {

@@ -121,9 +121,8 @@ fn run(store: &Store, rx: &Receiver<Pending>) {
                 }
             }
             Err(e) => {
-                let reason = e.to_string();
                 for done in dones {
-                    done(Err(StoreError::Writer(reason.clone())));
+                    done(Err(e.for_each_job()));
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Leases on dynamic credentials and the database connections they use.
 //! A lease is written `creating` before the credential exists and flipped
-//! to `active` after, so a crash in between leaves a record the startup
-//! sweep revokes.
+//! to `active` after, so a crash in between leaves a record the revoker
+//! undoes; a revocation records `revoking` first and is retried until done.
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -97,46 +97,110 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Lease>, StoreError> {
         .map_err(StoreError::sql("reading a lease"))
 }
 
-pub fn set_state(tx: &Transaction<'_>, id: &str, state: LeaseState) -> Result<(), StoreError> {
-    let revoked = (state == LeaseState::Revoked).then(now);
-    tx.prepare_cached(
-        "UPDATE leases SET state = ?1, revoked = COALESCE(?2, revoked) WHERE id = ?3",
+/// Moves lease `id` from `from` to `to`, in the caller's transaction:
+/// false (and nothing written) if it was no longer in `from`. Every change
+/// of a lease's state names the state it expects, so a revoked lease can
+/// never become active again.
+pub fn transition(
+    tx: &Transaction<'_>,
+    id: &str,
+    from: LeaseState,
+    to: LeaseState,
+) -> Result<bool, StoreError> {
+    let revoked = (to == LeaseState::Revoked).then(now);
+    let n = tx
+        .prepare_cached(
+            "UPDATE leases SET state = ?1, revoked = COALESCE(?2, revoked)
+             WHERE id = ?3 AND state = ?4",
+        )
+        .and_then(|mut s| s.execute(params![to.as_str(), revoked, id, from.as_str()]))
+        .map_err(StoreError::sql("changing a lease's state"))?;
+    Ok(n == 1)
+}
+
+/// Extends an active lease; false if it is no longer active.
+pub fn set_expires(tx: &Transaction<'_>, id: &str, expires: i64) -> Result<bool, StoreError> {
+    let n = tx
+        .execute(
+            "UPDATE leases SET expires = ?1 WHERE id = ?2 AND state = 'active'",
+            params![expires, id],
+        )
+        .map_err(StoreError::sql("renewing a lease"))?;
+    Ok(n == 1)
+}
+
+/// Puts off the next attempt at an unfinished lease after a failed one:
+/// 2, 4, 8 … seconds, at most a minute.
+pub fn retry_later(conn: &Connection, id: &str, at: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE leases SET attempts = attempts + 1,
+            retry_at = ?1 + MIN(60, 1 << MIN(attempts + 1, 6))
+         WHERE id = ?2 AND state IN ('creating', 'active', 'revoking')",
+        params![at, id],
     )
-    .and_then(|mut s| s.execute(params![state.as_str(), revoked, id]))
-    .map_err(StoreError::sql("changing a lease's state"))?;
+    .map_err(StoreError::sql("scheduling a retry"))?;
     Ok(())
 }
 
-pub fn set_expires(tx: &Transaction<'_>, id: &str, expires: i64) -> Result<(), StoreError> {
-    tx.execute(
-        "UPDATE leases SET expires = ?1 WHERE id = ?2",
-        params![expires, id],
-    )
-    .map_err(StoreError::sql("renewing a lease"))?;
-    Ok(())
-}
+/// How long an issuance may keep its lease `creating` before the revoker
+/// takes it for abandoned (a write that failed after the user was made).
+pub const CREATING_GRACE: i64 = 60;
 
-/// Leases to revoke now: active ones past their expiry, and whatever a
-/// crash left `creating` or `revoking` (when `include_unfinished`).
+/// Leases to revoke now: active ones past their expiry, `revoking` ones
+/// (a revocation that failed or was cut short), and `creating` ones left
+/// by an earlier run (recorded at or before row `earlier_run`, see
+/// [`last_row`]) or abandoned longer than [`CREATING_GRACE`] — each no
+/// sooner than its retry time.
 pub fn due(
     conn: &Connection,
     at: i64,
-    include_unfinished: bool,
+    earlier_run: i64,
     limit: usize,
 ) -> Result<Vec<Lease>, StoreError> {
     let mut stmt = conn
-        .prepare(&format!(
+        .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM leases
-             WHERE (state = 'active' AND expires <= ?1)
-                OR (?2 AND state IN ('creating', 'revoking'))
+             WHERE ((state = 'active' AND expires <= ?1)
+                OR state = 'revoking'
+                OR (state = 'creating' AND (rowid <= ?2 OR created <= ?1 - ?4)))
+               AND retry_at <= ?1
              ORDER BY expires LIMIT ?3"
         ))
         .map_err(StoreError::sql("finding due leases"))?;
     let rows = stmt
-        .query_map(params![at, include_unfinished, limit as i64], from_row)
+        .query_map(
+            params![at, earlier_run, limit as i64, CREATING_GRACE],
+            from_row,
+        )
         .map_err(StoreError::sql("finding due leases"))?;
     rows.collect::<Result<_, _>>()
         .map_err(StoreError::sql("finding due leases"))
+}
+
+/// The newest lease row so far: read at start, it tells the leases of
+/// earlier runs (rows are never deleted, so row ids only grow) from those
+/// this run is still making.
+pub fn last_row(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM leases", [], |r| {
+        r.get(0)
+    })
+    .map_err(StoreError::sql("reading the newest lease"))
+}
+
+/// How many leases are in each state that is not final.
+pub fn counts(conn: &Connection) -> Result<Vec<(LeaseState, i64)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT state, COUNT(*) FROM leases WHERE state != 'revoked' GROUP BY state",
+        )
+        .map_err(StoreError::sql("counting leases"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((LeaseState::parse(&r.get::<_, String>(0)?), r.get(1)?))
+        })
+        .map_err(StoreError::sql("counting leases"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(StoreError::sql("counting leases"))
 }
 
 /// Active leases held by nodes, or token chains, that were revoked since.
@@ -393,4 +457,79 @@ pub fn last_ssh_revocation(conn: &Connection) -> Result<(u64, u64), StoreError> 
         |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
     )
     .map_err(StoreError::sql("reading the latest SSH revocation"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn lease(id: &str, state: LeaseState, created: i64) -> Lease {
+        Lease {
+            id: id.into(),
+            kind: "db".into(),
+            role: "r".into(),
+            connection: "c".into(),
+            holder: "h".into(),
+            external_name: format!("zt_{id}"),
+            state,
+            created,
+            expires: created + 600,
+            max_expires: created + 3600,
+        }
+    }
+
+    #[test]
+    fn a_revoked_lease_never_becomes_active_again() {
+        let store = Store::in_memory().unwrap();
+        let mut conn = store.lock();
+        let tx = conn.transaction().unwrap();
+        insert(&tx, &lease("a", LeaseState::Creating, now())).unwrap();
+        assert!(transition(&tx, "a", LeaseState::Creating, LeaseState::Revoking).unwrap());
+        assert!(transition(&tx, "a", LeaseState::Revoking, LeaseState::Revoked).unwrap());
+        // An issuance finishing late expects `creating`: nothing changes.
+        assert!(!transition(&tx, "a", LeaseState::Creating, LeaseState::Active).unwrap());
+        assert!(!transition(&tx, "a", LeaseState::Active, LeaseState::Revoking).unwrap());
+        assert!(!set_expires(&tx, "a", now() + 60).unwrap());
+        assert_eq!(get(&tx, "a").unwrap().unwrap().state, LeaseState::Revoked);
+    }
+
+    #[test]
+    fn only_creating_leases_of_an_earlier_run_or_long_abandoned_are_due() {
+        let store = Store::in_memory().unwrap();
+        let t = now();
+        let add = |l: Lease| {
+            let mut conn = store.lock();
+            let tx = conn.transaction().unwrap();
+            insert(&tx, &l).unwrap();
+            tx.commit().unwrap();
+        };
+        // Left by the run before this one, in this very second.
+        add(lease("earlier", LeaseState::Creating, t));
+        let started = last_row(&store.lock()).unwrap();
+        // Under way on this run: left alone.
+        add(lease("live", LeaseState::Creating, t));
+        // This run's, but abandoned longer than the grace.
+        add(lease("stuck", LeaseState::Creating, t - CREATING_GRACE));
+        add(lease("retry", LeaseState::Revoking, t));
+        add(lease("fresh", LeaseState::Active, t));
+        let conn = store.lock();
+        let ids = |at| {
+            let mut v: Vec<String> = due(&conn, at, started, 100)
+                .unwrap()
+                .into_iter()
+                .map(|l| l.id)
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids(t), ["earlier", "retry", "stuck"]);
+        // A failed attempt is put off with backoff, then comes back.
+        retry_later(&conn, "retry", t).unwrap();
+        assert_eq!(ids(t), ["earlier", "stuck"]);
+        assert_eq!(ids(t + 2), ["earlier", "retry", "stuck"]);
+        retry_later(&conn, "retry", t).unwrap();
+        assert_eq!(ids(t + 3), ["earlier", "stuck"]);
+        assert_eq!(ids(t + 4), ["earlier", "retry", "stuck"]);
+    }
 }

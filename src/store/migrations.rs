@@ -154,9 +154,15 @@ const MIGRATIONS: &[(i64, &str)] = &[
             up_to INTEGER NOT NULL
          );",
     ),
+    (
+        10,
+        "ALTER TABLE leases ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE leases ADD COLUMN retry_at INTEGER NOT NULL DEFAULT 0;
+         CREATE INDEX leases_unfinished ON leases (state, created) WHERE state IN ('creating', 'revoking');",
+    ),
 ];
 
-pub const LATEST: i64 = 9;
+pub const LATEST: i64 = 10;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

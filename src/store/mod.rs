@@ -45,11 +45,25 @@ pub enum StoreError {
     },
     #[error("database error in a group commit: {0}")]
     Writer(String),
+    /// The file system under the state directory has no room left.
+    #[error("the state storage is full (while {doing}): free space in the state directory")]
+    Full { doing: &'static str },
 }
 
 impl StoreError {
     pub(crate) fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
-        move |source| Self::Sql { doing, source }
+        move |source| match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Self::Full { doing },
+            _ => Self::Sql { doing, source },
+        }
+    }
+
+    /// The same failure, for each of the jobs that shared a transaction.
+    pub(crate) fn for_each_job(&self) -> Self {
+        match self {
+            Self::Full { doing } => Self::Full { doing },
+            other => Self::Writer(other.to_string()),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! with the real psql and mariadb clients.
 
 mod batch;
+mod unfinished;
 mod workload_api;
 
 use std::io::Write;
@@ -33,6 +34,14 @@ connection = "maria"
 schema = "shop"
 access = "read-write"
 allow_groups = ["edge"]
+
+[[db_role]]
+name = "logged"
+connection = "pg"
+schema = "public"
+access = "read-only"
+allow_groups = ["edge"]
+revocation_statements = ["SELECT count(*) FROM revocations"]
 
 [[db_role]]
 name = "someone-else"

@@ -114,6 +114,9 @@ pub struct DbBroker {
     admins: tokio::sync::Mutex<HashMap<String, (Arc<DbAdmin>, DbConnectionRow)>>,
     /// Issuance's ledger writes share commits with concurrent issuances.
     writer: Arc<GroupWriter>,
+    /// The newest lease row when this server started: `creating` leases up
+    /// to it were left by an earlier run, not by an issuance under way.
+    earlier_run: i64,
 }
 
 /// Runs a store (or HSM) call off the async reactor.
@@ -125,20 +128,24 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| CredsError::Unavailable(format!("a worker failed: {e}")))?
 }
 
+/// Makes `change` and records `event` in one transaction; when `change`
+/// finds nothing to do (false), nothing is written and the answer is false.
 fn record(
     store: &Store,
-    change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError>,
+    change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<bool, StoreError>,
     event: Event<'_>,
-) -> Result<(), CredsError> {
+) -> Result<bool, CredsError> {
     let mut conn = store.lock();
     let tx = conn
         .transaction()
         .map_err(StoreError::sql("starting a transaction"))?;
-    change(&tx)?;
+    if !change(&tx)? {
+        return Ok(false);
+    }
     audit::append(&tx, &event)?;
     tx.commit()
         .map_err(StoreError::sql("committing a lease change"))?;
-    Ok(())
+    Ok(true)
 }
 
 fn matches(pattern: &str, id: &str) -> bool {
@@ -155,12 +162,14 @@ impl DbBroker {
         roles: &[DbRoleConfig],
     ) -> Result<Self, CredsError> {
         let sealer = Sealer::new(keys, KeyName::new(zeroth_hsm::STORE_KEK)?)?;
+        let earlier_run = leases::last_row(&store.lock())?;
         Ok(Self {
             writer: Arc::new(GroupWriter::spawn(store.clone())),
             store,
             sealer,
             roles: roles.iter().map(|r| (r.name.clone(), r.clone())).collect(),
             admins: tokio::sync::Mutex::new(HashMap::new()),
+            earlier_run,
         })
     }
 
@@ -307,25 +316,50 @@ impl DbBroker {
                 serde_json::json!(e.to_string()),
             ),
         };
-        w.write_async(move |tx| {
-            leases::set_state(tx, &l.id, state)?;
-            audit::append(
-                tx,
-                &Event {
-                    kind,
-                    subject: &format!("lease/{}", l.id),
-                    detail: serde_json::json!({
-                        "role": l.role, "holder": l.holder, "user": l.external_name,
-                        if state == LeaseState::Active { "expires" } else { "reason" }: outcome,
-                        "workload": workload,
-                    }),
-                },
-            )
-            .map_err(|e| StoreError::Writer(e.to_string()))?;
-            Ok(())
-        })
-        .await?;
+        let moved = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = moved.clone();
+        let wrote = w
+            .write_async(move |tx| {
+                if !leases::transition(tx, &l.id, LeaseState::Creating, state)? {
+                    return Ok(());
+                }
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                audit::append(
+                    tx,
+                    &Event {
+                        kind,
+                        subject: &format!("lease/{}", l.id),
+                        detail: serde_json::json!({
+                            "role": l.role, "holder": l.holder, "user": l.external_name,
+                            if state == LeaseState::Active { "expires" } else { "reason" }: outcome,
+                            "workload": workload,
+                        }),
+                    },
+                )
+                .map_err(|e| StoreError::Writer(e.to_string()))?;
+                Ok(())
+            })
+            .await;
+        let activated = wrote.is_ok() && moved.load(std::sync::atomic::Ordering::Relaxed);
+        if made.is_ok() && !activated {
+            // The user exists but its lease is not active: the ledger could
+            // not record it (a full disk) or the revoker took the lease for
+            // abandoned. Undo the user now; the revoker closes the lease.
+            if let Err(e) = admin
+                .revoke(&lease.external_name, &statements.revocation)
+                .await
+            {
+                tracing::warn!(lease = %lease.id, error = %e, "undoing an unrecorded user failed; the revoker retries");
+            }
+        }
+        wrote?;
         made?;
+        if !activated {
+            return Err(CredsError::Unavailable(format!(
+                "lease {} was revoked before its user was ready; ask again",
+                lease.id
+            )));
+        }
         let engine = admin.engine();
         Ok(Issued {
             lease: Lease {
@@ -372,14 +406,15 @@ impl DbBroker {
         let increment = increment
             .or(role.map(|r| r.default_ttl))
             .unwrap_or(Duration::from_secs(600));
-        let expires = (now() + increment.as_secs() as i64).min(lease.max_expires);
+        let increment = i64::try_from(increment.as_secs()).unwrap_or(i64::MAX);
+        let expires = now().saturating_add(increment).min(lease.max_expires);
         let (admin, _) = self.admin(&lease.connection).await?;
         let extra = role
             .map(|r| r.renewal_statements.clone())
             .unwrap_or_default();
         admin.renew(&lease.external_name, expires, &extra).await?;
         let (st, l) = (self.store.clone(), lease.clone());
-        blocking(move || {
+        let renewed = blocking(move || {
             record(
                 &st,
                 |tx| leases::set_expires(tx, &l.id, expires),
@@ -391,35 +426,51 @@ impl DbBroker {
             )
         })
         .await?;
+        if !renewed {
+            return Err(CredsError::Forbidden(format!(
+                "lease {} was revoked while it was renewed",
+                lease.id
+            )));
+        }
         Ok(Lease {
             expires,
             ..lease.clone()
         })
     }
 
-    /// Revokes a lease: `revoking` is recorded first, so a crash midway is
-    /// finished by the next sweep; a user already gone counts as revoked.
+    /// Revokes a lease: `revoking` is recorded first, so a failure or a
+    /// crash midway is retried by the revoker; a user already gone counts
+    /// as revoked. Revoking a lease someone else is revoking is harmless:
+    /// whoever records it revoked writes the one audit event.
     pub async fn revoke(self: &Arc<Self>, lease: &Lease, reason: &str) -> Result<(), CredsError> {
-        if lease.state == LeaseState::Revoked {
-            return Ok(());
-        }
         if lease.kind != "db" {
             // Nothing to undo on a database: the record (and the KRL built
             // from it) is the revocation.
             let detail = serde_json::json!({"serial": lease.external_name, "holder": lease.holder, "reason": reason});
-            return self.mark_revoked(lease, "ssh.cert.revoked", detail).await;
+            return self
+                .mark_revoked(lease, LeaseState::Active, "ssh.cert.revoked", detail)
+                .await;
         }
-        let (st, id) = (self.store.clone(), lease.id.clone());
-        blocking(move || {
+        let (st, id, seen) = (self.store.clone(), lease.id.clone(), lease.state);
+        let state = blocking(move || {
             let mut conn = st.lock();
             let tx = conn
                 .transaction()
                 .map_err(StoreError::sql("starting a transaction"))?;
-            leases::set_state(&tx, &id, LeaseState::Revoking)?;
-            tx.commit().map_err(StoreError::sql("committing a lease"))?;
-            Ok(())
+            // What the caller saw may be stale: move from what is there now.
+            let now_in = leases::get(&tx, &id)?.map_or(seen, |l| l.state);
+            if matches!(now_in, LeaseState::Creating | LeaseState::Active)
+                && leases::transition(&tx, &id, now_in, LeaseState::Revoking)?
+            {
+                tx.commit().map_err(StoreError::sql("committing a lease"))?;
+                return Ok(LeaseState::Revoking);
+            }
+            Ok(now_in)
         })
         .await?;
+        if state == LeaseState::Revoked {
+            return Ok(());
+        }
         let (admin, _) = self.admin(&lease.connection).await?;
         let extra = self
             .roles
@@ -428,13 +479,16 @@ impl DbBroker {
             .unwrap_or_default();
         let existed = admin.revoke(&lease.external_name, &extra).await?;
         let detail = serde_json::json!({"user": lease.external_name, "holder": lease.holder, "reason": reason, "user_existed": existed});
-        self.mark_revoked(lease, "db.creds.revoked", detail).await
+        self.mark_revoked(lease, LeaseState::Revoking, "db.creds.revoked", detail)
+            .await
     }
 
-    /// Records the lease revoked, with its audit event, in one transaction.
+    /// Records the lease revoked (from `from`), with its audit event, in
+    /// one transaction; if it is no longer in `from`, someone else did.
     async fn mark_revoked(
         &self,
         lease: &Lease,
+        from: LeaseState,
         kind: &'static str,
         detail: serde_json::Value,
     ) -> Result<(), CredsError> {
@@ -442,7 +496,7 @@ impl DbBroker {
         blocking(move || {
             record(
                 &st,
-                |tx| leases::set_state(tx, &id, LeaseState::Revoked),
+                |tx| leases::transition(tx, &id, from, LeaseState::Revoked),
                 Event {
                     kind,
                     subject: &format!("lease/{id}"),
@@ -451,16 +505,18 @@ impl DbBroker {
             )
         })
         .await
+        .map(drop)
     }
 
     /// Revokes up to `limit` leases that are due: expired ones, those whose
-    /// holder node was revoked and, when `unfinished`, whatever a crash
-    /// left `creating` or `revoking`. Returns how many were revoked.
-    pub async fn revoke_due(self: &Arc<Self>, unfinished: bool, limit: usize) -> usize {
-        let st = self.store.clone();
+    /// holder was revoked, and unfinished work (`revoking`, and `creating`
+    /// left by an earlier run or abandoned), each retried with backoff
+    /// until it is done. Returns how many were revoked.
+    pub async fn revoke_due(self: &Arc<Self>, limit: usize) -> usize {
+        let (st, earlier_run) = (self.store.clone(), self.earlier_run);
         let due = blocking(move || {
-            let conn = st.lock();
-            let mut due = leases::due(&conn, now(), unfinished, limit)?;
+            let conn = st.read()?;
+            let mut due = leases::due(&conn, now(), earlier_run, limit)?;
             due.extend(leases::of_revoked_nodes(&conn, limit)?);
             Ok(due)
         })
@@ -490,14 +546,18 @@ impl DbBroker {
             running.spawn(async move {
                 let _permit = permit;
                 let reason = match lease.state {
-                    LeaseState::Creating => "left half-made by a crash",
-                    LeaseState::Revoking => "revocation interrupted",
+                    LeaseState::Creating => "left half-made",
+                    LeaseState::Revoking => "revocation retried",
                     _ if lease.expires <= now() => "expired",
                     _ => "holder revoked",
                 };
-                me.revoke(&lease, reason).await.map_err(|e| {
-                    tracing::warn!(lease = %lease.id, error = %e, "revocation failed; retrying later")
-                })
+                let result = me.revoke(&lease, reason).await;
+                if let Err(e) = &result {
+                    tracing::warn!(lease = %lease.id, error = %e, "revocation failed; retrying later");
+                    let (st, id) = (me.store.clone(), lease.id.clone());
+                    let _ = blocking(move || Ok(leases::retry_later(&st.lock(), &id, now())?)).await;
+                }
+                result
             });
         }
         let mut done = 0;
@@ -527,7 +587,7 @@ impl DbBroker {
                 blocking(move || {
                     record(
                         &st,
-                        |_| Ok(()),
+                        |_| Ok(true),
                         Event {
                             kind: "db.stray.dropped",
                             subject: &format!("db/{conn_name}"),
@@ -583,6 +643,7 @@ impl DbBroker {
                             tls_ca: s.tls_ca.clone(),
                         },
                     )
+                    .map(|()| true)
                 },
                 Event {
                     kind: "db.connection.added",
@@ -623,7 +684,7 @@ impl DbBroker {
         blocking(move || {
             record(
                 &me.store,
-                |tx| leases::save_connection(tx, &saved),
+                |tx| leases::save_connection(tx, &saved).map(|()| true),
                 Event {
                     kind: "db.connection.rotated",
                     subject: &format!("db/{}", row.name),
@@ -661,7 +722,7 @@ impl DbBroker {
                 &st,
                 |tx| {
                     removed = leases::remove_connection(tx, &n)?;
-                    Ok(())
+                    Ok(true)
                 },
                 Event {
                     kind: "db.connection.removed",

@@ -55,6 +55,10 @@ pub struct RenewLeaseRequest {
 
 impl From<CredsError> for ApiError {
     fn from(e: CredsError) -> Self {
+        let e = match e {
+            CredsError::Store(e) => return e.into(),
+            other => other,
+        };
         let (status, code) = match &e {
             CredsError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             CredsError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),

@@ -65,7 +65,17 @@ impl IntoResponse for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::unavailable("the database", e)
+        match e {
+            crate::store::StoreError::Full { .. } => {
+                tracing::error!(cause = %e, "the state storage is full");
+                Self {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "unavailable",
+                    reason: "the server's state storage is full; try again later".into(),
+                }
+            }
+            _ => Self::unavailable("the server's state store", e),
+        }
     }
 }
 
@@ -108,4 +118,31 @@ pub fn b64(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
     base64::engine::general_purpose::STANDARD
         .decode(value)
         .map_err(|e| ApiError::bad_request(format!("`{field}` is not base64: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_full_state_storage_is_a_503_that_says_so() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (b BLOB); PRAGMA max_page_count = 4;")
+            .unwrap();
+        let err = conn
+            .execute("INSERT INTO t VALUES (zeroblob(100000))", [])
+            .map_err(StoreError::sql("recording a lease"))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Full { .. }), "{err}");
+        // Jobs that shared the failed group commit hear the same reason.
+        assert!(matches!(err.for_each_job(), StoreError::Full { .. }));
+        let api = ApiError::from(err);
+        assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            api.reason.contains("state storage is full"),
+            "{}",
+            api.reason
+        );
+    }
 }

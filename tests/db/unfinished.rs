@@ -1,0 +1,125 @@
+//! Unfinished lease work is finished on the running server: revocations
+//! that failed are retried until done, and a lease left `creating` with a
+//! real user behind it is undone, without a restart.
+
+use std::time::Duration;
+
+use zeroth::agent::enrol::{post_json, Enrolment};
+
+use super::{eventually, lab, psql, users_of, Lab};
+
+fn lease_state(lab: &Lab, id: &str) -> String {
+    let db = rusqlite::Connection::open(lab.server.database()).unwrap();
+    db.query_row("SELECT state FROM leases WHERE id = ?1", [id], |r| r.get(0))
+        .unwrap()
+}
+
+fn metric(lab: &Lab, line_start: &str) -> String {
+    let http = zeroth::agent::enrol::client(&lab.server.bundle()).unwrap();
+    let text = http
+        .get(format!("{}/metrics", lab.server.url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .unwrap_or_else(|| panic!("no {line_start} in:\n{text}"))
+        .to_owned()
+}
+
+#[test]
+fn a_revocation_the_database_refused_is_retried_until_the_user_is_gone() {
+    let lab = lab();
+    lab.add_connections();
+    let c = lab.creds("logged", None).unwrap();
+    assert_eq!(psql(&c, "SELECT text FROM greetings").unwrap(), "hello");
+    // The role's revocation statement needs a table that is not there yet:
+    // the database refuses the revocation, as it would while it is down.
+    assert_eq!(lab.give_back(&c.lease_id), 502);
+    assert_eq!(lease_state(&lab, &c.lease_id), "revoking");
+    let (ok, out) = lab.zeroth(&["lease", "list"], "");
+    assert!(ok && out.contains("revoking"), "{out}");
+    assert_eq!(
+        metric(&lab, "zeroth_leases{state=\"revoking\"}"),
+        "zeroth_leases{state=\"revoking\"} 1"
+    );
+    assert!(users_of(&lab, "postgres").contains(&c.username));
+
+    // The database accepts it again: the revoker finishes the job by itself.
+    super::psql_as_superuser(&lab.pg, "CREATE TABLE revocations (name text)");
+    eventually(Duration::from_secs(30), || {
+        match lease_state(&lab, &c.lease_id).as_str() {
+            "revoked" => Ok(()),
+            other => Err(format!("lease still {other}")),
+        }
+    });
+    assert!(!users_of(&lab, "postgres").contains(&c.username));
+    let err = psql(&c, "SELECT 1").unwrap_err();
+    assert!(err.contains("authentication failed"), "{err}");
+    assert_eq!(
+        metric(&lab, "zeroth_leases{state=\"revoking\"}"),
+        "zeroth_leases{state=\"revoking\"} 0"
+    );
+    let revoked = lab.server.audit_details("db.creds.revoked").unwrap();
+    assert_eq!(revoked.len(), 1, "one revocation, one event: {revoked:?}");
+    assert_eq!(revoked[0]["reason"], "revocation retried");
+}
+
+#[test]
+fn a_lease_left_creating_with_a_real_user_is_undone_while_the_server_runs() {
+    let lab = lab();
+    lab.add_connections();
+    // A user zeroth made whose lease never became active (the ledger write
+    // after CREATE ROLE failed): a login-enabled user under `creating`.
+    let name = "zt_app_ro_abandoned";
+    super::psql_as_superuser(
+        &lab.pg,
+        &format!("CREATE ROLE {name} LOGIN PASSWORD 'left-behind-secret-1'"),
+    );
+    let made = zeroth::store::now() - 3600;
+    let db = rusqlite::Connection::open(lab.server.database()).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "INSERT INTO leases (id, kind, role, connection, holder, external_name, state, created, expires, max_expires)
+         VALUES ('abandoned', 'db', 'app-ro', 'pg', 'spiffe://lab.zeroth/node/x', ?1, 'creating', ?2, ?3, ?3)",
+        rusqlite::params![name, made, made + 7200],
+    )
+    .unwrap();
+    eventually(Duration::from_secs(30), || {
+        match lease_state(&lab, "abandoned").as_str() {
+            "revoked" => Ok(()),
+            other => Err(format!("lease still {other}")),
+        }
+    });
+    assert!(!users_of(&lab, "postgres").contains(&name.to_owned()));
+    let revoked = lab.server.audit_details("db.creds.revoked").unwrap();
+    assert_eq!(revoked[0]["reason"], "left half-made", "{revoked:?}");
+    assert_eq!(revoked[0]["user_existed"], true);
+}
+
+#[test]
+fn a_huge_renewal_increment_is_clamped_to_the_lease_maximum() {
+    let lab = lab();
+    lab.add_connections();
+    let c = lab.creds("app-ro", Some(60)).unwrap();
+    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
+    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
+    let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
+    let renewed: serde_json::Value = post_json(
+        &http,
+        &format!("{}/v1/leases/{}/renew", lab.server.url(), c.lease_id),
+        &serde_json::json!({"increment_seconds": u64::MAX}),
+    )
+    .unwrap();
+    let db = rusqlite::Connection::open(lab.server.database()).unwrap();
+    let max: i64 = db
+        .query_row(
+            "SELECT max_expires FROM leases WHERE id = ?1",
+            [&c.lease_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(renewed["expires"].as_i64().unwrap(), max, "{renewed}");
+    assert_eq!(psql(&c, "SELECT text FROM greetings").unwrap(), "hello");
+}
