@@ -600,7 +600,9 @@ fn show_service_grant(server: &crate::lab::ZerothServer, config: &std::path::Pat
     use std::os::unix::fs::PermissionsExt;
     // Read by the unprivileged program; it holds no secret.
     std::fs::set_permissions(config, std::fs::Permissions::from_mode(0o644))?;
-    let exe = std::env::current_exe()?;
+    // nobody runs a copy it can reach, wherever this build is.
+    let copy = lab::RunnableCopy::of(&std::env::current_exe()?)?;
+    let exe = copy.path();
     let unit = lab::ServiceCgroup::new("demo-shop.service").map_err(|e| anyhow::anyhow!(e))?;
     let args = [
         "db",
@@ -610,7 +612,7 @@ fn show_service_grant(server: &crate::lab::ZerothServer, config: &std::path::Pat
         "app-ro",
     ];
     println!("$ zeroth db creds app-ro   # as nobody, in demo-shop.service (granted by [workload_api.units])");
-    let out = unit.command_as(65534, &exe, &args).output()?;
+    let out = unit.command_as(65534, exe, &args).output()?;
     anyhow::ensure!(
         out.status.success(),
         "the service's program was refused: {}",
@@ -637,7 +639,7 @@ fn show_service_grant(server: &crate::lab::ZerothServer, config: &std::path::Pat
     println!("$ zeroth db creds app-ro   # as nobody, outside the service");
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&exe)
+        .arg(exe)
         .args(args)
         .output()?;
     anyhow::ensure!(

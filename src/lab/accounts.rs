@@ -67,3 +67,36 @@ impl Unprivileged {
         }
     }
 }
+
+/// A program copied where every account can run it: a build tree under a
+/// private directory (a clone in /root, say) cannot be reached by the
+/// other uids the lab runs programs as. Removed on drop.
+#[derive(Debug)]
+pub struct RunnableCopy {
+    path: std::path::PathBuf,
+    _dir: super::LabDir,
+}
+
+impl RunnableCopy {
+    /// Links (or, across file systems, copies) `program` into a lab
+    /// directory, mode 0755.
+    pub fn of(program: &Path) -> Result<Self, LabError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = super::LabDir::new("bin")?;
+        let name = program
+            .file_name()
+            .unwrap_or(std::ffi::OsStr::new("program"));
+        let path = dir.join(name);
+        if std::fs::hard_link(program, &path).is_err() {
+            std::fs::copy(program, &path)
+                .map_err(|e| LabError::io(format!("copy {}", program.display()), e))?;
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| LabError::io(format!("chmod {}", path.display()), e))?;
+        Ok(Self { path, _dir: dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

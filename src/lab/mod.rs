@@ -25,7 +25,7 @@ pub mod vm;
 pub mod wait;
 pub mod zeroth_server;
 
-pub use accounts::current_user_name;
+pub use accounts::{current_user_name, RunnableCopy};
 pub use agent::AgentProcess;
 pub use bench::{Bench, Component};
 pub use dir::LabDir;

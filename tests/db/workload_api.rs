@@ -4,6 +4,7 @@
 //! users; on a TPM node the program needs no access to the TPM.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -159,9 +160,11 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
 
     // Another user of this host is refused by the agent (SO_PEERCRED),
     // before anything reaches the server.
+    // Other uids run a copy they can reach, wherever the build tree is.
+    let zeroth = zeroth::lab::RunnableCopy::of(Path::new(env!("CARGO_BIN_EXE_zeroth"))).unwrap();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_zeroth"))
+        .arg(zeroth.path())
         .args(["db", "creds", "app-ro", "--config"])
         .arg(&config)
         .output()
@@ -183,7 +186,7 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
                 &format!("--regid={uid}"),
                 "--clear-groups",
             ])
-            .arg(env!("CARGO_BIN_EXE_zeroth"))
+            .arg(zeroth.path())
             .args(["db", "creds", "--config"])
             .arg(&config)
             .arg(role)
@@ -213,7 +216,7 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
     let in_unit = |role: &str| {
         unit.command_as(
             65532,
-            std::path::Path::new(env!("CARGO_BIN_EXE_zeroth")),
+            zeroth.path(),
             &["db", "creds", "--config", config.to_str().unwrap(), role],
         )
         .output()

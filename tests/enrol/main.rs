@@ -453,7 +453,9 @@ fn the_admin_socket_refuses_callers_who_are_not_operators() {
     )
     .unwrap();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+    // Run from where uid 65534 can reach it, whichever directory the build is in.
+    let zeroth = zeroth::lab::RunnableCopy::of(Path::new(env!("CARGO_BIN_EXE_zeroth"))).unwrap();
+    let out = std::process::Command::new(zeroth.path())
         .args(["node", "list", "--socket"])
         .arg(b.server.admin_socket())
         .uid(65534)
