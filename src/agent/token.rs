@@ -73,14 +73,24 @@ pub fn exchange(opts: &TokenOptions) -> Result<Rotated, AgentError> {
     let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
     let point = key.verifying_key().to_encoded_point(false);
     let http = client(&opts.ca_bundle)?;
-    let answer: ExchangeResponse = post_json(
-        &http,
-        &format!("{}/v1/token/exchange", opts.server.trim_end_matches('/')),
-        &ExchangeRequest {
-            token: token.expose_secret().to_owned(),
-            public_key: base64::engine::general_purpose::STANDARD.encode(point.as_bytes()),
-        },
-    )?;
+    let url = format!("{}/v1/token/exchange", opts.server.trim_end_matches('/'));
+    let request = ExchangeRequest {
+        token: token.expose_secret().to_owned(),
+        public_key: base64::engine::general_purpose::STANDARD.encode(point.as_bytes()),
+    };
+    // A reply lost on the way is asked for again at once, with the same
+    // token and key: the server answers a prompt retry with the same next
+    // token (any later or different reuse would revoke the chain).
+    let mut attempt = 0;
+    let answer: ExchangeResponse = loop {
+        match post_json(&http, &url, &request) {
+            Err(AgentError::Unreachable { .. } | AgentError::BadAnswer(_)) if attempt < 2 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_secs(attempt));
+            }
+            other => break other?,
+        }
+    };
     // The presented token is dead from here on: keep the new one first.
     write(&state_token, "write the token", answer.token.as_bytes())?;
     if from_bootstrap {

@@ -105,9 +105,15 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
     let audit_store = store.clone();
     let audit_keys = keys.clone();
     let metrics = metrics::install().context("install the metrics recorder")?;
+    let sealer = zeroth_hsm::Sealer::new(
+        keys.clone(),
+        zeroth_hsm::KeyName::new(zeroth_hsm::STORE_KEK).context("the store key's name")?,
+    )
+    .context("the HSM's store key")?;
     let state = Arc::new(state::AppState {
         metrics,
         trust_domain: config.trust_domain.clone(),
+        sealer,
         store,
         keys,
         ca,

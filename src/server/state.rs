@@ -14,6 +14,8 @@ pub struct AppState {
     pub trust_domain: String,
     pub store: Arc<Store>,
     pub keys: Arc<dyn KeyStore>,
+    /// Seals what the store keeps of secrets (under the HSM's store key).
+    pub sealer: zeroth_hsm::Sealer,
     pub ca: X509Ca,
     pub jwt: JwtIssuer,
     /// Longest (and default) lifetime of a JWT-SVID.

@@ -160,9 +160,15 @@ const MIGRATIONS: &[(i64, &str)] = &[
          ALTER TABLE leases ADD COLUMN retry_at INTEGER NOT NULL DEFAULT 0;
          CREATE INDEX leases_unfinished ON leases (state, created) WHERE state IN ('creating', 'revoking');",
     ),
+    (
+        11,
+        "ALTER TABLE tokens ADD COLUMN rotated_at INTEGER;
+         ALTER TABLE tokens ADD COLUMN rotated_for BLOB;
+         ALTER TABLE tokens ADD COLUMN next_sealed BLOB;",
+    ),
 ];
 
-pub const LATEST: i64 = 10;
+pub const LATEST: i64 = 11;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

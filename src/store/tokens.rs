@@ -15,6 +15,25 @@ pub struct TokenRow {
     pub expires: i64,
     pub chain_revoked: bool,
     pub ttl: i64,
+    /// When it was exchanged, for which public key (SHA-256), and the next
+    /// token it was exchanged for, sealed under the HSM key: what an
+    /// immediate retry of a lost exchange gets again.
+    pub rotation: Option<Rotation>,
+}
+
+#[derive(Clone)]
+pub struct Rotation {
+    pub at: i64,
+    pub key_hash: Vec<u8>,
+    pub next_sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for Rotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rotation")
+            .field("at", &self.at)
+            .finish_non_exhaustive()
+    }
 }
 
 pub fn create_chain(
@@ -51,10 +70,19 @@ pub fn insert_token(
 
 pub fn find(tx: &Transaction<'_>, hash: &[u8]) -> Result<Option<TokenRow>, StoreError> {
     tx.query_row(
-        "SELECT t.chain_id, c.grp, t.generation, t.state, t.expires, c.state, c.ttl
+        "SELECT t.chain_id, c.grp, t.generation, t.state, t.expires, c.state, c.ttl,
+                t.rotated_at, t.rotated_for, t.next_sealed
          FROM tokens t JOIN token_chains c ON c.id = t.chain_id WHERE t.hash = ?1",
         [hash],
         |r| {
+            let rotation = match (r.get(7)?, r.get(8)?, r.get(9)?) {
+                (Some(at), Some(key_hash), Some(next_sealed)) => Some(Rotation {
+                    at,
+                    key_hash,
+                    next_sealed,
+                }),
+                _ => None,
+            };
             Ok(TokenRow {
                 chain_id: r.get(0)?,
                 group: r.get(1)?,
@@ -63,6 +91,7 @@ pub fn find(tx: &Transaction<'_>, hash: &[u8]) -> Result<Option<TokenRow>, Store
                 expires: r.get(4)?,
                 chain_revoked: r.get::<_, String>(5)? == "revoked",
                 ttl: r.get(6)?,
+                rotation,
             })
         },
     )
@@ -70,13 +99,36 @@ pub fn find(tx: &Transaction<'_>, hash: &[u8]) -> Result<Option<TokenRow>, Store
     .map_err(StoreError::sql("looking up a token"))
 }
 
-pub fn mark_rotated(tx: &Transaction<'_>, hash: &[u8]) -> Result<(), StoreError> {
+/// Marks the token exchanged, keeping what a retry of the same exchange
+/// may be answered with (see [`Rotation`]).
+pub fn mark_rotated(
+    tx: &Transaction<'_>,
+    hash: &[u8],
+    key_hash: &[u8],
+    next_sealed: &[u8],
+) -> Result<(), StoreError> {
     tx.execute(
-        "UPDATE tokens SET state = 'rotated' WHERE hash = ?1",
-        [hash],
+        "UPDATE tokens SET state = 'rotated', rotated_at = ?2, rotated_for = ?3, next_sealed = ?4
+         WHERE hash = ?1 AND state = 'active'",
+        params![hash, now(), key_hash, next_sealed],
     )
     .map_err(StoreError::sql("rotating a token"))?;
     Ok(())
+}
+
+/// When generation `generation` of `chain` expires, if it is still unused.
+pub fn unused(
+    tx: &Transaction<'_>,
+    chain: &str,
+    generation: i64,
+) -> Result<Option<i64>, StoreError> {
+    tx.query_row(
+        "SELECT expires FROM tokens WHERE chain_id = ?1 AND generation = ?2 AND state = 'active'",
+        params![chain, generation],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(StoreError::sql("looking up a token"))
 }
 
 pub fn revoke_chain(tx: &Transaction<'_>, chain: &str) -> Result<(), StoreError> {

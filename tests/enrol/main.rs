@@ -679,3 +679,70 @@ fn a_restarted_server_keeps_its_ca_and_its_nodes() {
         .verify_signature(Some(ca.parse_x509().unwrap().public_key()))
         .unwrap();
 }
+
+#[test]
+fn a_lost_exchange_reply_is_answered_again_for_the_same_key_until_the_next_token_is_used() {
+    use zeroth::server::api::token::{ExchangeRequest, ExchangeResponse};
+    let b = bench("auto_approve = true");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args([
+            "token", "create", "--group", "edge", "--ttl", "10m", "--socket",
+        ])
+        .arg(b.server.admin_socket())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let first = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let key = |_: u8| {
+        use base64::Engine;
+        let k = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+        base64::engine::general_purpose::STANDARD
+            .encode(k.verifying_key().to_encoded_point(false).as_bytes())
+    };
+    let (mine, other) = (key(1), key(2));
+    let http = client(&b.server.bundle()).unwrap();
+    let url = format!("{}/v1/token/exchange", b.server.url());
+    let exchange = |token: &str, public_key: &str| {
+        post_json::<_, ExchangeResponse>(
+            &http,
+            &url,
+            &ExchangeRequest {
+                token: token.to_owned(),
+                public_key: public_key.to_owned(),
+            },
+        )
+    };
+    let second = exchange(&first, &mine).unwrap();
+    // The reply was lost: the agent asks again with the same token and key,
+    // and gets the same next token (and an SVID for its key).
+    let again = exchange(&first, &mine).unwrap();
+    assert_eq!(again.token, second.token);
+    assert_eq!(again.token_expires, second.token_expires);
+    let third = exchange(&second.token, &mine).unwrap();
+    // Once the next token was used, the old one is theft again, even with
+    // the same key.
+    let (status, reason) = refusal(exchange(&first, &mine).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(reason.contains("treated as stolen"), "{reason}");
+    let (status, _) = refusal(exchange(&third.token, &mine).unwrap_err());
+    assert_eq!(status, 403);
+
+    // Another chain: the same token presented with another key is theft.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args([
+            "token", "create", "--group", "edge", "--ttl", "10m", "--socket",
+        ])
+        .arg(b.server.admin_socket())
+        .output()
+        .unwrap();
+    let first = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let second = exchange(&first, &mine).unwrap();
+    let (status, reason) = refusal(exchange(&first, &other).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(reason.contains("treated as stolen"), "{reason}");
+    let (status, reason) = refusal(exchange(&second.token, &mine).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(reason.contains("chain was revoked"), "{reason}");
+    let kinds = b.server.audit_details("token.exchange.retried").unwrap();
+    assert_eq!(kinds.len(), 1, "{kinds:?}");
+}

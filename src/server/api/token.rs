@@ -80,6 +80,48 @@ pub async fn exchange(
         .map(Json)
 }
 
+/// How long after an exchange the same token, with the same public key,
+/// is answered again with the same next token: the reply may have been
+/// lost on the way. Any other reuse is theft.
+pub const RETRY_GRACE: i64 = 30;
+
+fn next_binding(hash_hex: &str) -> zeroth_hsm::Binding<'_> {
+    zeroth_hsm::Binding {
+        table: "tokens",
+        record: hash_hex,
+        column: "next_sealed",
+    }
+}
+
+/// The next token this one was exchanged for, if `key_hash` asks again
+/// within [`RETRY_GRACE`] and that next token is still unused.
+fn retried_exchange(
+    s: &AppState,
+    tx: &rusqlite::Transaction<'_>,
+    row: &tokens::TokenRow,
+    hash: &[u8],
+    key_hash: &[u8],
+) -> Result<Option<(String, i64)>, ApiError> {
+    use subtle::ConstantTimeEq;
+    let Some(r) = &row.rotation else {
+        return Ok(None);
+    };
+    let same_key: bool = r.key_hash.ct_eq(key_hash).into();
+    if !same_key || now() > r.at.saturating_add(RETRY_GRACE) {
+        return Ok(None);
+    }
+    let Some(expires) = tokens::unused(tx, &row.chain_id, row.generation + 1)? else {
+        return Ok(None);
+    };
+    let next = s
+        .sealer
+        .open(next_binding(&hex::encode(hash)), &r.next_sealed)
+        .map_err(|e| ApiError::unavailable("the HSM", e))?;
+    let next =
+        String::from_utf8(next.to_vec()).map_err(|e| ApiError::unavailable("a sealed token", e))?;
+    Ok(Some((next, expires)))
+}
+
 fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeResponse, ApiError> {
     let key = b64("public_key", &req.public_key)?;
     let point: [u8; 65] = key
@@ -90,6 +132,7 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
         .ok_or_else(|| {
             ApiError::bad_request("`public_key` is not an uncompressed ECDSA P-256 point")
         })?;
+    let key_hash = Sha256::digest(point).to_vec();
     let hash = token_hash(&req.token);
 
     let mut conn = s.store.lock();
@@ -107,7 +150,11 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
     if row.chain_revoked {
         return Err(ApiError::rejected("this token's chain was revoked"));
     }
-    if row.rotated {
+    let retried = match row.rotated {
+        true => retried_exchange(s, &tx, &row, &hash, &key_hash)?,
+        false => None,
+    };
+    if row.rotated && retried.is_none() {
         // Someone else already exchanged this token: one of the two copies
         // is stolen. Revoke the chain; every holder must be re-provisioned.
         tokens::revoke_chain(&tx, &row.chain_id)?;
@@ -127,7 +174,7 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
             "this token was already exchanged: treated as stolen, its whole chain is now revoked",
         ));
     }
-    if row.expires < now() {
+    if !row.rotated && row.expires < now() {
         return Err(ApiError::rejected(
             "this token expired; ask an operator for a new one",
         ));
@@ -143,14 +190,24 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
     let svid =
         s.ca.issue_svid(&P256Subject(point), &id, ttl)
             .map_err(|e| ApiError::unavailable("the CA", e))?;
-    let (next, next_hash) = new_token();
-    let expires = now() + row.ttl;
-    tokens::mark_rotated(&tx, &hash)?;
-    tokens::insert_token(&tx, &row.chain_id, row.generation + 1, &next_hash, expires)?;
+    let (next, expires, kind) = match retried {
+        Some((next, expires)) => (next, expires, "token.exchange.retried"),
+        None => {
+            let (next, next_hash) = new_token();
+            let expires = now() + row.ttl;
+            let sealed = s
+                .sealer
+                .seal(next_binding(&hex::encode(&hash)), next.as_bytes())
+                .map_err(|e| ApiError::unavailable("the HSM", e))?;
+            tokens::mark_rotated(&tx, &hash, &key_hash, &sealed)?;
+            tokens::insert_token(&tx, &row.chain_id, row.generation + 1, &next_hash, expires)?;
+            (next, expires, "token.rotated")
+        }
+    };
     audit::append(
         &tx,
         &Event {
-            kind: "token.rotated",
+            kind,
             subject: &subject,
             detail: serde_json::json!({"generation": row.generation + 1, "serial": svid.serial, "spiffe_id": id.as_str()}),
         },
