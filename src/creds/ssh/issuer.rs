@@ -74,6 +74,16 @@ impl CaSet {
 
 /// The algorithm of a CA key, from its name (keys of both algorithms may
 /// coexist across a rotation).
+/// The `source-address` that pins a certificate to its caller. An IPv4
+/// client seen on a dual-stack socket arrives as `::ffff:a.b.c.d`, which
+/// sshd never matches against the IPv4 peer it sees: write it as IPv4.
+fn source_address(caller: IpAddr) -> String {
+    match caller.to_canonical() {
+        IpAddr::V4(a) => format!("{a}/32"),
+        IpAddr::V6(a) => format!("{a}/128"),
+    }
+}
+
 fn algorithm_of(key_name: &str) -> CaAlgorithm {
     if key_name.contains("-p256") {
         CaAlgorithm::EcdsaP256
@@ -456,10 +466,10 @@ impl SshIssuer {
         let mut critical = Vec::new();
         let mut extensions = Vec::new();
         if !host {
-            let source = role.source_address.clone().unwrap_or_else(|| match caller {
-                IpAddr::V4(a) => format!("{a}/32"),
-                IpAddr::V6(a) => format!("{a}/128"),
-            });
+            let source = role
+                .source_address
+                .clone()
+                .unwrap_or_else(|| source_address(caller));
             critical.push(("source-address".to_owned(), source));
             if let Some(cmd) = &role.force_command {
                 critical.push(("force-command".to_owned(), cmd.clone()));
@@ -542,5 +552,18 @@ impl SshIssuer {
             valid_before,
         };
         Ok((signed, record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_addresses_are_written_as_sshd_sees_the_peer() {
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(source_address(mapped), "192.0.2.7/32");
+        assert_eq!(source_address("192.0.2.7".parse().unwrap()), "192.0.2.7/32");
+        assert_eq!(source_address("2001:db8::1".parse().unwrap()), "2001:db8::1/128");
     }
 }
