@@ -73,6 +73,34 @@ pub struct ServerConfig {
     /// The SSH CAs' key algorithm: "ed25519" (default) or "ecdsa-p256".
     #[serde(default)]
     pub ssh_ca_algorithm: crate::creds::ssh::ca::CaAlgorithm,
+    /// What unauthenticated enrolment may make the server spend.
+    #[serde(default)]
+    pub enrolment_limits: EnrolmentLimits,
+}
+
+/// `[enrolment_limits]`: `/v1/enroll/begin` needs no credential and costs
+/// an RSA-OAEP encryption and a synced write, so callers are metered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrolmentLimits {
+    /// Begins per second one source address may make (in bursts of twice
+    /// as many). Default 10.
+    pub per_address: f64,
+    /// Begins per minute one TPM (EK) may make (in bursts of five).
+    /// Default 12.
+    pub per_ek_per_minute: f64,
+    /// Challenges one TPM may hold open at once. Default 3.
+    pub open_per_ek: u32,
+}
+
+impl Default for EnrolmentLimits {
+    fn default() -> Self {
+        Self {
+            per_address: 10.0,
+            per_ek_per_minute: 12.0,
+            open_per_ek: 3,
+        }
+    }
 }
 
 /// Whether an SSH role certifies users (logins) or hosts (sshd host keys).
@@ -314,6 +342,13 @@ impl ServerConfig {
             return Err(invalid(
                 "tls_names",
                 "must list at least one name agents use to reach the server".into(),
+            ));
+        }
+        let l = &self.enrolment_limits;
+        if !(l.per_address > 0.0 && l.per_ek_per_minute > 0.0 && l.open_per_ek > 0) {
+            return Err(invalid(
+                "enrolment_limits",
+                "needs per_address, per_ek_per_minute and open_per_ek above zero".into(),
             ));
         }
         if self.audit_checkpoint_events == 0 {

@@ -6,6 +6,7 @@ mod admin_ssh;
 pub mod api;
 pub mod metrics;
 pub mod peer;
+pub mod rate_limit;
 pub mod state;
 pub mod tls;
 
@@ -114,6 +115,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         metrics,
         trust_domain: config.trust_domain.clone(),
         sealer,
+        enrolment_limits: rate_limit::EnrolmentLimiter::new(&config.enrolment_limits),
         store,
         keys,
         ca,

@@ -16,6 +16,8 @@ pub struct AppState {
     pub keys: Arc<dyn KeyStore>,
     /// Seals what the store keeps of secrets (under the HSM's store key).
     pub sealer: zeroth_hsm::Sealer,
+    /// Meters on unauthenticated enrolment.
+    pub enrolment_limits: crate::server::rate_limit::EnrolmentLimiter,
     pub ca: X509Ca,
     pub jwt: JwtIssuer,
     /// Longest (and default) lifetime of a JWT-SVID.

@@ -166,9 +166,15 @@ const MIGRATIONS: &[(i64, &str)] = &[
          ALTER TABLE tokens ADD COLUMN rotated_for BLOB;
          ALTER TABLE tokens ADD COLUMN next_sealed BLOB;",
     ),
+    (
+        12,
+        "CREATE INDEX challenges_by_expiry ON challenges (expires);
+         CREATE INDEX challenges_by_ek ON challenges (ek_hash, used, expires);
+         CREATE INDEX renewal_challenges_by_expiry ON renewal_challenges (expires);",
+    ),
 ];
 
-pub const LATEST: i64 = 11;
+pub const LATEST: i64 = 12;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

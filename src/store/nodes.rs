@@ -185,10 +185,26 @@ pub fn insert_challenge(conn: &Connection, c: &Challenge) -> Result<(), StoreErr
         params![c.id, c.group, c.ek_hash, c.ek_public, c.ek_cert, c.ak_public, c.hostname, c.nonce, c.secret_hash, c.expires],
     )
     .map_err(StoreError::sql("recording a challenge"))?;
-    // Expired challenges are of no further use.
-    conn.execute("DELETE FROM challenges WHERE expires < ?1", [now() - 3600])
+    // Expired challenges are of no further use (kept a minute past expiry,
+    // so a late finish hears "expired" rather than "unknown").
+    conn.prepare_cached("DELETE FROM challenges WHERE expires < ?1")
+        .and_then(|mut s| s.execute([now() - PRUNE_AFTER]))
         .map_err(StoreError::sql("pruning old challenges"))?;
     Ok(())
+}
+
+/// How long past its expiry a challenge is kept.
+const PRUNE_AFTER: i64 = 60;
+
+/// The challenges `ek_hash` holds open (unused, unexpired), and when the
+/// first of them expires.
+pub fn open_challenges(conn: &Connection, ek_hash: &str) -> Result<(i64, i64), StoreError> {
+    conn.prepare_cached(
+        "SELECT COUNT(*), COALESCE(MIN(expires), 0) FROM challenges
+         WHERE ek_hash = ?1 AND used = 0 AND expires >= ?2",
+    )
+    .and_then(|mut s| s.query_row(params![ek_hash, now()], |r| Ok((r.get(0)?, r.get(1)?))))
+    .map_err(StoreError::sql("counting open challenges"))
 }
 
 /// Why a challenge cannot be redeemed.
@@ -296,7 +312,7 @@ pub fn insert_renewal_challenge(conn: &Connection, c: &RenewalChallenge) -> Resu
     .map_err(StoreError::sql("recording a renewal challenge"))?;
     conn.execute(
         "DELETE FROM renewal_challenges WHERE expires < ?1",
-        [now() - 3600],
+        [now() - PRUNE_AFTER],
     )
     .map_err(StoreError::sql("pruning old renewal challenges"))?;
     Ok(())

@@ -161,3 +161,55 @@ fn a_challenge_begun_in_another_group_cannot_finish_once_the_node_exists() {
     assert!(reason.contains("of group \"strict\""), "{reason}");
     assert_eq!(node_state(&g.server, &node_id), "pending");
 }
+
+#[test]
+fn enrolment_begins_are_metered_per_address_and_per_tpm_with_retry_after() {
+    let b = super::bench("auto_approve = true");
+    let http = client(&b.server.bundle()).unwrap();
+    let url = format!("{}/v1/enroll/begin", b.server.url());
+    let e = Enrolment::open(&b.tpm.tcti(), b.agent_dir.path()).unwrap();
+    let request = e.begin_request("edge").unwrap();
+    drop(e);
+    // One TPM may hold three challenges open at once.
+    for _ in 0..3 {
+        let _: BeginResponse = post_json(&http, &url, &request).unwrap();
+    }
+    let resp = http.post(&url).json(&request).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let v: serde_json::Value = resp.json().unwrap();
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("holds 3 open challenges"),
+        "{v}"
+    );
+    // One address may make 20 begins at once (10 a second), malformed or
+    // not; then it waits, and is told for how long.
+    let statuses: Vec<u16> = (0..30)
+        .map(|_| {
+            http.post(&url)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(limited >= 10, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [400, 429].contains(s)),
+        "{statuses:?}"
+    );
+    let resp = http.post(&url).json(&request).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+}

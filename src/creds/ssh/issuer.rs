@@ -564,6 +564,9 @@ mod tests {
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(source_address(mapped), "192.0.2.7/32");
         assert_eq!(source_address("192.0.2.7".parse().unwrap()), "192.0.2.7/32");
-        assert_eq!(source_address("2001:db8::1".parse().unwrap()), "2001:db8::1/128");
+        assert_eq!(
+            source_address("2001:db8::1".parse().unwrap()),
+            "2001:db8::1/128"
+        );
     }
 }

@@ -49,6 +49,7 @@ fn unauthenticated(reason: impl Into<String>) -> ApiError {
         status: StatusCode::UNAUTHORIZED,
         code: "unauthenticated",
         reason: reason.into(),
+        retry_after: None,
     }
 }
 

@@ -73,6 +73,7 @@ impl From<CredsError> for ApiError {
             status,
             code,
             reason: e.to_string(),
+            retry_after: None,
         }
     }
 }

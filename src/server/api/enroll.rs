@@ -3,9 +3,9 @@
 //! the activation, a fresh quote and the certified identity key, then
 //! records the node and issues its X.509-SVID.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -117,9 +117,27 @@ fn refuse(s: &AppState, subject: &str, err: ApiError) -> ApiError {
 
 pub async fn begin(
     State(s): State<Shared>,
-    JsonBody(req): JsonBody<BeginRequest>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    body: Result<JsonBody<BeginRequest>, ApiError>,
 ) -> Result<Json<BeginResponse>, ApiError> {
+    // Metered before anything else, malformed requests included.
+    let ip = peer.ip().to_canonical();
+    if let Err(wait) = s.enrolment_limits.by_address.take(&ip, Instant::now()) {
+        return Err(too_many(
+            format!("too many enrolment requests from {ip}"),
+            wait,
+        ));
+    }
+    let JsonBody(req) = body?;
     s.blocking(move |s| begin_blocking(s, req)).await?.map(Json)
+}
+
+/// A 429 telling when to come back (not audited: a flood of refusals must
+/// not become a flood of synced writes).
+fn too_many(what: String, wait: Duration) -> ApiError {
+    crate::server::metrics::rejection("enrolment_rate");
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ApiError::too_many(format!("{what}; try again in {secs} s"), secs)
 }
 
 fn begin_blocking(s: &AppState, req: BeginRequest) -> Result<BeginResponse, ApiError> {
@@ -140,6 +158,20 @@ fn begin_blocking(s: &AppState, req: BeginRequest) -> Result<BeginResponse, ApiE
         .map_err(|e| ApiError::bad_request(format!("`ak_public`: {e}")))?;
     let ek_id = ek_hash(&ek);
     let subject = format!("ek/{}", &ek_id[..16]);
+    if let Err(wait) = s.enrolment_limits.by_ek.take(&ek_id, Instant::now()) {
+        return Err(too_many(
+            "too many enrolment requests for this TPM".into(),
+            wait,
+        ));
+    }
+    let (open, first_expiry) = nodes::open_challenges(&*s.store.read()?, &ek_id)?;
+    if open >= i64::from(s.enrolment_limits.open_per_ek) {
+        let wait = Duration::from_secs((first_expiry - now()).max(1) as u64);
+        return Err(too_many(
+            format!("this TPM holds {open} open challenges already"),
+            wait,
+        ));
+    }
 
     let verdict = check_ek(
         &ek,

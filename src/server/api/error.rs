@@ -10,6 +10,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub reason: String,
+    /// Seconds until the caller may try again (a `Retry-After` header).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -18,6 +20,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "bad_request",
             reason: reason.into(),
+            retry_after: None,
         }
     }
     pub fn rejected(reason: impl Into<String>) -> Self {
@@ -25,6 +28,7 @@ impl ApiError {
             status: StatusCode::FORBIDDEN,
             code: "rejected",
             reason: reason.into(),
+            retry_after: None,
         }
     }
     pub fn not_found(reason: impl Into<String>) -> Self {
@@ -32,6 +36,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             code: "not_found",
             reason: reason.into(),
+            retry_after: None,
         }
     }
     pub fn conflict(reason: impl Into<String>) -> Self {
@@ -39,6 +44,16 @@ impl ApiError {
             status: StatusCode::CONFLICT,
             code: "conflict",
             reason: reason.into(),
+            retry_after: None,
+        }
+    }
+    /// Too many requests from one source: try again after `secs`.
+    pub fn too_many(reason: impl Into<String>, secs: u64) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_requests",
+            reason: reason.into(),
+            retry_after: Some(secs.max(1)),
         }
     }
     /// A failure of ours or of the hardware: the cause is logged, the
@@ -49,17 +64,24 @@ impl ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "unavailable",
             reason: format!("{what} is unavailable; try again later"),
+            retry_after: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(serde_json::json!({"error": self.code, "reason": self.reason})),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -72,6 +94,7 @@ impl From<crate::store::StoreError> for ApiError {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     code: "unavailable",
                     reason: "the server's state storage is full; try again later".into(),
+                    retry_after: None,
                 }
             }
             _ => Self::unavailable("the server's state store", e),
@@ -107,6 +130,7 @@ where
                 },
                 code: "bad_request",
                 reason: rejection.body_text(),
+                retry_after: None,
             }),
         }
     }

@@ -144,6 +144,7 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
             status: axum::http::StatusCode::UNAUTHORIZED,
             code: "unauthorized",
             reason: "unknown token".into(),
+            retry_after: None,
         });
     };
     let subject = format!("token-chain/{}", row.chain_id);
