@@ -3,6 +3,7 @@
 //! with the real psql and mariadb clients.
 
 mod batch;
+mod mariadb_accounts;
 mod unfinished;
 mod workload_api;
 
@@ -42,6 +43,13 @@ schema = "public"
 access = "read-only"
 allow_groups = ["edge"]
 revocation_statements = ["SELECT count(*) FROM revocations"]
+
+[[db_role]]
+name = "maria-local"
+connection = "maria"
+schema = "shop"
+allow_groups = ["edge"]
+creation_statements = ["CREATE USER {{name}}@'127.0.0.1' IDENTIFIED BY PASSWORD {{password}}", "GRANT SELECT ON {{schema}}.* TO {{name}}@'127.0.0.1'"]
 
 [[db_role]]
 name = "someone-else"
@@ -242,13 +250,14 @@ fn refusal(e: AgentError) -> (u16, String) {
     }
 }
 
-/// Opens an interactive session with `client`, proves it works, has the
-/// holder give the lease back, then tries one more query; returns what the
-/// client printed and how it ended.
+/// Opens an interactive session with `client`, proves it works, runs
+/// `meanwhile`, has the holder give the lease back, then tries one more
+/// query; returns what the client printed and how it ended.
 fn session_across_revocation(
     lab: &Lab,
     c: &CredsResponse,
     mut client: Command,
+    meanwhile: impl FnOnce(),
 ) -> std::process::Output {
     use std::io::BufRead;
     let mut session = client
@@ -264,6 +273,7 @@ fn session_across_revocation(
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "open");
+    meanwhile();
     assert_eq!(lab.give_back(&c.lease_id), 204);
     writeln!(stdin, "SELECT 'still here';").unwrap();
     drop(stdin);
@@ -291,6 +301,24 @@ fn psql(c: &CredsResponse, sql: &str) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// An interactive mariadb client logged in as the issued user.
+fn mariadb_session(c: &CredsResponse) -> Command {
+    let mut client = Command::new(tools::MARIADB.path().unwrap());
+    client
+        .args([
+            "--no-defaults",
+            "--protocol=TCP",
+            "-N",
+            "-B",
+            "--unbuffered",
+        ])
+        .arg(format!("--host={}", c.host))
+        .arg(format!("--port={}", c.port))
+        .arg(format!("--user={}", c.username))
+        .env("MYSQL_PWD", &c.password);
+    client
 }
 
 /// Logs in with the mariadb client as the issued user and runs `sql`.
@@ -353,7 +381,7 @@ fn postgres_users_work_until_revoked_and_their_open_sessions_end() {
         ))
         .args(["-XAtq", "-v", "ON_ERROR_STOP=1"])
         .env("PGPASSWORD", &c.password);
-    let out = session_across_revocation(&lab, &c, client);
+    let out = session_across_revocation(&lab, &c, client, || {});
     assert!(
         !out.status.success(),
         "the open session survived the revocation"
@@ -431,20 +459,7 @@ fn mariadb_users_work_until_revoked_and_their_open_sessions_end() {
         .unwrap();
     assert_eq!(sweeper.trim(), "ENABLED");
 
-    let mut client = Command::new(tools::MARIADB.path().unwrap());
-    client
-        .args([
-            "--no-defaults",
-            "--protocol=TCP",
-            "-N",
-            "-B",
-            "--unbuffered",
-        ])
-        .arg(format!("--host={}", c.host))
-        .arg(format!("--port={}", c.port))
-        .arg(format!("--user={}", c.username))
-        .env("MYSQL_PWD", &c.password);
-    let out = session_across_revocation(&lab, &c, client);
+    let out = session_across_revocation(&lab, &c, mariadb_session(&c), || {});
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("still here"),
         "the open session survived"

@@ -46,10 +46,15 @@ const EXPIRY_SETUP: [&str; 3] = [
         each_user: LOOP
             FETCH due INTO u;
             IF done THEN LEAVE each_user; END IF;
-            SET @zeroth_drop = CONCAT('DROP USER IF EXISTS ', QUOTE(u), '@''%''');
-            PREPARE stmt FROM @zeroth_drop;
-            EXECUTE stmt;
-            DEALLOCATE PREPARE stmt;
+            SET @zeroth_accounts = NULL;
+            SELECT GROUP_CONCAT(CONCAT(QUOTE(User), '@', QUOTE(Host))) INTO @zeroth_accounts
+                FROM mysql.user WHERE User = u;
+            IF @zeroth_accounts IS NOT NULL THEN
+                SET @zeroth_drop = CONCAT('DROP USER IF EXISTS ', @zeroth_accounts);
+                PREPARE stmt FROM @zeroth_drop;
+                EXECUTE stmt;
+                DEALLOCATE PREPARE stmt;
+            END IF;
             DELETE FROM `zeroth`.`expiry` WHERE user = u;
         END LOOP;
         CLOSE due;
@@ -220,6 +225,10 @@ impl MariaAdmin {
         Self::run(&mut conn, "renewal", &statements).await
     }
 
+    /// Locks, disconnects and drops `name` at every host it exists at (a
+    /// custom template may have made it at another host than `%`). Its
+    /// sessions are ended even when the account is already gone: the
+    /// expiry event may have dropped it while sessions stayed open.
     pub async fn revoke(&self, name: &str, extra: &[String]) -> Result<bool, DbError> {
         let v = Values {
             name,
@@ -227,24 +236,20 @@ impl MariaAdmin {
         };
         let extra = Self::render_all(extra, &v)?;
         let mut conn = self.conn().await?;
-        let exists: Option<u8> = conn
-            .exec_first("SELECT 1 FROM mysql.user WHERE User = ? LIMIT 1", (name,))
+        let hosts: Vec<String> = conn
+            .exec("SELECT Host FROM mysql.user WHERE User = ?", (name,))
             .await
             .map_err(failed("revocation", 0))?;
-        let forget = "DELETE FROM `zeroth`.`expiry` WHERE user = ?";
-        if exists.is_none() {
-            conn.exec_drop(forget, (name,))
-                .await
-                .map_err(failed("revocation", 0))?;
-            return Ok(false);
+        let account = |host: &str| format!("{}@{}", quote_ident(name), quote(host));
+        if !hosts.is_empty() {
+            Self::run(&mut conn, "revocation", &extra).await?;
         }
-        Self::run(&mut conn, "revocation", &extra).await?;
         // Locked first, so no new session starts while the old ones end.
-        let lock = render(Engine::MariaDb, "ALTER USER {{name}}@'%' ACCOUNT LOCK", &v)
-            .map_err(DbError::Template)?;
-        conn.query_drop(lock)
-            .await
-            .map_err(failed("revocation", 1))?;
+        for host in &hosts {
+            conn.query_drop(format!("ALTER USER {} ACCOUNT LOCK", account(host)))
+                .await
+                .map_err(failed("revocation", 1))?;
+        }
         let sessions: Vec<u64> = conn
             .exec(
                 "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?",
@@ -256,15 +261,15 @@ impl MariaAdmin {
             // A session that ended meanwhile is fine.
             let _ = conn.query_drop(format!("KILL CONNECTION {id}")).await;
         }
-        let drop_user = render(Engine::MariaDb, "DROP USER IF EXISTS {{name}}@'%'", &v)
-            .map_err(DbError::Template)?;
-        conn.query_drop(drop_user)
-            .await
-            .map_err(failed("revocation", 3))?;
-        conn.exec_drop(forget, (name,))
+        for host in &hosts {
+            conn.query_drop(format!("DROP USER IF EXISTS {}", account(host)))
+                .await
+                .map_err(failed("revocation", 3))?;
+        }
+        conn.exec_drop("DELETE FROM `zeroth`.`expiry` WHERE user = ?", (name,))
             .await
             .map_err(failed("revocation", 4))?;
-        Ok(true)
+        Ok(!hosts.is_empty())
     }
 
     pub async fn dynamic_users(&self) -> Result<Vec<String>, DbError> {
@@ -302,4 +307,8 @@ impl MariaAdmin {
 
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
 }
