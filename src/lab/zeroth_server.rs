@@ -32,6 +32,8 @@ struct Launch {
     args: Vec<String>,
     softhsm_conf: PathBuf,
     log: PathBuf,
+    /// Extra environment for the next starts.
+    env: Vec<(String, String)>,
 }
 
 impl Launch {
@@ -42,7 +44,8 @@ impl Launch {
             .arg(&self.config)
             .args(&self.args)
             .env("SOFTHSM2_CONF", &self.softhsm_conf)
-            .env("ZEROTH_LOG", "info");
+            .env("ZEROTH_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut daemon = Daemon::spawn("zeroth server", cmd, &self.log, Signal::TERM)?;
         let log = &self.log;
         let url = wait::until(
@@ -102,6 +105,7 @@ impl ZerothServer {
             args: args.iter().map(|a| a.to_string()).collect(),
             softhsm_conf: hsm.conf().to_owned(),
             log: dir.join("server.log"),
+            env: Vec::new(),
         };
         let (daemon, url) = launch.run()?;
         // Later starts reuse the port, so agents find the server again.
@@ -126,6 +130,21 @@ impl ZerothServer {
     pub fn restart(&mut self) -> Result<(), LabError> {
         self.stop();
         self.resume()
+    }
+
+    /// As [`ZerothServer::restart`], with `env` set for this and later starts.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) -> Result<(), LabError> {
+        self.stop();
+        self.launch.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.resume()
+    }
+
+    /// Whether the server process has exited (crashed, or was stopped).
+    pub fn exited(&mut self) -> bool {
+        self.daemon.exited().is_some()
     }
 
     /// Starts a [stopped](ZerothServer::stop) server again, on the same port.

@@ -279,6 +279,11 @@ pub struct DbConnectionRow {
     /// `"tls": true|false`.
     #[serde(rename = "tls", serialize_with = "is_some")]
     pub tls_ca: Option<Vec<u8>>,
+    /// A new admin password, sealed like the current one, recorded before
+    /// the database is told of it: whichever of the two the database holds
+    /// after a crash, zeroth knows it.
+    #[serde(skip)]
+    pub pending_password: Option<Vec<u8>>,
 }
 
 fn is_some<S: serde::Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
@@ -287,12 +292,12 @@ fn is_some<S: serde::Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::
 
 pub fn save_connection(tx: &Transaction<'_>, c: &DbConnectionRow) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO db_connections (name, engine, host, port, dbname, admin_user, sealed_password, created, rotated, tls_ca)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        "INSERT INTO db_connections (name, engine, host, port, dbname, admin_user, sealed_password, created, rotated, tls_ca, pending_password)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT(name) DO UPDATE SET engine = excluded.engine, host = excluded.host,
             port = excluded.port, dbname = excluded.dbname, admin_user = excluded.admin_user,
             sealed_password = excluded.sealed_password, rotated = excluded.rotated,
-            tls_ca = excluded.tls_ca",
+            tls_ca = excluded.tls_ca, pending_password = excluded.pending_password",
         params![
             c.name,
             c.engine,
@@ -303,11 +308,41 @@ pub fn save_connection(tx: &Transaction<'_>, c: &DbConnectionRow) -> Result<(), 
             c.sealed_password,
             c.created,
             c.rotated,
-            c.tls_ca
+            c.tls_ca,
+            c.pending_password
         ],
     )
     .map_err(StoreError::sql("recording a database connection"))?;
     Ok(())
+}
+
+/// Records `sealed` as the connection's pending admin password.
+pub fn set_pending_password(
+    tx: &Transaction<'_>,
+    name: &str,
+    sealed: &[u8],
+) -> Result<bool, StoreError> {
+    let n = tx
+        .execute(
+            "UPDATE db_connections SET pending_password = ?2 WHERE name = ?1",
+            params![name, sealed],
+        )
+        .map_err(StoreError::sql("recording a pending admin password"))?;
+    Ok(n == 1)
+}
+
+/// Makes the pending admin password the current one; false if none was
+/// pending.
+pub fn switch_to_pending(tx: &Transaction<'_>, name: &str) -> Result<bool, StoreError> {
+    let n = tx
+        .execute(
+            "UPDATE db_connections SET sealed_password = pending_password,
+                pending_password = NULL, rotated = ?2
+             WHERE name = ?1 AND pending_password IS NOT NULL",
+            params![name, now()],
+        )
+        .map_err(StoreError::sql("switching to the new admin password"))?;
+    Ok(n == 1)
 }
 
 fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DbConnectionRow> {
@@ -322,11 +357,12 @@ fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DbConnectionRo
         created: r.get(7)?,
         rotated: r.get(8)?,
         tls_ca: r.get(9)?,
+        pending_password: r.get(10)?,
     })
 }
 
 const CONNECTION_COLUMNS: &str =
-    "name, engine, host, port, dbname, admin_user, sealed_password, created, rotated, tls_ca";
+    "name, engine, host, port, dbname, admin_user, sealed_password, created, rotated, tls_ca, pending_password";
 
 pub fn connection(conn: &Connection, name: &str) -> Result<Option<DbConnectionRow>, StoreError> {
     conn.query_row(

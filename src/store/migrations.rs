@@ -172,9 +172,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
          CREATE INDEX challenges_by_ek ON challenges (ek_hash, used, expires);
          CREATE INDEX renewal_challenges_by_expiry ON renewal_challenges (expires);",
     ),
+    (
+        13,
+        "ALTER TABLE db_connections ADD COLUMN pending_password BLOB;",
+    ),
 ];
 
-pub const LATEST: i64 = 12;
+pub const LATEST: i64 = 13;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

@@ -566,6 +566,45 @@ fn after_rotate_root_nobody_knows_the_admin_password_and_a_dead_database_is_a_50
     assert_eq!(live[0]["id"], c.lease_id.as_str());
 }
 
+#[test]
+fn rotate_root_interrupted_at_any_step_leaves_a_password_zeroth_knows() {
+    let mut lab = lab();
+    lab.add_connections();
+    let old = lab.pg.password().expose_secret().to_owned();
+    for step in ["rotate-root:pending-stored", "rotate-root:database-changed"] {
+        lab.server
+            .restart_with_env(&[("ZEROTH_CRASH_AT", step)])
+            .unwrap();
+        let (ok, out) = lab.zeroth(&["db", "rotate-root", "pg"], "");
+        assert!(!ok, "{step}: {out}");
+        eventually(Duration::from_secs(10), || match lab.server.exited() {
+            true => Ok(()),
+            false => Err(format!("the server did not stop at {step}")),
+        });
+        lab.server.restart_with_env(&[]).unwrap();
+        // The restarted server reaches the database, with whichever
+        // password the database holds.
+        let c = lab.creds("app-ro", None).unwrap();
+        assert_eq!(
+            psql(&c, "SELECT text FROM greetings").unwrap(),
+            "hello",
+            "{step}"
+        );
+    }
+    // The database took the new password at the second step: the old one
+    // is dead, and the audit says the rotation was finished later.
+    let err = psql_super_with(&lab.pg, &old, "SELECT 1").unwrap_err();
+    assert!(err.contains("authentication failed"), "{err}");
+    let finished = lab.server.audit_details("db.connection.rotated").unwrap();
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert_eq!(finished[0]["finished"], "after an interruption");
+    // And a rotation that runs through works from there.
+    let (ok, out) = lab.zeroth(&["db", "rotate-root", "pg"], "");
+    assert!(ok, "{out}");
+    let c = lab.creds("app-ro", None).unwrap();
+    assert_eq!(psql(&c, "SELECT text FROM greetings").unwrap(), "hello");
+}
+
 /// The zt_ users on the database behind `role`'s connection, sorted.
 fn users_of(lab: &Lab, engine: &str) -> Vec<String> {
     let out = match engine {

@@ -173,14 +173,20 @@ impl DbBroker {
         })
     }
 
+    /// The connection's target with its current admin password.
     fn target(&self, row: &DbConnectionRow) -> Result<Target, CredsError> {
+        self.target_with(row, &row.sealed_password)
+    }
+
+    /// The connection's target with the admin password `sealed`.
+    fn target_with(&self, row: &DbConnectionRow, sealed: &[u8]) -> Result<Target, CredsError> {
         let engine = Engine::parse(&row.engine).ok_or_else(|| {
             CredsError::Unavailable(format!(
                 "connection {} has engine {:?}",
                 row.name, row.engine
             ))
         })?;
-        let password = self.sealer.open(binding(&row.name), &row.sealed_password)?;
+        let password = self.sealer.open(binding(&row.name), sealed)?;
         let password = String::from_utf8(password.to_vec()).map_err(|_| {
             CredsError::Unavailable(format!("connection {}'s password is not UTF-8", row.name))
         })?;
@@ -218,9 +224,49 @@ impl DbBroker {
         if let Some((a, row)) = admins.get(connection) {
             return Ok((a.clone(), row.clone()));
         }
-        let admin = Arc::new(DbAdmin::connect(target).await?);
+        let (admin, row) = match DbAdmin::connect(target).await {
+            Ok(admin) => (admin, row),
+            Err(e) => self.finish_rotation(row).await.map_err(|_| e)?,
+        };
+        let admin = Arc::new(admin);
         admins.insert(connection.to_owned(), (admin.clone(), row.clone()));
         Ok((admin, row))
+    }
+
+    /// A rotation cut short after the database took the new password: the
+    /// pending one opens the database, and becomes the current one.
+    async fn finish_rotation(
+        self: &Arc<Self>,
+        row: DbConnectionRow,
+    ) -> Result<(DbAdmin, DbConnectionRow), CredsError> {
+        let pending = row
+            .pending_password
+            .clone()
+            .ok_or_else(|| CredsError::Unavailable("no rotation was under way".into()))?;
+        let admin = DbAdmin::connect(self.target_with(&row, &pending)?).await?;
+        let (me, name, user) = (self.clone(), row.name.clone(), row.admin_user.clone());
+        blocking(move || {
+            record(
+                &me.store,
+                |tx| leases::switch_to_pending(tx, &name),
+                Event {
+                    kind: "db.connection.rotated",
+                    subject: &format!("db/{name}"),
+                    detail: serde_json::json!({"admin_user": user, "finished": "after an interruption"}),
+                },
+            )
+        })
+        .await?;
+        tracing::info!(connection = %row.name, "finished an interrupted rotate-root");
+        Ok((
+            admin,
+            DbConnectionRow {
+                sealed_password: pending,
+                pending_password: None,
+                rotated: Some(now()),
+                ..row
+            },
+        ))
     }
 
     fn statements(role: &DbRoleConfig, engine: Engine) -> RoleStatements {
@@ -641,6 +687,7 @@ impl DbBroker {
                             created: now(),
                             rotated: None,
                             tls_ca: s.tls_ca.clone(),
+                            pending_password: None,
                         },
                     )
                     .map(|()| true)
@@ -660,39 +707,52 @@ impl DbBroker {
     }
 
     /// Gives the admin user a new random password that only the HSM-sealed
-    /// store knows, so no human knows it afterwards.
+    /// store knows, so no human knows it afterwards. The new password is
+    /// stored (sealed, as pending) before the database changes and made
+    /// current after: a crash at any point leaves a password zeroth knows,
+    /// and the next opening of the connection finishes the switch.
     pub async fn rotate_root(self: &Arc<Self>, name: &str, by_uid: u32) -> Result<(), CredsError> {
         let (admin, row) = self.admin(name).await?;
         let new = secret::password();
-        let me = self.clone();
-        let (n, p) = (name.to_owned(), new.clone());
-        // Sealed before the database changes, so a failure in between
-        // cannot lose the only copy of the new password.
-        let sealed =
-            blocking(move || Ok(me.sealer.seal(binding(&n), p.expose_secret().as_bytes())?))
-                .await?;
+        let (me, n, p) = (self.clone(), name.to_owned(), new.clone());
+        let sealed = blocking(move || {
+            let sealed = me.sealer.seal(binding(&n), p.expose_secret().as_bytes())?;
+            let mut conn = me.store.lock();
+            let tx = conn
+                .transaction()
+                .map_err(StoreError::sql("starting a transaction"))?;
+            leases::set_pending_password(&tx, &n, &sealed)?;
+            tx.commit()
+                .map_err(StoreError::sql("committing a pending password"))?;
+            Ok(sealed)
+        })
+        .await?;
+        crash_point("rotate-root:pending-stored");
+        // From here the pool's password may be stale: a failure reopens it.
+        self.admins.lock().await.remove(name);
         admin.set_admin_password(&new).await?;
-        let mut target = self.target(&row)?;
-        target.admin_password = new;
-        let me = self.clone();
-        let rotated = DbConnectionRow {
-            sealed_password: sealed,
-            rotated: Some(now()),
-            ..row.clone()
-        };
-        let saved = rotated.clone();
+        crash_point("rotate-root:database-changed");
+        let (me, n, user) = (self.clone(), name.to_owned(), row.admin_user.clone());
         blocking(move || {
             record(
                 &me.store,
-                |tx| leases::save_connection(tx, &saved).map(|()| true),
+                |tx| leases::switch_to_pending(tx, &n),
                 Event {
                     kind: "db.connection.rotated",
-                    subject: &format!("db/{}", row.name),
-                    detail: serde_json::json!({"admin_user": row.admin_user, "by_uid": by_uid}),
+                    subject: &format!("db/{n}"),
+                    detail: serde_json::json!({"admin_user": user, "by_uid": by_uid}),
                 },
             )
         })
         .await?;
+        let rotated = DbConnectionRow {
+            sealed_password: sealed,
+            pending_password: None,
+            rotated: Some(now()),
+            ..row
+        };
+        let mut target = self.target(&rotated)?;
+        target.admin_password = new;
         let fresh = Arc::new(DbAdmin::connect(target).await?);
         self.admins
             .lock()
@@ -740,4 +800,16 @@ impl DbBroker {
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
+}
+
+/// Where a debug build dies on purpose when `ZEROTH_CRASH_AT` names the
+/// step, so tests can prove that a crash there loses nothing. Release
+/// builds have no such switch.
+fn crash_point(step: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("ZEROTH_CRASH_AT").is_ok_and(|v| v == step) {
+        eprintln!("ZEROTH_CRASH_AT={step}: aborting");
+        std::process::abort();
+    }
+    let _ = step;
 }
