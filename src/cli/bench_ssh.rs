@@ -69,7 +69,7 @@ pub fn run(clients: usize, per_client: usize, seconds: u64) -> Result<()> {
         let (rate, lat) =
             through_zeroth::<_, SshSignResponse>(&e, &opts, &url, &body, clients, per_client)?;
         println!(
-            "{label:<10} {raw:>12.0} {rate:>12.0} {:>7.2} {:>9.1} {:>9.1}",
+            "{label:<10} {raw:>12.0} {rate:>12.0} {:>7.3} {:>9.1} {:>9.1}",
             rate / raw,
             percentile(&lat, 0.50),
             percentile(&lat, 0.99)
