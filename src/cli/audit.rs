@@ -55,7 +55,11 @@ pub fn run(args: &AuditArgs) -> Result<()> {
                 for e in events {
                     println!(
                         "{:>6} {} {:<16} {:<24} {}",
-                        e.seq, e.time, e.kind, e.subject, e.detail
+                        e.seq,
+                        e.time,
+                        e.kind,
+                        super::printable::printable(&e.subject),
+                        super::printable::printable(&e.detail)
                     );
                 }
             }

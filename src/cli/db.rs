@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use super::printable::field;
 use crate::server::admin::{call, AdminRequest};
 
 #[derive(Debug, Args)]
@@ -278,11 +279,11 @@ pub fn run_lease(args: &LeaseArgs) -> Result<()> {
                 let left = l["expires"].as_i64().unwrap_or(0) - crate::store::now();
                 println!(
                     "{:<34} {:<12} {:<9} {:<11} {}",
-                    l["id"].as_str().unwrap_or(""),
-                    l["role"].as_str().unwrap_or(""),
-                    l["state"].as_str().unwrap_or(""),
+                    field(l, "id"),
+                    field(l, "role"),
+                    field(l, "state"),
                     format!("{}s", left.max(0)),
-                    l["holder"].as_str().unwrap_or("")
+                    field(l, "holder")
                 );
             }
             Ok(())

@@ -15,6 +15,7 @@ mod demo;
 mod hsm;
 mod lab;
 mod node;
+mod printable;
 mod server;
 mod ssh;
 mod token;

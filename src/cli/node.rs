@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use super::printable::field;
 use crate::server::admin::{call, AdminRequest};
 
 #[derive(Debug, Args)]
@@ -63,10 +64,10 @@ pub fn run(args: &NodeArgs) -> Result<()> {
             for n in answer["nodes"].as_array().into_iter().flatten() {
                 println!(
                     "{:<18} {:<12} {:<9} {}",
-                    n["id"].as_str().unwrap_or(""),
-                    n["group"].as_str().unwrap_or(""),
-                    n["state"].as_str().unwrap_or(""),
-                    n["hostname"].as_str().unwrap_or("")
+                    field(n, "id"),
+                    field(n, "group"),
+                    field(n, "state"),
+                    field(n, "hostname")
                 );
             }
         }

@@ -303,6 +303,10 @@ fn malformed_requests_are_answered_400_naming_the_field() {
             "`ek_public`: malformed TPM2B_PUBLIC",
         ),
         (r#"not json"#, "expected"),
+        (
+            r#"{"group":"edge","hostname":"a\u001b[2J\nb","ek_public":"AAAA","ak_public":"AAAA"}"#,
+            "`hostname` must be 1 to 253 letters",
+        ),
     ];
     for (body, want) in cases {
         let resp = http
@@ -316,6 +320,17 @@ fn malformed_requests_are_answered_400_naming_the_field() {
         assert_eq!(v["error"], "bad_request");
         assert!(v["reason"].as_str().unwrap().contains(want), "{body}: {v}");
     }
+    let nuls = format!(
+        r#"{{"group":"edge","hostname":"{}","ek_public":"AAAA","ak_public":"AAAA"}}"#,
+        "\\u0000".repeat(10_000)
+    );
+    let resp = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(nuls)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "a hostname of 10,000 NULs");
     let huge = format!(r#"{{"group":"{}"}}"#, "x".repeat(100_000));
     let resp = http
         .post(&url)

@@ -140,7 +140,20 @@ fn too_many(what: String, wait: Duration) -> ApiError {
     ApiError::too_many(format!("{what}; try again in {secs} s"), secs)
 }
 
+/// A node names itself: it gets a DNS host name's length and alphabet,
+/// nothing an operator's terminal would act on.
+fn check_hostname(name: &str) -> Result<(), ApiError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if name.is_empty() || name.len() > 253 || !name.chars().all(allowed) {
+        return Err(ApiError::bad_request(
+            "`hostname` must be 1 to 253 letters, digits, '.', '-' or '_'",
+        ));
+    }
+    Ok(())
+}
+
 fn begin_blocking(s: &AppState, req: BeginRequest) -> Result<BeginResponse, ApiError> {
+    check_hostname(&req.hostname)?;
     let group = s
         .groups
         .get(&req.group)
