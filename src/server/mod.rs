@@ -7,6 +7,7 @@ pub mod api;
 pub mod metrics;
 pub mod peer;
 pub mod rate_limit;
+pub mod readiness;
 pub mod state;
 pub mod tls;
 
@@ -116,6 +117,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         trust_domain: config.trust_domain.clone(),
         sealer,
         enrolment_limits: rate_limit::EnrolmentLimiter::new(&config.enrolment_limits),
+        readiness: readiness::Readiness::default(),
         store,
         keys,
         ca,

@@ -18,6 +18,8 @@ pub struct AppState {
     pub sealer: zeroth_hsm::Sealer,
     /// Meters on unauthenticated enrolment.
     pub enrolment_limits: crate::server::rate_limit::EnrolmentLimiter,
+    /// The last readiness check, reused for a second.
+    pub readiness: crate::server::readiness::Readiness,
     pub ca: X509Ca,
     pub jwt: JwtIssuer,
     /// Longest (and default) lifetime of a JWT-SVID.
