@@ -63,15 +63,13 @@ pub struct Access {
     pub admin_gid: Option<u32>,
 }
 
-/// Looks up a group id in /etc/group.
+/// A group's id, from the system's group database (NSS: /etc/group, LDAP,
+/// sssd … as nsswitch.conf says).
 pub fn group_id(name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string("/etc/group").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next()? == name).then_some(())?;
-        f.next()?;
-        f.next()?.parse().ok()
-    })
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
 /// Binds the socket (mode 0660) and serves it on its own threads.
@@ -149,26 +147,20 @@ fn handle(
 /// rides in one, so leave room for a certificate chain.
 const MAX_REQUEST: u64 = 64 * 1024;
 
+/// Whether `uid` belongs to `gid`, as its primary group or a supplementary
+/// one in the system's databases (NSS).
 fn member_of(uid: u32, primary_gid: u32, gid: u32) -> bool {
     if primary_gid == gid {
         return true;
     }
-    // Supplementary membership: /etc/group lists user names.
-    let Some(name) = std::fs::read_to_string("/etc/passwd").ok().and_then(|t| {
-        t.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.get(2)?.parse::<u32>().ok()? == uid).then(|| f[0].to_owned())
-        })
-    }) else {
+    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
         return false;
     };
-    std::fs::read_to_string("/etc/group").is_ok_and(|t| {
-        t.lines().any(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(gid)
-                && f.get(3).is_some_and(|m| m.split(',').any(|u| u == name))
-        })
-    })
+    let Ok(name) = std::ffi::CString::new(user.name) else {
+        return false;
+    };
+    nix::unistd::getgrouplist(&name, user.gid)
+        .is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
 }
 
 /// The state an operator's `op` moves a node in `from` to, and the audit

@@ -482,6 +482,83 @@ fn the_admin_socket_refuses_callers_who_are_not_operators() {
     assert!(err.contains("permission denied: uid 65534"), "{err}");
 }
 
+/// A local group and a user in it (supplementary membership), removed on drop.
+struct Operator {
+    user: String,
+    group: String,
+}
+
+impl Operator {
+    fn add() -> Self {
+        let suffix = std::process::id();
+        let (user, group) = (format!("zt-op{suffix}"), format!("zt-ops{suffix}"));
+        let ok = |c: &mut std::process::Command| assert!(c.status().unwrap().success(), "{c:?}");
+        ok(std::process::Command::new("groupadd").arg(&group));
+        ok(std::process::Command::new("useradd").args(["-M", "-N", "-G", &group, &user]));
+        Self { user, group }
+    }
+
+    fn uid(&self) -> u32 {
+        let out = std::process::Command::new("id")
+            .args(["-u", &self.user])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel")
+            .arg(&self.user)
+            .status();
+        let _ = std::process::Command::new("groupdel")
+            .arg(&self.group)
+            .status();
+    }
+}
+
+#[test]
+fn a_member_of_the_admin_group_by_supplementary_membership_is_an_operator() {
+    use std::os::unix::fs::PermissionsExt;
+    let op = Operator::add();
+    let tpm = Swtpm::start().unwrap();
+    let hsm = SoftHsm::start().unwrap();
+    let roots = LabDir::new("roots").unwrap();
+    let server = ZerothServer::start_configured(
+        Path::new(env!("CARGO_BIN_EXE_zeroth")),
+        &hsm,
+        &format!("admin_group = \"{}\"", op.group),
+        &group("edge", &tpm, &roots, "auto_approve = true"),
+        &[],
+    )
+    .unwrap();
+    let socket = server.admin_socket();
+    std::fs::set_permissions(
+        socket.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o711),
+    )
+    .unwrap();
+    let zeroth = zeroth::lab::RunnableCopy::of(Path::new(env!("CARGO_BIN_EXE_zeroth"))).unwrap();
+    // The kernel reports the caller's uid and primary group only: the
+    // server asks the system's group database for the rest.
+    let out = std::process::Command::new("setpriv")
+        .arg(format!("--reuid={}", op.uid()))
+        .args(["--regid=65534", "--init-groups"])
+        .arg(zeroth.path())
+        .args(["node", "list", "--json", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["nodes"], serde_json::json!([]));
+}
+
 #[test]
 fn rotating_tokens_work_once_and_a_replayed_one_revokes_its_chain() {
     use zeroth::server::api::token::{ExchangeRequest, ExchangeResponse};
