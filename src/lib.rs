@@ -16,3 +16,4 @@ pub mod policy;
 pub mod sd_notify;
 pub mod server;
 pub mod store;
+pub mod wire;

@@ -75,7 +75,7 @@ pub fn exchange(opts: &TokenOptions) -> Result<Rotated, AgentError> {
     let http = client(&opts.ca_bundle)?;
     let url = format!("{}/v1/token/exchange", opts.server.trim_end_matches('/'));
     let request = ExchangeRequest {
-        token: token.expose_secret().to_owned(),
+        token: token.clone(),
         public_key: base64::engine::general_purpose::STANDARD.encode(point.as_bytes()),
     };
     // A reply lost on the way is asked for again at once, with the same
@@ -92,7 +92,11 @@ pub fn exchange(opts: &TokenOptions) -> Result<Rotated, AgentError> {
         }
     };
     // The presented token is dead from here on: keep the new one first.
-    write(&state_token, "write the token", answer.token.as_bytes())?;
+    write(
+        &state_token,
+        "write the token",
+        answer.token.expose_secret().as_bytes(),
+    )?;
     if from_bootstrap {
         // Spent; a copy left behind could only ever trigger a theft alert.
         let _ = std::fs::remove_file(&opts.bootstrap);

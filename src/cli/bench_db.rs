@@ -87,7 +87,7 @@ fn admin(server: &ZerothServer, op: &str, params: serde_json::Value, secret: &st
         &crate::server::admin::AdminRequest {
             op: op.into(),
             params,
-            secret: Some(secret.to_owned()),
+            secret: Some(secret.into()),
             ..Default::default()
         },
     )

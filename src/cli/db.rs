@@ -179,7 +179,7 @@ pub fn run(args: &DbArgs) -> Result<()> {
                     socket,
                     AdminRequest {
                         params: json!({"name": name, "engine": engine, "host": host, "port": port, "dbname": dbname, "admin_user": admin_user, "tls_ca": tls_ca}),
-                        secret: Some(trimmed),
+                        secret: Some(trimmed.into()),
                         ..op("db.connection.add")
                     },
                 )?;

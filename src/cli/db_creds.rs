@@ -4,6 +4,7 @@
 //! password in its environment only, and the lease is given back when the
 //! client exits.
 
+use secrecy::ExposeSecret;
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,7 +32,11 @@ pub fn run(role: &str, config: &Path, ttl: Option<Duration>, exec: &[String]) ->
         };
         println!(
             "{scheme}://{}:{}@{}:{}/{}",
-            creds.username, creds.password, creds.host, creds.port, creds.database
+            creds.username,
+            creds.password.expose_secret(),
+            creds.host,
+            creds.port,
+            creds.database
         );
         eprintln!(
             "lease {} expires in {}s",
@@ -47,14 +52,14 @@ pub fn run(role: &str, config: &Path, ttl: Option<Duration>, exec: &[String]) ->
             .env("PGPORT", creds.port.to_string())
             .env("PGUSER", &creds.username)
             .env("PGDATABASE", &creds.database)
-            .env("PGPASSWORD", &creds.password);
+            .env("PGPASSWORD", creds.password.expose_secret());
     } else {
         cmd.arg(format!("--host={}", creds.host))
             .arg(format!("--port={}", creds.port))
             .arg(format!("--user={}", creds.username))
             .arg("--protocol=TCP")
             .args(args)
-            .env("MYSQL_PWD", &creds.password);
+            .env("MYSQL_PWD", creds.password.expose_secret());
     }
     let status = cmd.status().with_context(|| format!("run {program}"))?;
     // The session is over: give the lease back now rather than at expiry.

@@ -417,7 +417,7 @@ fn greeting(pg: &Postgres, creds: &crate::server::api::db::CredsResponse) -> Res
     psql_as(
         pg,
         &creds.username,
-        &creds.password,
+        creds.password.expose_secret(),
         "SELECT text FROM greetings",
     )
     .map_err(anyhow::Error::msg)
@@ -442,7 +442,7 @@ fn show_db_creds(
         AdminRequest {
             op: "db.connection.add".into(),
             params: serde_json::json!({"name": "pg", "engine": "postgres", "host": "127.0.0.1", "port": pg.port(), "dbname": "postgres", "admin_user": "postgres"}),
-            secret: Some(pg.password().expose_secret().to_owned()),
+            secret: Some(pg.password().clone()),
             ..Default::default()
         },
     )?;
@@ -488,7 +488,12 @@ fn show_db_creds(
             ..Default::default()
         },
     )?;
-    match psql_as(pg, &creds.username, &creds.password, "SELECT 1") {
+    match psql_as(
+        pg,
+        &creds.username,
+        creds.password.expose_secret(),
+        "SELECT 1",
+    ) {
         Ok(_) => anyhow::bail!("the revoked user still logs in"),
         Err(e) => println!(
             "           login refused: {}",
@@ -569,7 +574,12 @@ fn show_token_host(server: &crate::lab::ZerothServer, pg: &Postgres) -> Result<(
     // The revoker takes the chain's leases on its next pass.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match psql_as(pg, &creds.username, &creds.password, "SELECT 1") {
+        match psql_as(
+            pg,
+            &creds.username,
+            creds.password.expose_secret(),
+            "SELECT 1",
+        ) {
             Err(_) => break,
             Ok(_) if std::time::Instant::now() > deadline => {
                 anyhow::bail!("the revoked token host's user still logs in")

@@ -7,6 +7,7 @@
 //! "node.reject"|"node.revoke"|"node.readmit", "id": "..."}`. Answers: `{"ok": true, ...}`
 //! or `{"ok": false, "error": "..."}`.
 
+use secrecy::ExposeSecret;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -34,8 +35,8 @@ pub struct AdminRequest {
     #[serde(default)]
     pub params: serde_json::Value,
     /// A secret handed over once (a database admin password); never logged.
-    #[serde(default)]
-    pub secret: Option<String>,
+    #[serde(default, with = "crate::wire::secret::optional")]
+    pub secret: Option<secrecy::SecretString>,
 }
 
 impl std::fmt::Debug for AdminRequest {
@@ -265,7 +266,9 @@ fn execute(
             .map_err(|e| e.to_string())?;
             tx.commit().map_err(|e| e.to_string())?;
             // The token is shown once, to the operator, and stored only as a hash.
-            Ok(serde_json::json!({"ok": true, "chain": chain, "token": token, "expires": expires}))
+            Ok(
+                serde_json::json!({"ok": true, "chain": chain, "token": token.expose_secret(), "expires": expires}),
+            )
         }
         "token.revoke" => {
             let chain = id()?;

@@ -2,7 +2,7 @@
 //! `db.connection.add|list|remove`, `db.rotate-root`, `db.reconcile`,
 //! `lease.list`, `lease.revoke` (by id, prefix or holder).
 
-use secrecy::SecretString;
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 use super::admin::{AdminRequest, Extensions};
@@ -38,10 +38,11 @@ pub fn execute(ext: &Extensions, req: &AdminRequest, uid: u32) -> Option<Result<
                 .as_u64()
                 .and_then(|p| u16::try_from(p).ok())
                 .ok_or("db.connection.add needs a \"port\"")?;
-            let password =
-                req.secret.clone().filter(|s| !s.is_empty()).ok_or(
-                    "db.connection.add needs the admin password (stdin or --password-file)",
-                )?;
+            let password = req
+                .secret
+                .clone()
+                .filter(|s| !s.expose_secret().is_empty())
+                .ok_or("db.connection.add needs the admin password (stdin or --password-file)")?;
             let spec = ConnectionSpec {
                 name: name.to_owned(),
                 engine,
@@ -51,7 +52,7 @@ pub fn execute(ext: &Extensions, req: &AdminRequest, uid: u32) -> Option<Result<
                 admin_user: param(req, "admin_user")?.to_owned(),
                 tls_ca: req.params["tls_ca"].as_str().map(|p| p.as_bytes().to_vec()),
             };
-            rt.block_on(db.add_connection(spec, SecretString::from(password), uid))
+            rt.block_on(db.add_connection(spec, password, uid))
                 .map_err(|e| e.to_string())?;
             Ok(json!({"ok": true, "name": name}))
         })(),

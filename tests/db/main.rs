@@ -293,7 +293,7 @@ fn psql(c: &CredsResponse, sql: &str) -> Result<String, String> {
             c.host, c.port, c.username, c.database
         ))
         .args(["-XAtqc", sql])
-        .env("PGPASSWORD", &c.password)
+        .env("PGPASSWORD", c.password.expose_secret())
         .output()
         .unwrap();
     if out.status.success() {
@@ -317,7 +317,7 @@ fn mariadb_session(c: &CredsResponse) -> Command {
         .arg(format!("--host={}", c.host))
         .arg(format!("--port={}", c.port))
         .arg(format!("--user={}", c.username))
-        .env("MYSQL_PWD", &c.password);
+        .env("MYSQL_PWD", c.password.expose_secret());
     client
 }
 
@@ -335,7 +335,7 @@ fn mariadb(c: &CredsResponse, sql: &str) -> Result<String, String> {
         .arg(format!("--port={}", c.port))
         .arg(format!("--user={}", c.username))
         .args(["-e", sql])
-        .env("MYSQL_PWD", &c.password)
+        .env("MYSQL_PWD", c.password.expose_secret())
         .output()
         .unwrap();
     if out.status.success() {
@@ -380,7 +380,7 @@ fn postgres_users_work_until_revoked_and_their_open_sessions_end() {
             c.host, c.port, c.username, c.database
         ))
         .args(["-XAtq", "-v", "ON_ERROR_STOP=1"])
-        .env("PGPASSWORD", &c.password);
+        .env("PGPASSWORD", c.password.expose_secret());
     let out = session_across_revocation(&lab, &c, client, || {});
     assert!(
         !out.status.success(),
@@ -404,7 +404,10 @@ fn postgres_users_work_until_revoked_and_their_open_sessions_end() {
     let db = std::fs::read(lab.server.database()).unwrap();
     let wal = std::fs::read(lab.server.database().with_extension("db-wal")).unwrap_or_default();
     let log = lab.server.log();
-    for secret in [lab.pg.password().expose_secret(), c.password.as_str()] {
+    for secret in [
+        lab.pg.password().expose_secret(),
+        c.password.expose_secret(),
+    ] {
         let needle = secret.as_bytes();
         assert!(
             !db.windows(needle.len()).any(|w| w == needle),
@@ -1004,7 +1007,7 @@ fn a_failing_template_is_a_clear_error_and_leaves_nothing_behind() {
         &zeroth::server::admin::AdminRequest {
             op: "db.connection.add".into(),
             params: serde_json::json!({"name": "pg", "engine": "postgres", "host": "127.0.0.1", "port": pg.port(), "dbname": "postgres", "admin_user": "postgres"}),
-            secret: Some(pg.password().expose_secret().to_owned()),
+            secret: Some(pg.password().clone()),
             ..Default::default()
         },
     );

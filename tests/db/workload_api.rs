@@ -22,7 +22,7 @@ fn parse_url(url: &str, lease_id: &str) -> CredsResponse {
     CredsResponse {
         lease_id: lease_id.to_owned(),
         username: username.to_owned(),
-        password: password.to_owned(),
+        password: password.to_owned().into(),
         expires: 0,
         engine: if scheme == "mysql" {
             "mariadb"

@@ -1,6 +1,7 @@
 //! TPM enrolment end to end: a real `zeroth server` (HSM: SoftHSM), the agent
 //! driving a real swtpm, and the lab CA as the TPM manufacturer.
 
+use secrecy::ExposeSecret;
 use std::path::Path;
 
 mod finality;
@@ -593,7 +594,7 @@ fn rotating_tokens_work_once_and_a_replayed_one_revokes_its_chain() {
             &http,
             &url,
             &ExchangeRequest {
-                token: token.to_owned(),
+                token: token.to_owned().into(),
                 public_key: public_key.clone(),
             },
         )
@@ -616,15 +617,15 @@ fn rotating_tokens_work_once_and_a_replayed_one_revokes_its_chain() {
             .as_ref(),
         point.as_slice()
     );
-    let third = exchange(&second.token).unwrap();
-    assert_ne!(third.token, second.token);
+    let third = exchange(second.token.expose_secret()).unwrap();
+    assert_ne!(third.token.expose_secret(), second.token.expose_secret());
 
     // The first token, presented again: someone holds a copy.
     let (status, reason) = refusal(exchange(&first).unwrap_err());
     assert_eq!(status, 403);
     assert!(reason.contains("treated as stolen"), "{reason}");
     // Its chain is revoked: even the newest token is dead now.
-    let (status, reason) = refusal(exchange(&third.token).unwrap_err());
+    let (status, reason) = refusal(exchange(third.token.expose_secret()).unwrap_err());
     assert_eq!(status, 403);
     assert!(reason.contains("chain was revoked"), "{reason}");
     let (status, _) = refusal(exchange("zt1.not-a-token").unwrap_err());
@@ -654,11 +655,12 @@ fn rotating_tokens_work_once_and_a_replayed_one_revokes_its_chain() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    for t in [&first, &second.token, &third.token] {
-        assert!(
-            !everything.contains(t.as_str()),
-            "a token reached the audit log"
-        );
+    for t in [
+        first.as_str(),
+        second.token.expose_secret(),
+        third.token.expose_secret(),
+    ] {
+        assert!(!everything.contains(t), "a token reached the audit log");
     }
     // Only hashes are stored.
     let stored: i64 = db
@@ -799,7 +801,7 @@ fn a_lost_exchange_reply_is_answered_again_for_the_same_key_until_the_next_token
             &http,
             &url,
             &ExchangeRequest {
-                token: token.to_owned(),
+                token: token.to_owned().into(),
                 public_key: public_key.to_owned(),
             },
         )
@@ -808,15 +810,15 @@ fn a_lost_exchange_reply_is_answered_again_for_the_same_key_until_the_next_token
     // The reply was lost: the agent asks again with the same token and key,
     // and gets the same next token (and an SVID for its key).
     let again = exchange(&first, &mine).unwrap();
-    assert_eq!(again.token, second.token);
+    assert_eq!(again.token.expose_secret(), second.token.expose_secret());
     assert_eq!(again.token_expires, second.token_expires);
-    let third = exchange(&second.token, &mine).unwrap();
+    let third = exchange(second.token.expose_secret(), &mine).unwrap();
     // Once the next token was used, the old one is theft again, even with
     // the same key.
     let (status, reason) = refusal(exchange(&first, &mine).unwrap_err());
     assert_eq!(status, 403);
     assert!(reason.contains("treated as stolen"), "{reason}");
-    let (status, _) = refusal(exchange(&third.token, &mine).unwrap_err());
+    let (status, _) = refusal(exchange(third.token.expose_secret(), &mine).unwrap_err());
     assert_eq!(status, 403);
 
     // Another chain: the same token presented with another key is theft.
@@ -832,7 +834,7 @@ fn a_lost_exchange_reply_is_answered_again_for_the_same_key_until_the_next_token
     let (status, reason) = refusal(exchange(&first, &other).unwrap_err());
     assert_eq!(status, 403);
     assert!(reason.contains("treated as stolen"), "{reason}");
-    let (status, reason) = refusal(exchange(&second.token, &mine).unwrap_err());
+    let (status, reason) = refusal(exchange(second.token.expose_secret(), &mine).unwrap_err());
     assert_eq!(status, 403);
     assert!(reason.contains("chain was revoked"), "{reason}");
     let kinds = b.server.audit_details("token.exchange.retried").unwrap();

@@ -75,7 +75,7 @@ fn a_host_without_a_tpm_lives_on_rotating_tokens_until_one_is_replayed() {
             &client(&b.server.bundle()).unwrap(),
             &format!("{}/v1/token/exchange", b.server.url()),
             &ExchangeRequest {
-                token: first,
+                token: first.into(),
                 public_key: base64::engine::general_purpose::STANDARD
                     .encode(key.verifying_key().to_encoded_point(false).as_bytes()),
             },

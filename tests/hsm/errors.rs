@@ -9,6 +9,7 @@ fn a_wrong_pin_is_reported_as_such() {
     lab.export_conf();
     let wrong = lab.dir().join("wrong.pin");
     std::fs::write(&wrong, "not-the-pin").unwrap();
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut config = lab.pkcs11_config();
     config.pin = PinSource::File(wrong);
     let err = Pkcs11KeyStore::open(&config).unwrap_err();

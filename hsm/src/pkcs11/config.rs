@@ -59,10 +59,16 @@ impl PinSource {
                 Path::new(&dir).join(name)
             }
         };
-        let bytes = std::fs::read(&path).map_err(|e| HsmError::PinSource {
+        let refused = |reason: String| HsmError::PinSource {
             source_name: self.to_string(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let mut file = std::fs::File::open(&path).map_err(|e| refused(e.to_string()))?;
+        if let Self::File(_) = self {
+            check_private(&file).map_err(refused)?;
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| refused(e.to_string()))?;
         let mut text = String::from_utf8(bytes).map_err(|_| HsmError::PinSource {
             source_name: self.to_string(),
             reason: "the PIN is not UTF-8".into(),
@@ -83,6 +89,27 @@ impl PinSource {
     }
 }
 
+/// A PIN file must be this account's (or root's) and closed to everyone
+/// else: a PIN others can read is a PIN others have.
+fn check_private(file: &std::fs::File) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "the PIN file is open to group or others (mode {mode:04o}): chmod 600 it"
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "the PIN file belongs to uid {}, neither this account (uid {me}) nor root: chown it",
+            meta.uid()
+        ));
+    }
+    Ok(())
+}
+
 /// Everything the PKCS#11 backend needs to reach its keys.
 #[derive(Debug, Clone)]
 pub struct Pkcs11Config {
@@ -99,11 +126,33 @@ mod tests {
     use super::*;
     use secrecy::ExposeSecret;
 
+    fn write_private(p: &std::path::Path, contents: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(p, contents).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn a_pin_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pin");
+        write_private(&p, "1234");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = PinSource::File(p.clone()).read().unwrap_err().to_string();
+        assert!(
+            err.contains("mode 0640") && err.contains("chmod 600"),
+            "{err}"
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(PinSource::File(p).read().is_ok());
+    }
+
     #[test]
     fn pin_file_drops_one_trailing_newline() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pin");
-        std::fs::write(&p, "12 34\n").unwrap();
+        write_private(&p, "12 34\n");
         let pin = PinSource::File(p).read().unwrap();
         assert_eq!(pin.expose_secret(), "12 34");
     }
@@ -114,7 +163,7 @@ mod tests {
         let missing = PinSource::File(dir.path().join("nope")).read().unwrap_err();
         assert!(missing.to_string().contains("nope"), "{missing}");
         let p = dir.path().join("empty");
-        std::fs::write(&p, "\n").unwrap();
+        write_private(&p, "\n");
         let empty = PinSource::File(p).read().unwrap_err();
         assert!(empty.to_string().contains("empty"), "{empty}");
     }
@@ -123,7 +172,7 @@ mod tests {
     fn pin_never_appears_in_debug_output() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pin");
-        std::fs::write(&p, "s3cr3t-pin").unwrap();
+        write_private(&p, "s3cr3t-pin");
         let pin = PinSource::File(p).read().unwrap();
         assert!(!format!("{pin:?}").contains("s3cr3t-pin"));
     }

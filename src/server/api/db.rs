@@ -5,7 +5,6 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::caller::{Caller, CallerKind};
@@ -28,7 +27,8 @@ pub struct CredsRequest {
 pub struct CredsResponse {
     pub lease_id: String,
     pub username: String,
-    pub password: String,
+    #[serde(with = "crate::wire::secret")]
+    pub password: secrecy::SecretString,
     pub expires: i64,
     pub engine: String,
     pub host: String,
@@ -152,7 +152,7 @@ pub async fn creds(
     Ok(Json(CredsResponse {
         lease_id: issued.lease.id.clone(),
         username: issued.lease.external_name.clone(),
-        password: issued.password.expose_secret().to_owned(),
+        password: issued.password,
         expires: issued.lease.expires,
         engine: issued.engine.as_str().to_owned(),
         host: issued.host,

@@ -14,21 +14,22 @@ use crate::identity::x509_ca::pem_encode;
 use crate::identity::{P256Subject, SpiffeId};
 use crate::server::state::{AppState, Shared};
 use crate::store::{now, tokens, StoreError};
+use secrecy::{ExposeSecret, SecretString};
 
 /// Tokens start with this, so scanners can recognise a leaked one.
 pub const TOKEN_PREFIX: &str = "zt1.";
 
 /// A new random token (shown once) and its hash (stored).
-pub fn new_token() -> (String, Vec<u8>) {
+pub fn new_token() -> (SecretString, Vec<u8>) {
     use base64::Engine;
     use rand::RngCore;
-    let mut raw = [0u8; 32];
-    rand::rng().fill_bytes(&mut raw);
-    let token = format!(
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(&mut raw[..]);
+    let token = SecretString::from(format!(
         "{TOKEN_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    );
-    let hash = token_hash(&token);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw[..])
+    ));
+    let hash = token_hash(token.expose_secret());
     (token, hash)
 }
 
@@ -39,7 +40,8 @@ pub fn token_hash(token: &str) -> Vec<u8> {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeRequest {
-    pub token: String,
+    #[serde(with = "crate::wire::secret")]
+    pub token: SecretString,
     /// The host's ECDSA P-256 public key, uncompressed SEC1 point, base64.
     pub public_key: String,
 }
@@ -55,7 +57,8 @@ impl std::fmt::Debug for ExchangeRequest {
 #[derive(Serialize, Deserialize)]
 pub struct ExchangeResponse {
     /// The next token; the one presented no longer works.
-    pub token: String,
+    #[serde(with = "crate::wire::secret")]
+    pub token: SecretString,
     pub token_expires: i64,
     pub spiffe_id: String,
     pub svid: String,
@@ -101,7 +104,7 @@ fn retried_exchange(
     row: &tokens::TokenRow,
     hash: &[u8],
     key_hash: &[u8],
-) -> Result<Option<(String, i64)>, ApiError> {
+) -> Result<Option<(SecretString, i64)>, ApiError> {
     use subtle::ConstantTimeEq;
     let Some(r) = &row.rotation else {
         return Ok(None);
@@ -117,8 +120,9 @@ fn retried_exchange(
         .sealer
         .open(next_binding(&hex::encode(hash)), &r.next_sealed)
         .map_err(|e| ApiError::unavailable("the HSM", e))?;
-    let next =
-        String::from_utf8(next.to_vec()).map_err(|e| ApiError::unavailable("a sealed token", e))?;
+    let next = String::from_utf8(next.to_vec())
+        .map(SecretString::from)
+        .map_err(|e| ApiError::unavailable("a sealed token", e))?;
     Ok(Some((next, expires)))
 }
 
@@ -133,7 +137,7 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
             ApiError::bad_request("`public_key` is not an uncompressed ECDSA P-256 point")
         })?;
     let key_hash = Sha256::digest(point).to_vec();
-    let hash = token_hash(&req.token);
+    let hash = token_hash(req.token.expose_secret());
 
     let mut conn = s.store.lock();
     let tx = conn
@@ -198,7 +202,10 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
             let expires = now() + row.ttl;
             let sealed = s
                 .sealer
-                .seal(next_binding(&hex::encode(&hash)), next.as_bytes())
+                .seal(
+                    next_binding(&hex::encode(&hash)),
+                    next.expose_secret().as_bytes(),
+                )
                 .map_err(|e| ApiError::unavailable("the HSM", e))?;
             tokens::mark_rotated(&tx, &hash, &key_hash, &sealed)?;
             tokens::insert_token(&tx, &row.chain_id, row.generation + 1, &next_hash, expires)?;
@@ -233,11 +240,11 @@ mod tests {
     #[test]
     fn tokens_never_appear_in_debug_output() {
         let (token, hash) = new_token();
-        assert_eq!(hash, token_hash(&token));
+        assert_eq!(hash, token_hash(token.expose_secret()));
         let req = ExchangeRequest {
             token: token.clone(),
             public_key: String::new(),
         };
-        assert!(!format!("{req:?}").contains(&token));
+        assert!(!format!("{req:?}").contains(token.expose_secret()));
     }
 }

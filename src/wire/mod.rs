@@ -1,0 +1,4 @@
+//! What server, agent and CLI send each other: serde helpers shared by the
+//! request and response bodies of both sides.
+
+pub mod secret;
