@@ -8,7 +8,7 @@ PACKAGES=(
   softhsm2 opensc
   openssh-server openssh-client
   postgresql postgresql-client mariadb-server mariadb-client
-  pkg-config build-essential curl ca-certificates systemd debootstrap
+  pkg-config build-essential curl ca-certificates systemd debootstrap openssl
 )
 
 missing=()

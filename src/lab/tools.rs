@@ -39,6 +39,7 @@ tool!(
     "/usr/bin/swtpm_localca"
 );
 tool!(CERTTOOL, "certtool", "gnutls-bin");
+tool!(OPENSSL, "openssl", "openssl");
 tool!(TPM2_PCREXTEND, "tpm2_pcrextend", "tpm2-tools");
 tool!(SOFTHSM2_UTIL, "softhsm2-util", "softhsm2");
 tool!(

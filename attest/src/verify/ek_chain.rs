@@ -65,6 +65,18 @@ pub enum ChainError {
     NoIssuer { subject: String, issuer: String },
     #[error("the chain from the EK certificate is longer than {MAX_DEPTH} certificates")]
     TooDeep,
+    #[error(
+        "certificate {subject:?} is signed with {algorithm}, which is too weak (SHA-1 or older)"
+    )]
+    WeakSignature { subject: String, algorithm: String },
+    #[error("certificate {subject:?} signed another certificate but may not: {reason}")]
+    NotACa { subject: String, reason: String },
+    #[error("certificate {subject:?} allows {allowed} CA certificates below it, but {below} are")]
+    PathTooLong {
+        subject: String,
+        allowed: u32,
+        below: usize,
+    },
 }
 
 /// An EK certificate whose path to a trusted root checked out.
@@ -93,11 +105,14 @@ pub fn verify_ek_chain(
     let mut path = vec![leaf.subject().to_string()];
     let mut current = &leaf;
     check_validity(current, now)?;
-    for _ in 0..MAX_DEPTH {
+    for below in 0..MAX_DEPTH {
+        // Whatever is not a trusted root was signed by someone we check.
+        check_signature_algorithm(current)?;
         // A trusted root that signed the current certificate ends the path.
         if let Some(root) = roots.iter().find(|r| signed_by(current, r)) {
             check_validity(root, now)?;
             if !is_same(current, root) {
+                check_issuer(root, below)?;
                 path.push(root.subject().to_string());
             }
             return Ok(EkChain {
@@ -109,12 +124,13 @@ pub fn verify_ek_chain(
         let next = intermediates
             .iter()
             .filter(|i| !is_same(i, current))
-            .find(|i| signed_by(current, i) && is_ca(i))
+            .find(|i| signed_by(current, i))
             .ok_or_else(|| ChainError::NoIssuer {
                 subject: current.subject().to_string(),
                 issuer: current.issuer().to_string(),
             })?;
         check_validity(next, now)?;
+        check_issuer(next, below)?;
         path.push(next.subject().to_string());
         current = next;
     }
@@ -138,8 +154,56 @@ fn signed_by(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
     cert.issuer() == issuer.subject() && cert.verify_signature(Some(issuer.public_key())).is_ok()
 }
 
-fn is_ca(cert: &X509Certificate<'_>) -> bool {
-    matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca)
+/// A certificate that signed another must say it is a CA (RFC 5280
+/// 4.2.1.9), may sign certificates (4.2.1.3), and allow as many CA
+/// certificates below it as there are (`below`, the intermediates between
+/// it and the EK certificate).
+fn check_issuer(cert: &X509Certificate<'_>, below: usize) -> Result<(), ChainError> {
+    let not_a_ca = |reason: &str| ChainError::NotACa {
+        subject: cert.subject().to_string(),
+        reason: reason.to_owned(),
+    };
+    let bc = match cert.basic_constraints() {
+        Ok(Some(bc)) if bc.value.ca => bc.value,
+        Ok(_) => return Err(not_a_ca("its basicConstraints do not say CA")),
+        Err(_) => return Err(not_a_ca("its basicConstraints are malformed")),
+    };
+    match cert.key_usage() {
+        Ok(Some(ku)) if !ku.value.key_cert_sign() => {
+            return Err(not_a_ca("its keyUsage lacks keyCertSign"))
+        }
+        Ok(_) => {}
+        Err(_) => return Err(not_a_ca("its keyUsage is malformed")),
+    }
+    match bc.path_len_constraint {
+        Some(allowed) if below > allowed as usize => Err(ChainError::PathTooLong {
+            subject: cert.subject().to_string(),
+            allowed,
+            below,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Signatures over SHA-1 (or MD5, MD2) can be forged: refuse them on every
+/// certificate whose signature the path relies on.
+fn check_signature_algorithm(cert: &X509Certificate<'_>) -> Result<(), ChainError> {
+    const WEAK: [&str; 6] = [
+        "1.2.840.113549.1.1.2", // md2WithRSAEncryption
+        "1.2.840.113549.1.1.4", // md5WithRSAEncryption
+        "1.2.840.113549.1.1.5", // sha1WithRSAEncryption
+        "1.3.14.3.2.29",        // sha1WithRSASignature (OIW)
+        "1.2.840.10045.4.1",    // ecdsa-with-SHA1
+        "1.2.840.10040.4.3",    // dsa-with-sha1
+    ];
+    let oid = cert.signature_algorithm.algorithm.to_id_string();
+    if WEAK.contains(&oid.as_str()) {
+        return Err(ChainError::WeakSignature {
+            subject: cert.subject().to_string(),
+            algorithm: oid,
+        });
+    }
+    Ok(())
 }
 
 fn is_same(a: &X509Certificate<'_>, b: &X509Certificate<'_>) -> bool {
