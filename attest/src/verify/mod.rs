@@ -21,3 +21,6 @@ pub(crate) fn wire_put_tpm2b(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 pub use error::VerifyError;
+
+#[cfg(test)]
+mod vectors;
