@@ -27,8 +27,8 @@ pub struct Event {
     pub data: Vec<u8>,
 }
 
-/// A parsed log: its events (the Spec ID header excluded) and the PCR values
-/// replaying them gives.
+/// A parsed log: its measured events (EV_NO_ACTION ones, which extend
+/// nothing, excluded) and the PCR values replaying them gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventLog {
     pub events: Vec<Event>,
@@ -143,8 +143,16 @@ pub fn replay(log: &[u8]) -> Result<EventLog, VerifyError> {
         let size = r.u32("event.eventSize")? as usize;
         let data = r.bytes(size, "event.event")?.to_vec();
         if event_type == EV_NO_ACTION {
-            // Not extended; one kind sets PCR 0's starting value.
-            if pcr == 0 && data.len() == 17 && data.starts_with(STARTUP_LOCALITY) {
+            // Not extended, so never returned as measured. One kind sets
+            // PCR 0's starting value, and only before anything extended it
+            // (PC Client PFP, 10.4.5.3): later it would rewrite history.
+            if data.len() == 17 && data.starts_with(STARTUP_LOCALITY) {
+                if pcr != 0 || pcrs.keys().any(|(_, p)| *p == 0) {
+                    return Err(malformed(format!(
+                        "a StartupLocality event at event {} after PCR 0 was set",
+                        events.len() + 1
+                    )));
+                }
                 for (id, alg) in &banks {
                     let mut start = vec![0u8; alg.size()];
                     if let Some(last) = start.last_mut() {
@@ -153,16 +161,16 @@ pub fn replay(log: &[u8]) -> Result<EventLog, VerifyError> {
                     pcrs.insert((*id, 0), start);
                 }
             }
-        } else {
-            for (id, alg) in &banks {
-                let d = digests.get(id).ok_or_else(|| {
-                    malformed(format!("event {} has no {alg} digest", events.len() + 1))
-                })?;
-                let cur = pcrs
-                    .entry((*id, pcr))
-                    .or_insert_with(|| vec![0u8; alg.size()]);
-                *cur = alg.digest(&[cur, d]);
-            }
+            continue;
+        }
+        for (id, alg) in &banks {
+            let d = digests.get(id).ok_or_else(|| {
+                malformed(format!("event {} has no {alg} digest", events.len() + 1))
+            })?;
+            let cur = pcrs
+                .entry((*id, pcr))
+                .or_insert_with(|| vec![0u8; alg.size()]);
+            *cur = alg.digest(&[cur, d]);
         }
         events.push(Event {
             pcr,
@@ -202,5 +210,77 @@ impl EventLog {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crypto-agile log with one SHA-256 bank.
+    fn header() -> Vec<u8> {
+        let mut spec = SPEC_ID_SIGNATURE.to_vec();
+        spec.extend([0u8; 8]);
+        spec.extend(1u32.to_le_bytes());
+        spec.extend(alg::SHA256.to_le_bytes());
+        spec.extend(32u16.to_le_bytes());
+        spec.push(0);
+        let mut out = 0u32.to_le_bytes().to_vec();
+        out.extend(EV_NO_ACTION.to_le_bytes());
+        out.extend([0u8; 20]);
+        out.extend((spec.len() as u32).to_le_bytes());
+        out.extend(spec);
+        out
+    }
+
+    fn event(log: &mut Vec<u8>, pcr: u32, kind: u32, digest: [u8; 32], data: &[u8]) {
+        log.extend(pcr.to_le_bytes());
+        log.extend(kind.to_le_bytes());
+        log.extend(1u32.to_le_bytes());
+        log.extend(alg::SHA256.to_le_bytes());
+        log.extend(digest);
+        log.extend((data.len() as u32).to_le_bytes());
+        log.extend(data);
+    }
+
+    fn locality(n: u8) -> Vec<u8> {
+        let mut d = STARTUP_LOCALITY.to_vec();
+        d.push(n);
+        d
+    }
+
+    const EV_POST_CODE: u32 = 1;
+
+    #[test]
+    fn startup_locality_sets_pcr0_only_before_it_is_extended() {
+        let mut log = header();
+        event(&mut log, 0, EV_NO_ACTION, [0; 32], &locality(3));
+        event(&mut log, 0, EV_POST_CODE, [7; 32], b"firmware");
+        let replayed = replay(&log).unwrap();
+        let mut start = [0u8; 32];
+        start[31] = 3;
+        let want = HashAlg::Sha256.digest(&[&start, &[7; 32]]);
+        assert_eq!(replayed.pcrs.0[&(alg::SHA256, 0)], want);
+
+        // The same event after PCR 0 was extended would rewrite history.
+        let mut late = header();
+        event(&mut late, 0, EV_POST_CODE, [7; 32], b"firmware");
+        event(&mut late, 0, EV_NO_ACTION, [0; 32], &locality(3));
+        let err = replay(&late).unwrap_err().to_string();
+        assert!(err.contains("StartupLocality"), "{err}");
+    }
+
+    #[test]
+    fn events_that_extend_nothing_are_not_returned_as_measured() {
+        let mut log = header();
+        event(&mut log, 4, EV_NO_ACTION, [9; 32], b"vendor note");
+        event(&mut log, 4, EV_POST_CODE, [7; 32], b"loader");
+        let replayed = replay(&log).unwrap();
+        assert_eq!(replayed.events.len(), 1);
+        assert_eq!(replayed.events[0].data, b"loader");
+        assert_eq!(
+            replayed.pcrs.0[&(alg::SHA256, 4)],
+            HashAlg::Sha256.digest(&[&[0u8; 32], &[7u8; 32]])
+        );
     }
 }
