@@ -255,6 +255,13 @@ pub struct GroupConfig {
     /// Expected values, "sha256:<index>" = "<hex>".
     #[serde(default)]
     pub pcr_policy: BTreeMap<String, String>,
+    /// Policy over the node's boot event log instead of raw PCR values:
+    /// "sha256:<index>" = ["<hex digest>", …]. Every event measured into
+    /// that PCR (separators aside) must have one of the listed digests (the
+    /// boot loaders and kernels allowed), and the log must replay to the
+    /// quoted value. Nodes then send their TCG event log.
+    #[serde(default)]
+    pub event_log_allow: BTreeMap<String, Vec<String>>,
     /// Approve nodes that pass every check, or leave them pending for an operator.
     #[serde(default)]
     pub auto_approve: bool,
@@ -505,6 +512,27 @@ impl ServerConfig {
                     ));
                 }
             }
+            for (k, digests) in &g.event_log_allow {
+                let idx = k.strip_prefix("sha256:").and_then(|i| i.parse::<u8>().ok());
+                match idx {
+                    Some(i) if g.pcrs.contains(&i) => {}
+                    _ => {
+                        return Err(invalid(
+                            &key("event_log_allow"),
+                            format!("key {k:?} is not \"sha256:<index>\" of a PCR `pcrs` quotes"),
+                        ))
+                    }
+                }
+                if let Some(d) = digests
+                    .iter()
+                    .find(|d| d.len() != 64 || !d.chars().all(|c| c.is_ascii_hexdigit()))
+                {
+                    return Err(invalid(
+                        &key("event_log_allow"),
+                        format!("{k}: {d:?} is not 64 hex digits"),
+                    ));
+                }
+            }
             if g.svid_ttl < Duration::from_secs(10) {
                 return Err(invalid(&key("svid_ttl"), "must be at least 10s".into()));
             }
@@ -543,6 +571,10 @@ pub struct AgentConfig {
     /// Where the agent keeps its TPM-wrapped keys and certificates.
     #[serde(default = "default_agent_state")]
     pub state_dir: PathBuf,
+    /// The TCG boot event log sent with quotes (default: the kernel's,
+    /// /sys/kernel/security/tpm0/binary_bios_measurements, when present).
+    #[serde(default)]
+    pub event_log: Option<PathBuf>,
     /// Longest wait between two attempts while the server is unreachable
     /// or the node is pending (the wait doubles from 1 s up to this).
     #[serde(default = "default_retry_max", with = "humantime_serde_compat")]

@@ -43,7 +43,13 @@ pub struct EnrolOptions {
     /// Holds ak.pub/ak.priv and key.pub/key.priv (public and TPM-wrapped
     /// only), svid.pem and bundle.pem.
     pub state_dir: PathBuf,
+    /// The TCG boot event log sent with each quote (default: the kernel's,
+    /// when it exposes one), for groups whose policy reads it.
+    pub event_log: Option<PathBuf>,
 }
+
+/// Where Linux exposes the firmware's event log of the first TPM.
+pub const KERNEL_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 
 /// How enrolment ended.
 #[derive(Debug, Clone)]
@@ -180,6 +186,7 @@ pub struct Enrolment {
     tpm: std::sync::Arc<Attester>,
     ak: KeyBlob,
     key: KeyBlob,
+    event_log: Option<Vec<u8>>,
 }
 
 impl Enrolment {
@@ -197,7 +204,20 @@ impl Enrolment {
             tpm: std::sync::Arc::new(tpm),
             ak,
             key,
+            event_log: std::fs::read(KERNEL_EVENT_LOG).ok(),
         })
+    }
+
+    /// Sends the event log at `path` (instead of the kernel's) with quotes.
+    pub fn with_event_log(mut self, path: Option<&Path>) -> Result<Self, AgentError> {
+        if let Some(path) = path {
+            self.event_log = Some(std::fs::read(path).map_err(|source| AgentError::File {
+                what: "read the event log",
+                path: path.to_owned(),
+                source,
+            })?);
+        }
+        Ok(self)
     }
 
     /// What `POST /v1/enroll/begin` needs: EK, EK certificate, AK.
@@ -240,6 +260,7 @@ impl Enrolment {
             identity_key: b64(&self.key.public),
             certify_attest: b64(&certify_attest),
             certify_signature: b64(&certify_signature),
+            event_log: self.event_log.as_deref().map(b64),
         })
     }
 
@@ -253,6 +274,7 @@ impl Enrolment {
             quote_attest: b64(&quote.attest),
             quote_signature: b64(&quote.signature),
             pcrs: pcr_map(&quote),
+            event_log: self.event_log.as_deref().map(b64),
         })
     }
 
@@ -295,7 +317,8 @@ pub fn post_json<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
 /// with the same AK and gets a fresh SVID.
 pub fn enrol(opts: &EnrolOptions) -> Result<Outcome, AgentError> {
     let client = client(&opts.ca_bundle)?;
-    let e = Enrolment::open(&opts.tcti, &opts.state_dir)?;
+    let e =
+        Enrolment::open(&opts.tcti, &opts.state_dir)?.with_event_log(opts.event_log.as_deref())?;
     let base = opts.server.trim_end_matches('/');
     let begin: BeginResponse = post_json(
         &client,
@@ -334,7 +357,8 @@ pub fn renew(opts: &EnrolOptions) -> Result<Outcome, AgentError> {
         path: svid_path.clone(),
         source,
     })?;
-    let e = Enrolment::open(&opts.tcti, &opts.state_dir)?;
+    let e =
+        Enrolment::open(&opts.tcti, &opts.state_dir)?.with_event_log(opts.event_log.as_deref())?;
     let client = e.mtls_client(&opts.ca_bundle, &current)?;
     let base = opts.server.trim_end_matches('/');
     let challenge: RenewChallenge = post_json(

@@ -64,6 +64,7 @@ fn options(c: &crate::config::AgentConfig) -> EnrolOptions {
         group: c.group.clone().unwrap_or_default(),
         tcti: c.tcti.clone(),
         state_dir: c.state_dir.clone(),
+        event_log: c.event_log.clone(),
     }
 }
 
@@ -157,6 +158,7 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                 group: group.clone(),
                 tcti: tcti.clone(),
                 state_dir: state_dir.clone(),
+                event_log: None,
             })?;
             match outcome {
                 Outcome::Approved {

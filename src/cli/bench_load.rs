@@ -23,6 +23,7 @@ pub fn enrolled_node(
         group: "bench".into(),
         tcti: tpm.tcti(),
         state_dir: dir.path().to_owned(),
+        event_log: None,
     };
     anyhow::ensure!(
         matches!(enrol(&opts)?, Outcome::Approved { .. }),

@@ -228,6 +228,7 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres) -> Result<()> {
         group: "edge".into(),
         tcti: tpm.tcti(),
         state_dir: agent_dir.path().to_owned(),
+        event_log: None,
     };
     println!("$ zeroth agent enroll --group edge   # EK cert + AK -> credential activation -> quote -> certified TPM key");
     let Outcome::Approved {

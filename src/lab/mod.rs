@@ -11,6 +11,7 @@ pub mod agent;
 mod bench;
 mod dir;
 mod error;
+pub mod event_log;
 pub mod mariadb;
 pub mod ports;
 pub mod postgres;

@@ -1,17 +1,23 @@
 //! A node group's enrolment policy, loaded from its configuration.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
 use zeroth_attest::verify::alg::HashAlg;
 use zeroth_attest::verify::attestation::ClockInfo;
 use zeroth_attest::verify::ek_chain::ChainError;
+use zeroth_attest::verify::event_log::replay;
 use zeroth_attest::verify::pcr::{PcrPolicy, PcrValues};
 use zeroth_attest::verify::quote::{verify_quote, Ak, VerifiedQuote};
 use zeroth_attest::TrustAnchors;
 
 use crate::config::GroupConfig;
 use crate::store::nodes::{Node, NodeState};
+
+/// EV_SEPARATOR: the boundary between firmware phases, the same on every
+/// machine, not a measurement of code.
+const EV_SEPARATOR: u32 = 0x0000_0004;
 
 /// Why a group's policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +37,8 @@ pub struct GroupPolicy {
     pub pcr_policy: PcrPolicy,
     pub auto_approve: bool,
     pub svid_ttl: Duration,
+    /// SHA-256 PCR -> the digests its measured events may have.
+    pub event_log_allow: BTreeMap<u8, BTreeSet<Vec<u8>>>,
 }
 
 impl GroupPolicy {
@@ -55,6 +63,19 @@ impl GroupPolicy {
                 .map_err(|e| err(e.to_string()))?;
             pcr_policy.expect(HashAlg::Sha256, idx, value);
         }
+        let mut event_log_allow = BTreeMap::new();
+        for (k, digests) in &g.event_log_allow {
+            // The configuration was validated: "sha256:<index>" = [64 hex digits].
+            let idx = k
+                .trim_start_matches("sha256:")
+                .parse::<u8>()
+                .map_err(|e| err(e.to_string()))?;
+            let set: BTreeSet<Vec<u8>> = digests
+                .iter()
+                .map(|d| hex::decode(d).map_err(|e| err(e.to_string())))
+                .collect::<Result<_, _>>()?;
+            event_log_allow.insert(idx, set);
+        }
         let mut pcrs = g.pcrs.clone();
         pcrs.sort_unstable();
         pcrs.dedup();
@@ -66,12 +87,15 @@ impl GroupPolicy {
             pcr_policy,
             auto_approve: g.auto_approve,
             svid_ttl: g.svid_ttl,
+            event_log_allow,
         })
     }
 
     /// Verifies a quote by the node's AK over `nonce` (signature, nonce,
     /// PCR digest, clock not going backwards) and then this group's PCR
-    /// expectations. The error is the verifier's precise reason.
+    /// expectations, raw or over the node's `event_log`. The error is the
+    /// verifier's precise reason.
+    #[allow(clippy::too_many_arguments)]
     pub fn check_quote(
         &self,
         ak: &Ak,
@@ -80,6 +104,7 @@ impl GroupPolicy {
         nonce: &[u8],
         reported: &PcrValues,
         previous: Option<&ClockInfo>,
+        event_log: Option<&[u8]>,
     ) -> Result<VerifiedQuote, String> {
         let quote = verify_quote(ak, attest, signature, nonce, reported, previous)
             .map_err(|e| format!("quote: {e}"))?;
@@ -96,7 +121,52 @@ impl GroupPolicy {
         self.pcr_policy
             .check(&quote.pcrs)
             .map_err(|e| e.to_string())?;
+        self.check_event_log(&quote.pcrs, event_log)?;
         Ok(quote)
+    }
+
+    /// The group's event-log policy: the log replays to the quoted value of
+    /// every PCR the policy names, and each event measured into them
+    /// (separators aside) has an allowed digest.
+    fn check_event_log(&self, quoted: &PcrValues, log: Option<&[u8]>) -> Result<(), String> {
+        if self.event_log_allow.is_empty() {
+            return Ok(());
+        }
+        let log = log.ok_or("this group's policy reads the boot event log, and none was sent")?;
+        let replayed = replay(log).map_err(|e| format!("event log: {e}"))?;
+        let mut named = PcrValues::default();
+        for pcr in self.event_log_allow.keys() {
+            let value = quoted
+                .0
+                .get(&(HashAlg::Sha256.tpm_id(), *pcr))
+                .ok_or_else(|| format!("the quote does not cover sha256 PCR {pcr}"))?;
+            named.insert(HashAlg::Sha256, *pcr, value.clone());
+        }
+        replayed
+            .check_against(&named)
+            .map_err(|e| format!("event log: {e}"))?;
+        for (i, e) in replayed.events.iter().enumerate() {
+            let Some(allowed) = self.event_log_allow.get(&e.pcr) else {
+                continue;
+            };
+            if e.event_type == EV_SEPARATOR {
+                continue;
+            }
+            let digest = e
+                .digests
+                .get(&HashAlg::Sha256.tpm_id())
+                .cloned()
+                .unwrap_or_default();
+            if !allowed.contains(&digest) {
+                return Err(format!(
+                    "event log: event {} measured {} into PCR {}, which this group does not allow",
+                    i + 1,
+                    hex::encode(&digest),
+                    e.pcr
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -178,6 +248,7 @@ mod tests {
             pcr_policy: PcrPolicy::default(),
             auto_approve,
             svid_ttl: Duration::from_secs(60),
+            event_log_allow: BTreeMap::new(),
         }
     }
 

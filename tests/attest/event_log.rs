@@ -1,4 +1,5 @@
 use sha2::{Digest, Sha256};
+use zeroth::lab::event_log::LogBuilder;
 use zeroth::lab::Swtpm;
 use zeroth_attest::verify::event_log::replay;
 use zeroth_attest::verify::public::Public;
@@ -7,39 +8,6 @@ use zeroth_attest::verify::VerifyError;
 use zeroth_attest::{AkAlgorithm, Attester, EkAlgorithm};
 
 use crate::tools::{hex, Tpm2Tools};
-
-/// A crypto-agile TCG event log with one SHA-256 bank, as firmware writes it.
-struct LogBuilder(Vec<u8>);
-
-impl LogBuilder {
-    fn new() -> Self {
-        let mut spec = b"Spec ID Event03\0".to_vec();
-        spec.extend(0u32.to_le_bytes()); // platformClass
-        spec.extend([0, 2, 0, 2]); // minor, major, errata, uintnSize
-        spec.extend(1u32.to_le_bytes());
-        spec.extend(0x000bu16.to_le_bytes());
-        spec.extend(32u16.to_le_bytes());
-        spec.push(0); // vendorInfoSize
-        let mut out = Vec::new();
-        out.extend(0u32.to_le_bytes());
-        out.extend(3u32.to_le_bytes()); // EV_NO_ACTION
-        out.extend([0u8; 20]);
-        out.extend((spec.len() as u32).to_le_bytes());
-        out.extend(spec);
-        Self(out)
-    }
-
-    fn event(mut self, pcr: u32, digest: &[u8], data: &[u8]) -> Self {
-        self.0.extend(pcr.to_le_bytes());
-        self.0.extend(0x0000_000du32.to_le_bytes()); // EV_IPL
-        self.0.extend(1u32.to_le_bytes());
-        self.0.extend(0x000bu16.to_le_bytes());
-        self.0.extend(digest);
-        self.0.extend((data.len() as u32).to_le_bytes());
-        self.0.extend(data);
-        self
-    }
-}
 
 #[test]
 fn a_replayed_event_log_must_match_the_quoted_pcrs() {
@@ -70,7 +38,7 @@ fn a_replayed_event_log_must_match_the_quoted_pcrs() {
         .unwrap();
     let verified = verify_quote(&ak, &q.attest, &q.signature, &[3; 32], &q.pcrs, None).unwrap();
 
-    let replayed = replay(&log.0).unwrap();
+    let replayed = replay(log.bytes()).unwrap();
     assert_eq!(replayed.events.len(), 3);
     replayed.check_against(&verified.pcrs).unwrap();
 
@@ -79,7 +47,7 @@ fn a_replayed_event_log_must_match_the_quoted_pcrs() {
     for (pcr, d, data) in events.iter().take(2) {
         forged = forged.event(*pcr, d, data.as_bytes());
     }
-    let err = replay(&forged.0)
+    let err = replay(forged.bytes())
         .unwrap()
         .check_against(&verified.pcrs)
         .unwrap_err();
@@ -87,7 +55,7 @@ fn a_replayed_event_log_must_match_the_quoted_pcrs() {
         matches!(err, VerifyError::EventLogMismatch { index: 9, .. }),
         "{err}"
     );
-    let mut altered = log.0.clone();
+    let mut altered = log.bytes().to_vec();
     // The last event ends with its digest (32), event size (4) and "cmdline" (7).
     let digest_at = altered.len() - 7 - 4 - 32;
     altered[digest_at + 5] ^= 1;
@@ -98,7 +66,7 @@ fn a_replayed_event_log_must_match_the_quoted_pcrs() {
     assert!(matches!(err, VerifyError::EventLogMismatch { .. }), "{err}");
     // And truncation is a named parse error, not a panic.
     assert!(matches!(
-        replay(&log.0[..log.0.len() - 3]),
+        replay(&log.bytes()[..log.bytes().len() - 3]),
         Err(VerifyError::Malformed { .. })
     ));
 }

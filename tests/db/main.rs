@@ -125,6 +125,7 @@ impl Lab {
             group: "edge".into(),
             tcti: self.tpm.tcti(),
             state_dir: self.agent.path().to_owned(),
+            event_log: None,
         }
     }
 
@@ -1000,6 +1001,7 @@ fn a_failing_template_is_a_clear_error_and_leaves_nothing_behind() {
         group: "edge".into(),
         tcti: tpm.tcti(),
         state_dir: agent.path().to_owned(),
+        event_log: None,
     };
     assert!(matches!(enrol(&opts).unwrap(), Outcome::Approved { .. }));
     let answer = zeroth::server::admin::call(

@@ -4,6 +4,7 @@
 use secrecy::ExposeSecret;
 use std::path::Path;
 
+mod event_log_policy;
 mod finality;
 mod renewal;
 mod token_agent;
@@ -23,7 +24,7 @@ fn group(name: &str, tpm: &Swtpm, roots: &LabDir, extra: &str) -> String {
     )
 }
 
-struct Bench {
+pub struct Bench {
     tpm: Swtpm,
     _hsm: SoftHsm,
     server: ZerothServer,
@@ -58,6 +59,7 @@ fn options(server: &ZerothServer, tpm: &Swtpm, agent: &LabDir) -> EnrolOptions {
         group: "edge".into(),
         tcti: tpm.tcti(),
         state_dir: agent.path().to_owned(),
+        event_log: None,
     }
 }
 

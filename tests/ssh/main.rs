@@ -85,6 +85,7 @@ fn lab_with(settings: &str) -> SshLab {
         group: "edge".into(),
         tcti: tpm.tcti(),
         state_dir: agent.path().to_owned(),
+        event_log: None,
     };
     let Outcome::Approved { node_id, .. } = enrol(&opts).unwrap() else {
         panic!("not approved");

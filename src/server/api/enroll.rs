@@ -75,6 +75,9 @@ pub struct FinishRequest {
     pub certify_attest: String,
     /// TPMT_SIGNATURE of the certification, base64.
     pub certify_signature: String,
+    /// The node's TCG event log, base64, for groups whose policy reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_log: Option<String>,
 }
 
 impl std::fmt::Debug for FinishRequest {
@@ -312,6 +315,11 @@ fn finish_blocking(s: &AppState, req: FinishRequest) -> Result<FinishResponse, A
     let certify_attest = b64("certify_attest", &req.certify_attest)?;
     let certify_signature = b64("certify_signature", &req.certify_signature)?;
     let pcrs = parse_pcrs(&req.pcrs)?;
+    let event_log = req
+        .event_log
+        .as_deref()
+        .map(|l| b64("event_log", l))
+        .transpose()?;
     check_structures(("quote_attest", &attest), ("quote_signature", &signature))?;
     check_structures(
         ("certify_attest", &certify_attest),
@@ -383,7 +391,15 @@ fn finish_blocking(s: &AppState, req: FinishRequest) -> Result<FinishResponse, A
         safe: true,
     });
     let quote = group
-        .check_quote(&ak, &attest, &signature, &c.nonce, &pcrs, previous.as_ref())
+        .check_quote(
+            &ak,
+            &attest,
+            &signature,
+            &c.nonce,
+            &pcrs,
+            previous.as_ref(),
+            event_log.as_deref(),
+        )
         .map_err(|e| refuse(s, &subject, ApiError::rejected(e)))?;
     let key = Public::from_tpm2b(&key_bytes)
         .map_err(|e| ApiError::bad_request(format!("`identity_key`: {e}")))?;

@@ -43,6 +43,9 @@ pub struct RenewRequest {
     pub quote_signature: String,
     /// "sha256:<index>" -> hex value of each quoted PCR.
     pub pcrs: std::collections::BTreeMap<String, String>,
+    /// The node's TCG event log, base64, for groups whose policy reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_log: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -145,6 +148,11 @@ fn renew_blocking(
     let attest = b64("quote_attest", &req.quote_attest)?;
     let signature = b64("quote_signature", &req.quote_signature)?;
     let pcrs = parse_pcrs(&req.pcrs)?;
+    let event_log = req
+        .event_log
+        .as_deref()
+        .map(|l| b64("event_log", l))
+        .transpose()?;
     check_structures(("quote_attest", &attest), ("quote_signature", &signature))?;
     let taken = {
         let mut conn = s.store.lock();
@@ -201,6 +209,7 @@ fn renew_blocking(
             &challenge.nonce,
             &pcrs,
             Some(&previous),
+            event_log.as_deref(),
         )
         .map_err(|e| refuse(s, &caller, ApiError::rejected(e)))?;
 
