@@ -80,6 +80,7 @@ impl HsmError {
                     | RvError::DeviceRemoved
                     | RvError::TokenNotPresent
                     | RvError::DeviceError
+                    | RvError::CryptokiNotInitialized
             )
         ) || matches!(self, Self::TokenGone(_))
     }

@@ -136,12 +136,29 @@ fn manpages(dir: &std::path::Path) -> anyhow::Result<()> {
     write("zeroth".into(), top)
 }
 
+/// The log filter: `ZEROTH_LOG` (default "warn"), with cryptoki and
+/// tss-esapi silenced unless it names them: cryptoki logs an ERROR for
+/// every vendor mechanism it has no name for (some thirty at each start on
+/// SoftHSM), tss-esapi one for every failed probe; both surface real
+/// failures as errors of ours.
+fn log_directives(from_env: Option<&str>) -> String {
+    let mut d = from_env
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or("warn")
+        .to_owned();
+    for noisy in ["cryptoki", "tss_esapi"] {
+        if !d.contains(noisy) {
+            d.push_str(&format!(",{noisy}=off"));
+        }
+    }
+    d
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    // cryptoki logs an error for every vendor mechanism it has no name for,
-    // tss-esapi for every failed probe; both surface real failures as errors.
-    let filter = EnvFilter::try_from_env("ZEROTH_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,cryptoki=off,tss_esapi=off"));
+    let env = std::env::var("ZEROTH_LOG").ok();
+    let filter = EnvFilter::try_new(log_directives(env.as_deref()))
+        .unwrap_or_else(|_| EnvFilter::new(log_directives(None)));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -150,6 +167,20 @@ fn init_logging() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn noisy_dependencies_stay_quiet_whatever_level_is_asked() {
+        use super::log_directives;
+        assert_eq!(log_directives(None), "warn,cryptoki=off,tss_esapi=off");
+        assert_eq!(
+            log_directives(Some("info")),
+            "info,cryptoki=off,tss_esapi=off"
+        );
+        assert_eq!(
+            log_directives(Some("debug,cryptoki=debug")),
+            "debug,cryptoki=debug,tss_esapi=off"
+        );
+    }
+
     use super::*;
     use clap::CommandFactory;
 

@@ -29,9 +29,20 @@ pub struct PeerAcceptor {
 
 type Accepted<I, S> = io::Result<(TlsStream<I>, AddExtension<S, PeerCertificate>)>;
 
+/// Streams that know the address at their other end.
+pub trait PeerAddr {
+    fn peer(&self) -> Option<std::net::SocketAddr>;
+}
+
+impl PeerAddr for tokio::net::TcpStream {
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.peer_addr().ok()
+    }
+}
+
 impl<I, S> Accept<I, S> for PeerAcceptor
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + PeerAddr + Unpin + Send + 'static,
     S: Send + 'static,
 {
     type Stream = TlsStream<I>;
@@ -41,7 +52,12 @@ where
     fn accept(&self, stream: I, service: S) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let (stream, service) = inner.accept(stream, service).await?;
+            let peer = stream.peer();
+            let (stream, service) = inner.accept(stream, service).await.inspect_err(|e| {
+                // One line per refused handshake: who, and why.
+                let peer = peer.map_or_else(|| "unknown".into(), |p| p.to_string());
+                tracing::warn!(%peer, reason = %e, "TLS handshake refused");
+            })?;
             let leaf = stream
                 .get_ref()
                 .1

@@ -6,3 +6,4 @@
 mod adversary;
 mod errors;
 mod keystore;
+mod recovery;

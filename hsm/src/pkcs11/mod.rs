@@ -37,7 +37,6 @@ struct KeyObject {
 /// Keys in a PKCS#11 token.
 pub struct Pkcs11KeyStore {
     module: Module,
-    slot: Slot,
     token: TokenSelector,
     pin: SecretString,
     pin_source: PinSource,
@@ -48,7 +47,22 @@ pub struct Pkcs11KeyStore {
     handles: RwLock<HashMap<KeyName, KeyObject>>,
     /// Serialises key generation so two callers never create the same label twice.
     generating: Mutex<()>,
+    /// One recovery at a time, and when the next may be tried.
+    recovery: Mutex<Recovery>,
 }
+
+/// Backoff between attempts to reach a token that went away.
+#[derive(Debug)]
+struct Recovery {
+    not_before: std::time::Instant,
+    wait: std::time::Duration,
+    /// Counts successful recoveries, so callers that waited on one do not
+    /// start another.
+    generation: u64,
+}
+
+const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+const LAST_RETRY: std::time::Duration = std::time::Duration::from_secs(8);
 
 impl std::fmt::Debug for Pkcs11KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -78,13 +92,17 @@ impl Pkcs11KeyStore {
         let store = Self {
             pool: SessionPool::new(slot, max),
             module,
-            slot,
             token: config.token.clone(),
             pin,
             pin_source: config.pin.clone(),
             mechanisms,
             handles: RwLock::new(HashMap::new()),
             generating: Mutex::new(()),
+            recovery: Mutex::new(Recovery {
+                not_before: std::time::Instant::now(),
+                wait: FIRST_RETRY,
+                generation: 0,
+            }),
         };
         store.login()?;
         Ok(store)
@@ -103,7 +121,7 @@ impl Pkcs11KeyStore {
     }
 
     pub fn slot(&self) -> Slot {
-        self.slot
+        self.pool.slot()
     }
 
     fn login(&self) -> Result<(), HsmError> {
@@ -127,9 +145,10 @@ impl Pkcs11KeyStore {
     /// Runs `op` on a pooled session; if the module lost our sessions or
     /// login, starts over once after [`Self::recover`].
     fn run<T>(&self, op: impl Fn(&Session) -> Result<T, HsmError>) -> Result<T, HsmError> {
+        let seen = self.generation();
         match self.pool.with(self.module.ctx(), &op) {
             Err(e) if e.needs_new_session() => {
-                self.recover(&e)?;
+                self.recover(&e, seen)?;
                 self.pool.with(self.module.ctx(), &op)
             }
             other => other,
@@ -145,6 +164,7 @@ impl Pkcs11KeyStore {
         check: impl Fn(KeyKind) -> Result<(), HsmError>,
         op: impl Fn(&Session, KeyObject) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
+        let seen = self.generation();
         let attempt = || {
             let k = self
                 .key(name)?
@@ -154,19 +174,62 @@ impl Pkcs11KeyStore {
         };
         match attempt() {
             Err(e) if e.needs_new_session() || stale_handle(&e) => {
-                self.recover(&e)?;
+                self.recover(&e, seen)?;
                 attempt()
             }
             other => other,
         }
     }
 
-    /// Drops every pooled session and cached handle and logs in again.
-    fn recover(&self, cause: &HsmError) -> Result<(), HsmError> {
+    fn generation(&self) -> u64 {
+        self.recovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation
+    }
+
+    /// Drops every pooled session and cached handle and logs in again; if
+    /// that fails, reinitialises the module and finds the token anew (it
+    /// may have gone away and come back). While the token stays away, tries
+    /// at most every 250 ms, doubling to 8 s, and fails fast in between.
+    /// `seen` is the recovery generation the caller started under: if
+    /// another caller recovered since, there is nothing left to do.
+    fn recover(&self, cause: &HsmError, seen: u64) -> Result<(), HsmError> {
+        let mut r = self.recovery.lock().unwrap_or_else(|p| p.into_inner());
+        if r.generation != seen {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        if now < r.not_before {
+            return Err(HsmError::TokenGone(format!(
+                "{cause}; trying again in {} ms",
+                (r.not_before - now).as_millis()
+            )));
+        }
         tracing::warn!(error = %cause, "HSM sessions or key handles lost; logging in again");
         self.pool.drain();
         self.forget_handles();
-        self.login()
+        let outcome = self.login().or_else(|e| {
+            tracing::warn!(error = %e, "logging in again failed; reinitialising the PKCS#11 module");
+            self.pool.drain();
+            self.module.reinitialize()?;
+            self.pool.move_to(self.module.find_slot(&self.token)?);
+            self.login()
+        });
+        match &outcome {
+            Ok(()) => {
+                tracing::info!("the HSM is back");
+                r.generation += 1;
+                r.wait = FIRST_RETRY;
+                r.not_before = now;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, retry_in_ms = r.wait.as_millis() as u64, "the HSM is still unreachable");
+                r.not_before = now + r.wait;
+                r.wait = (r.wait * 2).min(LAST_RETRY);
+            }
+        }
+        outcome
     }
 
     fn forget_handles(&self) {
@@ -197,7 +260,13 @@ impl Pkcs11KeyStore {
         {
             return Ok(Some(*k));
         }
-        let found = self.run(|s| find_key(s, name))?;
+        // A session without its login sees no private objects: that is a
+        // lost login (the token went away and came back), not a missing
+        // key, and must never lead to generating a second key.
+        let found = self.run(|s| {
+            logged_in(s)?;
+            find_key(s, name)
+        })?;
         if let Some(k) = found {
             self.handles
                 .write()
@@ -446,6 +515,19 @@ impl KeyStore for Pkcs11KeyStore {
             tracing::info!(key = %name, "destroyed a key in the HSM");
         }
         Ok(n > 0)
+    }
+}
+
+/// Fails (as a lost session, which recovery cures) unless `s` holds the
+/// user's login.
+fn logged_in(s: &Session) -> Result<(), HsmError> {
+    use cryptoki::session::SessionState;
+    let info = s
+        .get_session_info()
+        .map_err(HsmError::pkcs11("C_GetSessionInfo"))?;
+    match info.session_state() {
+        SessionState::RoUser | SessionState::RwUser => Ok(()),
+        _ => Err(HsmError::TokenGone("the session lost its login".into())),
     }
 }
 

@@ -47,6 +47,24 @@ impl Module {
         })
     }
 
+    /// C_Finalize then C_Initialize: every session and handle of the old
+    /// state is gone, and the module looks at its tokens afresh (what a
+    /// token that disappeared and came back needs).
+    pub(crate) fn reinitialize(&self) -> Result<(), HsmError> {
+        // Fails harmlessly if another caller finalised already.
+        let _ = self.ctx.clone().finalize();
+        match self
+            .ctx
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+            Err(e) => Err(HsmError::ModuleLoad {
+                path: self.path.clone(),
+                reason: format!("C_Initialize: {e}"),
+            }),
+        }
+    }
+
     pub(crate) fn ctx(&self) -> &Pkcs11 {
         &self.ctx
     }

@@ -14,7 +14,8 @@ use cryptoki::slot::Slot;
 use crate::HsmError;
 
 pub(crate) struct SessionPool {
-    slot: Slot,
+    /// The token's slot; it may change when the module is reinitialised.
+    slot: Mutex<Slot>,
     max: usize,
     state: Mutex<PoolState>,
     returned: Condvar,
@@ -28,7 +29,7 @@ struct PoolState {
 impl SessionPool {
     pub(crate) fn new(slot: Slot, max: usize) -> Self {
         Self {
-            slot,
+            slot: Mutex::new(slot),
             max: max.max(1),
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
@@ -63,7 +64,8 @@ impl SessionPool {
             if st.open < self.max {
                 st.open += 1;
                 drop(st);
-                return ctx.open_rw_session(self.slot).map_err(|e| {
+                let slot = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
+                return ctx.open_rw_session(slot).map_err(|e| {
                     self.forget_one();
                     HsmError::pkcs11("C_OpenSession")(e)
                 });
@@ -89,6 +91,15 @@ impl SessionPool {
         st.open = st.open.saturating_sub(1);
         drop(st);
         self.returned.notify_one();
+    }
+
+    pub(crate) fn slot(&self) -> Slot {
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens later sessions on `slot` (the token was found again there).
+    pub(crate) fn move_to(&self, slot: Slot) {
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = slot;
     }
 
     /// Closes every idle session (after the token failed, before a re-login).
