@@ -9,11 +9,13 @@ use crate::KeyKind;
 pub enum HsmError {
     #[error("cannot load the PKCS#11 module {path}: {reason}")]
     ModuleLoad { path: PathBuf, reason: String },
-    #[error("no token {token} in {module}; tokens present: {present}")]
+    #[error("no token {token} in {module}; tokens present: {present}{access}")]
     TokenAbsent {
         token: String,
         module: PathBuf,
         present: String,
+        /// Files the module could not read, and the account (or empty).
+        access: String,
     },
     #[error("the HSM token is no longer present (removed or failed): {0}")]
     TokenGone(String),

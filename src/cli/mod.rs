@@ -92,7 +92,25 @@ pub fn main() -> ExitCode {
         std::env::set_var("TSS2_LOG", "all+none");
     }
     init_logging();
-    let result = match cli.command {
+    quiet_on_closed_stdout();
+    let run = std::panic::catch_unwind(move || run(cli.command));
+    let result = match run {
+        Ok(result) => result,
+        // 128 + SIGPIPE: what a shell reports for a writer whose pipe closed.
+        Err(payload) if closed_stdout(payload.as_ref()) => return ExitCode::from(141),
+        Err(payload) => std::panic::resume_unwind(payload),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Demo(args) => demo::run(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Hsm(args) => hsm::run(&args),
@@ -107,14 +125,47 @@ pub fn main() -> ExitCode {
         Command::Lease(args) => db::run_lease(&args),
         Command::Ssh(args) => ssh::run(&args),
         Command::Manpages { dir } => manpages(&dir),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
     }
+}
+
+/// The error and its causes on one line, each cause once: many errors
+/// already say their cause ("cannot read F: No such file or directory"),
+/// and repeating it helps nobody.
+fn report(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+/// Whether a panic is `println!` finding its reader gone (`zeroth … | head`).
+fn closed_stdout(payload: &(dyn std::any::Any + Send)) -> bool {
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    message.contains("failed printing to stdout") && message.contains("Broken pipe")
+}
+
+/// `zeroth … | head` must end quietly when the reader goes away, as other
+/// command-line tools do, instead of reporting a panic: such a panic
+/// prints nothing, and unwinds (running every cleanup) to [`main`].
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !closed_stdout(info.payload()) {
+            default(info);
+        }
+    }));
 }
 
 /// One page for zeroth and one per command, from the same definitions as
@@ -167,6 +218,15 @@ fn init_logging() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_cause_is_reported_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::new(io).context("cannot read /x: entity not found");
+        assert_eq!(super::report(&e), "cannot read /x: entity not found");
+        let e = anyhow::anyhow!("the cause").context("what we did");
+        assert_eq!(super::report(&e), "what we did: the cause");
+    }
+
     #[test]
     fn noisy_dependencies_stay_quiet_whatever_level_is_asked() {
         use super::log_directives;

@@ -297,10 +297,27 @@ fn execute(
     }
 }
 
+/// Why the admin socket cannot be reached, and what to check.
+fn unreachable(socket: &Path, e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let at = socket.display();
+    match e.kind() {
+        ErrorKind::NotFound => format!(
+            "no admin socket at {at}: the zeroth server is not running, or not with this state directory (check `systemctl status zeroth-server`; the socket is <state_dir>/admin.sock unless server.toml sets admin_socket; pass --socket PATH)"
+        ),
+        ErrorKind::ConnectionRefused => format!(
+            "nothing listens on the admin socket {at}: the zeroth server that made it is no longer running (check `systemctl status zeroth-server`)"
+        ),
+        ErrorKind::PermissionDenied => format!(
+            "permission denied on the admin socket {at}: run as root or as a member of the server's admin_group"
+        ),
+        _ => format!("cannot connect to the admin socket {at}: {e}"),
+    }
+}
+
 /// Sends one request to the admin socket and returns the answer.
 pub fn call(socket: &Path, req: &AdminRequest) -> Result<serde_json::Value, String> {
-    let mut conn = UnixStream::connect(socket)
-        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+    let mut conn = UnixStream::connect(socket).map_err(|e| unreachable(socket, &e))?;
     let line = serde_json::to_string(req).map_err(|e| e.to_string())?;
     writeln!(conn, "{line}").map_err(|e| e.to_string())?;
     let mut answer = String::new();

@@ -216,3 +216,45 @@ fn the_ssh_benchmark_compares_signing_through_zeroth_with_raw_pkcs11() {
         assert!(numbers.iter().all(|n| *n > 0.0), "{line}");
     }
 }
+
+#[test]
+fn first_hour_errors_say_what_to_do_and_each_cause_once() {
+    let (ok, _, err) = zeroth(&["server", "--config", "/nonexistent/server.toml"]);
+    assert!(!ok);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/server.toml"), "{err}");
+
+    let (ok, _, err) = zeroth(&["node", "list", "--socket", "/nonexistent/admin.sock"]);
+    assert!(!ok);
+    assert!(
+        err.contains("no admin socket at /nonexistent/admin.sock")
+            && err.contains("not running")
+            && err.contains("admin_socket"),
+        "{err}"
+    );
+    // A socket file nobody listens on: the server that made it is gone.
+    let dir = LabDir::new("stale-socket").unwrap();
+    let stale = dir.join("admin.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let (ok, _, err) = zeroth(&["node", "list", "--socket", stale.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("no longer running"), "{err}");
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // The reader is gone before zeroth writes its first line.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["lab", "--only", "swtpm"])
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim(), "", "nothing on stderr");
+    assert_eq!(out.status.code(), Some(141));
+}

@@ -56,3 +56,32 @@ fn a_missing_pin_file_is_reported_with_its_path() {
     assert!(matches!(err, HsmError::PinSource { .. }), "{err}");
     assert!(err.to_string().contains("absent.pin"), "{err}");
 }
+
+#[test]
+fn a_module_the_service_account_cannot_read_names_the_files_and_the_account() {
+    // The lab's token is root's, as Debian's is; a service account that was
+    // not given access runs `zeroth hsm status`.
+    let lab = SoftHsm::start().unwrap();
+    let zeroth =
+        zeroth::lab::RunnableCopy::of(std::path::Path::new(env!("CARGO_BIN_EXE_zeroth"))).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(zeroth.path())
+        .args(["hsm", "status"])
+        .args(lab.zeroth_args())
+        .env("SOFTHSM2_CONF", lab.conf())
+        .env("USER", "nobody")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("cannot read {}", lab.conf().display()))
+            && err.contains("uid 65534 (nobody)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("horrible"),
+        "the PKCS#11 code alone explains nothing: {err}"
+    );
+}

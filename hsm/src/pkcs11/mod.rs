@@ -1,6 +1,7 @@
 //! The PKCS#11 backend: keys generated on the token, sensitive and
 //! non-extractable, used through a pool of logged-in sessions.
 
+mod access;
 mod config;
 mod module;
 mod pool;

@@ -35,10 +35,18 @@ impl Module {
             // Another part of this process initialised the module: share it.
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => {
+                // When files are to blame, say so instead of PKCS#11's prose.
+                let access = super::access::diagnose(path);
+                let reason = match (&e, access.is_empty()) {
+                    (CkError::Pkcs11(rv, _), false) => {
+                        format!("C_Initialize failed ({rv:?}){access}")
+                    }
+                    _ => format!("C_Initialize: {e}{access}"),
+                };
                 return Err(HsmError::ModuleLoad {
                     path: path.to_owned(),
-                    reason: format!("C_Initialize: {e}"),
-                })
+                    reason,
+                });
             }
         }
         Ok(Self {
@@ -119,6 +127,7 @@ impl Module {
             } else {
                 present.join(", ")
             },
+            access: super::access::diagnose(&self.path),
         })
     }
 
