@@ -261,14 +261,20 @@ fn output_into_a_closed_pipe_ends_quietly() {
 
 #[test]
 fn the_package_description_reads_as_written() {
-    let manifest: toml::Value =
-        toml::from_str(include_str!("../../Cargo.toml")).unwrap();
+    let manifest: toml::Value = toml::from_str(include_str!("../../Cargo.toml")).unwrap();
     let text = manifest["package"]["metadata"]["deb"]["extended-description"]
         .as_str()
         .unwrap();
-    for phrase in ["in return, short-lived", "The server keeps", "with its TPM 2.0"] {
+    for phrase in [
+        "in return, short-lived",
+        "The server keeps",
+        "with its TPM 2.0",
+    ] {
         assert!(text.contains(phrase), "{phrase:?} not in {text:?}");
     }
     // No two words run together where a line was continued.
-    assert!(!text.contains(",short") && !text.contains("serverkeeps"), "{text}");
+    assert!(
+        !text.contains(",short") && !text.contains("serverkeeps"),
+        "{text}"
+    );
 }
