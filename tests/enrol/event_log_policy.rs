@@ -7,21 +7,7 @@ use zeroth::agent::{enrol, renew, EnrolOptions, Outcome};
 use zeroth::lab::event_log::{LogBuilder, EV_SEPARATOR};
 use zeroth::lab::LabDir;
 
-use super::{bench, refusal, Bench};
-
-fn extend(b: &Bench, pcr: u32, digest: &[u8]) {
-    let out = std::process::Command::new("tpm2_pcrextend")
-        .arg(format!("{pcr}:sha256={}", hex::encode(digest)))
-        .env("TPM2TOOLS_TCTI", b.tpm.tcti())
-        .env("TSS2_LOG", "all+none")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use super::{bench, extend_pcr, refusal, Bench};
 
 fn with_log(b: &Bench, dir: &LabDir, log: &LogBuilder) -> EnrolOptions {
     let path = dir.write("event.log", log.bytes(), 0o600).unwrap();
@@ -47,7 +33,7 @@ fn only_allowed_boot_code_in_a_log_that_replays_to_the_quote_is_admitted() {
     let separator = Sha256::digest([0u8; 4]).to_vec();
     // The boot as firmware would measure and log it.
     for d in [&separator, &shim, &kernel] {
-        extend(&b, 4, d);
+        extend_pcr(&b.tpm, 4, d);
     }
     let log = LogBuilder::new()
         .typed(4, EV_SEPARATOR, &separator, &[0; 4])
@@ -62,7 +48,7 @@ fn only_allowed_boot_code_in_a_log_that_replays_to_the_quote_is_admitted() {
     assert!(reason.contains("none was sent"), "{reason}");
 
     // Something else is loaded: logged honestly it is named and refused…
-    extend(&b, 4, &evil);
+    extend_pcr(&b.tpm, 4, &evil);
     let honest = with_log(&b, &logs, &log.clone().event(4, &evil, b"bootkit"));
     let (status, reason) = refusal(renew(&honest).unwrap_err());
     assert_eq!(status, 403);

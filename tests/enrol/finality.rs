@@ -126,13 +126,7 @@ fn a_node_cannot_enrol_through_a_laxer_group_than_its_own() {
         enrol(&g.options("strict")).unwrap(),
         Outcome::Approved { .. }
     ));
-    let out = std::process::Command::new("tpm2_pcrextend")
-        .arg(format!("10:sha256={}", "ab".repeat(32)))
-        .env("TPM2TOOLS_TCTI", g.tpm.tcti())
-        .env("TSS2_LOG", "all+none")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    super::extend_pcr(&g.tpm, 10, &[0xab; 32]);
     let (status, reason) = refusal(enrol(&g.options("strict")).unwrap_err());
     assert_eq!(status, 403);
     assert!(reason.contains("PCR sha256:10"), "{reason}");

@@ -274,17 +274,7 @@ fn pcr_drift_after_enrolment_fails_the_policy() {
         enrol(&b.options()).unwrap(),
         Outcome::Approved { .. }
     ));
-    let out = std::process::Command::new("tpm2_pcrextend")
-        .arg(format!("10:sha256={}", "ab".repeat(32)))
-        .env("TPM2TOOLS_TCTI", b.tpm.tcti())
-        .env("TSS2_LOG", "all+none")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    extend_pcr(&b.tpm, 10, &[0xab; 32]);
     let (status, reason) = refusal(enrol(&b.options()).unwrap_err());
     assert_eq!(status, 403);
     assert!(reason.contains("PCR sha256:10"), "{reason}");
@@ -562,15 +552,13 @@ fn a_member_of_the_admin_group_by_supplementary_membership_is_an_operator() {
     assert_eq!(v["nodes"], serde_json::json!([]));
 }
 
-#[test]
-fn rotating_tokens_work_once_and_a_replayed_one_revokes_its_chain() {
-    use zeroth::server::api::token::{ExchangeRequest, ExchangeResponse};
-    let b = bench("auto_approve = true");
+/// `zeroth token create` for group "edge": the first token of a new chain.
+fn create_token(server: &ZerothServer) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
         .args([
             "token", "create", "--group", "edge", "--ttl", "10m", "--socket",
         ])
-        .arg(b.server.admin_socket())
+        .arg(server.admin_socket())
         .output()
         .unwrap();
     assert!(
@@ -578,7 +566,29 @@ fn rotating_tokens_work_once_and_a_replayed_one_revokes_its_chain() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let first = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Extends `pcr` of `tpm` by `digest` (SHA-256 bank), as a boot chain would.
+fn extend_pcr(tpm: &Swtpm, pcr: u32, digest: &[u8]) {
+    let out = std::process::Command::new("tpm2_pcrextend")
+        .arg(format!("{pcr}:sha256={}", hex::encode(digest)))
+        .env("TPM2TOOLS_TCTI", tpm.tcti())
+        .env("TSS2_LOG", "all+none")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rotating_tokens_work_once_and_a_replayed_one_revokes_its_chain() {
+    use zeroth::server::api::token::{ExchangeRequest, ExchangeResponse};
+    let b = bench("auto_approve = true");
+    let first = create_token(&b.server);
     assert!(first.starts_with("zt1."), "{first}");
 
     let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
@@ -780,15 +790,7 @@ fn a_restarted_server_keeps_its_ca_and_its_nodes() {
 fn a_lost_exchange_reply_is_answered_again_for_the_same_key_until_the_next_token_is_used() {
     use zeroth::server::api::token::{ExchangeRequest, ExchangeResponse};
     let b = bench("auto_approve = true");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .args([
-            "token", "create", "--group", "edge", "--ttl", "10m", "--socket",
-        ])
-        .arg(b.server.admin_socket())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let first = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let first = create_token(&b.server);
     let key = |_: u8| {
         use base64::Engine;
         let k = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
@@ -824,14 +826,7 @@ fn a_lost_exchange_reply_is_answered_again_for_the_same_key_until_the_next_token
     assert_eq!(status, 403);
 
     // Another chain: the same token presented with another key is theft.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .args([
-            "token", "create", "--group", "edge", "--ttl", "10m", "--socket",
-        ])
-        .arg(b.server.admin_socket())
-        .output()
-        .unwrap();
-    let first = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let first = create_token(&b.server);
     let second = exchange(&first, &mine).unwrap();
     let (status, reason) = refusal(exchange(&first, &other).unwrap_err());
     assert_eq!(status, 403);

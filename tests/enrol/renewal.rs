@@ -61,13 +61,7 @@ fn a_node_renews_over_mtls_with_a_fresh_quote_until_its_pcrs_drift() {
     // The renewed SVID renews again (it is what the agent presents now).
     svid_of(renew(&b.options()).unwrap());
 
-    let out = std::process::Command::new("tpm2_pcrextend")
-        .arg(format!("10:sha256={}", "ab".repeat(32)))
-        .env("TPM2TOOLS_TCTI", b.tpm.tcti())
-        .env("TSS2_LOG", "all+none")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    super::extend_pcr(&b.tpm, 10, &[0xab; 32]);
     let (status, reason) = refusal(renew(&b.options()).unwrap_err());
     assert_eq!(status, 403);
     assert!(reason.contains("PCR sha256:10"), "{reason}");
