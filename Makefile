@@ -59,9 +59,10 @@ image: deb
 	@images/qemu.sh >/dev/null
 	images/build.sh target/debian/zeroth.deb
 
-## Boot the image under qemu with a vTPM: enrol, reboot and re-attest, PCR drift refused.
+## Boot the image under qemu with a vTPM: enrol, reboot and re-attest, PCR drift refused;
+## and as a server appliance: the README's install section run under systemd.
 image-test: image
-	ZEROTH_EDGE_IMAGE=$$(images/build.sh target/debian/zeroth.deb) ZEROTH_QEMU=$$(images/qemu.sh) \
+	ZEROTH_EDGE_IMAGE=$$(images/build.sh target/debian/zeroth.deb) ZEROTH_QEMU=$$(images/qemu.sh) ZEROTH_DEB=$(CURDIR)/target/debian/zeroth.deb \
 	  $(CARGO) nextest run --features image-test --test image --no-capture
 
 fmt:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The Debian 12 base of the edge image, sourced by build.sh with $root,
+# The Debian 12 base of the edge image (which also serves as a server
+# appliance: SoftHSM is there), sourced by build.sh with $root,
 # $CACHE, $MIRROR and $HERE set. Its hash (with rootfs/) keys the cache.
-PACKAGES=systemd-sysv,udev,kmod,linux-image-amd64,tpm2-tools,tpm-udev,libtss2-esys-3.0.2-0,libtss2-tctildr0,libtss2-tcti-device0,libtss2-mu0,openssh-server,ca-certificates,iproute2
+PACKAGES=systemd-sysv,udev,kmod,linux-image-amd64,tpm2-tools,tpm-udev,softhsm2,libtss2-esys-3.0.2-0,libtss2-tctildr0,libtss2-tcti-device0,libtss2-mu0,openssh-server,ca-certificates,iproute2
 echo "image: debootstrap bookworm (once per recipe)" >&2
 debootstrap --variant=minbase --cache-dir="$CACHE/debs" --include="$PACKAGES" \
     bookworm "$root" "$MIRROR" >&2

@@ -66,7 +66,9 @@ fn kvm_usable() -> bool {
 impl EdgeVm {
     /// Boots `image` on `disk`, with the vTPM behind `tpm_socket` and
     /// `medium` shared as the 9p tag "zeroth". `qemu_root` is the unpacked
-    /// qemu `images/qemu.sh` prints.
+    /// qemu `images/qemu.sh` prints. `forwards` are (host port on
+    /// 127.0.0.1, guest port) pairs of TCP forwarded into the guest.
+    #[allow(clippy::too_many_arguments)]
     pub fn boot(
         qemu_root: &Path,
         image: &EdgeImage,
@@ -75,6 +77,7 @@ impl EdgeVm {
         medium: &Path,
         run_dir: &LabDir,
         name: &str,
+        forwards: &[(u16, u16)],
     ) -> Result<Self, LabError> {
         let qemu = qemu_root.join("usr/bin/qemu-system-x86_64");
         if !qemu.is_file() {
@@ -114,12 +117,15 @@ impl EdgeVm {
             .arg("root=/dev/vda rw console=ttyS0 panic=-1 zeroth.provision=9p systemd.log_color=0")
             .arg("-drive")
             .arg(format!("file={},if=virtio,format=raw", disk.display()))
-            .args([
-                "-netdev",
-                "user,id=n0",
-                "-device",
-                "virtio-net-pci,netdev=n0",
-            ])
+            .arg("-netdev")
+            .arg(
+                forwards
+                    .iter()
+                    .fold("user,id=n0".to_owned(), |net, (host, guest)| {
+                        format!("{net},hostfwd=tcp:127.0.0.1:{host}-:{guest}")
+                    }),
+            )
+            .args(["-device", "virtio-net-pci,netdev=n0"])
             .arg("-virtfs")
             .arg(format!(
                 "local,path={},mount_tag=zeroth,security_model=none,id=zeroth",

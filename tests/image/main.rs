@@ -69,6 +69,7 @@ impl Device {
             self.medium.path(),
             &self.run,
             name,
+            &[],
         )
         .unwrap()
     }
@@ -240,4 +241,198 @@ fn an_edge_device_enrols_itself_re_attests_after_reboot_and_is_refused_after_pcr
         !Path::new(&format!("/proc/{qemu_pid}")).exists(),
         "qemu is still running"
     );
+}
+
+/// The README's "Install on a server" commands, as a script: the operator's
+/// edit of server.toml (and the EK roots it names) follows the `cp` line.
+fn readme_install_script() -> String {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("## Install on a server")
+        .nth(1)
+        .expect("the README has an install section");
+    let block = section
+        .split("```")
+        .nth(1)
+        .expect("the install section has a command block");
+    let mut script = String::from("set -ex\n");
+    for line in block.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        script.push_str(line);
+        script.push('\n');
+        if line.starts_with("cp /etc/zeroth/server.toml.example") {
+            script.push_str(
+                "install -m 0640 -o root -g zeroth server.toml /etc/zeroth/server.toml\n",
+            );
+            script.push_str(
+                "mkdir -p /etc/zeroth/ek-roots && cp ek-root.pem /etc/zeroth/ek-roots/\n",
+            );
+            script.push_str("cp ek-intermediate.pem /etc/zeroth/\n");
+        }
+    }
+    script
+}
+
+/// The guest side of the server run: the README's install, then what the
+/// host asks for.
+const SERVER_HOOK: &str = r#"#!/bin/sh
+M=/run/zeroth-medium
+cd "$M"
+PIN=$(cat pin) SO_PIN=$(cat so-pin) sh install.sh >install.log 2>&1
+echo $? >install.status
+systemd-analyze security zeroth-server --no-pager >security.txt 2>&1
+systemd-creds has-tpm2 >tpm2.txt 2>&1
+cp /var/lib/zeroth/bundle.pem bundle.pem
+systemctl show -p NRestarts -p MainPID zeroth-server >before.txt
+touch server-up
+while :; do
+    if [ -f "$M/do" ]; then
+        action=$(cat "$M/do"); rm -f "$M/do"
+        case "$action" in
+        stop-server)
+            pid=$(systemctl show -p MainPID --value zeroth-server)
+            kill -STOP "$pid"
+            # The watchdog (WatchdogSec=30s) restarts it: wait for a new one.
+            for i in $(seq 1 240); do
+                now=$(systemctl show -p MainPID --value zeroth-server)
+                state=$(systemctl is-active zeroth-server)
+                [ "$now" != "$pid" ] && [ "$now" != 0 ] && [ "$state" = active ] && break
+                sleep 0.5
+            done
+            systemctl show -p NRestarts -p MainPID zeroth-server >after.txt
+            journalctl -u zeroth-server --no-pager | tail -20 >journal.txt
+            touch "$M/done-stop-server" ;;
+        poweroff)
+            touch "$M/done-poweroff"
+            systemctl poweroff
+            exit 0 ;;
+        esac
+    fi
+    sleep 0.5
+done
+"#;
+
+#[test]
+fn a_server_installed_as_the_readme_says_runs_under_systemd() {
+    use zeroth::agent::{enrol, EnrolOptions, Outcome};
+    let image = EdgeImage::open(&env_path("ZEROTH_EDGE_IMAGE")).unwrap();
+    let qemu = env_path("ZEROTH_QEMU");
+    let deb = env_path("ZEROTH_DEB");
+    // The vTPM the server's credentials are sealed to, and a TPM on this
+    // host for the agent that enrols against it.
+    let mut vtpm = Swtpm::start().unwrap();
+    let node_tpm = Swtpm::start().unwrap();
+    let port = zeroth::lab::ports::free_port().unwrap();
+
+    let medium = LabDir::new("server-medium").unwrap();
+    std::fs::copy(&deb, medium.join("zeroth.deb")).unwrap();
+    std::fs::copy(node_tpm.ca_root_pem(), medium.join("ek-root.pem")).unwrap();
+    std::fs::copy(
+        node_tpm.ca_intermediate_pem(),
+        medium.join("ek-intermediate.pem"),
+    )
+    .unwrap();
+    let server_toml = "listen = \"0.0.0.0:8443\"\ntrust_domain = \"appliance.zeroth\"\nstate_dir = \"/var/lib/zeroth\"\ntls_names = [\"127.0.0.1\", \"zeroth-edge\"]\n\n[hsm]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"zeroth\"\npin_credential = \"hsm-pin\"\n\n[[group]]\nname = \"edge\"\nek_roots = \"/etc/zeroth/ek-roots\"\nek_intermediates = \"/etc/zeroth/ek-intermediate.pem\"\nauto_approve = true\n";
+    medium
+        .write("server.toml", server_toml.as_bytes(), 0o644)
+        .unwrap();
+    medium.write("pin", b"4711-lab-pin", 0o644).unwrap();
+    medium.write("so-pin", b"0815-lab-so-pin", 0o644).unwrap();
+    medium
+        .write("install.sh", readme_install_script().as_bytes(), 0o644)
+        .unwrap();
+    medium
+        .write("hook.sh", SERVER_HOOK.as_bytes(), 0o755)
+        .unwrap();
+    let run = LabDir::new("server-vm").unwrap();
+    let disk = image.disk_copy(&run).unwrap();
+    let device = Device {
+        medium,
+        run,
+        disk,
+        image,
+        qemu,
+    };
+    let sock = vtpm.attach_vm().unwrap();
+    let mut vm = EdgeVm::boot(
+        &device.qemu,
+        &device.image,
+        &device.disk,
+        &sock,
+        device.medium.path(),
+        &device.run,
+        "server",
+        &[(port, 8443)],
+    )
+    .unwrap();
+    let m = |f: &str| std::fs::read_to_string(device.medium.join(f)).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(420);
+    while !device.medium.join("server-up").exists() {
+        vm.ensure_running().unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "the server did not come up:\n{}\n{}",
+            m("install.log"),
+            vm.console()
+        );
+        std::thread::sleep(Duration::from_millis(500)); // polling the share
+    }
+    let install = m("install.log");
+    println!("{install}");
+    assert_eq!(m("install.status").trim(), "0", "{install}");
+    // `zeroth node list` (the README's last line) answered from the admin socket.
+    assert!(install.contains("ID "), "{install}");
+
+    // systemd's own view of the unit's exposure.
+    let security = m("security.txt");
+    let exposure: f64 = security
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for zeroth-server.service: ")
+                .nth(1)
+        })
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure in:\n{security}"));
+    println!("systemd-analyze security zeroth-server: {exposure}");
+    // The README seals the PIN with the vTPM (--with-key=host+tpm2), which
+    // the guest's kernel drives (no UEFI firmware reports it here).
+    let tpm2 = m("tpm2.txt");
+    println!("systemd-creds has-tpm2: {}", tpm2.replace('\n', " "));
+    assert!(tpm2.contains("+driver"), "{tpm2}");
+    assert!(install.contains("--with-key=host+tpm2"), "{install}");
+    assert!(exposure <= 2.0, "{security}");
+
+    // A node on this host enrols against the appliance.
+    let agent = LabDir::new("agent").unwrap();
+    let options = EnrolOptions {
+        server: format!("https://127.0.0.1:{port}"),
+        ca_bundle: device.medium.join("bundle.pem"),
+        group: "edge".into(),
+        tcti: node_tpm.tcti(),
+        state_dir: agent.path().to_owned(),
+        event_log: None,
+    };
+    assert!(matches!(enrol(&options).unwrap(), Outcome::Approved { .. }));
+
+    // The server hangs (SIGSTOP): systemd's watchdog restarts it, and it serves again.
+    device.ask(&mut vm, "stop-server", Duration::from_secs(180));
+    let (before, after) = (m("before.txt"), m("after.txt"));
+    println!("before: {before}after: {after}{}", m("journal.txt"));
+    assert!(
+        after.contains("NRestarts=1"),
+        "{before}{after}{}",
+        m("journal.txt")
+    );
+    assert!(
+        m("journal.txt").contains("Watchdog timeout"),
+        "{}",
+        m("journal.txt")
+    );
+    assert!(matches!(enrol(&options).unwrap(), Outcome::Approved { .. }));
+
+    device.ask(&mut vm, "poweroff", Duration::from_secs(60));
+    assert!(vm
+        .wait_poweroff(Duration::from_secs(120))
+        .unwrap()
+        .success());
 }
