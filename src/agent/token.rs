@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::enrol::{client, post_json, write, AgentError};
@@ -71,13 +70,9 @@ pub fn exchange(opts: &TokenOptions) -> Result<Rotated, AgentError> {
         &state_token
     })?;
     let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-    let point = key.verifying_key().to_encoded_point(false);
     let http = client(&opts.ca_bundle)?;
     let url = format!("{}/v1/token/exchange", opts.server.trim_end_matches('/'));
-    let request = ExchangeRequest {
-        token: token.clone(),
-        public_key: base64::engine::general_purpose::STANDARD.encode(point.as_bytes()),
-    };
+    let request = ExchangeRequest::new(token.clone(), &key);
     // A reply lost on the way is asked for again at once, with the same
     // token and key: the server answers a prompt retry with the same next
     // token (any later or different reuse would revoke the chain).

@@ -597,18 +597,13 @@ fn rotating_tokens_work_once_and_a_replayed_one_revokes_its_chain() {
         .to_encoded_point(false)
         .as_bytes()
         .to_vec();
-    use base64::Engine;
-    let public_key = base64::engine::general_purpose::STANDARD.encode(&point);
     let http = client(&b.server.bundle()).unwrap();
     let url = format!("{}/v1/token/exchange", b.server.url());
     let exchange = |token: &str| {
         post_json::<_, ExchangeResponse>(
             &http,
             &url,
-            &ExchangeRequest {
-                token: token.to_owned().into(),
-                public_key: public_key.clone(),
-            },
+            &ExchangeRequest::new(token.to_owned().into(), &key),
         )
     };
 
@@ -791,26 +786,24 @@ fn a_lost_exchange_reply_is_answered_again_for_the_same_key_until_the_next_token
     use zeroth::server::api::token::{ExchangeRequest, ExchangeResponse};
     let b = bench("auto_approve = true");
     let first = create_token(&b.server);
-    let key = |_: u8| {
-        use base64::Engine;
-        let k = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-        base64::engine::general_purpose::STANDARD
-            .encode(k.verifying_key().to_encoded_point(false).as_bytes())
-    };
-    let (mine, other) = (key(1), key(2));
+    let key = || p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let (mine, other) = (key(), key());
     let http = client(&b.server.bundle()).unwrap();
     let url = format!("{}/v1/token/exchange", b.server.url());
-    let exchange = |token: &str, public_key: &str| {
-        post_json::<_, ExchangeResponse>(
-            &http,
-            &url,
-            &ExchangeRequest {
-                token: token.to_owned().into(),
-                public_key: public_key.to_owned(),
-            },
-        )
+    let send = |request: &ExchangeRequest| post_json::<_, ExchangeResponse>(&http, &url, request);
+    let exchange = |token: &str, key: &p256::ecdsa::SigningKey| {
+        send(&ExchangeRequest::new(token.to_owned().into(), key))
     };
     let second = exchange(&first, &mine).unwrap();
+    // Someone who copied the token and the public key (it is in the SVID)
+    // but not the private key cannot prove it: refused, nothing spent.
+    let forged = ExchangeRequest {
+        public_key: ExchangeRequest::new(first.clone().into(), &mine).public_key,
+        ..ExchangeRequest::new(first.clone().into(), &other)
+    };
+    let (status, reason) = refusal(send(&forged).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(reason.contains("`proof` is not a signature"), "{reason}");
     // The reply was lost: the agent asks again with the same token and key,
     // and gets the same next token (and an SVID for its key).
     let again = exchange(&first, &mine).unwrap();

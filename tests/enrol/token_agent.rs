@@ -69,16 +69,11 @@ fn a_host_without_a_tpm_lives_on_rotating_tokens_until_one_is_replayed() {
     // Someone replays the first token: theft; the chain dies, the agent's
     // current token with it.
     let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-    use base64::Engine;
     let (status, reason) = refusal(
         post_json::<_, ExchangeResponse>(
             &client(&b.server.bundle()).unwrap(),
             &format!("{}/v1/token/exchange", b.server.url()),
-            &ExchangeRequest {
-                token: first.into(),
-                public_key: base64::engine::general_purpose::STANDARD
-                    .encode(key.verifying_key().to_encoded_point(false).as_bytes()),
-            },
+            &ExchangeRequest::new(first.into(), &key),
         )
         .unwrap_err(),
     );

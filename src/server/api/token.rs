@@ -44,6 +44,30 @@ pub struct ExchangeRequest {
     pub token: SecretString,
     /// The host's ECDSA P-256 public key, uncompressed SEC1 point, base64.
     pub public_key: String,
+    /// Proof that the caller holds the key: its ECDSA signature (r || s,
+    /// base64) over [`proof_message`] of the token.
+    pub proof: String,
+}
+
+/// What a host signs to exchange `token`: a domain tag, then the token.
+pub fn proof_message(token: &str) -> Vec<u8> {
+    [b"zeroth token exchange\0".as_slice(), token.as_bytes()].concat()
+}
+
+impl ExchangeRequest {
+    /// The request that exchanges `token` for an SVID of `key`, with the
+    /// proof that the caller holds `key`.
+    pub fn new(token: SecretString, key: &p256::ecdsa::SigningKey) -> Self {
+        use base64::Engine;
+        use p256::ecdsa::signature::Signer;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let signature: p256::ecdsa::Signature = key.sign(&proof_message(token.expose_secret()));
+        Self {
+            public_key: b64.encode(key.verifying_key().to_encoded_point(false).as_bytes()),
+            proof: b64.encode(signature.to_bytes()),
+            token,
+        }
+    }
 }
 
 impl std::fmt::Debug for ExchangeRequest {
@@ -126,6 +150,20 @@ fn retried_exchange(
     Ok(Some((next, expires)))
 }
 
+/// The request is signed by the key it presents: an SVID is only ever made
+/// for a key its holder proved, and a retried exchange (see
+/// [`RETRY_GRACE`]) needs the private key, not just the public one a copied
+/// SVID shows.
+fn check_proof(point: &[u8; 65], req: &ExchangeRequest) -> Result<(), ApiError> {
+    use p256::ecdsa::signature::Verifier;
+    let proof = b64("proof", &req.proof)?;
+    let signature = p256::ecdsa::Signature::from_slice(&proof)
+        .map_err(|_| ApiError::bad_request("`proof` is not a 64-byte ECDSA P-256 signature"))?;
+    p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
+        .and_then(|k| k.verify(&proof_message(req.token.expose_secret()), &signature))
+        .map_err(|_| ApiError::rejected("`proof` is not a signature of this token by `public_key`"))
+}
+
 fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeResponse, ApiError> {
     let key = b64("public_key", &req.public_key)?;
     let point: [u8; 65] = key
@@ -136,6 +174,7 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
         .ok_or_else(|| {
             ApiError::bad_request("`public_key` is not an uncompressed ECDSA P-256 point")
         })?;
+    check_proof(&point, &req)?;
     let key_hash = Sha256::digest(point).to_vec();
     let hash = token_hash(req.token.expose_secret());
 
@@ -241,10 +280,8 @@ mod tests {
     fn tokens_never_appear_in_debug_output() {
         let (token, hash) = new_token();
         assert_eq!(hash, token_hash(token.expose_secret()));
-        let req = ExchangeRequest {
-            token: token.clone(),
-            public_key: String::new(),
-        };
+        let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+        let req = ExchangeRequest::new(token.clone(), &key);
         assert!(!format!("{req:?}").contains(token.expose_secret()));
     }
 }
