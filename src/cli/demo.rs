@@ -305,6 +305,34 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres) -> Result<()> {
         Ok(_) => anyhow::bail!("the revoked node was renewed"),
         Err(e) => println!("           renewal: {e}"),
     }
+    println!("$ zeroth agent enroll --group edge   # the revoked TPM starts over");
+    match enrol(&options) {
+        Ok(_) => anyhow::bail!("the revoked node enrolled again"),
+        Err(e) => println!("           enrolment: {e}"),
+    }
+
+    println!("$ for i in $(seq 30); do curl -X POST https://.../v1/enroll/begin -d '{{}}'; done   # no credential needed, so metered");
+    let http = crate::agent::enrol::client(&server.bundle())?;
+    let mut limited = None;
+    for i in 1..=30 {
+        let r = http
+            .post(format!("{}/v1/enroll/begin", server.url()))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()?;
+        if r.status().as_u16() == 429 {
+            let after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?")
+                .to_owned();
+            limited = Some((i, after));
+            break;
+        }
+    }
+    let (i, after) = limited.context("30 begins from one address were all served")?;
+    println!("           request {i}: 429 Too Many Requests, Retry-After: {after}");
 
     server.stop();
     let store = crate::store::Store::open(&server.database())?;

@@ -64,7 +64,10 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         "audit: issued to \"uid 65534 pid ",
         "unit demo-shop.service\"",
         "error: refused (403): uid 65534 pid ",
-        "audit chain intact: 23 events (db.creds.revoked, db.creds.revoked, ssh.host_cert.issued, ssh.cert.issued, ssh.cert.revoked, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied), 1 HSM-signed checkpoint",
+        "enrolment: the server refused (403): this TPM is node ",
+        "which was revoked; an operator must re-admit it (`zeroth node readmit ",
+        ": 429 Too Many Requests, Retry-After: 1",
+        "audit chain intact: 24 events (db.creds.revoked, ssh.host_cert.issued, ssh.cert.issued, ssh.cert.revoked, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied, enrol.rejected), 1 HSM-signed checkpoint",
         "lab stopped: every daemon reaped",
     ] {
         assert!(
