@@ -206,6 +206,19 @@ impl Lab {
         )
     }
 
+    /// Renews `lease` by `increment` seconds, as its holder, over mTLS.
+    fn renew(&self, lease: &str, increment: u64) -> serde_json::Value {
+        let e = Enrolment::open(&self.tpm.tcti(), self.agent.path()).unwrap();
+        let svid = std::fs::read_to_string(self.agent.join("svid.pem")).unwrap();
+        let http = e.mtls_client(&self.server.bundle(), &svid).unwrap();
+        post_json(
+            &http,
+            &format!("{}/v1/leases/{lease}/renew", self.server.url()),
+            &serde_json::json!({ "increment_seconds": increment }),
+        )
+        .unwrap()
+    }
+
     fn give_back(&self, lease: &str) -> u16 {
         let e = Enrolment::open(&self.tpm.tcti(), self.agent.path()).unwrap();
         let svid = std::fs::read_to_string(self.agent.join("svid.pem")).unwrap();
@@ -769,15 +782,7 @@ fn leases_renew_revoke_by_prefix_and_with_their_node_and_strays_are_dropped() {
     lab.add_connections();
     // Renewal moves the database's own expiry.
     let c = lab.creds("app-ro", Some(60)).unwrap();
-    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
-    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
-    let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
-    let renewed: serde_json::Value = post_json(
-        &http,
-        &format!("{}/v1/leases/{}/renew", lab.server.url(), c.lease_id),
-        &serde_json::json!({"increment_seconds": 1800}),
-    )
-    .unwrap();
+    let renewed = lab.renew(&c.lease_id, 1800);
     let expires = renewed["expires"].as_i64().unwrap();
     assert!(expires > c.expires + 1000, "{renewed}");
     let until = psql_super_with(
@@ -802,12 +807,7 @@ fn leases_renew_revoke_by_prefix_and_with_their_node_and_strays_are_dropped() {
     .unwrap();
     assert_eq!(comment, "renewed by zeroth");
     let m = lab.creds("shop-rw", Some(60)).unwrap();
-    let renewed: serde_json::Value = post_json(
-        &http,
-        &format!("{}/v1/leases/{}/renew", lab.server.url(), m.lease_id),
-        &serde_json::json!({"increment_seconds": 1800}),
-    )
-    .unwrap();
+    let renewed = lab.renew(&m.lease_id, 1800);
     let held = lab
         .maria
         .query(&format!(
@@ -820,7 +820,6 @@ fn leases_renew_revoke_by_prefix_and_with_their_node_and_strays_are_dropped() {
         renewed["expires"].as_i64().unwrap(),
         "the database's expiry moved with the lease: {renewed}"
     );
-    drop((http, e));
 
     // Revoke by prefix: every lease of role app-ro.
     let second = lab.creds("app-ro", None).unwrap();

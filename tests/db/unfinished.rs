@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use zeroth::agent::enrol::{post_json, Enrolment};
-
 use super::{eventually, lab, psql, users_of, Lab};
 
 fn lease_state(lab: &Lab, id: &str) -> String {
@@ -103,15 +101,7 @@ fn a_huge_renewal_increment_is_clamped_to_the_lease_maximum() {
     let lab = lab();
     lab.add_connections();
     let c = lab.creds("app-ro", Some(60)).unwrap();
-    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
-    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
-    let http = e.mtls_client(&lab.server.bundle(), &svid).unwrap();
-    let renewed: serde_json::Value = post_json(
-        &http,
-        &format!("{}/v1/leases/{}/renew", lab.server.url(), c.lease_id),
-        &serde_json::json!({"increment_seconds": u64::MAX}),
-    )
-    .unwrap();
+    let renewed = lab.renew(&c.lease_id, u64::MAX);
     let db = rusqlite::Connection::open(lab.server.database()).unwrap();
     let max: i64 = db
         .query_row(

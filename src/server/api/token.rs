@@ -261,7 +261,9 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
     )?;
     tx.commit()
         .map_err(StoreError::sql("committing a rotation"))?;
-    crate::server::metrics::token_rotation();
+    if kind == "token.rotated" {
+        crate::server::metrics::token_rotation();
+    }
     crate::server::metrics::svid_issued("token");
     Ok(ExchangeResponse {
         token: next,
