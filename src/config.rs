@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod proxy;
+pub use proxy::{ProxyConfig, ProxyEngine};
+
 use crate::identity::spiffe::check_trust_domain;
 
 /// Why a configuration file was refused.
@@ -586,6 +589,10 @@ pub struct AgentConfig {
     /// in the host's name, without its key (a token host's is in the
     /// agent's memory) or access to its TPM.
     pub workload_api: Option<WorkloadApiConfig>,
+    /// Database proxies: programs connect with no password, the agent
+    /// makes a user for each connection.
+    #[serde(default, rename = "proxy")]
+    pub proxies: Vec<ProxyConfig>,
 }
 
 /// `[workload_api]` in agent.toml.
@@ -747,6 +754,24 @@ impl AgentConfig {
                 problem: format!(
                     "has the key {bad:?}; keys are systemd services, e.g. \"shop.service\" = [\"shop-rw\"]"
                 ),
+            });
+        }
+        for proxy in &cfg.proxies {
+            if let Some((key, problem)) = proxy.problem() {
+                return Err(ConfigError::Invalid {
+                    path: p,
+                    key: key.into(),
+                    problem,
+                });
+            }
+        }
+        let mut sockets: Vec<_> = cfg.proxies.iter().map(ProxyConfig::socket_path).collect();
+        sockets.sort();
+        if let Some(w) = sockets.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::Invalid {
+                path: p,
+                key: "proxy.listen".into(),
+                problem: format!("{} is used by two proxies", w[0].display()),
             });
         }
         if cfg.ssh.refresh < Duration::from_secs(1) {

@@ -4,8 +4,6 @@
 //! cannot move itself into another unit's cgroup, so the unit names the
 //! program as its operator deployed it, not as it describes itself.
 
-use std::os::unix::net::UnixStream;
-
 /// The program that connected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -21,7 +19,7 @@ impl Caller {
     /// pid still names the process that connected (same start time), so a
     /// process that exits and whose pid is reused is not mistaken for the
     /// newcomer.
-    pub fn of(conn: &UnixStream) -> Result<Self, String> {
+    pub fn of(conn: &impl std::os::fd::AsFd) -> Result<Self, String> {
         let cred = rustix::net::sockopt::socket_peercred(conn)
             .map_err(|e| format!("cannot identify the caller: {e}"))?;
         let (uid, pid) = (cred.uid.as_raw(), cred.pid.as_raw_nonzero().get());
@@ -37,9 +35,10 @@ impl Caller {
 
     /// How the audit names the program: "uid 1001 pid 4242 unit shop.service".
     pub fn describe(&self) -> String {
-        match &self.unit {
-            Some(u) => format!("uid {} pid {} unit {u}", self.uid, self.pid),
-            None => format!("uid {} pid {}", self.uid, self.pid),
+        match (&self.unit, self.pid) {
+            (_, pid) if pid <= 0 => format!("uid {} over loopback TCP", self.uid),
+            (Some(u), pid) => format!("uid {} pid {pid} unit {u}", self.uid),
+            (None, pid) => format!("uid {} pid {pid}", self.uid),
         }
     }
 }
@@ -78,6 +77,7 @@ pub fn unit_in_cgroup(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::net::UnixStream;
 
     #[test]
     fn the_unit_is_the_system_service_right_under_the_slices() {

@@ -6,6 +6,7 @@ pub mod caller;
 pub mod enrol;
 pub mod jwt;
 pub mod mtls;
+pub mod proxy;
 pub mod run;
 pub mod ssh_agent;
 pub mod ssh_host;

@@ -85,6 +85,20 @@ impl Upstream {
     fn get(&self) -> Option<Link> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Sends `body` to the server's `path` as this host (blocking), naming
+    /// the local program `who` for the audit: the answer's status and body.
+    pub fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        who: &str,
+    ) -> Result<(u16, String), String> {
+        let link = self.get().ok_or_else(|| {
+            "this agent has no identity yet (its first rotation has not succeeded)".to_owned()
+        })?;
+        send(&link, path, body, who)
+    }
 }
 
 /// Sends `body` to `path` as this host; the answer's status and body.

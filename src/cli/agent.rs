@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use std::sync::Arc;
+
+use crate::agent::proxy::events::EventQueue;
+use crate::agent::proxy::Proxies;
 use crate::agent::workload_api::{Access, Upstream, WorkloadApi};
 use crate::agent::{enrol, EnrolOptions, Outcome};
 
@@ -106,6 +110,19 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                     Some(api)
                 }
                 None => None,
+            };
+            let _proxies = if c.proxies.is_empty() {
+                None
+            } else {
+                let queue =
+                    EventQueue::start(&c.state_dir.join("session-events"), upstream.clone())
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "cannot keep session events in {}: {e}",
+                                c.state_dir.join("session-events").display()
+                            )
+                        })?;
+                Some(Proxies::serve(&c.proxies, &upstream, &Arc::new(queue))?)
             };
             match &c.token_file {
                 Some(bootstrap) => crate::agent::token::run(

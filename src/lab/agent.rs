@@ -70,6 +70,16 @@ impl AgentProcess {
         }
     }
 
+    /// Every line read so far.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, then waits for "agent stopped" and a clean exit.
     pub fn stop(mut self) -> Result<(), LabError> {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32)

@@ -176,9 +176,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
         13,
         "ALTER TABLE db_connections ADD COLUMN pending_password BLOB;",
     ),
+    (
+        14,
+        "CREATE TABLE session_events (
+            id TEXT PRIMARY KEY,
+            lease TEXT NOT NULL,
+            recorded INTEGER NOT NULL
+         );",
+    ),
 ];
 
-pub const LATEST: i64 = 13;
+pub const LATEST: i64 = 14;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

@@ -4,6 +4,7 @@
 
 mod batch;
 mod mariadb_accounts;
+mod proxy;
 mod unfinished;
 mod workload_api;
 

@@ -33,6 +33,7 @@ fn parse_url(url: &str, lease_id: &str) -> CredsResponse {
         host: host.to_owned(),
         port: port.parse().unwrap(),
         database: database.to_owned(),
+        tls_ca: None,
     }
 }
 

@@ -73,6 +73,8 @@ pub struct Issued {
     pub host: String,
     pub port: u16,
     pub dbname: String,
+    /// PEM CA of the database's TLS certificate, when it uses TLS.
+    pub tls_ca: Option<String>,
 }
 
 impl std::fmt::Debug for Issued {
@@ -417,6 +419,9 @@ impl DbBroker {
             host: conn_row.host,
             port: conn_row.port,
             dbname: conn_row.dbname,
+            tls_ca: conn_row
+                .tls_ca
+                .map(|pem| String::from_utf8_lossy(&pem).into_owned()),
         })
     }
 
@@ -795,6 +800,11 @@ impl DbBroker {
         .await?;
         self.admins.lock().await.remove(name);
         Ok(removed)
+    }
+
+    /// The writer issuance shares its commits through.
+    pub(crate) fn writer(&self) -> &Arc<GroupWriter> {
+        &self.writer
     }
 
     pub fn store(&self) -> &Arc<Store> {

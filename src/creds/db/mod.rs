@@ -6,10 +6,11 @@
 pub mod leases;
 pub mod mariadb;
 pub mod mariadb_batch;
-mod pg_tls;
+pub mod pg_tls;
 pub mod postgres;
 pub mod role;
 pub mod secret;
+pub mod sessions;
 pub mod template;
 
 use secrecy::SecretString;

@@ -5,7 +5,6 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use super::caller::{Caller, CallerKind};
 use super::error::{ApiError, JsonBody};
@@ -15,43 +14,7 @@ use crate::store::leases::Lease;
 use crate::store::nodes::{self, NodeState};
 use crate::store::tokens;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CredsRequest {
-    /// Lease lifetime in seconds (the role's default when absent; never
-    /// beyond its maximum).
-    pub ttl_seconds: Option<u64>,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct CredsResponse {
-    pub lease_id: String,
-    pub username: String,
-    #[serde(with = "crate::wire::secret")]
-    pub password: secrecy::SecretString,
-    pub expires: i64,
-    pub engine: String,
-    pub host: String,
-    pub port: u16,
-    pub database: String,
-}
-
-impl std::fmt::Debug for CredsResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredsResponse")
-            .field("lease_id", &self.lease_id)
-            .field("username", &self.username)
-            .field("password", &"[REDACTED]")
-            .field("expires", &self.expires)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenewLeaseRequest {
-    pub increment_seconds: Option<u64>,
-}
+pub use crate::wire::db::{CredsRequest, CredsResponse, RenewLeaseRequest};
 
 impl From<CredsError> for ApiError {
     fn from(e: CredsError) -> Self {
@@ -158,6 +121,7 @@ pub async fn creds(
         host: issued.host,
         port: issued.port,
         database: issued.dbname,
+        tls_ca: issued.tls_ca,
     }))
 }
 
@@ -192,4 +156,23 @@ pub async fn revoke(
         .await
         .map_err(|e| ApiError::unavailable("revocation", e))??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/db/session-events`: an agent reports the use of the sessions
+/// its proxies relay.
+pub async fn session_events(
+    State(s): State<Shared>,
+    caller: Caller,
+    JsonBody(req): JsonBody<crate::wire::db::SessionEvents>,
+) -> Result<Json<crate::wire::db::SessionEventsRecorded>, ApiError> {
+    holder(&s, &caller)?;
+    let db = s.db.clone();
+    let spiffe = caller.spiffe_id.clone();
+    let done =
+        tokio::spawn(
+            async move { crate::creds::db::sessions::record(&db, &spiffe, req.events).await },
+        )
+        .await
+        .map_err(|e| ApiError::unavailable("recording session events", e))??;
+    Ok(Json(done))
 }

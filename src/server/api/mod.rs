@@ -41,6 +41,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/ssh/ca/host", get(ssh::host_ca))
         .route("/v1/ssh/krl", get(ssh::krl))
         .route("/v1/ssh/krl/host", get(ssh::host_krl))
+        .route("/v1/db/session-events", post(db::session_events))
         .route("/v1/leases/{id}/renew", post(db::renew))
         .route("/v1/leases/{id}/revoke", post(db::revoke))
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -1,0 +1,157 @@
+//! Use events of proxied sessions, queued on the agent's disk until the
+//! server has them: one file per event (no secret in it), written and
+//! synced before the session goes on, deleted once the server answered.
+//! Nothing is lost across an agent restart or a server outage; an event
+//! delivered twice is recorded once (its id).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::agent::workload_api::Upstream;
+use crate::wire::db::{SessionEvent, SessionEventsRecorded};
+
+const MAX_BATCH: usize = 128;
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The queue's directory and the delivery thread's wake-up call.
+pub struct EventQueue {
+    dir: PathBuf,
+    wake: Mutex<Sender<()>>,
+}
+
+impl EventQueue {
+    /// Opens (makes) the queue in `dir` and starts delivering what it holds
+    /// through `upstream`.
+    pub fn start(dir: &Path, upstream: Upstream) -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let (wake, rx) = std::sync::mpsc::channel();
+        let d = dir.to_owned();
+        std::thread::Builder::new()
+            .name("session-events".into())
+            .spawn(move || deliver(&d, &upstream, &rx))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            wake: Mutex::new(wake),
+        })
+    }
+
+    /// Queues `event` durably (blocking: call off the reactor).
+    pub fn push(&self, event: &SessionEvent) -> std::io::Result<()> {
+        use std::io::Write;
+        let json = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+        // Named by time, so delivery keeps the order they happened in.
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let name = format!("{stamp:024}-{}.json", event.id);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(&name))?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        let _ = self
+            .wake
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(());
+        Ok(())
+    }
+
+    /// Events not delivered yet.
+    pub fn pending(&self) -> usize {
+        queued(&self.dir).len()
+    }
+}
+
+fn queued(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "json")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Sends one batch; true when the queue is empty after it.
+fn deliver_batch(dir: &Path, upstream: &Upstream) -> Result<bool, String> {
+    let files = queued(dir);
+    if files.is_empty() {
+        return Ok(true);
+    }
+    let batch: Vec<_> = files.iter().take(MAX_BATCH).collect();
+    let mut events = Vec::new();
+    for path in &batch {
+        match std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SessionEvent>(&b).ok())
+        {
+            Some(e) => events.push(e),
+            None => {
+                // Not ours to understand (a torn write cannot happen:
+                // files appear by rename). Set it aside, keep going.
+                tracing::warn!(path = %path.display(), "an unreadable session event was set aside");
+                let _ = std::fs::rename(path, path.with_extension("bad"));
+            }
+        }
+    }
+    if !events.is_empty() {
+        let (status, text) = upstream.post(
+            "/v1/db/session-events",
+            &serde_json::json!({ "events": events }),
+            "",
+        )?;
+        if !(200..300).contains(&status) {
+            return Err(format!("the server answered {status}: {text}"));
+        }
+        let answer: SessionEventsRecorded = serde_json::from_str(&text).unwrap_or_default();
+        for id in &answer.refused {
+            tracing::warn!(event = %id, "the server refused a session event (a lease this host does not hold)");
+        }
+    }
+    for path in &batch {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(files.len() <= MAX_BATCH)
+}
+
+fn deliver(dir: &Path, upstream: &Upstream, wake: &Receiver<()>) {
+    let mut wait = RETRY_MIN;
+    loop {
+        let timeout = match deliver_batch(dir, upstream) {
+            Ok(true) => {
+                wait = RETRY_MIN;
+                Duration::from_secs(60)
+            }
+            Ok(false) => Duration::ZERO,
+            Err(e) => {
+                tracing::info!(error = %e, retry_in = ?wait, "session events wait for the server");
+                let w = wait;
+                wait = (wait * 2).min(RETRY_MAX);
+                // A new event does not hurry a retry against a server down.
+                std::thread::sleep(w);
+                continue;
+            }
+        };
+        match wake.recv_timeout(timeout) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Database proxies: a program connects to a local socket with no
+//! password; the agent checks who it is (the kernel says), gets a fresh
+//! database user for this one connection, authenticates upstream with it,
+//! relays the bytes, and gives the user back when the connection closes.
+//! The program never holds a credential it could reuse or leak.
+//!
+//! Each `[[proxy]]` listens on a Unix socket (and optionally loopback TCP);
+//! the protocols are in `postgres/` and `mariadb/`, what both share (the
+//! session's lease, the relay, use events) next to this file.
+
+pub mod events;
+pub mod lease;
+pub mod mariadb;
+pub mod postgres;
+pub mod relay;
+mod session;
+pub mod tcp_owner;
+mod tls;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+
+use super::caller::Caller;
+use super::enrol::AgentError;
+use super::workload_api::Upstream;
+use crate::config::{ProxyConfig, ProxyEngine};
+use events::EventQueue;
+
+/// What every session of one proxy shares.
+pub struct Ctx {
+    pub config: ProxyConfig,
+    pub upstream: Upstream,
+    pub events: Arc<EventQueue>,
+    pub cancels: postgres::CancelKeys,
+}
+
+impl Ctx {
+    /// Whether `who` may connect; the refusal names it and the proxy.
+    pub fn admit(&self, who: Result<Caller, String>) -> Result<Caller, String> {
+        let who = who.map_err(|e| format!("zeroth proxy {}: {e}", self.config.name))?;
+        let by_uid = self.config.allow_uids.contains(&who.uid);
+        let by_unit = who
+            .unit
+            .as_ref()
+            .is_some_and(|u| self.config.allow_units.contains(u));
+        if by_uid || by_unit {
+            return Ok(who);
+        }
+        Err(format!(
+            "zeroth proxy {} refuses {}: it admits uids {:?} and units {:?}",
+            self.config.name,
+            who.describe(),
+            self.config.allow_uids,
+            self.config.allow_units
+        ))
+    }
+}
+
+/// The running proxies; their sockets are removed when dropped.
+pub struct Proxies {
+    runtime: Option<tokio::runtime::Runtime>,
+    sockets: Vec<PathBuf>,
+}
+
+impl Drop for Proxies {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+        for s in &self.sockets {
+            let _ = std::fs::remove_file(s);
+        }
+    }
+}
+
+fn bind_unix(config: &ProxyConfig) -> Result<(UnixListener, PathBuf), AgentError> {
+    let path = config.socket_path();
+    let file_err = |what: &'static str| {
+        let path = path.clone();
+        move |source| AgentError::File { what, path, source }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(file_err("create the proxy's directory"))?;
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(file_err("bind the proxy's socket"))?;
+    // Anyone may connect: who they are is the kernel's answer, checked per
+    // connection.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
+        .map_err(file_err("open the proxy's socket"))?;
+    Ok((listener, path))
+}
+
+impl Proxies {
+    /// Binds every proxy's sockets and serves them on a runtime of their
+    /// own; use events go to `events`.
+    pub fn serve(
+        configs: &[ProxyConfig],
+        upstream: &Upstream,
+        events: &Arc<EventQueue>,
+    ) -> Result<Self, AgentError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("proxy")
+            .enable_all()
+            .build()
+            .map_err(|e| AgentError::BadAnswer(format!("cannot start the proxies: {e}")))?;
+        let _entered = runtime.enter();
+        let mut sockets = Vec::new();
+        for config in configs {
+            let ctx = Arc::new(Ctx {
+                config: config.clone(),
+                upstream: upstream.clone(),
+                events: events.clone(),
+                cancels: postgres::CancelKeys::default(),
+            });
+            let (unix, path) = bind_unix(config)?;
+            sockets.push(path.clone());
+            runtime.spawn(accept_unix(ctx.clone(), unix));
+            let mut listening = path.display().to_string();
+            if let Some(addr) = config.tcp {
+                let std = std::net::TcpListener::bind(addr).map_err(|source| AgentError::File {
+                    what: "listen on the proxy's TCP address",
+                    path: PathBuf::from(addr.to_string()),
+                    source,
+                })?;
+                std.set_nonblocking(true)
+                    .map_err(|source| AgentError::File {
+                        what: "listen on the proxy's TCP address",
+                        path: PathBuf::from(addr.to_string()),
+                        source,
+                    })?;
+                let tcp = TcpListener::from_std(std).map_err(|source| AgentError::File {
+                    what: "listen on the proxy's TCP address",
+                    path: PathBuf::from(addr.to_string()),
+                    source,
+                })?;
+                listening.push_str(&format!(" and {addr}"));
+                runtime.spawn(accept_tcp(ctx, tcp));
+            }
+            println!(
+                "proxy {} ({}, role {}) on {listening}",
+                config.name,
+                config.engine.as_str(),
+                config.role
+            );
+        }
+        Ok(Self {
+            runtime: Some(runtime),
+            sockets,
+        })
+    }
+}
+
+async fn accept_unix(ctx: Arc<Ctx>, listener: UnixListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let who = Caller::of(&stream);
+        tokio::spawn(serve(ctx.clone(), stream, who));
+    }
+}
+
+async fn accept_tcp(ctx: Arc<Ctx>, listener: TcpListener) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr();
+        let who = match local {
+            Ok(local) => tcp_owner::owner(peer, local).map(|uid| Caller {
+                uid,
+                pid: 0,
+                unit: None,
+            }),
+            Err(e) => Err(format!("cannot tell who connected: {e}")),
+        };
+        tokio::spawn(serve(ctx.clone(), stream, who));
+    }
+}
+
+async fn serve(ctx: Arc<Ctx>, stream: impl relay::Io + 'static, who: Result<Caller, String>) {
+    match ctx.config.engine {
+        ProxyEngine::Postgres => postgres::serve(ctx, stream, who).await,
+        ProxyEngine::Mariadb => mariadb::serve(ctx, stream, who).await,
+    }
+}

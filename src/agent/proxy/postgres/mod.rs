@@ -1,0 +1,223 @@
+//! The PostgreSQL proxy. Locally it plays the server up to the end of
+//! authentication: TLS and GSS encryption are declined (the socket is
+//! local), the client's start-up parameters are kept but its user name is
+//! not, and no password is asked. Upstream it logs in as the connection's
+//! fresh user; from the database's AuthenticationOk on, every byte is
+//! relayed. A CancelRequest (psql's Ctrl-C) on a new local connection is
+//! passed to the backend it names.
+
+pub mod frame;
+pub mod startup;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::lease::IssueError;
+use super::relay::Io;
+use super::{session, Ctx};
+use crate::agent::caller::Caller;
+use frame::{fatal, read_frame, AUTHENTICATION_OK};
+use startup::Startup;
+use upstream::UpstreamError;
+
+/// A client has this long to send its start-up packet.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages between authentication and ReadyForQuery are small.
+const MAX_READY_MESSAGE: usize = 1024 * 1024;
+
+/// SQLSTATEs of the proxy's own refusals.
+const INVALID_AUTHORIZATION: &str = "28000";
+const CANNOT_CONNECT: &str = "08001";
+const PROTOCOL_VIOLATION: &str = "08P01";
+
+/// Live sessions' cancel keys: (backend pid, secret key) → database
+/// address, so a cancel on a new connection reaches the right backend.
+#[derive(Default)]
+pub struct CancelKeys(Mutex<HashMap<(i32, i32), String>>);
+
+impl CancelKeys {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i32, i32), String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Reads start-up packets until a session or a cancel (declining TLS and
+/// GSS encryption on the way).
+async fn read_startup(client: &mut impl Io) -> Result<Startup, String> {
+    for _ in 0..3 {
+        let mut prefix = [0u8; 4];
+        client
+            .read_exact(&mut prefix)
+            .await
+            .map_err(|e| format!("reading the start-up packet: {e}"))?;
+        let len = startup::length(prefix).map_err(|e| e.to_string())?;
+        let mut body = vec![0u8; len - 4];
+        client
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| format!("reading the start-up packet: {e}"))?;
+        match startup::parse(&body).map_err(|e| e.to_string())? {
+            Startup::Ssl | Startup::GssEnc => client
+                .write_all(b"N")
+                .await
+                .map_err(|e| format!("declining encryption: {e}"))?,
+            other => return Ok(other),
+        }
+    }
+    Err("too many encryption requests".into())
+}
+
+async fn refuse(client: &mut impl Io, code: &str, message: &str) {
+    let _ = client.write_all(&fatal(code, message)).await;
+    let _ = client.shutdown().await;
+}
+
+/// Serves one local connection.
+pub async fn serve(ctx: Arc<Ctx>, mut client: impl Io, who: Result<Caller, String>) {
+    let name = ctx.config.name.clone();
+    let startup = match tokio::time::timeout(STARTUP_TIMEOUT, read_startup(&mut client)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            println!("proxy {name}: a malformed start-up was refused: {e}");
+            return refuse(
+                &mut client,
+                PROTOCOL_VIOLATION,
+                &format!("zeroth proxy {name}: {e}"),
+            )
+            .await;
+        }
+        Err(_) => return,
+    };
+    let params = match startup {
+        Startup::Cancel { pid, key } => {
+            if ctx.admit(who).is_ok() {
+                forward_cancel(&ctx, pid, key).await;
+            }
+            return;
+        }
+        Startup::Session { params } => params,
+        Startup::Ssl | Startup::GssEnc => return,
+    };
+    let who = match ctx.admit(who) {
+        Ok(w) => w,
+        Err(why) => {
+            println!("proxy {name}: refused: {why}");
+            return refuse(&mut client, INVALID_AUTHORIZATION, &why).await;
+        }
+    };
+    if params.iter().any(|(k, _)| k == "replication") {
+        let why = format!("zeroth proxy {name}: replication connections are not proxied");
+        return refuse(&mut client, INVALID_AUTHORIZATION, &why).await;
+    }
+    let session = match session::open(&ctx, who).await {
+        Ok(s) => s,
+        Err(e) => {
+            let code = match e {
+                IssueError::Refused { status: 403, .. } => INVALID_AUTHORIZATION,
+                _ => CANNOT_CONNECT,
+            };
+            let why = format!("zeroth proxy {name}: no database user for this connection: {e}");
+            println!("proxy {name}: {why}");
+            return refuse(&mut client, code, &why).await;
+        }
+    };
+    let mut server = match connect(&session.creds, &params).await {
+        Ok(s) => s,
+        Err(e) => {
+            match &e {
+                UpstreamError::Refused { frame, .. } => {
+                    let _ = client.write_all(&frame.bytes).await;
+                }
+                other => {
+                    let why = format!("zeroth proxy {name}: {other}");
+                    let _ = client.write_all(&fatal(CANNOT_CONNECT, &why)).await;
+                }
+            }
+            println!("proxy {name}: {e}");
+            session::abandon(&ctx, session).await;
+            return;
+        }
+    };
+    // The database's greeting up to ReadyForQuery, passed on whole.
+    let key = match greet(&mut client, &mut server).await {
+        Ok(key) => key,
+        Err(e) => {
+            println!("proxy {name}: the session did not start: {e}");
+            session::abandon(&ctx, session).await;
+            return;
+        }
+    };
+    let addr = format!("{}:{}", session.creds.host, session.creds.port);
+    if let Some(k) = key {
+        ctx.cancels.lock().insert(k, addr);
+    }
+    session::run(&ctx, session, &mut client, &mut server).await;
+    if let Some(k) = key {
+        ctx.cancels.lock().remove(&k);
+    }
+}
+
+async fn connect(
+    creds: &crate::wire::db::CredsResponse,
+    params: &[(String, String)],
+) -> Result<Box<dyn Io>, UpstreamError> {
+    let mut server = upstream::connect(creds).await?;
+    upstream::authenticate(&mut server, creds, params).await?;
+    Ok(server)
+}
+
+/// Sends AuthenticationOk, then the database's messages up to and with
+/// ReadyForQuery; the backend's cancel key if it sent one.
+async fn greet(
+    client: &mut impl Io,
+    server: &mut Box<dyn Io>,
+) -> Result<Option<(i32, i32)>, String> {
+    let io = |e: std::io::Error| e.to_string();
+    client.write_all(&AUTHENTICATION_OK).await.map_err(io)?;
+    let mut key = None;
+    loop {
+        let f = read_frame(server, MAX_READY_MESSAGE).await.map_err(io)?;
+        client.write_all(&f.bytes).await.map_err(io)?;
+        match f.tag {
+            b'K' if f.bytes.len() == 13 => {
+                let word = |at: usize| {
+                    i32::from_be_bytes([
+                        f.bytes[at],
+                        f.bytes[at + 1],
+                        f.bytes[at + 2],
+                        f.bytes[at + 3],
+                    ])
+                };
+                key = Some((word(5), word(9)));
+            }
+            b'Z' => return Ok(key),
+            b'E' => return Err(upstream::error_text(&f)),
+            _ => {}
+        }
+    }
+}
+
+/// Passes a cancel to the database whose backend holds this key.
+async fn forward_cancel(ctx: &Ctx, pid: i32, key: i32) {
+    let Some(addr) = ctx.cancels.lock().get(&(pid, key)).cloned() else {
+        return;
+    };
+    let mut buf = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::cancel_request(pid, key, &mut buf);
+    if let Ok(Ok(mut tcp)) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await
+    {
+        let _ = tcp.write_all(&buf).await;
+        let _ = tcp.shutdown().await;
+        println!("proxy {}: cancel passed to backend {pid}", ctx.config.name);
+    }
+}

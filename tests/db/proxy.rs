@@ -1,0 +1,495 @@
+//! The agent's database proxies: programs reach PostgreSQL and MariaDB
+//! with the stock clients and no password anywhere; each connection gets
+//! its own user, which exists while the connection is open and is gone
+//! right after. Use is audited apart from issuance and revocation.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use zeroth::lab::{tools, AgentProcess, LabDir};
+
+use super::{eventually, lab, psql_as_superuser, Lab};
+
+/// A host without a TPM running `zeroth agent run` with `proxies` (TOML).
+struct ProxyHost {
+    dir: LabDir,
+    agent: AgentProcess,
+}
+
+impl ProxyHost {
+    fn start(lab: &Lab, proxies: &str) -> Self {
+        let (ok, out) = lab.zeroth(&["token", "create", "--group", "edge", "--ttl", "5m"], "");
+        assert!(ok, "{out}");
+        let first = out.lines().next().unwrap().trim().to_owned();
+        let dir = LabDir::new("proxy-host").unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bootstrap = dir.join("bootstrap-token");
+        std::fs::write(&bootstrap, &first).unwrap();
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\nretry_max = \"1s\"\n\n{proxies}",
+                lab.server.url(),
+                lab.server.bundle().display(),
+                bootstrap.display(),
+                dir.join("state").display(),
+            )
+            .replace("@DIR@", &dir.path().display().to_string()),
+        )
+        .unwrap();
+        let mut agent =
+            AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_zeroth")), &config).unwrap();
+        agent
+            .expect(Duration::from_secs(30), |l| {
+                l.starts_with("token rotated: ")
+            })
+            .unwrap();
+        Self { dir, agent }
+    }
+
+    fn pg_dir(&self) -> PathBuf {
+        self.dir.join("pg")
+    }
+
+    fn maria_socket(&self) -> PathBuf {
+        self.dir.join("maria.sock")
+    }
+}
+
+const PROXIES: &str = r#"
+[[proxy]]
+name = "lab-pg"
+role = "app-ro"
+engine = "postgres"
+listen = "@DIR@/pg"
+port = 5432
+tcp = "127.0.0.1:@TCP@"
+allow_uids = [@UID@]
+allow_units = ["zt-proxy.service"]
+
+[[proxy]]
+name = "lab-maria"
+role = "shop-rw"
+engine = "mariadb"
+listen = "@DIR@/maria.sock"
+allow_uids = [@UID@]
+"#;
+
+fn proxies(tcp: u16) -> String {
+    PROXIES
+        .replace("@UID@", &rustix::process::geteuid().as_raw().to_string())
+        .replace("@TCP@", &tcp.to_string())
+}
+
+/// psql through the proxy's socket directory, no password given.
+fn psql_via(dir: &Path) -> Command {
+    let mut c = Command::new(tools::PSQL.path().unwrap());
+    c.arg(format!(
+        "host={} port=5432 dbname=postgres user=anyone connect_timeout=5",
+        dir.display()
+    ))
+    .args(["-XAtq"])
+    .env_remove("PGPASSWORD")
+    .env_remove("PGPASSFILE");
+    c
+}
+
+/// The mariadb client on the proxy's socket, no password given.
+fn mariadb_via(socket: &Path) -> Command {
+    let mut c = Command::new(tools::MARIADB.path().unwrap());
+    c.args([
+        "--no-defaults",
+        "-N",
+        "-B",
+        "--unbuffered",
+        "--connect-timeout=5",
+    ])
+    .arg(format!("--socket={}", socket.display()))
+    .env_remove("MYSQL_PWD");
+    c
+}
+
+/// An interactive client: statements in, one line out per statement.
+struct Interactive {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Interactive {
+    fn start(mut c: Command) -> Self {
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Self { child, stdin, out }
+    }
+
+    fn ask(&mut self, sql: &str) -> String {
+        writeln!(self.stdin.as_mut().unwrap(), "{sql}").unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    }
+
+    /// Ends the input and waits; what was left on stdout and stderr.
+    fn finish(mut self) -> (String, String) {
+        drop(self.stdin.take());
+        let mut rest = String::new();
+        let _ = self.out.read_to_string(&mut rest);
+        let mut err = String::new();
+        let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
+        let _ = self.child.wait();
+        (rest, err)
+    }
+}
+
+/// Every 40-character alphanumeric run in `text`: what an issued password
+/// looks like.
+fn candidates(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .flat_map(|run| {
+            (0..=run.len().saturating_sub(40))
+                .filter(move |_| run.len() >= 40)
+                .map(move |i| run[i..i + 40].to_owned())
+        })
+        .collect()
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut m = <HmacSha256 as Mac>::new_from_slice(key).unwrap();
+    m.update(data);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// Whether `password` matches PostgreSQL's SCRAM verifier (pg_authid).
+fn scram_matches(verifier: &str, password: &str) -> bool {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let rest = verifier.strip_prefix("SCRAM-SHA-256$").unwrap();
+    let (params, keys) = rest.split_once('$').unwrap();
+    let (iterations, salt) = params.split_once(':').unwrap();
+    let (stored, _) = keys.split_once(':').unwrap();
+    let salt = b64.decode(salt).unwrap();
+    let iterations: u32 = iterations.parse().unwrap();
+    let mut u = hmac(
+        password.as_bytes(),
+        &[salt.as_slice(), &1u32.to_be_bytes()].concat(),
+    );
+    let mut salted = u.clone();
+    for _ in 1..iterations {
+        u = hmac(password.as_bytes(), &u);
+        salted.iter_mut().zip(&u).for_each(|(a, b)| *a ^= b);
+    }
+    let client_key = hmac(&salted, b"Client Key");
+    Sha256::digest(client_key).to_vec() == b64.decode(stored).unwrap()
+}
+
+/// Whether `password` matches a mysql_native_password hash ("*HEX").
+fn native_matches(hash: &str, password: &str) -> bool {
+    use sha1::Sha1;
+    let twice = Sha1::digest(Sha1::digest(password.as_bytes()));
+    hash.eq_ignore_ascii_case(&format!("*{}", hex::encode(twice)))
+}
+
+/// Every text a leaked password could sit in: the client's environment
+/// and command line, the agent's state directory, its output.
+fn places(client: u32, host: &ProxyHost) -> Vec<(String, String)> {
+    let mut texts = Vec::new();
+    for what in ["environ", "cmdline"] {
+        let bytes = std::fs::read(format!("/proc/{client}/{what}")).unwrap();
+        texts.push((
+            format!("the client's {what}"),
+            String::from_utf8_lossy(&bytes).replace('\0', "\n"),
+        ));
+    }
+    let mut dirs = vec![host.dir.path().to_owned()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = entry.path();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                dirs.push(p);
+            } else if kind.is_file() {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                texts.push((
+                    p.display().to_string(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
+            }
+        }
+    }
+    texts.push(("the agent's output".into(), host.agent.seen().join("\n")));
+    texts
+}
+
+fn assert_nowhere(texts: &[(String, String)], matches: impl Fn(&str) -> bool) {
+    for (place, text) in texts {
+        for c in candidates(text) {
+            assert!(!matches(&c), "the session's password is in {place}");
+        }
+    }
+}
+
+fn pg_user_exists(lab: &Lab, user: &str) -> bool {
+    let out = super::psql_super_with(
+        &lab.pg,
+        lab.pg.password().expose_secret(),
+        &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'"),
+    )
+    .unwrap();
+    out == "1"
+}
+
+fn maria_user_exists(lab: &Lab, user: &str) -> bool {
+    lab.maria
+        .query(&format!(
+            "SELECT count(*) FROM mysql.user WHERE user = '{user}'"
+        ))
+        .unwrap()
+        .trim()
+        == "1"
+}
+
+#[test]
+fn programs_use_both_databases_through_the_proxies_and_never_hold_a_password() {
+    let lab = lab();
+    lab.add_connections();
+    let tcp = zeroth::lab::ports::free_port().unwrap();
+    // The test's password checks recognise a real password against the
+    // databases' own verifiers (PostgreSQL's SCRAM, MariaDB's native hash).
+    let known = "K".repeat(40);
+    psql_as_superuser(
+        &lab.pg,
+        &format!("CREATE ROLE probe LOGIN PASSWORD '{known}'"),
+    );
+    let probe = super::psql_super_with(
+        &lab.pg,
+        lab.pg.password().expose_secret(),
+        "SELECT rolpassword FROM pg_authid WHERE rolname = 'probe'",
+    )
+    .unwrap();
+    assert!(scram_matches(&probe, &known) && !scram_matches(&probe, &"L".repeat(40)));
+    let probe = lab
+        .maria
+        .query(&format!("SELECT PASSWORD('{known}')"))
+        .unwrap();
+    assert!(native_matches(probe.trim(), &known) && !native_matches(probe.trim(), &"L".repeat(40)));
+    assert_eq!(candidates(&format!("x={known};")), vec![known.clone()]);
+    let host = ProxyHost::start(&lab, &proxies(tcp));
+    assert!(
+        host.agent
+            .seen()
+            .iter()
+            .any(|l| l.starts_with("proxy lab-maria (mariadb, role shop-rw) on ")),
+        "{:?}",
+        host.agent.seen()
+    );
+
+    // An open psql session: its own user, there while it is open.
+    let mut session = Interactive::start(psql_via(&host.pg_dir()));
+    let user = session.ask("SELECT current_user;");
+    assert!(user.starts_with("zt_app_ro_"), "{user}");
+    assert_eq!(session.ask("SELECT text FROM greetings;"), "hello");
+    assert!(pg_user_exists(&lab, &user));
+    let verifier = super::psql_super_with(
+        &lab.pg,
+        lab.pg.password().expose_secret(),
+        &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{user}'"),
+    )
+    .unwrap();
+    assert_nowhere(&places(session.child.id(), &host), |c| {
+        scram_matches(&verifier, c)
+    });
+
+    // The same program's second connection is another user.
+    let out = psql_via(&host.pg_dir())
+        .args(["-c", "SELECT current_user"])
+        .output()
+        .unwrap();
+    let second = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        second.starts_with("zt_app_ro_") && second != user,
+        "{second} {out:?}"
+    );
+
+    // Over loopback TCP the caller is known by its uid.
+    let out = Command::new(tools::PSQL.path().unwrap())
+        .arg(format!(
+            "host=127.0.0.1 port={tcp} dbname=postgres sslmode=disable"
+        ))
+        .args(["-XAtqc", "SELECT text FROM greetings"])
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello",
+        "{out:?}"
+    );
+
+    // Closing the session drops its user within a second.
+    let (_, err) = session.finish();
+    let closed = Instant::now();
+    eventually(Duration::from_secs(5), || {
+        match pg_user_exists(&lab, &user) {
+            false => Ok(()),
+            true => Err(format!("{user} outlived its session ({err})")),
+        }
+    });
+    let gone_after = closed.elapsed();
+    assert!(
+        gone_after < Duration::from_secs(1),
+        "gone after {gone_after:?}"
+    );
+
+    // MariaDB: the same, with the stock client on the proxy's socket.
+    let mut session = Interactive::start(mariadb_via(&host.maria_socket()));
+    let line = session.ask("SELECT CURRENT_USER(), item FROM shop.orders;");
+    let (who, item) = line.split_once('\t').unwrap();
+    let muser = who.split('@').next().unwrap().to_owned();
+    assert!(muser.starts_with("zt_shop_rw_"), "{line}");
+    assert_eq!(item, "tea");
+    assert!(maria_user_exists(&lab, &muser));
+    let hash = lab
+        .maria
+        .query(&format!(
+            "SELECT DISTINCT authentication_string FROM mysql.user WHERE user = '{muser}'"
+        ))
+        .unwrap();
+    assert_nowhere(&places(session.child.id(), &host), |c| {
+        native_matches(hash.trim(), c)
+    });
+    let _ = session.finish();
+    eventually(Duration::from_secs(5), || {
+        match maria_user_exists(&lab, &muser) {
+            false => Ok(()),
+            true => Err(format!("{muser} outlived its session")),
+        }
+    });
+
+    // Another uid is refused with each protocol's own error.
+    let as_nobody = |mut c: Command| {
+        let program = c.get_program().to_owned();
+        let args: Vec<_> = c.get_args().map(ToOwned::to_owned).collect();
+        c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(program)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody({
+        let mut c = psql_via(&host.pg_dir());
+        c.args(["-c", "SELECT 1"]);
+        c
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("FATAL") && err.contains("zeroth proxy lab-pg refuses uid 65534 pid "),
+        "{err}"
+    );
+    let out = as_nobody({
+        let mut c = mariadb_via(&host.maria_socket());
+        c.args(["-e", "SELECT 1"]);
+        c
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ERROR 1045 (28000)")
+            && err.contains("zeroth proxy lab-maria refuses uid 65534"),
+        "{err}"
+    );
+
+    // Malformed start-up bytes: that connection gets an error, the proxy
+    // goes on serving.
+    let socket = host.pg_dir().join(".s.PGSQL.5432");
+    let mut raw = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    raw.write_all(&[0, 0, 0, 9, 0, 9, 0, 0, 0]).unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer.first(), Some(&b'E'), "{answer:?}");
+    assert!(String::from_utf8_lossy(&answer).contains("08P01"));
+    let out = psql_via(&host.pg_dir())
+        .args(["-c", "SELECT 2"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    let mut raw = std::os::unix::net::UnixStream::connect(host.maria_socket()).unwrap();
+    let mut greeting = [0u8; 4];
+    raw.read_exact(&mut greeting).unwrap();
+    let mut rest =
+        vec![0u8; u32::from_le_bytes([greeting[0], greeting[1], greeting[2], 0]) as usize];
+    raw.read_exact(&mut rest).unwrap();
+    raw.write_all(&[2, 0, 0, 1, 0xff, 0xff]).unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer.get(4), Some(&0xff), "an ERR packet: {answer:?}");
+    let out = mariadb_via(&host.maria_socket())
+        .args(["-e", "SELECT 3"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3", "{out:?}");
+
+    // Use, apart from issuance and revocation: one opened and one closed
+    // event per session, naming the program.
+    let sessions = 6;
+    let opened = eventually(Duration::from_secs(10), || {
+        let e = lab.server.audit_details("db.session.opened").unwrap();
+        let c = lab.server.audit_details("db.session.closed").unwrap();
+        if e.len() == sessions && c.len() == sessions {
+            Ok((e, c))
+        } else {
+            Err(format!(
+                "{} opened and {} closed of {sessions}",
+                e.len(),
+                c.len()
+            ))
+        }
+    });
+    let me = rustix::process::geteuid().as_raw();
+    let first = opened
+        .0
+        .iter()
+        .find(|d| d["user"] == user.as_str())
+        .unwrap();
+    assert_eq!(first["proxy"], "lab-pg");
+    assert_eq!(first["role"], "app-ro");
+    assert_eq!(first["workload"]["uid"], me);
+    let closed = opened
+        .1
+        .iter()
+        .find(|d| d["user"] == user.as_str())
+        .unwrap();
+    assert!(
+        closed["bytes_from_client"].as_u64().unwrap() > 0,
+        "{closed}"
+    );
+    assert!(closed["bytes_to_client"].as_u64().unwrap() > 0, "{closed}");
+    assert!(closed["duration_ms"].as_u64().is_some(), "{closed}");
+    let issued = lab.server.audit_details("db.creds.issued").unwrap();
+    let this = issued.iter().find(|d| d["user"] == user.as_str()).unwrap();
+    assert!(
+        this["workload"]
+            .as_str()
+            .unwrap()
+            .ends_with("via proxy lab-pg"),
+        "{this}"
+    );
+    let (ok, leases) = lab.zeroth(&["lease", "list", "--json"], "");
+    assert!(ok && leases.trim() == "[]", "{leases}");
+}
