@@ -493,3 +493,205 @@ fn programs_use_both_databases_through_the_proxies_and_never_hold_a_password() {
     let (ok, leases) = lab.zeroth(&["lease", "list", "--json"], "");
     assert!(ok && leases.trim() == "[]", "{leases}");
 }
+
+fn lease_of(lab: &Lab, user: &str) -> Option<serde_json::Value> {
+    let (ok, out) = lab.zeroth(&["lease", "list", "--json"], "");
+    assert!(ok, "{out}");
+    let leases: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    leases.into_iter().find(|l| l["external_name"] == user)
+}
+
+const SHORT_PG: &str = r#"
+[[proxy]]
+name = "short-pg"
+role = "app-ro"
+engine = "postgres"
+listen = "@DIR@/pg"
+allow_uids = [@UID@]
+ttl = "10s"
+"#;
+
+#[test]
+fn a_session_outlives_its_lease_ttl_answers_ctrl_c_and_ends_when_its_lease_is_revoked() {
+    let lab = lab();
+    lab.add_connections();
+    let host = ProxyHost::start(
+        &lab,
+        &SHORT_PG.replace("@UID@", &rustix::process::geteuid().as_raw().to_string()),
+    );
+    let mut session = Interactive::start(psql_via(&host.pg_dir()));
+    let user = session.ask("SELECT current_user;");
+    let first = lease_of(&lab, &user).unwrap();
+    let first_expiry = first["expires"].as_i64().unwrap();
+    // Past the first expiry the lease was renewed and the session works.
+    let renewed = eventually(Duration::from_secs(20), || {
+        let l = lease_of(&lab, &user).ok_or_else(|| "the lease is gone".to_owned())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        match l["expires"].as_i64().unwrap() > first_expiry && now > first_expiry + 1 {
+            true => Ok(l),
+            false => Err(format!("not renewed past {first_expiry}: {l}")),
+        }
+    });
+    assert_eq!(renewed["state"], "active");
+    assert_eq!(session.ask("SELECT 'alive';"), "alive");
+
+    // Ctrl-C: psql's cancel goes through the proxy to the right backend.
+    writeln!(session.stdin.as_mut().unwrap(), "SELECT pg_sleep(30);").unwrap();
+    let backend = eventually(Duration::from_secs(5), || {
+        super::psql_super_with(
+            &lab.pg,
+            lab.pg.password().expose_secret(),
+            &format!("SELECT pid FROM pg_stat_activity WHERE usename = '{user}' AND query LIKE 'SELECT pg_sleep%' AND state = 'active'"),
+        )
+        .ok()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| "the sleep has not started".to_owned())
+    });
+    let pressed = Instant::now();
+    let pid = rustix::process::Pid::from_raw(session.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    // psql reading a pipe stops after a cancel; at the terminal it would
+    // prompt again. Either way the statement ends now, not in 30 s.
+    let (_, err) = session.finish();
+    assert!(
+        pressed.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        pressed.elapsed()
+    );
+    assert!(
+        err.contains("canceling statement due to user request"),
+        "backend {backend}: {err}"
+    );
+
+    // The operator revokes a session's lease: the live session ends at once.
+    let mut session = Interactive::start(psql_via(&host.pg_dir()));
+    let user = session.ask("SELECT current_user;");
+    let lease = lease_of(&lab, &user).unwrap();
+    let (ok, out) = lab.zeroth(&["lease", "revoke", lease["id"].as_str().unwrap()], "");
+    assert!(ok, "{out}");
+    writeln!(session.stdin.as_mut().unwrap(), "SELECT 'still';").unwrap();
+    let (rest, err) = session.finish();
+    assert!(!rest.contains("still"), "{rest}");
+    assert!(
+        err.contains("terminat") || err.contains("closed"),
+        "the session did not end: {err}"
+    );
+    assert!(!pg_user_exists(&lab, &user));
+}
+
+#[test]
+fn with_the_server_down_open_sessions_go_on_new_ones_are_told_why_and_use_events_wait() {
+    let mut lab = lab();
+    lab.add_connections();
+    let host = ProxyHost::start(
+        &lab,
+        &SHORT_PG.replace("@UID@", &rustix::process::geteuid().as_raw().to_string()),
+    );
+    let mut open = Interactive::start(psql_via(&host.pg_dir()));
+    let user = open.ask("SELECT current_user;");
+    lab.server.stop();
+    assert_eq!(open.ask("SELECT 'still here';"), "still here");
+    let out = psql_via(&host.pg_dir())
+        .args(["-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("FATAL")
+            && err.contains("zeroth proxy short-pg: no database user")
+            && err.contains("unreachable"),
+        "{err}"
+    );
+    // Closed while the server is away: its events wait on the agent's disk.
+    let _ = open.finish();
+    let queue = host.dir.join("state").join("session-events");
+    eventually(Duration::from_secs(5), || {
+        let n = std::fs::read_dir(&queue).map(|d| d.count()).unwrap_or(0);
+        (n == 1).then_some(()).ok_or(format!("{n} events queued"))
+    });
+    lab.server.resume().unwrap();
+    let closed = eventually(Duration::from_secs(40), || {
+        let c = lab.server.audit_details("db.session.closed").unwrap();
+        c.into_iter()
+            .find(|d| d["user"] == user.as_str())
+            .ok_or_else(|| "the closed event has not arrived".to_owned())
+    });
+    assert_eq!(closed["proxy"], "short-pg");
+    assert_eq!(
+        lab.server.audit_details("db.session.opened").unwrap().len(),
+        1
+    );
+    // The user that could not be given back ends with its lease (10 s),
+    // by the server's revoker and by PostgreSQL's VALID UNTIL.
+    eventually(Duration::from_secs(30), || {
+        match pg_user_exists(&lab, &user) {
+            false => Ok(()),
+            true => Err(format!("{user} outlived its lease")),
+        }
+    });
+
+    // The agent killed outright mid-session: nothing gives the user back,
+    // and still it does not outlive its lease.
+    let mut open = Interactive::start(psql_via(&host.pg_dir()));
+    let user = open.ask("SELECT current_user;");
+    let pid = rustix::process::Pid::from_raw(host.agent.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    let killed = Instant::now();
+    let _ = open.finish();
+    eventually(Duration::from_secs(30), || {
+        match pg_user_exists(&lab, &user) {
+            false => Ok(()),
+            true => Err(format!("{user} outlived its lease after the agent died")),
+        }
+    });
+    assert!(
+        killed.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        killed.elapsed()
+    );
+}
+
+#[test]
+fn the_proxy_reaches_the_database_over_tls_verified_against_its_ca_only() {
+    let lab = lab();
+    let c = zeroth::wire::db::CredsResponse {
+        lease_id: "none".into(),
+        username: "postgres".into(),
+        password: lab.pg.password().expose_secret().to_owned().into(),
+        expires: 0,
+        engine: "postgres".into(),
+        host: "127.0.0.1".into(),
+        port: lab.pg.port(),
+        database: "postgres".into(),
+        tls_ca: Some(std::fs::read_to_string(lab.pg.tls_ca()).unwrap()),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    use zeroth::agent::proxy::postgres::upstream;
+    rt.block_on(async {
+        let mut up = upstream::connect(&c).await.unwrap();
+        upstream::authenticate(
+            &mut up,
+            &c,
+            &[("application_name".into(), "proxy-tls".into())],
+        )
+        .await
+        .unwrap();
+    });
+    let wrong = zeroth::wire::db::CredsResponse {
+        tls_ca: Some(std::fs::read_to_string(lab.maria.tls_ca()).unwrap()),
+        ..c
+    };
+    let e = rt
+        .block_on(upstream::connect(&wrong))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("TLS to the database") && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
+}
