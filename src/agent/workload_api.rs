@@ -109,7 +109,15 @@ fn send(
     who: &str,
 ) -> Result<(u16, String), String> {
     use crate::server::api::db::WORKLOAD_HEADER;
-    let unreachable = |e: reqwest::Error| format!("cannot reach the server: {e}");
+    let unreachable = |e: reqwest::Error| {
+        let mut text = format!("cannot reach the server: {e}");
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        text
+    };
     let answer = |r: reqwest::blocking::Response| {
         let status = r.status().as_u16();
         (status, r.text().unwrap_or_default())

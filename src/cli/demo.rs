@@ -43,7 +43,7 @@ pub fn run(_args: &DemoArgs) -> Result<()> {
     show_mariadb(maria)?;
     show_sshd(sshd)?;
     // Last: it hands the PostgreSQL admin password to zeroth, which rotates it.
-    show_enrolment(tpm, hsm, pg)?;
+    show_enrolment(tpm, hsm, pg, maria)?;
 
     let pids = bench.pids();
     drop(bench);
@@ -200,7 +200,7 @@ fn show_hsm(hsm: &SoftHsm) -> Result<()> {
     Ok(())
 }
 
-fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres) -> Result<()> {
+fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres, maria: &MariaDb) -> Result<()> {
     use crate::agent::{enrol, EnrolOptions, Outcome};
     use crate::lab::{LabDir, ZerothServer};
 
@@ -209,7 +209,7 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres) -> Result<()> {
     let zero = "0".repeat(64);
     let login = lab::current_user_name()?;
     let group = format!(
-        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\nsvid_ttl = \"10m\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 10]\npcr_policy = {{ \"sha256:10\" = \"{zero}\" }}\n\n[[db_role]]\nname = \"app-ro\"\nconnection = \"pg\"\nschema = \"public\"\naccess = \"read-only\"\ndefault_ttl = \"10m\"\nallow_groups = [\"edge\"]\n\n[[ssh_role]]\nname = \"ops\"\nprincipals = [\"{login}\"]\nallow_groups = [\"edge\"]\n\n[[ssh_role]]\nname = \"hosts\"\ncert_type = \"host\"\nprincipals = [\"127.0.0.1\"]\ndefault_ttl = \"1h\"\nallow_groups = [\"edge\"]\n",
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\nsvid_ttl = \"10m\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 10]\npcr_policy = {{ \"sha256:10\" = \"{zero}\" }}\n\n[[db_role]]\nname = \"app-ro\"\nconnection = \"pg\"\nschema = \"public\"\naccess = \"read-only\"\ndefault_ttl = \"10m\"\nallow_groups = [\"edge\"]\n\n[[db_role]]\nname = \"shop-rw\"\nconnection = \"maria\"\nschema = \"shop\"\naccess = \"read-write\"\nallow_groups = [\"edge\"]\n\n[[ssh_role]]\nname = \"ops\"\nprincipals = [\"{login}\"]\nallow_groups = [\"edge\"]\n\n[[ssh_role]]\nname = \"hosts\"\ncert_type = \"host\"\nprincipals = [\"127.0.0.1\"]\ndefault_ttl = \"1h\"\nallow_groups = [\"edge\"]\n",
         roots.path().display(),
         tpm.ca_intermediate_pem().display()
     );
@@ -266,6 +266,7 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres) -> Result<()> {
     show_jwt(&options, &svid_pem, &server)?;
     show_db_creds(&options, &server, pg)?;
     show_token_host(&server, pg)?;
+    super::demo_proxy::show_proxies(&server, maria)?;
     show_ssh(&options, &server)?;
 
     println!("$ tpm2_pcrextend 10:sha256=...   # the node's measured state changes");

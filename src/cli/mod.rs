@@ -12,6 +12,7 @@ mod bench_ssh;
 mod db;
 mod db_creds;
 mod demo;
+mod demo_proxy;
 mod hsm;
 mod lab;
 mod node;
