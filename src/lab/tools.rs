@@ -70,6 +70,15 @@ tool!(SSHD, "sshd", "openssh-server", "/usr/sbin/sshd");
 tool!(SSH, "ssh", "openssh-client");
 tool!(SSH_KEYGEN, "ssh-keygen", "openssh-client");
 tool!(SYSTEMD_ANALYZE, "systemd-analyze", "systemd");
+// Debian's own interpreter, where its python3-* driver packages live.
+tool!(DEBIAN_PYTHON3, "python3", "python3", "/usr/bin/python3");
+tool!(
+    PGBENCH,
+    "pgbench",
+    "postgresql",
+    "/usr/lib/postgresql/15/bin/pgbench"
+);
+tool!(SYSBENCH, "sysbench", "sysbench");
 
 impl Tool {
     /// The program's absolute path, or an error naming the package to install.

@@ -695,3 +695,121 @@ fn the_proxy_reaches_the_database_over_tls_verified_against_its_ca_only() {
         "{e}"
     );
 }
+
+const DRIVERS: &str = r#"
+import sys, psycopg2, pymysql
+pg = psycopg2.connect(host=sys.argv[1], port=5432, dbname="postgres")
+cur = pg.cursor()
+cur.execute("SELECT current_user, text FROM greetings")
+print(*cur.fetchone())
+pg.close()
+my = pymysql.connect(unix_socket=sys.argv[2], database="shop")
+cur = my.cursor()
+cur.execute("SELECT CURRENT_USER(), item FROM orders")
+print(*cur.fetchone())
+my.close()
+"#;
+
+#[test]
+fn python_programs_use_debians_drivers_through_the_proxies_unchanged() {
+    let lab = lab();
+    lab.add_connections();
+    let tcp = zeroth::lab::ports::free_port().unwrap();
+    let host = ProxyHost::start(&lab, &proxies(tcp));
+    let out = Command::new(tools::DEBIAN_PYTHON3.path().unwrap())
+        .args(["-c", DRIVERS])
+        .arg(host.pg_dir())
+        .arg(host.maria_socket())
+        .env_remove("PGPASSWORD")
+        .env_remove("MYSQL_PWD")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{} (needs python3-psycopg2 and python3-pymysql: make deps)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("zt_app_ro_") && lines[0].ends_with(" hello"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("zt_shop_rw_") && lines[1].ends_with(" tea"),
+        "{stdout}"
+    );
+    eventually(Duration::from_secs(5), || {
+        let (ok, leases) = lab.zeroth(&["lease", "list", "--json"], "");
+        (ok && leases.trim() == "[]")
+            .then_some(())
+            .ok_or(format!("leases left: {leases}"))
+    });
+}
+
+#[test]
+fn proxied_sessions_reach_databases_that_require_tls_encrypted() {
+    let lab = lab();
+    for (name, engine, port, user, password, dbname, ca) in [
+        (
+            "pg",
+            "postgres",
+            lab.pg.port(),
+            "postgres",
+            lab.pg.password(),
+            "postgres",
+            lab.pg.tls_ca(),
+        ),
+        (
+            "maria",
+            "mariadb",
+            lab.maria.port(),
+            "root",
+            lab.maria.password(),
+            "mysql",
+            lab.maria.tls_ca(),
+        ),
+    ] {
+        let (ok, out) = lab.zeroth(
+            &[
+                "db",
+                "connection",
+                "add",
+                name,
+                "--engine",
+                engine,
+                "--port",
+                &port.to_string(),
+                "--admin-user",
+                user,
+                "--dbname",
+                dbname,
+                "--tls-ca",
+                ca.to_str().unwrap(),
+            ],
+            &format!("{}\n", password.expose_secret()),
+        );
+        assert!(ok, "{out}");
+    }
+    let tcp = zeroth::lab::ports::free_port().unwrap();
+    let host = ProxyHost::start(&lab, &proxies(tcp));
+    let out = psql_via(&host.pg_dir())
+        .args([
+            "-c",
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t", "{out:?}");
+    let out = mariadb_via(&host.maria_socket())
+        .args(["-e", "SHOW SESSION STATUS LIKE 'Ssl_cipher'"])
+        .output()
+        .unwrap();
+    let cipher = String::from_utf8_lossy(&out.stdout);
+    let cipher = cipher
+        .trim()
+        .strip_prefix("Ssl_cipher")
+        .unwrap_or_default()
+        .trim();
+    assert!(!cipher.is_empty(), "{out:?}");
+}

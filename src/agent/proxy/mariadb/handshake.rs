@@ -158,10 +158,26 @@ pub fn session_capabilities(
     caps
 }
 
-/// The SSLRequest that starts TLS upstream.
-pub fn ssl_request(caps: CapabilityFlags, client: &ClientHello) -> Vec<u8> {
+/// The MariaDB extended capabilities of the session.
+fn session_mariadb_capabilities(
+    client: &ClientHello,
+    upstream: &HandshakePacket<'_>,
+) -> MariadbCapabilities {
+    client.mariadb_capabilities & upstream.mariadb_ext_capabilities()
+}
+
+/// The SSLRequest that starts TLS upstream. It carries the same
+/// capabilities as the response after it: MariaDB settles the extended
+/// ones from this first packet.
+pub fn ssl_request(
+    caps: CapabilityFlags,
+    client: &ClientHello,
+    upstream: &HandshakePacket<'_>,
+) -> Vec<u8> {
     let mut out = Vec::new();
-    SslRequest::new(caps, 16 * 1024 * 1024, client.collation).serialize(&mut out);
+    SslRequest::new(caps, 16 * 1024 * 1024, client.collation)
+        .with_mariadb_capabilities(session_mariadb_capabilities(client, upstream))
+        .serialize(&mut out);
     out
 }
 

@@ -173,9 +173,13 @@ async fn login(client: &mut impl Io, session: &Session) -> Result<Box<dyn Io>, F
             {
                 return Err(Failed::proxy(2, CANNOT_CONNECT, format!("zeroth proxy: TLS to the database at {addr}: the database does not offer TLS")));
             }
-            packet::write(&mut tcp, seq, &handshake::ssl_request(caps, &hello))
-                .await
-                .map_err(|e| Failed::proxy(2, CANNOT_CONNECT, format!("zeroth proxy: {e}")))?;
+            packet::write(
+                &mut tcp,
+                seq,
+                &handshake::ssl_request(caps, &hello, &upstream),
+            )
+            .await
+            .map_err(|e| Failed::proxy(2, CANNOT_CONNECT, format!("zeroth proxy: {e}")))?;
             seq += 1;
             let stream = super::tls::connect(ca.as_bytes(), &creds.host, tcp)
                 .await
