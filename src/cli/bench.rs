@@ -62,6 +62,24 @@ enum BenchCommand {
         #[arg(long)]
         raw: Option<usize>,
     },
+    /// The agent's database proxies against direct connections with a
+    /// static password: pgbench -S and sysbench oltp_read_only throughput,
+    /// connection set-up p50/p99, agent CPU per transaction and memory per
+    /// open session.
+    Proxy {
+        /// Seconds per throughput run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent clients (pgbench -c, sysbench --threads).
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Connections set up one after another, per side.
+        #[arg(long, default_value_t = 200)]
+        setups: usize,
+        /// Proxied sessions held open for the memory figure.
+        #[arg(long, default_value_t = 50)]
+        sessions: usize,
+    },
     /// SSH certificate signings per second through zeroth at N concurrent
     /// HTTPS clients, for an Ed25519 and a P-256 CA, against the raw
     /// PKCS#11 sign rate of each key type on the same token.
@@ -98,6 +116,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             per_client,
             seconds,
         } => super::bench_ssh::run(*clients, *per_client, *seconds),
+        BenchCommand::Proxy {
+            seconds,
+            clients,
+            setups,
+            sessions,
+        } => super::bench_proxy::run(*seconds, *clients, *setups, *sessions),
     }
 }
 

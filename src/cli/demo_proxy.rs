@@ -256,6 +256,17 @@ pub fn show_proxies(server: &ZerothServer, maria: &MariaDb) -> Result<()> {
         "           db.creds.revoked   {user}: {}",
         revoked["reason"].as_str().unwrap_or("revoked")
     );
+    // Every use event delivered before the lab moves on.
+    let queue = host.join("state").join("session-events");
+    wait_for(
+        "the agent's queue to empty",
+        Duration::from_secs(10),
+        || {
+            Ok(std::fs::read_dir(&queue)?
+                .flatten()
+                .all(|e| !e.file_name().to_string_lossy().ends_with(".json")))
+        },
+    )?;
     agent.stop()?;
     Ok(())
 }

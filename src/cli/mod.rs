@@ -6,6 +6,7 @@ mod audit;
 mod bench;
 mod bench_db;
 mod bench_load;
+mod bench_proxy;
 mod bench_quote;
 mod bench_server;
 mod bench_ssh;

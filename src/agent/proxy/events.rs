@@ -117,6 +117,15 @@ fn deliver_batch(dir: &Path, upstream: &Upstream) -> Result<bool, String> {
             &serde_json::json!({ "events": events }),
             "",
         )?;
+        if status == 400 {
+            // The server will never take these: keep them for an operator,
+            // out of the way of the ones after them.
+            tracing::error!(%text, "the server refused a batch of session events as malformed; set aside as .bad");
+            for path in &batch {
+                let _ = std::fs::rename(path, path.with_extension("bad"));
+            }
+            return Ok(files.len() <= MAX_BATCH);
+        }
         if !(200..300).contains(&status) {
             return Err(format!("the server answered {status}: {text}"));
         }
