@@ -592,6 +592,11 @@ fn with_the_server_down_open_sessions_go_on_new_ones_are_told_why_and_use_events
     );
     let mut open = Interactive::start(psql_via(&host.pg_dir()));
     let user = open.ask("SELECT current_user;");
+    // Its opening is on record before the server goes away.
+    eventually(Duration::from_secs(10), || {
+        let n = lab.server.audit_details("db.session.opened").unwrap().len();
+        (n == 1).then_some(()).ok_or(format!("{n} opened events"))
+    });
     lab.server.stop();
     assert_eq!(open.ask("SELECT 'still here';"), "still here");
     let out = psql_via(&host.pg_dir())

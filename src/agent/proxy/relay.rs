@@ -1,8 +1,13 @@
 //! The relay once a session is authenticated: bytes both ways, counted,
-//! until either side hangs up (a database that ends the session, e.g. on
-//! revocation, ends it for the client too).
+//! until both sides are done (tokio's `copy_bidirectional`: one task polls
+//! both directions, so a query costs no cross-task wake-up). When the
+//! database ends a session (e.g. on revocation) the client sees the end of
+//! its stream at once.
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Anything a session runs over: a Unix or TCP socket, with or without TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -15,45 +20,58 @@ pub struct Relayed {
     pub to_client: u64,
 }
 
-const BUFFER: usize = 32 * 1024;
-
-/// Copies until `from` ends or either side fails; counts into `count`.
-async fn pump(
-    from: &mut (impl AsyncRead + Unpin),
-    to: &mut (impl AsyncWrite + Unpin),
-    count: &mut u64,
-) {
-    let mut buf = vec![0u8; BUFFER];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-        *count += n as u64;
-        // Flush only when nothing more is waiting: TLS writers buffer.
-        if to.flush().await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown().await;
+/// A stream that counts the bytes read from it, whatever becomes of the
+/// copy (an error ends it, the count stays right).
+struct Counted<'a, S> {
+    inner: &'a mut S,
+    read: u64,
 }
 
-/// Relays between `client` and `server` until one of them is done.
-pub async fn relay(client: &mut impl Io, server: &mut impl Io) -> Relayed {
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut sr, mut sw) = tokio::io::split(server);
-    let mut counts = Relayed::default();
-    {
-        let up = pump(&mut cr, &mut sw, &mut counts.from_client);
-        let down = pump(&mut sr, &mut cw, &mut counts.to_client);
-        tokio::pin!(up, down);
-        tokio::select! {
-            () = &mut up => {}
-            () = &mut down => {}
-        }
+impl<S: Io> AsyncRead for Counted<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        self.read += (buf.filled().len() - before) as u64;
+        polled
     }
-    counts
+}
+
+impl<S: Io> AsyncWrite for Counted<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Relays between `client` and `server` until both directions have ended
+/// (or either failed).
+pub async fn relay(client: &mut impl Io, server: &mut impl Io) -> Relayed {
+    let mut c = Counted {
+        inner: client,
+        read: 0,
+    };
+    let mut s = Counted {
+        inner: server,
+        read: 0,
+    };
+    let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+    Relayed {
+        from_client: c.read,
+        to_client: s.read,
+    }
 }
