@@ -56,6 +56,26 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .context("no VmRSS")
 }
 
+/// Runs `proxied` (transactions per second through the proxy) and prints
+/// it next to `direct`, with the agent's CPU per transaction meanwhile.
+fn row(
+    name: &str,
+    direct: f64,
+    agent: u32,
+    seconds: u64,
+    proxied: impl FnOnce() -> Result<f64>,
+) -> Result<()> {
+    let cpu = cpu_seconds(agent)?;
+    let tps = proxied()?;
+    let cpu = cpu_seconds(agent)? - cpu;
+    println!(
+        "{name:<28} {direct:>12.0} {tps:>12.0} {:>7.2} {:>13.1} µs",
+        tps / direct,
+        cpu * 1e6 / (tps * seconds as f64)
+    );
+    Ok(())
+}
+
 /// Connection set-up times (connect, one query, close), sorted.
 async fn setups(n: usize, cfg: &tokio_postgres::Config) -> Result<Vec<Duration>> {
     let mut times = Vec::with_capacity(n);
@@ -228,15 +248,13 @@ pub fn run(seconds: u64, clients: usize, setups_n: usize, sessions: usize) -> Re
         figure(&out, "tps =")
     };
     let direct = pgbench_tps("127.0.0.1", &port, "bench_static")?;
-    let cpu = cpu_seconds(agent_pid)?;
-    let proxied = pgbench_tps(&pg_dir.display().to_string(), "5432", "anyone")?;
-    let cpu = cpu_seconds(agent_pid)? - cpu;
-    println!(
-        "{:<28} {direct:>12.0} {proxied:>12.0} {:>7.2} {:>13.1} µs",
+    row(
         "PostgreSQL pgbench -S tps",
-        proxied / direct,
-        cpu * 1e6 / (proxied * seconds as f64)
-    );
+        direct,
+        agent_pid,
+        seconds,
+        || pgbench_tps(&pg_dir.display().to_string(), "5432", "anyone"),
+    )?;
     let sysbench_tps = |target: &[String]| -> Result<f64> {
         let out = run_tool(
             "sysbench run",
@@ -260,18 +278,18 @@ pub fn run(seconds: u64, clients: usize, setups_n: usize, sessions: usize) -> Re
         "--mysql-user=bench_static".into(),
         format!("--mysql-password={STATIC_PASSWORD}"),
     ])?;
-    let cpu = cpu_seconds(agent_pid)?;
-    let proxied = sysbench_tps(&[
-        format!("--mysql-socket={}", maria_socket.display()),
-        "--mysql-user=anyone".into(),
-    ])?;
-    let cpu = cpu_seconds(agent_pid)? - cpu;
-    println!(
-        "{:<28} {direct:>12.0} {proxied:>12.0} {:>7.2} {:>13.1} µs",
+    row(
         "MariaDB oltp_read_only tps",
-        proxied / direct,
-        cpu * 1e6 / (proxied * seconds as f64)
-    );
+        direct,
+        agent_pid,
+        seconds,
+        || {
+            sysbench_tps(&[
+                format!("--mysql-socket={}", maria_socket.display()),
+                "--mysql-user=anyone".into(),
+            ])
+        },
+    )?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -535,10 +535,16 @@ fn show_db_creds(
 
 /// A host without a TPM: it lives on a rotating token, and its programs get
 /// database users through the agent, which alone holds its SVID key.
-fn show_token_host(server: &crate::lab::ZerothServer, pg: &Postgres) -> Result<()> {
-    use crate::agent::workload_api::{self, WorkloadRequest};
+/// A host without a TPM for the demo: a token made by the operator (its
+/// file 0600), and an agent.toml ending in `extra`. Returns the host's
+/// directory, the configuration's path and the token chain.
+pub(super) fn token_host(
+    server: &crate::lab::ZerothServer,
+    name: &str,
+    extra: &str,
+) -> Result<(lab::LabDir, std::path::PathBuf, String)> {
     use crate::server::admin::AdminRequest;
-    println!("$ zeroth token create --group edge --ttl 10m   # for a host without a TPM");
+    use std::os::unix::fs::PermissionsExt;
     let made = admin_call(
         server,
         AdminRequest {
@@ -549,19 +555,35 @@ fn show_token_host(server: &crate::lab::ZerothServer, pg: &Postgres) -> Result<(
         },
     )?;
     let chain = made["chain"].as_str().unwrap_or_default().to_owned();
-    let host = lab::LabDir::new("demo-token-host")?;
+    let host = lab::LabDir::new(name)?;
     let bootstrap = host.join("token");
     std::fs::write(&bootstrap, made["token"].as_str().unwrap_or_default())?;
-    let socket = host.join("api.sock");
+    std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o600))?;
     let config = host.join("agent.toml");
     std::fs::write(
         &config,
         format!(
-            "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\nretry_max = \"1s\"\n[workload_api]\nsocket = \"{}\"\n[workload_api.units]\n\"demo-shop.service\" = [\"app-ro\"]\n",
+            "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\nretry_max = \"1s\"\n{extra}",
             server.url(),
             server.bundle().display(),
             bootstrap.display(),
             host.join("state").display(),
+        ),
+    )?;
+    Ok((host, config, chain))
+}
+
+fn show_token_host(server: &crate::lab::ZerothServer, pg: &Postgres) -> Result<()> {
+    use crate::agent::workload_api::{self, WorkloadRequest};
+    use crate::server::admin::AdminRequest;
+    println!("$ zeroth token create --group edge --ttl 10m   # for a host without a TPM");
+    let socket_dir = lab::LabDir::new("demo-token-socket")?;
+    let socket = socket_dir.join("api.sock");
+    let (_host, config, chain) = token_host(
+        server,
+        "demo-token-host",
+        &format!(
+            "[workload_api]\nsocket = \"{}\"\n[workload_api.units]\n\"demo-shop.service\" = [\"app-ro\"]\n",
             socket.display()
         ),
     )?;

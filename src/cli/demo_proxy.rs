@@ -75,34 +75,12 @@ pub fn show_proxies(server: &ZerothServer, maria: &MariaDb) -> Result<()> {
             ..Default::default()
         },
     )?;
-    let made = call(
+    // The sockets' directory: nobody may pass through it (mode 0711).
+    let dir = lab::LabDir::new("demo-proxy-sockets")?;
+    let (host, config, _) = super::demo::token_host(
         server,
-        AdminRequest {
-            op: "token.create".into(),
-            group: Some("edge".into()),
-            ttl_secs: Some(600),
-            ..Default::default()
-        },
-    )?;
-    let host = lab::LabDir::new("demo-proxy-host")?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // nobody reaches the sockets inside.
-        std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755))?;
-    }
-    let bootstrap = host.join("token");
-    std::fs::write(&bootstrap, made["token"].as_str().unwrap_or_default())?;
-    let config = host.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\nretry_max = \"1s\"\n{}",
-            server.url(),
-            server.bundle().display(),
-            bootstrap.display(),
-            host.join("state").display(),
-            PROXIES.replace("@DIR@", &host.path().display().to_string())
-        ),
+        "demo-proxy-host",
+        &PROXIES.replace("@DIR@", &dir.path().display().to_string()),
     )?;
     println!("$ zeroth agent run   # [[proxy]] shop-pg and shop-maria, for demo-shop.service only");
     let exe = std::env::current_exe()?;
@@ -116,7 +94,7 @@ pub fn show_proxies(server: &ZerothServer, maria: &MariaDb) -> Result<()> {
 
     let unit = lab::ServiceCgroup::new("demo-shop.service").map_err(|e| anyhow::anyhow!(e))?;
     let psql = lab::tools::PSQL.path()?;
-    let pg_dir = host.join("pg");
+    let pg_dir = dir.join("pg");
     let conninfo = format!("host={} port=5432 dbname=postgres", pg_dir.display());
     let in_shop = |program: &Path, args: &[&str]| {
         let mut c = unit.command_as(65534, program, args);
@@ -168,7 +146,7 @@ pub fn show_proxies(server: &ZerothServer, maria: &MariaDb) -> Result<()> {
     );
 
     let mariadb = lab::tools::MARIADB.path()?;
-    let socket = host.join("maria.sock");
+    let socket = dir.join("maria.sock");
     let socket_arg = format!("--socket={}", socket.display());
     println!("$ mariadb --socket=<proxy socket> -e 'SELECT CURRENT_USER(), item FROM shop.orders'   # the same program");
     let out = in_shop(

@@ -158,6 +158,46 @@ impl Lab {
         )
     }
 
+    /// `zeroth db connection add` of the lab's PostgreSQL ("pg") or
+    /// MariaDB ("maria") with TLS verified against `ca`.
+    fn add_tls_connection(&self, name: &str, ca: &Path) -> (bool, String) {
+        let (engine, port, user, password, dbname) = match name {
+            "pg" => (
+                "postgres",
+                self.pg.port(),
+                "postgres",
+                self.pg.password(),
+                "postgres",
+            ),
+            _ => (
+                "mariadb",
+                self.maria.port(),
+                "root",
+                self.maria.password(),
+                "mysql",
+            ),
+        };
+        self.zeroth(
+            &[
+                "db",
+                "connection",
+                "add",
+                name,
+                "--engine",
+                engine,
+                "--port",
+                &port.to_string(),
+                "--admin-user",
+                user,
+                "--dbname",
+                dbname,
+                "--tls-ca",
+                ca.to_str().unwrap(),
+            ],
+            &format!("{}\n", password.expose_secret()),
+        )
+    }
+
     fn add_connections(&self) {
         let (ok, out) = self.zeroth(
             &[
@@ -898,69 +938,16 @@ fn a_person_runs_psql_with_credentials_that_never_touch_disk() {
 #[test]
 fn connections_can_require_tls_verified_against_the_databases_ca() {
     let lab = lab();
-    let add = |name: &str, engine: &str, port: u16, user: &str, password: &str, ca: &Path| {
-        lab.zeroth(
-            &[
-                "db",
-                "connection",
-                "add",
-                name,
-                "--engine",
-                engine,
-                "--port",
-                &port.to_string(),
-                "--admin-user",
-                user,
-                "--dbname",
-                if engine == "postgres" {
-                    "postgres"
-                } else {
-                    "mysql"
-                },
-                "--tls-ca",
-                ca.to_str().unwrap(),
-            ],
-            &format!("{password}\n"),
-        )
-    };
     // Another CA than the server's: refused, so the certificate is checked.
-    let (ok, out) = add(
-        "pg",
-        "postgres",
-        lab.pg.port(),
-        "postgres",
-        lab.pg.password().expose_secret(),
-        lab.maria.tls_ca(),
-    );
+    let (ok, out) = lab.add_tls_connection("pg", lab.maria.tls_ca());
     assert!(!ok, "{out}");
     assert!(out.to_lowercase().contains("certificate"), "{out}");
-    let (ok, out) = add(
-        "maria",
-        "mariadb",
-        lab.maria.port(),
-        "root",
-        lab.maria.password().expose_secret(),
-        lab.pg.tls_ca(),
-    );
+    let (ok, out) = lab.add_tls_connection("maria", lab.pg.tls_ca());
     assert!(!ok, "{out}");
 
-    let (ok, out) = add(
-        "pg",
-        "postgres",
-        lab.pg.port(),
-        "postgres",
-        lab.pg.password().expose_secret(),
-        lab.pg.tls_ca(),
-    );
+    let (ok, out) = lab.add_tls_connection("pg", lab.pg.tls_ca());
     assert!(ok, "{out}");
-    let (ok, out) = add(
-        "maria",
-        "mariadb",
-        lab.maria.port(),
-        "root",
-        lab.maria.password().expose_secret(),
-        lab.maria.tls_ca(),
-    );
+    let (ok, out) = lab.add_tls_connection("maria", lab.maria.tls_ca());
     assert!(ok, "{out}");
     let (ok, out) = lab.zeroth(&["db", "connection", "list"], "");
     assert_eq!(out.matches("verified").count(), 2, "{out}");

@@ -54,6 +54,14 @@ impl ProxyHost {
         Self { dir, agent }
     }
 
+    /// One PostgreSQL proxy whose sessions' leases last 10 s.
+    fn short_pg(lab: &Lab) -> Self {
+        Self::start(
+            lab,
+            &SHORT_PG.replace("@UID@", &rustix::process::geteuid().as_raw().to_string()),
+        )
+    }
+
     fn pg_dir(&self) -> PathBuf {
         self.dir.join("pg")
     }
@@ -515,10 +523,7 @@ ttl = "10s"
 fn a_session_outlives_its_lease_ttl_answers_ctrl_c_and_ends_when_its_lease_is_revoked() {
     let lab = lab();
     lab.add_connections();
-    let host = ProxyHost::start(
-        &lab,
-        &SHORT_PG.replace("@UID@", &rustix::process::geteuid().as_raw().to_string()),
-    );
+    let host = ProxyHost::short_pg(&lab);
     let mut session = Interactive::start(psql_via(&host.pg_dir()));
     let user = session.ask("SELECT current_user;");
     let first = lease_of(&lab, &user).unwrap();
@@ -583,13 +588,11 @@ fn a_session_outlives_its_lease_ttl_answers_ctrl_c_and_ends_when_its_lease_is_re
 }
 
 #[test]
-fn with_the_server_down_open_sessions_go_on_new_ones_are_told_why_and_use_events_wait() {
+fn with_the_server_down_open_sessions_go_on_new_ones_are_told_why_and_use_events_wait_across_an_agent_restart(
+) {
     let mut lab = lab();
     lab.add_connections();
-    let host = ProxyHost::start(
-        &lab,
-        &SHORT_PG.replace("@UID@", &rustix::process::geteuid().as_raw().to_string()),
-    );
+    let host = ProxyHost::short_pg(&lab);
     let mut open = Interactive::start(psql_via(&host.pg_dir()));
     let user = open.ask("SELECT current_user;");
     // Its opening is on record before the server goes away.
@@ -618,7 +621,22 @@ fn with_the_server_down_open_sessions_go_on_new_ones_are_told_why_and_use_events
         let n = std::fs::read_dir(&queue).map(|d| d.count()).unwrap_or(0);
         (n == 1).then_some(()).ok_or(format!("{n} events queued"))
     });
+    // The agent restarts meanwhile: the queue is on its disk.
+    let ProxyHost { dir, agent } = host;
+    agent.stop().unwrap();
+    assert_eq!(std::fs::read_dir(&queue).unwrap().count(), 1);
     lab.server.resume().unwrap();
+    let mut agent = AgentProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_zeroth")),
+        &dir.join("agent.toml"),
+    )
+    .unwrap();
+    agent
+        .expect(Duration::from_secs(30), |l| {
+            l.starts_with("token rotated: ")
+        })
+        .unwrap();
+    let host = ProxyHost { dir, agent };
     let closed = eventually(Duration::from_secs(40), || {
         let c = lab.server.audit_details("db.session.closed").unwrap();
         c.into_iter()
@@ -755,45 +773,8 @@ fn python_programs_use_debians_drivers_through_the_proxies_unchanged() {
 #[test]
 fn proxied_sessions_reach_databases_that_require_tls_encrypted() {
     let lab = lab();
-    for (name, engine, port, user, password, dbname, ca) in [
-        (
-            "pg",
-            "postgres",
-            lab.pg.port(),
-            "postgres",
-            lab.pg.password(),
-            "postgres",
-            lab.pg.tls_ca(),
-        ),
-        (
-            "maria",
-            "mariadb",
-            lab.maria.port(),
-            "root",
-            lab.maria.password(),
-            "mysql",
-            lab.maria.tls_ca(),
-        ),
-    ] {
-        let (ok, out) = lab.zeroth(
-            &[
-                "db",
-                "connection",
-                "add",
-                name,
-                "--engine",
-                engine,
-                "--port",
-                &port.to_string(),
-                "--admin-user",
-                user,
-                "--dbname",
-                dbname,
-                "--tls-ca",
-                ca.to_str().unwrap(),
-            ],
-            &format!("{}\n", password.expose_secret()),
-        );
+    for (name, ca) in [("pg", lab.pg.tls_ca()), ("maria", lab.maria.tls_ca())] {
+        let (ok, out) = lab.add_tls_connection(name, ca);
         assert!(ok, "{out}");
     }
     let tcp = zeroth::lab::ports::free_port().unwrap();
