@@ -108,7 +108,7 @@ fn send(
     body: &serde_json::Value,
     who: &str,
 ) -> Result<(u16, String), String> {
-    use crate::server::api::db::WORKLOAD_HEADER;
+    use crate::wire::db::WORKLOAD_HEADER;
     let unreachable = |e: reqwest::Error| {
         let mut text = format!("cannot reach the server: {e}");
         let mut cause = std::error::Error::source(&e);

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The header a holder's agent names the local program with.
+pub const WORKLOAD_HEADER: &str = "zeroth-workload";
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredsRequest {

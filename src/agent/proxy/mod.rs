@@ -173,11 +173,13 @@ async fn accept_tcp(ctx: Arc<Ctx>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr();
         let who = match local {
-            Ok(local) => tcp_owner::owner(peer, local).map(|uid| Caller {
-                uid,
-                pid: 0,
-                unit: None,
-            }),
+            Ok(local) => tcp_owner::owner(peer, local)
+                .map(|uid| Caller {
+                    uid,
+                    pid: 0,
+                    unit: None,
+                })
+                .map_err(|e| e.to_string()),
             Err(e) => Err(format!("cannot tell who connected: {e}")),
         };
         tokio::spawn(serve(ctx.clone(), stream, who));

@@ -36,8 +36,24 @@ pub fn find(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<u32> {
     })
 }
 
+/// Why the owner of a connection is unknown.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no owner of the connection from {peer} in {file}")]
+    NotFound {
+        peer: SocketAddr,
+        file: &'static str,
+    },
+}
+
 /// The uid of the program at `peer` connected to us at `us`.
-pub fn owner(peer: SocketAddr, us: SocketAddr) -> Result<u32, String> {
+pub fn owner(peer: SocketAddr, us: SocketAddr) -> Result<u32, OwnerError> {
     let unmapped = |a: SocketAddr| match a.ip() {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
@@ -51,9 +67,9 @@ pub fn owner(peer: SocketAddr, us: SocketAddr) -> Result<u32, String> {
     } else {
         "/proc/net/tcp6"
     };
-    let table = std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
-    find(&table, peer, us)
-        .ok_or_else(|| format!("no owner of the connection from {peer} in {file}"))
+    let table =
+        std::fs::read_to_string(file).map_err(|source| OwnerError::Read { file, source })?;
+    find(&table, peer, us).ok_or(OwnerError::NotFound { peer, file })
 }
 
 #[cfg(test)]
@@ -74,7 +90,7 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             listener.local_addr().unwrap(),
         );
-        assert!(e.unwrap_err().contains("no owner"));
+        assert!(matches!(e, Err(OwnerError::NotFound { .. })));
     }
 
     #[test]

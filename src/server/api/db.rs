@@ -47,8 +47,7 @@ pub(super) fn holder(s: &Shared, caller: &Caller) -> Result<Holder, ApiError> {
     holder_for(s, caller, None)
 }
 
-/// The header a holder's agent names the local program with.
-pub const WORKLOAD_HEADER: &str = "zeroth-workload";
+pub use crate::wire::db::WORKLOAD_HEADER;
 
 /// What the agent said of the program it asks for (printable, bounded).
 pub(super) fn workload(headers: &axum::http::HeaderMap) -> Option<String> {

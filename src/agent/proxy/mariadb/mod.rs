@@ -105,11 +105,10 @@ impl Failed {
     }
 }
 
-async fn connect(addr: &str) -> Result<TcpStream, String> {
+async fn connect(addr: &str) -> std::io::Result<TcpStream> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|_| format!("cannot reach the database at {addr}: timed out"))?
-        .map_err(|e| format!("cannot reach the database at {addr}: {e}"))?;
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     let _ = tcp.set_nodelay(true);
     Ok(tcp)
 }
@@ -127,6 +126,7 @@ async fn login(client: &mut impl Io, session: &Session) -> Result<Box<dyn Io>, F
     let mut tcp = match connect(&addr).await {
         Ok(t) => t,
         Err(e) => {
+            let e = format!("cannot reach the database at {addr}: {e}");
             refuse(client, CANNOT_CONNECT, &e).await;
             return Err(early(e));
         }

@@ -47,30 +47,32 @@ impl CancelKeys {
     }
 }
 
+/// Why a client's start-up could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupReadError {
+    #[error("reading the start-up packet: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Malformed(#[from] startup::StartupError),
+    #[error("encryption was asked for again and again")]
+    Repeated,
+}
+
 /// Reads start-up packets until a session or a cancel (declining TLS and
 /// GSS encryption on the way).
-async fn read_startup(client: &mut impl Io) -> Result<Startup, String> {
+async fn read_startup(client: &mut impl Io) -> Result<Startup, StartupReadError> {
     for _ in 0..3 {
         let mut prefix = [0u8; 4];
-        client
-            .read_exact(&mut prefix)
-            .await
-            .map_err(|e| format!("reading the start-up packet: {e}"))?;
-        let len = startup::length(prefix).map_err(|e| e.to_string())?;
+        client.read_exact(&mut prefix).await?;
+        let len = startup::length(prefix)?;
         let mut body = vec![0u8; len - 4];
-        client
-            .read_exact(&mut body)
-            .await
-            .map_err(|e| format!("reading the start-up packet: {e}"))?;
-        match startup::parse(&body).map_err(|e| e.to_string())? {
-            Startup::Ssl | Startup::GssEnc => client
-                .write_all(b"N")
-                .await
-                .map_err(|e| format!("declining encryption: {e}"))?,
+        client.read_exact(&mut body).await?;
+        match startup::parse(&body)? {
+            Startup::Ssl | Startup::GssEnc => client.write_all(b"N").await?,
             other => return Ok(other),
         }
     }
-    Err("too many encryption requests".into())
+    Err(StartupReadError::Repeated)
 }
 
 async fn refuse(client: &mut impl Io, code: &str, message: &str) {
@@ -177,8 +179,8 @@ async fn connect(
 async fn greet(
     client: &mut impl Io,
     server: &mut Box<dyn Io>,
-) -> Result<Option<(i32, i32)>, String> {
-    let io = |e: std::io::Error| e.to_string();
+) -> Result<Option<(i32, i32)>, UpstreamError> {
+    let io = |e: std::io::Error| UpstreamError::Protocol(format!("an I/O error: {e}"));
     client.write_all(&AUTHENTICATION_OK).await.map_err(io)?;
     let mut key = None;
     loop {
@@ -197,7 +199,10 @@ async fn greet(
                 key = Some((word(5), word(9)));
             }
             b'Z' => return Ok(key),
-            b'E' => return Err(upstream::error_text(&f)),
+            b'E' => {
+                let message = upstream::error_text(&f);
+                return Err(UpstreamError::Refused { frame: f, message });
+            }
             _ => {}
         }
     }

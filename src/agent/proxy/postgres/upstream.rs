@@ -96,7 +96,7 @@ pub async fn connect(creds: &CredsResponse) -> Result<Box<dyn Io>, UpstreamError
     }
     let stream = super::super::tls::connect(ca.as_bytes(), &creds.host, tcp)
         .await
-        .map_err(tls_err)?;
+        .map_err(|e| tls_err(e.to_string()))?;
     Ok(Box::new(stream))
 }
 
