@@ -97,21 +97,21 @@ pub async fn run(ctx: &Ctx, session: Session, client: &mut impl Io, server: &mut
     );
     let relayed = {
         let relay = relay::relay(client, server);
-        let keep = async {
-            lease::keep(
-                &ctx.upstream,
-                &session.creds.lease_id,
-                session.creds.expires,
-                &session.label,
-            )
-            .await;
-            // Not renewable any more: the session lasts as the lease does.
-            std::future::pending::<()>().await
-        };
+        let keep = lease::keep(
+            &ctx.upstream,
+            &session.creds.lease_id,
+            session.creds.expires,
+            &session.label,
+        );
         tokio::pin!(relay, keep);
-        tokio::select! {
-            r = &mut relay => r,
-            () = &mut keep => unreachable_pending(),
+        // Once the lease cannot be renewed any more, the session lasts as
+        // long as the lease does: only the relay's end ends it.
+        let mut renewing = true;
+        loop {
+            tokio::select! {
+                r = &mut relay => break r,
+                () = &mut keep, if renewing => renewing = false,
+            }
         }
     };
     let gone = lease::give_back(&ctx.upstream, &session.creds.lease_id, &session.label).await;
@@ -136,9 +136,4 @@ pub async fn run(ctx: &Ctx, session: Session, client: &mut impl Io, server: &mut
             "left to expire"
         }
     );
-}
-
-/// `keep` never finishes (it ends in a pending future).
-fn unreachable_pending() -> Relayed {
-    Relayed::default()
 }
