@@ -340,7 +340,7 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres, maria: &MariaDb) ->
     let keys = Pkcs11KeyStore::open(&hsm.pkcs11_config())?;
     let key = keys.public_key(&KeyName::new(crate::audit::CHECKPOINT_KEY)?)?;
     let report = crate::audit::verify(&store.lock(), &key)?;
-    let kinds: Vec<String> = crate::audit::tail(&store.lock(), 10)?
+    let kinds: Vec<String> = crate::audit::tail(&store.lock(), 9)?
         .into_iter()
         .map(|e| e.kind)
         .collect();

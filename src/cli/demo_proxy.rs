@@ -166,12 +166,11 @@ pub fn show_proxies(server: &ZerothServer, maria: &MariaDb) -> Result<()> {
         "mariadb: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    println!(
-        "           {}",
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .replace('\t', " ")
-    );
+    let row = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .replace('\t', " ");
+    println!("           {row}");
+    let maria_user = row.split('@').next().unwrap_or_default().to_owned();
     drop(unit);
 
     println!(
@@ -234,7 +233,19 @@ pub fn show_proxies(server: &ZerothServer, maria: &MariaDb) -> Result<()> {
         "           db.creds.revoked   {user}: {}",
         revoked["reason"].as_str().unwrap_or("revoked")
     );
-    // Every use event delivered before the lab moves on.
+    // Every use event delivered before the lab moves on: the MariaDB
+    // session's closing event too, which is queued only after its lease
+    // has been given back.
+    wait_for(
+        "the MariaDB session's closing event",
+        Duration::from_secs(10),
+        || {
+            Ok(server
+                .audit_details("db.session.closed")?
+                .iter()
+                .any(|d| d["user"] == maria_user.as_str()))
+        },
+    )?;
     let queue = host.join("state").join("session-events");
     wait_for(
         "the agent's queue to empty",

@@ -69,7 +69,7 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         ": 429 Too Many Requests, Retry-After: 1",
         // The count depends on how many polls the proxy step needed.
         "audit chain intact: ",
-        " events (db.session.closed, ssh.host_cert.issued, ssh.cert.issued, ssh.cert.revoked, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied, enrol.rejected), 1 HSM-signed checkpoint",
+        " events (ssh.host_cert.issued, ssh.cert.issued, ssh.cert.revoked, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied, enrol.rejected), 1 HSM-signed checkpoint",
         "sees hello from a user that lives 10 minutes",
         "while psql is connected, pg_roles has zt_app_ro_",
         "is gone ",
