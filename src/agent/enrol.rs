@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use zeroth_attest::{AkAlgorithm, Attester, EkAlgorithm, KeyBlob};
 
-use crate::server::api::enroll::{BeginRequest, BeginResponse, FinishRequest, FinishResponse};
-use crate::server::api::identity::{RenewChallenge, RenewRequest, RenewResponse};
-use crate::store::nodes::NodeState;
+use crate::wire::enrol::{BeginRequest, BeginResponse, FinishRequest, FinishResponse};
+use crate::wire::enrol::{RenewChallenge, RenewRequest, RenewResponse};
+use crate::wire::node::NodeState;
 
 /// Why enrolment did not complete.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! JWT-SVIDs for this node, asked for over mTLS with its X.509-SVID.
 
 use super::enrol::{post_json, AgentError, EnrolOptions, Enrolment};
-use crate::server::api::jwt::{JwtRequest, JwtResponse};
+use crate::wire::jwt::{JwtRequest, JwtResponse};
 
 /// A JWT-SVID for `audience`, valid `ttl_seconds` (the server's maximum
 /// when `None`). `svid_pem` is the node's current X.509-SVID.

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::enrol::{client, post_json, AgentError, EnrolOptions, Enrolment};
 use crate::config::AgentSshConfig;
-use crate::server::api::ssh::{SshSignRequest, SshSignResponse};
+use crate::wire::ssh::{SshSignRequest, SshSignResponse};
 
 /// What one pass changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -21,12 +21,7 @@ pub struct Synced {
     pub krl_changed: bool,
 }
 
-/// `<key>-cert.pub` for `<key>.pub`, as sshd and ssh name certificates.
-pub fn certificate_path(host_public_key: &Path) -> PathBuf {
-    let s = host_public_key.to_string_lossy();
-    let stem = s.strip_suffix(".pub").unwrap_or(&s);
-    PathBuf::from(format!("{stem}-cert.pub"))
-}
+pub use crate::config::certificate_path;
 
 /// One pass: fetch the CA keys and the KRL, certify host keys whose
 /// certificate is missing, for another key, or past half its lifetime.

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::enrol::{client, post_json, write, AgentError};
 use super::workload_api::Upstream;
-use crate::server::api::token::{ExchangeRequest, ExchangeResponse};
+use crate::wire::token::{ExchangeRequest, ExchangeResponse};
 
 /// Where a token host's agent works.
 #[derive(Debug, Clone)]
@@ -129,7 +129,7 @@ pub fn run(opts: &TokenOptions, upstream: &Upstream, retry_max: Duration, stop: 
                     Ok(http) => upstream.set(&opts.server, http),
                     Err(e) => println!("workload API: cannot use the new SVID: {e}"),
                 }
-                let token_left = (r.token_expires - crate::store::now()).max(0) as u64;
+                let token_left = (r.token_expires - crate::wire::now()).max(0) as u64;
                 let svid_left = super::run::not_after(&r.svid_pem)
                     .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
                     .unwrap_or_default();

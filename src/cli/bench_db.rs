@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 
 use super::bench_load::{enrolled_node, percentile, through_zeroth};
 use crate::lab::{LabDir, MariaDb, Postgres, SoftHsm, Swtpm, ZerothServer};
-use crate::server::api::db::{CredsRequest, CredsResponse};
+use crate::wire::db::{CredsRequest, CredsResponse};
 
 /// CREATE ROLE … LOGIN PASSWORD … VALID UNTIL … IN ROLE (the grant) per
 /// second, one statement after another on one connection.

@@ -16,8 +16,8 @@ use anyhow::{Context, Result};
 
 use crate::agent::enrol::{client, post_json, Enrolment};
 use crate::lab::{LabDir, SoftHsm, Swtpm, ZerothServer};
-use crate::server::api::enroll::{BeginResponse, FinishRequest, FinishResponse};
-use crate::server::api::identity::{RenewChallenge, RenewRequest, RenewResponse};
+use crate::wire::enrol::{BeginResponse, FinishRequest, FinishResponse};
+use crate::wire::enrol::{RenewChallenge, RenewRequest, RenewResponse};
 
 /// Latencies of one phase, and how long the phase took overall.
 struct Phase {

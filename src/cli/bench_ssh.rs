@@ -10,7 +10,7 @@ use zeroth_hsm::{bench, KeyKind, KeyName, Pkcs11KeyStore};
 
 use super::bench_load::{cpu_seconds, enrolled_node, percentile, requests, through_zeroth};
 use crate::lab::{LabDir, SoftHsm, Swtpm, ZerothServer};
-use crate::server::api::ssh::{SshSignRequest, SshSignResponse};
+use crate::wire::ssh::{SshSignRequest, SshSignResponse};
 
 pub fn run(clients: usize, per_client: usize, seconds: u64) -> Result<()> {
     let clients = clients.max(1);

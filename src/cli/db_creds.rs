@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use super::asker::Asker;
 use crate::agent::workload_api::WorkloadRequest;
 use crate::config::AgentConfig;
-use crate::server::api::db::CredsResponse;
+use crate::wire::db::CredsResponse;
 
 pub fn run(role: &str, config: &Path, ttl: Option<Duration>, exec: &[String]) -> Result<()> {
     let c = AgentConfig::load(config)?;

@@ -443,7 +443,7 @@ fn psql_as(pg: &Postgres, user: &str, password: &str, sql: &str) -> Result<Strin
 }
 
 /// The demo table's greeting, read as the issued user.
-fn greeting(pg: &Postgres, creds: &crate::server::api::db::CredsResponse) -> Result<String> {
+fn greeting(pg: &Postgres, creds: &crate::wire::db::CredsResponse) -> Result<String> {
     psql_as(
         pg,
         &creds.username,
@@ -497,10 +497,10 @@ fn show_db_creds(
     let svid = std::fs::read_to_string(options.state_dir.join("svid.pem"))?;
     let e = crate::agent::enrol::Enrolment::open(&options.tcti, &options.state_dir)?;
     let http = e.mtls_client(&options.ca_bundle, &svid)?;
-    let creds: crate::server::api::db::CredsResponse = crate::agent::enrol::post_json(
+    let creds: crate::wire::db::CredsResponse = crate::agent::enrol::post_json(
         &http,
         &format!("{}/v1/db/creds/app-ro", options.server),
-        &crate::server::api::db::CredsRequest::default(),
+        &crate::wire::db::CredsRequest::default(),
     )?;
     drop((http, e));
     let answer = greeting(pg, &creds)?;
@@ -606,7 +606,7 @@ fn show_token_host(server: &crate::lab::ZerothServer, pg: &Postgres) -> Result<(
         },
     )
     .map_err(|(status, reason)| anyhow::anyhow!("refused ({status}): {reason}"))?;
-    let creds: crate::server::api::db::CredsResponse = serde_json::from_value(answer)?;
+    let creds: crate::wire::db::CredsResponse = serde_json::from_value(answer)?;
     let text = greeting(pg, &creds)?;
     println!(
         "           user {} for spiffe://{}/token/{chain}: {text}",
@@ -720,7 +720,7 @@ fn show_service_grant(server: &crate::lab::ZerothServer, config: &std::path::Pat
 }
 
 fn show_ssh(options: &crate::agent::EnrolOptions, server: &crate::lab::ZerothServer) -> Result<()> {
-    use crate::server::api::ssh::{SshSignRequest, SshSignResponse};
+    use crate::wire::ssh::{SshSignRequest, SshSignResponse};
     let anyone = crate::agent::enrol::client(&server.bundle())?;
     let get = |path: &str| -> Result<Vec<u8>> {
         Ok(anyone

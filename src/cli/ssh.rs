@@ -12,7 +12,7 @@ use clap::Args;
 use super::asker::Asker;
 use crate::agent::ssh_agent::SshAgent;
 use crate::agent::workload_api::WorkloadRequest;
-use crate::server::api::ssh::SshSignResponse;
+use crate::wire::ssh::SshSignResponse;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]

@@ -4,34 +4,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::{now, StoreError};
 
-/// Where a node stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeState {
-    Pending,
-    Approved,
-    Revoked,
-}
-
-impl NodeState {
-    pub const ALL: [NodeState; 3] = [Self::Pending, Self::Approved, Self::Revoked];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Approved => "approved",
-            Self::Revoked => "revoked",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "approved" => Self::Approved,
-            "revoked" => Self::Revoked,
-            _ => Self::Pending,
-        }
-    }
-}
+pub use crate::wire::node::NodeState;
 
 /// A node, as the registry holds it.
 #[derive(Debug, Clone, serde::Serialize)]

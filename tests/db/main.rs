@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 use zeroth::agent::enrol::{post_json, AgentError, Enrolment};
 use zeroth::agent::{enrol, EnrolOptions, Outcome};
 use zeroth::lab::{tools, LabDir, MariaDb, Postgres, SoftHsm, Swtpm, ZerothServer};
-use zeroth::server::api::db::{CredsRequest, CredsResponse};
+use zeroth::wire::db::{CredsRequest, CredsResponse};
 
 const ROLES: &str = r#"
 [[db_role]]

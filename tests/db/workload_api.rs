@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use zeroth::server::api::db::CredsResponse;
+use zeroth::wire::db::CredsResponse;
 
 use super::{eventually, lab, mariadb};
 

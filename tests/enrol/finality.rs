@@ -6,7 +6,7 @@ use std::path::Path;
 use zeroth::agent::enrol::{client, post_json, Enrolment};
 use zeroth::agent::{enrol, EnrolOptions, Outcome};
 use zeroth::lab::{LabDir, SoftHsm, Swtpm, ZerothServer};
-use zeroth::server::api::enroll::{BeginResponse, FinishResponse};
+use zeroth::wire::enrol::{BeginResponse, FinishResponse};
 
 use super::{bench, group, options, refusal, zeroth_node};
 

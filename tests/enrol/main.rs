@@ -12,7 +12,7 @@ mod token_agent;
 use zeroth::agent::enrol::{client, post_json, Enrolment};
 use zeroth::agent::{enrol, EnrolOptions, Outcome};
 use zeroth::lab::{LabDir, SoftHsm, Swtpm, ZerothServer};
-use zeroth::server::api::enroll::{BeginResponse, FinishResponse};
+use zeroth::wire::enrol::{BeginResponse, FinishResponse};
 
 /// A group trusting the EK certificates of `tpm`'s manufacturer (the lab CA).
 fn group(name: &str, tpm: &Swtpm, roots: &LabDir, extra: &str) -> String {
@@ -586,7 +586,7 @@ fn extend_pcr(tpm: &Swtpm, pcr: u32, digest: &[u8]) {
 
 #[test]
 fn rotating_tokens_work_once_and_a_replayed_one_revokes_its_chain() {
-    use zeroth::server::api::token::{ExchangeRequest, ExchangeResponse};
+    use zeroth::wire::token::{ExchangeRequest, ExchangeResponse};
     let b = bench("auto_approve = true");
     let first = create_token(&b.server);
     assert!(first.starts_with("zt1."), "{first}");
@@ -783,7 +783,7 @@ fn a_restarted_server_keeps_its_ca_and_its_nodes() {
 
 #[test]
 fn a_lost_exchange_reply_is_answered_again_for_the_same_key_until_the_next_token_is_used() {
-    use zeroth::server::api::token::{ExchangeRequest, ExchangeResponse};
+    use zeroth::wire::token::{ExchangeRequest, ExchangeResponse};
     let b = bench("auto_approve = true");
     let first = create_token(&b.server);
     let key = || p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use zeroth::agent::enrol::{post_json, AgentError, Enrolment};
 use zeroth::agent::{enrol, renew, Outcome};
-use zeroth::server::api::identity::RenewChallenge;
-use zeroth::server::api::jwt::JwtResponse;
+use zeroth::wire::enrol::RenewChallenge;
+use zeroth::wire::jwt::JwtResponse;
 
 use super::{bench, client, refusal, zeroth_audit, zeroth_node};
 

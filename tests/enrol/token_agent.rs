@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use zeroth::agent::enrol::post_json;
-use zeroth::server::api::token::{ExchangeRequest, ExchangeResponse};
+use zeroth::wire::token::{ExchangeRequest, ExchangeResponse};
 
 use super::renewal::AgentProcess;
 use super::{bench, client, refusal};

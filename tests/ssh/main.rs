@@ -8,7 +8,7 @@ use zeroth::agent::enrol::{client, post_json, AgentError, Enrolment};
 use zeroth::agent::{enrol, EnrolOptions, Outcome};
 use zeroth::lab::sshd::SshdOptions;
 use zeroth::lab::{tools, LabDir, SoftHsm, Sshd, Swtpm, ZerothServer};
-use zeroth::server::api::ssh::{SshSignRequest, SshSignResponse};
+use zeroth::wire::ssh::{SshSignRequest, SshSignResponse};
 
 fn refusal(e: AgentError) -> (u16, String) {
     match e {

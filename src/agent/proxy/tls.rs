@@ -21,7 +21,7 @@ pub async fn connect(
     host: &str,
     tcp: TcpStream,
 ) -> Result<TlsStream<TcpStream>, TlsError> {
-    let config = crate::creds::db::pg_tls::client_config(ca_pem).map_err(TlsError::Ca)?;
+    let config = crate::wire::db_tls::client_config(ca_pem).map_err(TlsError::Ca)?;
     let name = ServerName::try_from(host.to_owned()).map_err(|e| TlsError::Name {
         host: host.to_owned(),
         reason: e.to_string(),

@@ -14,7 +14,7 @@ use crate::store::leases::Lease;
 use crate::store::nodes::{self, NodeState};
 use crate::store::tokens;
 
-pub use crate::wire::db::{CredsRequest, CredsResponse, RenewLeaseRequest};
+use crate::wire::db::{CredsRequest, CredsResponse, RenewLeaseRequest};
 
 impl From<CredsError> for ApiError {
     fn from(e: CredsError) -> Self {
@@ -47,7 +47,7 @@ pub(super) fn holder(s: &Shared, caller: &Caller) -> Result<Holder, ApiError> {
     holder_for(s, caller, None)
 }
 
-pub use crate::wire::db::WORKLOAD_HEADER;
+use crate::wire::db::WORKLOAD_HEADER;
 
 /// What the agent said of the program it asks for (printable, bounded).
 pub(super) fn workload(headers: &axum::http::HeaderMap) -> Option<String> {

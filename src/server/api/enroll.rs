@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroth_attest::verify::alg::HashAlg;
@@ -31,75 +30,6 @@ use crate::store::now;
 /// How long a challenge may be redeemed.
 pub const CHALLENGE_TTL: i64 = 60;
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BeginRequest {
-    pub group: String,
-    pub hostname: String,
-    /// TPM2B_PUBLIC of the EK, base64.
-    pub ek_public: String,
-    /// DER EK certificate from NV, base64.
-    pub ek_certificate: Option<String>,
-    /// TPM2B_PUBLIC of the AK, base64.
-    pub ak_public: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct BeginResponse {
-    pub challenge_id: String,
-    /// TPM2B_ID_OBJECT contents, base64.
-    pub credential_blob: String,
-    /// TPM2B_ENCRYPTED_SECRET contents, base64.
-    pub encrypted_secret: String,
-    /// Qualifying data for the quote and the certification, base64.
-    pub nonce: String,
-    /// SHA-256 PCRs to quote.
-    pub pcrs: Vec<u8>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FinishRequest {
-    pub challenge_id: String,
-    /// The secret ActivateCredential recovered, base64.
-    pub secret: String,
-    /// TPMS_ATTEST of the quote, base64.
-    pub quote_attest: String,
-    /// TPMT_SIGNATURE of the quote, base64.
-    pub quote_signature: String,
-    /// "sha256:<index>" -> hex value of each quoted PCR.
-    pub pcrs: std::collections::BTreeMap<String, String>,
-    /// TPM2B_PUBLIC of the TPM-resident identity key, base64.
-    pub identity_key: String,
-    /// TPMS_ATTEST of TPM2_Certify(identity key, AK), base64.
-    pub certify_attest: String,
-    /// TPMT_SIGNATURE of the certification, base64.
-    pub certify_signature: String,
-    /// The node's TCG event log, base64, for groups whose policy reads it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_log: Option<String>,
-}
-
-impl std::fmt::Debug for FinishRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FinishRequest")
-            .field("challenge_id", &self.challenge_id)
-            .field("secret", &"[REDACTED]")
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FinishResponse {
-    pub node_id: String,
-    pub state: NodeState,
-    pub spiffe_id: String,
-    /// The node's X.509-SVID (PEM), when approved.
-    pub svid: Option<String>,
-    /// The trust bundle (PEM).
-    pub bundle: String,
-}
-
 pub(super) fn b64e(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
@@ -112,6 +42,7 @@ pub(super) fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+use crate::wire::enrol::{BeginRequest, BeginResponse, FinishRequest, FinishResponse};
 use hex::encode as hex;
 
 fn refuse(s: &AppState, subject: &str, err: ApiError) -> ApiError {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 use zeroth_attest::verify::attestation::ClockInfo;
 use zeroth_attest::verify::public::Public;
 use zeroth_attest::verify::quote::Ak;
@@ -23,39 +22,7 @@ use crate::policy::GroupPolicy;
 use crate::server::state::{AppState, Shared};
 use crate::store::nodes::{self, ChallengeRefusal, Node, NodeState, RenewalChallenge};
 use crate::store::now;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RenewChallenge {
-    pub challenge_id: String,
-    /// Qualifying data for the quote, base64.
-    pub nonce: String,
-    /// SHA-256 PCRs to quote.
-    pub pcrs: Vec<u8>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenewRequest {
-    pub challenge_id: String,
-    /// TPMS_ATTEST of the quote, base64.
-    pub quote_attest: String,
-    /// TPMT_SIGNATURE of the quote, base64.
-    pub quote_signature: String,
-    /// "sha256:<index>" -> hex value of each quoted PCR.
-    pub pcrs: std::collections::BTreeMap<String, String>,
-    /// The node's TCG event log, base64, for groups whose policy reads it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_log: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RenewResponse {
-    pub spiffe_id: String,
-    /// The new X.509-SVID (PEM).
-    pub svid: String,
-    /// The trust bundle (PEM).
-    pub bundle: String,
-}
+use crate::wire::enrol::{RenewChallenge, RenewRequest, RenewResponse};
 
 fn refuse(s: &AppState, caller: &NodeCaller, err: ApiError) -> ApiError {
     super::refusal::refuse(

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use super::caller::NodeCaller;
 use super::error::{ApiError, JsonBody};
@@ -13,32 +12,7 @@ use crate::audit::{self, Event};
 use crate::identity::jwt::JwtError;
 use crate::server::state::Shared;
 use crate::store::nodes::{self, NodeState};
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtRequest {
-    /// Who the token is for: its `aud` claim.
-    pub audience: Vec<String>,
-    /// Lifetime in seconds (default and maximum: the server's `jwt_max_ttl`).
-    pub ttl_seconds: Option<u64>,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct JwtResponse {
-    pub token: String,
-    pub spiffe_id: String,
-    pub expires: i64,
-}
-
-impl std::fmt::Debug for JwtResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtResponse")
-            .field("token", &"[REDACTED]")
-            .field("spiffe_id", &self.spiffe_id)
-            .field("expires", &self.expires)
-            .finish()
-    }
-}
+use crate::wire::jwt::{JwtRequest, JwtResponse};
 
 /// `POST /v1/jwt`.
 pub async fn issue(

@@ -6,32 +6,12 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use super::caller::Caller;
 use super::error::{ApiError, JsonBody};
 use crate::creds::ssh::issuer::{CaKind, SignRequest};
 use crate::server::state::Shared;
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SshSignRequest {
-    /// OpenSSH public key line.
-    pub public_key: String,
-    /// Principals wanted (default: all the role allows).
-    pub principals: Option<Vec<String>>,
-    pub ttl_seconds: Option<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SshSignResponse {
-    /// OpenSSH certificate line (`…-cert-v01@openssh.com …`).
-    pub certificate: String,
-    pub serial: u64,
-    pub lease_id: String,
-    pub principals: Vec<String>,
-    pub valid_before: i64,
-}
+use crate::wire::ssh::{SshSignRequest, SshSignResponse};
 
 /// `POST /v1/ssh/sign/{role}`.
 pub async fn sign(

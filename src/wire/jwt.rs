@@ -1,0 +1,29 @@
+//! Bodies of JWT-SVID issuance (`/v1/jwt`).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtRequest {
+    /// Who the token is for: its `aud` claim.
+    pub audience: Vec<String>,
+    /// Lifetime in seconds (default and maximum: the server's `jwt_max_ttl`).
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct JwtResponse {
+    pub token: String,
+    pub spiffe_id: String,
+    pub expires: i64,
+}
+
+impl std::fmt::Debug for JwtResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtResponse")
+            .field("token", &"[REDACTED]")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
