@@ -14,7 +14,10 @@ use crate::wire::db::{SessionEvent, SessionEventsRecorded};
 
 const MAX_BATCH: usize = 128;
 const RETRY_MIN: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Retries back off to this: one small request per agent while the server
+/// is away, and events flow again within seconds of its return (or of the
+/// agent's own identity being renewed after a restart).
+const RETRY_MAX: Duration = Duration::from_secs(8);
 
 /// The queue's directory and the delivery thread's wake-up call.
 pub struct EventQueue {
