@@ -14,6 +14,7 @@ mod db;
 mod db_creds;
 mod demo;
 mod demo_proxy;
+mod entry;
 mod hsm;
 mod lab;
 mod node;
@@ -66,6 +67,9 @@ enum Command {
     Node(node::NodeArgs),
     /// Rotating identity tokens for hosts without a TPM.
     Token(token::TokenArgs),
+    /// Registration entries: SPIFFE IDs for the programs on a node, chosen
+    /// by selectors its kernel attests (admin socket).
+    Entry(entry::EntryArgs),
     /// Dynamic database users: connections (admin socket) and credentials.
     Db(db::DbArgs),
     /// Leases on dynamic credentials: list and revoke (admin socket).
@@ -123,6 +127,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(&args),
         Command::Node(args) => node::run(&args),
         Command::Token(args) => token::run(&args),
+        Command::Entry(args) => entry::run(&args),
         Command::Db(args) => db::run(&args),
         Command::Lease(args) => db::run_lease(&args),
         Command::Ssh(args) => ssh::run(&args),

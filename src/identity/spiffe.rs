@@ -59,6 +59,24 @@ impl SpiffeId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A full SPIFFE ID of `trust_domain`, checked segment by segment.
+    pub fn parse_in(trust_domain: &str, id: &str) -> Result<Self, SpiffeError> {
+        let rest = id
+            .strip_prefix("spiffe://")
+            .ok_or_else(|| err(id, "a SPIFFE ID starts with spiffe://"))?;
+        let (td, path) = rest
+            .split_once('/')
+            .ok_or_else(|| err(id, "a workload's SPIFFE ID has a path"))?;
+        if td != trust_domain {
+            return Err(err(id, "the trust domain is not this server's"));
+        }
+        if id.len() > 2048 {
+            return Err(err(id, "a SPIFFE ID has at most 2048 bytes"));
+        }
+        let segments: Vec<&str> = path.split('/').collect();
+        Self::new(trust_domain, &segments)
+    }
 }
 
 impl fmt::Display for SpiffeId {

@@ -159,9 +159,24 @@ impl X509Ca {
         id: &SpiffeId,
         ttl: Duration,
     ) -> Result<Issued, CaError> {
+        self.issue_svid_with_dns(subject, id, &[], ttl)
+    }
+
+    /// An X.509-SVID that also carries DNS names (a registration entry's).
+    pub fn issue_svid_with_dns(
+        &self,
+        subject: &P256Subject,
+        id: &SpiffeId,
+        dns_names: &[String],
+        ttl: Duration,
+    ) -> Result<Issued, CaError> {
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
         p.subject_alt_names = vec![SanType::URI(id.as_str().try_into()?)];
+        for name in dns_names {
+            p.subject_alt_names
+                .push(SanType::DnsName(name.as_str().try_into()?));
+        }
         self.finish_leaf(p, subject, ttl)
     }
 

@@ -58,6 +58,16 @@ pub struct Extensions {
     pub runtime: tokio::runtime::Handle,
 }
 
+/// What operator requests are checked against: the configured node
+/// groups and roles, and the trust domain.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    pub trust_domain: String,
+    pub groups: Vec<String>,
+    /// Database and SSH role names.
+    pub roles: Vec<String>,
+}
+
 /// Who may use the socket.
 #[derive(Debug, Clone)]
 pub struct Access {
@@ -78,7 +88,7 @@ pub fn serve(
     path: &Path,
     store: Arc<Store>,
     access: Access,
-    groups: Vec<String>,
+    names: Names,
     ext: Arc<Extensions>,
 ) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
@@ -94,23 +104,17 @@ pub fn serve(
         .name("admin".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (store, access, groups, ext) =
-                    (store.clone(), access.clone(), groups.clone(), ext.clone());
+                let (store, access, names, ext) =
+                    (store.clone(), access.clone(), names.clone(), ext.clone());
                 let _ = std::thread::Builder::new()
                     .name("admin-conn".into())
-                    .spawn(move || handle(conn, &store, &access, &groups, &ext));
+                    .spawn(move || handle(conn, &store, &access, &names, &ext));
             }
         })?;
     Ok(())
 }
 
-fn handle(
-    mut conn: UnixStream,
-    store: &Store,
-    access: &Access,
-    groups: &[String],
-    ext: &Extensions,
-) {
+fn handle(mut conn: UnixStream, store: &Store, access: &Access, names: &Names, ext: &Extensions) {
     let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
     // Read the request first, so a refused caller still gets its answer.
     let mut line = String::new();
@@ -134,7 +138,8 @@ fn handle(
                 }) {
                     Ok(req) => super::admin_db::execute(ext, &req, uid)
                         .or_else(|| super::admin_ssh::execute(ext, &req))
-                        .unwrap_or_else(|| execute(store, groups, &req, uid))
+                        .or_else(|| super::admin_entry::execute(store, names, &req, uid))
+                        .unwrap_or_else(|| execute(store, &names.groups, &req, uid))
                         .unwrap_or_else(|e| serde_json::json!({"ok": false, "error": e})),
                     Err(e) => serde_json::json!({"ok": false, "error": e}),
                 }

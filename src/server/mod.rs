@@ -2,6 +2,7 @@
 
 pub mod admin;
 mod admin_db;
+mod admin_entry;
 mod admin_ssh;
 pub mod api;
 pub mod metrics;
@@ -96,7 +97,16 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         &config.admin_socket(),
         store.clone(),
         admin::Access { admin_gid },
-        group_names,
+        admin::Names {
+            trust_domain: config.trust_domain.clone(),
+            groups: group_names,
+            roles: config
+                .db_roles
+                .iter()
+                .map(|r| r.name.clone())
+                .chain(config.ssh_roles.iter().map(|r| r.name.clone()))
+                .collect(),
+        },
         Arc::new(admin::Extensions {
             db: db.clone(),
             ssh: ssh.clone(),

@@ -184,9 +184,25 @@ const MIGRATIONS: &[(i64, &str)] = &[
             recorded INTEGER NOT NULL
          );",
     ),
+    (
+        15,
+        "CREATE TABLE entries (
+            id         TEXT PRIMARY KEY,
+            spiffe_id  TEXT NOT NULL,
+            parent     TEXT NOT NULL,
+            selectors  TEXT NOT NULL,
+            ttl        INTEGER NOT NULL,
+            dns_names  TEXT NOT NULL,
+            roles      TEXT NOT NULL,
+            hint       TEXT NOT NULL,
+            created    INTEGER NOT NULL,
+            UNIQUE (spiffe_id, parent, selectors)
+         );
+         CREATE INDEX entries_by_parent ON entries (parent);",
+    ),
 ];
 
-pub const LATEST: i64 = 14;
+pub const LATEST: i64 = 15;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

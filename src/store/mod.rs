@@ -8,6 +8,7 @@
 //! read-only connections that WAL lets run beside the writer, so they never
 //! wait for a commit's fsync.
 
+pub mod entries;
 pub mod group_commit;
 pub mod leases;
 mod migrations;

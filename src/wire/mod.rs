@@ -6,6 +6,7 @@
 pub mod db;
 pub mod db_tls;
 pub mod enrol;
+pub mod entry;
 pub mod jwt;
 pub mod node;
 pub mod secret;

@@ -4,6 +4,7 @@
 use secrecy::ExposeSecret;
 use std::path::Path;
 
+mod entries;
 mod event_log_policy;
 mod finality;
 mod renewal;

@@ -10,6 +10,7 @@ pub mod jwt;
 mod refusal;
 pub mod ssh;
 pub mod token;
+pub mod workload;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -44,6 +45,9 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/db/session-events", post(db::session_events))
         .route("/v1/leases/{id}/renew", post(db::renew))
         .route("/v1/leases/{id}/revoke", post(db::revoke))
+        .route("/v1/entries", get(workload::list))
+        .route("/v1/workload/x509", post(workload::x509))
+        .route("/v1/workload/jwt", post(workload::jwt))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

@@ -1,0 +1,185 @@
+//! Registration entries (which SPIFFE ID a program on a node gets). The
+//! parent is stored as `node:<id>` or `group:<name>`, so one index serves
+//! an agent's question "what is for me": its node's entries and its
+//! group's.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::StoreError;
+use crate::wire::entry::{Entry, Parent, Selector};
+
+fn parent_key(p: &Parent) -> String {
+    match p {
+        Parent::Node(id) => format!("node:{id}"),
+        Parent::Group(g) => format!("group:{g}"),
+    }
+}
+
+fn parent_of(key: &str) -> Option<Parent> {
+    match key.split_once(':')? {
+        ("node", id) => Some(Parent::Node(id.into())),
+        ("group", g) => Some(Parent::Group(g.into())),
+        _ => None,
+    }
+}
+
+const COLUMNS: &str = "id, spiffe_id, parent, selectors, ttl, dns_names, roles, hint, created";
+
+fn json_list<T: serde::de::DeserializeOwned>(text: &str, idx: usize) -> rusqlite::Result<Vec<T>> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    let parent: String = r.get(2)?;
+    Ok(Entry {
+        id: r.get(0)?,
+        spiffe_id: r.get(1)?,
+        parent: parent_of(&parent).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                2,
+                rusqlite::types::Type::Text,
+                format!("unknown entry parent {parent:?}").into(),
+            )
+        })?,
+        selectors: json_list::<Selector>(&r.get::<_, String>(3)?, 3)?,
+        ttl_seconds: r.get::<_, i64>(4)?.max(0) as u64,
+        dns_names: json_list(&r.get::<_, String>(5)?, 5)?,
+        roles: json_list(&r.get::<_, String>(6)?, 6)?,
+        hint: r.get(7)?,
+        created: r.get(8)?,
+    })
+}
+
+/// A list as the JSON text it is stored as.
+fn json<T: serde::Serialize>(v: &[T]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+/// Stores a new entry; `false` when the same SPIFFE ID, parent and
+/// selectors are already registered.
+pub fn create(tx: &Transaction<'_>, e: &Entry) -> Result<bool, StoreError> {
+    let n = tx
+        .execute(
+            "INSERT INTO entries (id, spiffe_id, parent, selectors, ttl, dns_names, roles, hint, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (spiffe_id, parent, selectors) DO NOTHING",
+            params![
+                e.id,
+                e.spiffe_id,
+                parent_key(&e.parent),
+                json(&e.selectors),
+                e.ttl_seconds as i64,
+                json(&e.dns_names),
+                json(&e.roles),
+                e.hint,
+                e.created
+            ],
+        )
+        .map_err(StoreError::sql("storing an entry"))?;
+    Ok(n == 1)
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Option<Entry>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM entries WHERE id = ?1"),
+        [id],
+        from_row,
+    )
+    .optional()
+    .map_err(StoreError::sql("reading an entry"))
+}
+
+/// Every entry, in the order they were made.
+pub fn all(conn: &Connection) -> Result<Vec<Entry>, StoreError> {
+    let mut st = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM entries ORDER BY rowid"))
+        .map_err(StoreError::sql("listing entries"))?;
+    let rows = st
+        .query_map([], from_row)
+        .map_err(StoreError::sql("listing entries"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(StoreError::sql("listing entries"))
+}
+
+/// The entries for one node (or token host) of `group`: its own and its
+/// group's, in the order they were made. `node_id` is `None` for a token host.
+pub fn for_holder(
+    conn: &Connection,
+    node_id: Option<&str>,
+    group: &str,
+) -> Result<Vec<Entry>, StoreError> {
+    let mut st = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM entries WHERE parent IN (?1, ?2) ORDER BY rowid"
+        ))
+        .map_err(StoreError::sql("listing a node's entries"))?;
+    let node_key = node_id.map(|id| parent_key(&Parent::Node(id.into())));
+    let group_key = parent_key(&Parent::Group(group.into()));
+    let rows = st
+        .query_map(params![node_key, group_key], from_row)
+        .map_err(StoreError::sql("listing a node's entries"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(StoreError::sql("listing a node's entries"))
+}
+
+/// Removes an entry; the entry as it was, if there was one.
+pub fn delete(tx: &Transaction<'_>, id: &str) -> Result<Option<Entry>, StoreError> {
+    let was = get(tx, id)?;
+    if was.is_some() {
+        tx.execute("DELETE FROM entries WHERE id = ?1", [id])
+            .map_err(StoreError::sql("deleting an entry"))?;
+    }
+    Ok(was)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, parent: Parent, selectors: Vec<Selector>) -> Entry {
+        Entry {
+            id: id.into(),
+            spiffe_id: "spiffe://td/app/shop".into(),
+            parent,
+            selectors,
+            ttl_seconds: 3600,
+            dns_names: vec!["shop.local".into()],
+            roles: vec!["app-ro".into()],
+            hint: "internal".into(),
+            created: 1,
+        }
+    }
+
+    #[test]
+    fn a_holder_sees_its_node_and_group_entries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("z.db")).unwrap();
+        let mut conn = store.lock();
+        let tx = conn.transaction().unwrap();
+        let mine = entry("a", Parent::Node("n1".into()), vec![Selector::Uid(1)]);
+        let group = entry("b", Parent::Group("edge".into()), vec![Selector::Uid(2)]);
+        let other = entry("c", Parent::Node("n2".into()), vec![Selector::Uid(1)]);
+        for e in [&mine, &group, &other] {
+            assert!(create(&tx, e).unwrap());
+        }
+        let dup = Entry {
+            id: "d".into(),
+            ..mine.clone()
+        };
+        assert!(!create(&tx, &dup).unwrap(), "a duplicate is refused");
+        tx.commit().unwrap();
+        assert_eq!(
+            for_holder(&conn, Some("n1"), "edge").unwrap(),
+            vec![mine.clone(), group.clone()]
+        );
+        assert_eq!(for_holder(&conn, None, "edge").unwrap(), vec![group]);
+        assert_eq!(all(&conn).unwrap().len(), 3);
+        let tx = conn.transaction().unwrap();
+        assert_eq!(delete(&tx, "a").unwrap(), Some(mine));
+        assert_eq!(delete(&tx, "a").unwrap(), None);
+        tx.commit().unwrap();
+        assert!(get(&conn, "a").unwrap().is_none());
+    }
+}
