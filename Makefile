@@ -11,6 +11,7 @@ CARGO ?= cargo
 deps:
 	@scripts/deps.sh
 	@scripts/rust.sh
+	@scripts/clients.sh
 
 build: deps
 	$(CARGO) build --workspace --all-targets

@@ -9,7 +9,7 @@ PACKAGES=(
   openssh-server openssh-client
   postgresql postgresql-client mariadb-server mariadb-client
   pkg-config build-essential curl ca-certificates systemd debootstrap openssl
-  python3 python3-psycopg2 python3-pymysql sysbench
+  python3 python3-psycopg2 python3-pymysql python3-venv sysbench
 )
 
 missing=()

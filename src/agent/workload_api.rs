@@ -86,6 +86,30 @@ impl Upstream {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// One connection to the server as this host, for several requests
+    /// in a row (a TPM node opens its TPM and shakes hands once).
+    pub fn connect(&self) -> Result<Connected, String> {
+        let link = self.get().ok_or_else(|| {
+            "this agent has no identity yet (its first rotation has not succeeded)".to_owned()
+        })?;
+        match link {
+            Link::Client { base, http } => Ok(Connected { base, http }),
+            Link::Tpm(opts) => {
+                let svid = std::fs::read_to_string(opts.state_dir.join("svid.pem"))
+                    .map_err(|_| "this node has no identity yet (not enrolled)".to_owned())?;
+                let tpm = super::enrol::Enrolment::open(&opts.tcti, &opts.state_dir)
+                    .map_err(|e| format!("cannot open the TPM: {e}"))?;
+                let http = tpm
+                    .mtls_client(&opts.ca_bundle, &svid)
+                    .map_err(|e| e.to_string())?;
+                Ok(Connected {
+                    base: opts.server.trim_end_matches('/').to_owned(),
+                    http,
+                })
+            }
+        }
+    }
+
     /// Sends `body` to the server's `path` as this host (blocking), naming
     /// the local program `who` for the audit: the answer's status and body.
     pub fn post(
@@ -101,6 +125,48 @@ impl Upstream {
     }
 }
 
+/// A client of the server holding this host's identity.
+pub struct Connected {
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Connected {
+    /// POSTs `body` to `path`: the answer's status and body.
+    pub fn post(&self, path: &str, body: &impl serde::Serialize) -> Result<(u16, String), String> {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .map(answer)
+            .map_err(unreachable)
+    }
+
+    /// GETs `path`: the answer's status and body.
+    pub fn get(&self, path: &str) -> Result<(u16, String), String> {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .map(answer)
+            .map_err(unreachable)
+    }
+}
+
+fn unreachable(e: reqwest::Error) -> String {
+    let mut text = format!("cannot reach the server: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+fn answer(r: reqwest::blocking::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    (status, r.text().unwrap_or_default())
+}
+
 /// Sends `body` to `path` as this host; the answer's status and body.
 fn send(
     link: &Link,
@@ -109,19 +175,6 @@ fn send(
     who: &str,
 ) -> Result<(u16, String), String> {
     use crate::wire::db::WORKLOAD_HEADER;
-    let unreachable = |e: reqwest::Error| {
-        let mut text = format!("cannot reach the server: {e}");
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            text.push_str(&format!(": {c}"));
-            cause = c.source();
-        }
-        text
-    };
-    let answer = |r: reqwest::blocking::Response| {
-        let status = r.status().as_u16();
-        (status, r.text().unwrap_or_default())
-    };
     match link {
         Link::Client { base, http } => http
             .post(format!("{base}{path}"))
@@ -208,6 +261,7 @@ impl Access {
 /// A serving socket; removed when dropped.
 pub struct WorkloadApi {
     path: PathBuf,
+    _runtime: tokio::runtime::Runtime,
 }
 
 impl Drop for WorkloadApi {
@@ -217,9 +271,15 @@ impl Drop for WorkloadApi {
 }
 
 impl WorkloadApi {
-    /// Binds `path` (mode 0666: the kernel-reported uid is the check) and
-    /// serves it on its own threads.
-    pub fn serve(path: &Path, access: Access, upstream: Upstream) -> Result<Self, AgentError> {
+    /// Binds `path` (mode 0666: the kernel-attested caller is the check)
+    /// and serves it on its own threads: gRPC (the SPIFFE Workload API,
+    /// identities from `ids`) and JSON lines (zeroth's own requests).
+    pub fn serve(
+        path: &Path,
+        access: Access,
+        upstream: Upstream,
+        ids: super::spiffe::Identities,
+    ) -> Result<Self, AgentError> {
         let file_err = |what: &'static str| {
             let path = path.to_owned();
             move |source| AgentError::File { what, path, source }
@@ -231,20 +291,77 @@ impl WorkloadApi {
         let listener = UnixListener::bind(path).map_err(file_err("bind the workload API"))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
             .map_err(file_err("open the workload API"))?;
-        std::thread::Builder::new()
-            .name("workload-api".into())
-            .spawn(move || {
-                for conn in listener.incoming().flatten() {
-                    let (access, upstream) = (access.clone(), upstream.clone());
-                    let _ = std::thread::Builder::new()
-                        .name("workload-conn".into())
-                        .spawn(move || handle(conn, &access, &upstream));
-                }
-            })
+        listener
+            .set_nonblocking(true)
             .map_err(file_err("start the workload API"))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("workload-api")
+            .enable_all()
+            .build()
+            .map_err(file_err("start the workload API"))?;
+        let listener = {
+            let _in = runtime.enter();
+            tokio::net::UnixListener::from_std(listener)
+                .map_err(file_err("start the workload API"))?
+        };
+        let (grpc, incoming) = tokio::sync::mpsc::channel(64);
+        runtime.spawn(async move {
+            if let Err(e) = super::spiffe::serve_grpc(ids, incoming).await {
+                tracing::error!(error = %e, "the SPIFFE Workload API stopped");
+            }
+        });
+        let hashes = Arc::new(super::spiffe::attest::HashCache::default());
+        runtime.spawn(async move {
+            loop {
+                let conn = match listener.accept().await {
+                    Ok((conn, _)) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "workload API: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (access, upstream, grpc, hashes) = (
+                    access.clone(),
+                    upstream.clone(),
+                    grpc.clone(),
+                    hashes.clone(),
+                );
+                tokio::spawn(dispatch(conn, access, upstream, grpc, hashes));
+            }
+        });
         Ok(Self {
             path: path.to_owned(),
+            _runtime: runtime,
         })
+    }
+}
+
+/// Attests a new connection's peer at once (before it can hand the socket
+/// on), then serves it by the protocol its first byte announces.
+async fn dispatch(
+    conn: tokio::net::UnixStream,
+    access: Access,
+    upstream: Upstream,
+    grpc: tokio::sync::mpsc::Sender<std::io::Result<super::spiffe::GrpcConn>>,
+    hashes: Arc<super::spiffe::attest::HashCache>,
+) {
+    let peer = super::spiffe::attest_peer(&conn, hashes).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), super::spiffe::peek_first(&conn));
+    match first.await {
+        Ok(Ok(Some(b'{'))) => {
+            let Ok(conn) = conn.into_std() else { return };
+            if conn.set_nonblocking(false).is_ok() {
+                tokio::task::spawn_blocking(move || handle(conn, &access, &upstream));
+            }
+        }
+        Ok(Ok(Some(_))) => {
+            let _ = grpc
+                .send(Ok(super::spiffe::GrpcConn::new(conn, peer)))
+                .await;
+        }
+        _ => {}
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::agent::proxy::events::EventQueue;
 use crate::agent::proxy::Proxies;
+use crate::agent::spiffe::Identities;
 use crate::agent::workload_api::{Access, Upstream, WorkloadApi};
 use crate::agent::{enrol, EnrolOptions, Outcome};
 
@@ -93,6 +94,8 @@ pub fn run(args: &AgentArgs) -> Result<()> {
             };
             let _api = match &c.workload_api {
                 Some(w) => {
+                    let ids = Identities::new(upstream.clone());
+                    ids.start(w.entry_refresh)?;
                     let api = WorkloadApi::serve(
                         &w.socket,
                         Access {
@@ -105,6 +108,7 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                             units: w.units.clone(),
                         },
                         upstream.clone(),
+                        ids,
                     )?;
                     println!("workload API on {}", w.socket.display());
                     Some(api)

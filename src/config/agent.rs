@@ -70,6 +70,14 @@ pub struct WorkloadApiConfig {
     /// these roles only, e.g. `"shop.service" = ["shop-rw"]`.
     #[serde(default)]
     pub units: std::collections::BTreeMap<String, Vec<String>>,
+    /// How often the agent asks the server for this node's registration
+    /// entries (SPIFFE Workload API identities).
+    #[serde(default = "default_entry_refresh", with = "humantime_serde_compat")]
+    pub entry_refresh: Duration,
+}
+
+fn default_entry_refresh() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_workload_socket() -> PathBuf {

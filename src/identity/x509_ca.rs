@@ -215,7 +215,15 @@ impl X509Ca {
         let not_after = now + ttl;
         p.not_before = (now - BACKDATE).into();
         p.not_after = not_after.into();
-        p.is_ca = IsCa::ExplicitNoCa;
+        // basicConstraints, critical, cA false: in DER an empty SEQUENCE
+        // (the default is never encoded; strict parsers such as Python's
+        // `cryptography` refuse an explicit FALSE, which rcgen's
+        // `ExplicitNoCa` writes).
+        p.is_ca = IsCa::NoCa;
+        let mut constraints =
+            rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
+        constraints.set_criticality(true);
+        p.custom_extensions.push(constraints);
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -296,6 +304,15 @@ mod tests {
             .collect();
         assert_eq!(uris, vec!["spiffe://example.org/node/n1"]);
         assert!(!leaf.is_ca());
+        // basicConstraints is there, critical, and in DER: cA false is the
+        // default, so its SEQUENCE is empty (30 00).
+        let bc = leaf
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "2.5.29.19")
+            .unwrap();
+        assert!(bc.critical);
+        assert_eq!(bc.value, [0x30, 0x00]);
         let lifetime =
             leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
         assert_eq!(lifetime, 3600 + 60);

@@ -9,6 +9,7 @@
 mod accounts;
 pub mod agent;
 mod bench;
+pub mod clients;
 mod dir;
 mod error;
 pub mod event_log;

@@ -12,6 +12,7 @@ pub mod node;
 pub mod secret;
 pub mod ssh;
 pub mod token;
+pub mod workload_api;
 
 /// Seconds since the Unix epoch: the unit of every time in the bodies.
 pub fn now() -> i64 {

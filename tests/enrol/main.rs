@@ -9,6 +9,7 @@ mod event_log_policy;
 mod finality;
 mod renewal;
 mod token_agent;
+mod workload_api;
 
 use zeroth::agent::enrol::{client, post_json, Enrolment};
 use zeroth::agent::{enrol, EnrolOptions, Outcome};

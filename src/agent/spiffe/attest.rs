@@ -1,0 +1,269 @@
+//! What the kernel says of the program at the other end of the workload
+//! socket, as selectors: `unix:uid`, `unix:gid`, `unix:supplementary_gid`,
+//! `systemd:unit`, `unix:path` and `unix:sha256` of its executable.
+//!
+//! The facts must belong to the process that connected, not to whatever
+//! holds its pid by the time they are read. With SO_PEERPIDFD (Linux 6.5
+//! and later) the kernel hands over a pidfd of the connecting process: its
+//! pid is read from the pidfd, the facts from /proc, and afterwards the
+//! pidfd must still be alive, so the pid cannot have been reused in
+//! between. On older kernels (Debian 12's 6.1) the pid's start time is
+//! read before and after, and its /proc directory must belong to the uid
+//! the socket reports; any mismatch refuses the caller.
+//!
+//! Reading another user's `/proc/PID/exe` needs CAP_SYS_PTRACE: without it
+//! the path and hash are unknown and entries that name them do not match.
+//! Executables larger than [`MAX_HASHED`] are not hashed.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+use crate::agent::caller::unit_in_cgroup;
+use crate::wire::entry::Selector;
+
+/// Executables larger than this are not hashed (no `unix:sha256` fact).
+pub const MAX_HASHED: u64 = 256 * 1024 * 1024;
+
+/// Why a caller could not be attested.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttestError {
+    #[error("cannot read the socket's peer credentials: {0}")]
+    Credentials(String),
+    #[error("the caller (pid {0}) has gone; its identity cannot be attested")]
+    Gone(i32),
+    #[error("pid {pid} changed while it was being attested ({what}); refused")]
+    Raced { pid: i32, what: &'static str },
+}
+
+/// A caller, attested: who it is and every selector it satisfies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attested {
+    pub uid: u32,
+    pub pid: i32,
+    pub unit: Option<String>,
+    pub facts: Vec<Selector>,
+    /// Whether a pidfd pinned the process (SO_PEERPIDFD).
+    pub pinned: bool,
+}
+
+impl Attested {
+    /// How logs and the audit name it.
+    pub fn describe(&self) -> String {
+        match &self.unit {
+            Some(u) => format!("uid {} pid {} unit {u}", self.uid, self.pid),
+            None => format!("uid {} pid {}", self.uid, self.pid),
+        }
+    }
+}
+
+/// Hashes of executables already read, by file identity, so a program
+/// that connects often is hashed once.
+#[derive(Default)]
+pub struct HashCache(Mutex<HashMap<FileIdentity, [u8; 32]>>);
+
+/// A file's device, inode, size, mtime and ctime: a changed file is a new key.
+type FileIdentity = (u64, u64, u64, i64, i64);
+
+impl HashCache {
+    fn digest(&self, file: &mut std::fs::File) -> Option<[u8; 32]> {
+        let m = file.metadata().ok()?;
+        if m.len() > MAX_HASHED {
+            return None;
+        }
+        let key = (m.dev(), m.ino(), m.len(), m.mtime(), m.ctime());
+        if let Some(d) = self.0.lock().ok()?.get(&key) {
+            return Some(*d);
+        }
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut taken = file.take(MAX_HASHED);
+        loop {
+            let n = taken.read(&mut buf).ok()?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let digest: [u8; 32] = hasher.finalize().into();
+        let mut map = self.0.lock().ok()?;
+        if map.len() > 4096 {
+            map.clear();
+        }
+        map.insert(key, digest);
+        Some(digest)
+    }
+}
+
+/// The pid a pidfd refers to (from /proc/self/fdinfo), `None` once the
+/// process has exited.
+fn pid_of_pidfd(fd: &OwnedFd) -> Option<i32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    let pid: i32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    (pid > 0).then_some(pid)
+}
+
+/// Whether the process behind `pidfd` is still running (a pidfd turns
+/// readable when it exits).
+fn alive(pidfd: &OwnedFd) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&zero)), Ok(0))
+}
+
+/// Field 22 of /proc/PID/stat: the start time, in clock ticks since boot.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The numbers after `key` in /proc/PID/status (e.g. "Groups:").
+fn status_ids(status: &str, key: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The facts /proc shows about `pid`, given the uid and gid the socket
+/// reported.
+fn read_facts(pid: i32, uid: u32, gid: u32, hashes: &HashCache) -> (Option<String>, Vec<Selector>) {
+    let mut facts = vec![Selector::Uid(uid), Selector::Gid(gid)];
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        for g in status_ids(&status, "Groups:") {
+            facts.push(Selector::SupplementaryGid(g));
+        }
+    }
+    let unit = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|t| unit_in_cgroup(&t));
+    if let Some(u) = &unit {
+        facts.push(Selector::Unit(u.clone()));
+    }
+    if let Ok(path) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        if let Some(p) = path.to_str().filter(|p| !p.ends_with(" (deleted)")) {
+            facts.push(Selector::Path(p.to_owned()));
+        }
+    }
+    if let Ok(mut exe) = std::fs::File::open(format!("/proc/{pid}/exe")) {
+        if let Some(d) = hashes.digest(&mut exe) {
+            facts.push(Selector::Sha256(d));
+        }
+    }
+    facts.sort();
+    facts.dedup();
+    (unit, facts)
+}
+
+/// Attests the peer of `conn`, a connected Unix socket.
+pub fn attest(conn: &impl AsFd, hashes: &HashCache) -> Result<Attested, AttestError> {
+    let cred = rustix::net::sockopt::socket_peercred(conn)
+        .map_err(|e| AttestError::Credentials(e.to_string()))?;
+    let (uid, gid, pid) = (
+        cred.uid.as_raw(),
+        cred.gid.as_raw(),
+        cred.pid.as_raw_nonzero().get(),
+    );
+    let pidfd = nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerPidfd).ok();
+    match pidfd {
+        Some(pidfd) => {
+            // The pidfd names the process that connected; it must still be
+            // pid `pid` and still alive once the facts are read.
+            if pid_of_pidfd(&pidfd) != Some(pid) {
+                return Err(AttestError::Gone(pid));
+            }
+            let (unit, facts) = read_facts(pid, uid, gid, hashes);
+            if !alive(&pidfd) {
+                return Err(AttestError::Gone(pid));
+            }
+            Ok(Attested {
+                uid,
+                pid,
+                unit,
+                facts,
+                pinned: true,
+            })
+        }
+        None => {
+            let before = start_time(pid).ok_or(AttestError::Gone(pid))?;
+            let (unit, facts) = read_facts(pid, uid, gid, hashes);
+            match std::fs::metadata(format!("/proc/{pid}")) {
+                Ok(m) if m.uid() == uid => {}
+                Ok(_) => {
+                    return Err(AttestError::Raced {
+                        pid,
+                        what: "its /proc owner is not the socket's uid",
+                    })
+                }
+                Err(_) => return Err(AttestError::Gone(pid)),
+            }
+            if start_time(pid) != Some(before) {
+                return Err(AttestError::Raced {
+                    pid,
+                    what: "another process holds the pid now",
+                });
+            }
+            Ok(Attested {
+                uid,
+                pid,
+                unit,
+                facts,
+                pinned: false,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn this_process_attests_as_itself_with_its_executable() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let hashes = HashCache::default();
+        let me = attest(&a, &hashes).unwrap();
+        assert_eq!(me.pid as u32, std::process::id());
+        assert!(me
+            .facts
+            .contains(&Selector::Uid(rustix::process::geteuid().as_raw())));
+        let exe = std::env::current_exe().unwrap();
+        assert!(
+            me.facts
+                .contains(&Selector::Path(exe.to_str().unwrap().to_owned())),
+            "{:?}",
+            me.facts
+        );
+        let digest: [u8; 32] = Sha256::digest(std::fs::read(&exe).unwrap()).into();
+        assert!(me.facts.contains(&Selector::Sha256(digest)));
+        // The second time comes from the cache, and agrees.
+        assert_eq!(attest(&a, &hashes).unwrap().facts, me.facts);
+    }
+
+    #[test]
+    fn status_lines_give_their_ids() {
+        let status = "Name:\tx\nUid:\t1\t1\t1\t1\nGroups:\t4 27 1000 \n";
+        assert_eq!(status_ids(status, "Groups:"), vec![4, 27, 1000]);
+        assert!(status_ids("Groups:\t\n", "Groups:").is_empty());
+    }
+}

@@ -1,0 +1,34 @@
+//! Stock clients from PyPI that tests and the demo run against zeroth, to
+//! show that it speaks their protocols unchanged. `make deps`
+//! (scripts/clients.sh) installs them in a virtual environment of Debian's
+//! Python, readable by every user.
+
+use std::path::PathBuf;
+
+use super::{LabDir, LabError};
+
+/// The Python with py-spiffe (the SPIFFE Workload API client) installed.
+pub const PY_SPIFFE_PYTHON: &str = "/opt/zeroth-test/py-spiffe/bin/python3";
+/// The py-spiffe release the project tests against.
+pub const PY_SPIFFE_VERSION: &str = "0.3.2";
+
+/// The interpreter with py-spiffe, or how to get it.
+pub fn py_spiffe() -> Result<PathBuf, LabError> {
+    let p = PathBuf::from(PY_SPIFFE_PYTHON);
+    if p.is_file() {
+        return Ok(p);
+    }
+    Err(LabError::Unsupported(format!(
+        "py-spiffe {PY_SPIFFE_VERSION} is not installed at {PY_SPIFFE_PYTHON}: run `make deps` as root (scripts/clients.sh)"
+    )))
+}
+
+/// A small program using py-spiffe (`spiffe_probe.py`), written into `dir`
+/// where any user may read it: what it prints is one JSON object per answer.
+pub fn spiffe_probe(dir: &LabDir) -> Result<PathBuf, LabError> {
+    dir.write(
+        "spiffe_probe.py",
+        include_str!("clients/spiffe_probe.py").as_bytes(),
+        0o644,
+    )
+}

@@ -1,0 +1,142 @@
+//! The SPIFFE Workload API of `zeroth agent run`, asked by stock clients:
+//! py-spiffe (PyPI) and grpcio without the security header. Each program
+//! gets the identities its kernel-attested selectors match, nothing else.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use zeroth::lab::{clients, LabDir};
+
+use super::renewal::AgentProcess;
+use super::{bench, run_zeroth, Bench};
+
+/// A TPM node running its agent with the workload socket.
+pub(crate) struct ApiNode {
+    pub b: Bench,
+    pub agent: AgentProcess,
+    pub socket: PathBuf,
+    pub files: LabDir,
+}
+
+impl ApiNode {
+    pub(crate) fn start(group_extra: &str) -> Self {
+        let b = bench(&format!("auto_approve = true\n{group_extra}"));
+        let files = LabDir::new("workload").unwrap();
+        let socket = files.join("api.sock");
+        let mut agent = AgentProcess::start(
+            &b,
+            &format!(
+                "group = \"edge\"\ntcti = \"{}\"\nretry_max = \"1s\"\n[workload_api]\nsocket = \"{}\"\nentry_refresh = \"1s\"",
+                b.tpm.tcti(),
+                socket.display()
+            ),
+        );
+        agent.expect(Duration::from_secs(30), |l| {
+            l.starts_with("identity renewed: ")
+        });
+        Self {
+            b,
+            agent,
+            socket,
+            files,
+        }
+    }
+
+    /// `zeroth entry create --group edge --spiffe-id ID --selector S…`; the
+    /// entry's id.
+    pub(crate) fn entry(&self, spiffe_id: &str, selectors: &[&str], extra: &[&str]) -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zeroth"));
+        cmd.args([
+            "entry",
+            "create",
+            "--group",
+            "edge",
+            "--spiffe-id",
+            spiffe_id,
+        ]);
+        for s in selectors {
+            cmd.args(["--selector", s]);
+        }
+        cmd.args(extra)
+            .arg("--socket")
+            .arg(self.b.server.admin_socket());
+        let (ok, out) = run_zeroth(&mut cmd);
+        assert!(ok, "{out}");
+        out.split_whitespace().nth(1).unwrap().to_owned()
+    }
+
+    /// Waits for the agent to say it holds an SVID for `spiffe_id`.
+    pub(crate) fn await_svid(&mut self, spiffe_id: &str) -> String {
+        let want = format!("workload SVID issued: {spiffe_id} ");
+        self.agent
+            .expect(Duration::from_secs(30), move |l| l.starts_with(&want))
+    }
+
+    /// py-spiffe's answer to `args`, run as `uid` (root: the test's own).
+    pub(crate) fn py_spiffe(&self, uid: u32, args: &[&str]) -> (bool, serde_json::Value) {
+        let python = clients::py_spiffe().unwrap();
+        let probe = clients::spiffe_probe(&self.files).unwrap();
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ]);
+        cmd.arg(python).arg(probe).arg(&self.socket).args(args);
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text.lines().last().unwrap_or_default();
+        let v = serde_json::from_str(last).unwrap_or_else(|_| {
+            panic!(
+                "py-spiffe printed {text:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.success(), v)
+    }
+}
+
+#[test]
+fn py_spiffe_gets_each_program_its_own_svid_jwt_and_bundles() {
+    let mut n = ApiNode::start("");
+    n.entry(
+        "spiffe://lab.zeroth/app/root-tools",
+        &["unix:uid:0"],
+        &["--hint", "internal"],
+    );
+    n.entry("spiffe://lab.zeroth/app/nobody", &["unix:uid:65534"], &[]);
+    n.await_svid("spiffe://lab.zeroth/app/nobody");
+
+    let (ok, root) = n.py_spiffe(0, &["x509"]);
+    assert!(ok, "{root}");
+    assert_eq!(root["spiffe_id"], "spiffe://lab.zeroth/app/root-tools");
+    assert_eq!(root["key_matches"], true);
+    assert_eq!(root["bundle_authorities"], 1);
+
+    let (ok, nobody) = n.py_spiffe(65534, &["x509"]);
+    assert!(ok, "{nobody}");
+    assert_eq!(nobody["spiffe_id"], "spiffe://lab.zeroth/app/nobody");
+    assert_eq!(
+        nobody["all"],
+        serde_json::json!(["spiffe://lab.zeroth/app/nobody"])
+    );
+    assert_ne!(nobody["serial"], root["serial"]);
+
+    let (ok, jwt) = n.py_spiffe(65534, &["jwt", "payments"]);
+    assert!(ok, "{jwt}");
+    assert_eq!(jwt["spiffe_id"], "spiffe://lab.zeroth/app/nobody");
+    assert_eq!(jwt["validated"], "spiffe://lab.zeroth/app/nobody");
+    assert_eq!(jwt["audience"], serde_json::json!(["payments"]));
+    assert_eq!(jwt["jwt_authorities"], 1);
+
+    // A uid no entry names: PermissionDenied, as the standard says.
+    let (ok, stranger) = n.py_spiffe(65533, &["x509"]);
+    assert!(!ok);
+    let message = stranger["message"].as_str().unwrap();
+    assert!(
+        message.contains("PERMISSION_DENIED")
+            && message.contains("no registration entry matches uid 65533"),
+        "{stranger}"
+    );
+}
