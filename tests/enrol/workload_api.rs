@@ -140,3 +140,81 @@ fn py_spiffe_gets_each_program_its_own_svid_jwt_and_bundles() {
         "{stranger}"
     );
 }
+
+/// The stream's next item, within a minute.
+async fn next<T>(s: &mut (impl tokio_stream::Stream<Item = T> + Unpin)) -> T {
+    use tokio_stream::StreamExt;
+    tokio::time::timeout(Duration::from_secs(60), s.next())
+        .await
+        .expect("no update within a minute")
+        .expect("the stream ended")
+}
+
+/// The SPIFFE IDs and leaf certificates of one X.509 context.
+fn ids_and_leaves(ctx: &spiffe::X509Context) -> (Vec<String>, Vec<Vec<u8>>) {
+    ctx.svids()
+        .iter()
+        .map(|s| (s.spiffe_id().to_string(), s.leaf().as_ref().to_vec()))
+        .unzip()
+}
+
+#[test]
+fn the_rust_spiffe_crate_streams_rotations_and_redactions_on_one_connection() {
+    let mut n = ApiNode::start("");
+    let api = n.entry("spiffe://lab.zeroth/app/api", &["unix:uid:0"], &["--ttl", "1m"]);
+    n.await_svid("spiffe://lab.zeroth/app/api");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = spiffe::WorkloadApiClient::connect_to(format!("unix:{}", n.socket.display()))
+            .await
+            .unwrap();
+        let svid = client.fetch_x509_svid().await.unwrap();
+        assert_eq!(svid.spiffe_id().to_string(), "spiffe://lab.zeroth/app/api");
+        let td = svid.spiffe_id().trust_domain();
+        let bundles = client.fetch_x509_bundles().await.unwrap();
+        assert_eq!(bundles.get(&td).unwrap().authorities().len(), 1);
+        let jwt = client.fetch_jwt_svid(["orders"], None).await.unwrap();
+        let checked = client.validate_jwt_token("orders", jwt.token()).await.unwrap();
+        assert_eq!(checked.spiffe_id().to_string(), "spiffe://lab.zeroth/app/api");
+        let err = client.validate_jwt_token("other", jwt.token()).await.unwrap_err();
+        assert!(err.to_string().contains("audience"), "{err}");
+        let jwks = client.fetch_jwt_bundles().await.unwrap();
+        assert!(jwks.get(&td).is_some());
+
+        // One stream: the first context at once, then the rotation at
+        // half of the minute, without reconnecting.
+        let mut stream = client.stream_x509_contexts().await.unwrap();
+        let first: spiffe::X509Context = next(&mut stream).await.unwrap();
+        let (ids, leaves) = ids_and_leaves(&first);
+        assert_eq!(ids, ["spiffe://lab.zeroth/app/api"]);
+        let rotated: spiffe::X509Context = next(&mut stream).await.unwrap();
+        let (ids2, leaves2) = ids_and_leaves(&rotated);
+        assert_eq!(ids2, ids);
+        assert_ne!(leaves2, leaves, "a new certificate, on the same stream");
+
+        // A second entry appears in the stream; deleting it redacts it.
+        let extra = n.entry("spiffe://lab.zeroth/app/extra", &["unix:uid:0"], &[]);
+        let grown: spiffe::X509Context = next(&mut stream).await.unwrap();
+        assert_eq!(
+            ids_and_leaves(&grown).0,
+            ["spiffe://lab.zeroth/app/api", "spiffe://lab.zeroth/app/extra"]
+        );
+        let (ok, out) = run_zeroth(
+            Command::new(env!("CARGO_BIN_EXE_zeroth"))
+                .args(["entry", "delete", &extra, "--socket"])
+                .arg(n.b.server.admin_socket()),
+        );
+        assert!(ok, "{out}");
+        let shrunk: spiffe::X509Context = next(&mut stream).await.unwrap();
+        assert_eq!(ids_and_leaves(&shrunk).0, ["spiffe://lab.zeroth/app/api"]);
+        // With its last entry gone the caller has nothing: PermissionDenied.
+        let (ok, out) = run_zeroth(
+            Command::new(env!("CARGO_BIN_EXE_zeroth"))
+                .args(["entry", "delete", &api, "--socket"])
+                .arg(n.b.server.admin_socket()),
+        );
+        assert!(ok, "{out}");
+        let end = next(&mut stream).await.unwrap_err();
+        assert!(end.to_string().contains("no registration entry matches uid 0"), "{end}");
+    });
+}
