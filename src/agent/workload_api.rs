@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::caller::Caller;
 use super::enrol::AgentError;
+use super::spiffe::attest::{AttestError, Attested};
 
 /// A request to the agent, as a local program sends it.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -219,8 +220,9 @@ impl Access {
         uid == 0 || uid == rustix::process::geteuid().as_raw() || self.allow_uids.contains(&uid)
     }
 
-    /// The roles granted to `who` by uid and by unit (`None`: any role).
-    fn granted(&self, who: &Caller) -> Option<Vec<&String>> {
+    /// The roles granted to `who` by uid, by unit and by the registration
+    /// entries it matches (`entry_roles`); `None`: any role.
+    fn granted<'a>(&'a self, who: &Caller, entry_roles: &'a [String]) -> Option<Vec<&'a String>> {
         if self.any_role(who.uid) {
             return None;
         }
@@ -231,13 +233,15 @@ impl Access {
                 .into_iter()
                 .chain(by_unit)
                 .flatten()
+                .chain(entry_roles)
                 .collect(),
         )
     }
 
     /// Whether `who` may use the socket at all.
-    fn knows(&self, who: &Caller) -> bool {
+    fn knows(&self, who: &Caller, entry_roles: &[String]) -> bool {
         self.any_role(who.uid)
+            || !entry_roles.is_empty()
             || self.roles.contains_key(&who.uid)
             || who
                 .unit
@@ -246,11 +250,16 @@ impl Access {
     }
 
     /// Why `who` may not make `req`, if it may not.
-    fn refuses(&self, who: &Caller, req: &WorkloadRequest) -> Option<String> {
-        let roles = self.granted(who)?;
+    fn refuses(
+        &self,
+        who: &Caller,
+        req: &WorkloadRequest,
+        entry_roles: &[String],
+    ) -> Option<String> {
+        let roles = self.granted(who, entry_roles)?;
         match &req.role {
             Some(role) if !roles.contains(&role) => Some(format!(
-                "{} may ask for {roles:?} only, not {role:?} (workload_api.roles, workload_api.units)",
+                "{} may ask for {roles:?} only, not {role:?} (workload_api.roles, workload_api.units, entry roles)",
                 who.describe()
             )),
             _ => None,
@@ -306,8 +315,9 @@ impl WorkloadApi {
                 .map_err(file_err("start the workload API"))?
         };
         let (grpc, incoming) = tokio::sync::mpsc::channel(64);
+        let served = ids.clone();
         runtime.spawn(async move {
-            if let Err(e) = super::spiffe::serve_grpc(ids, incoming).await {
+            if let Err(e) = super::spiffe::serve_grpc(served, incoming).await {
                 tracing::error!(error = %e, "the SPIFFE Workload API stopped");
             }
         });
@@ -322,13 +332,14 @@ impl WorkloadApi {
                         continue;
                     }
                 };
-                let (access, upstream, grpc, hashes) = (
+                let (access, upstream, grpc, hashes, ids) = (
                     access.clone(),
                     upstream.clone(),
                     grpc.clone(),
                     hashes.clone(),
+                    ids.clone(),
                 );
-                tokio::spawn(dispatch(conn, access, upstream, grpc, hashes));
+                tokio::spawn(dispatch(conn, access, upstream, grpc, hashes, ids));
             }
         });
         Ok(Self {
@@ -346,14 +357,30 @@ async fn dispatch(
     upstream: Upstream,
     grpc: tokio::sync::mpsc::Sender<std::io::Result<super::spiffe::GrpcConn>>,
     hashes: Arc<super::spiffe::attest::HashCache>,
+    ids: super::spiffe::Identities,
 ) {
     let peer = super::spiffe::attest_peer(&conn, hashes).await;
     let first = tokio::time::timeout(Duration::from_secs(10), super::spiffe::peek_first(&conn));
     match first.await {
         Ok(Ok(Some(b'{'))) => {
+            let entry_roles: Vec<String> = match peer.0.as_ref() {
+                Ok(a) => {
+                    let snapshot = ids.current();
+                    let mut roles: Vec<String> = snapshot
+                        .entries_for(a)
+                        .flat_map(|e| e.roles.iter().cloned())
+                        .collect();
+                    roles.sort();
+                    roles.dedup();
+                    roles
+                }
+                Err(_) => Vec::new(),
+            };
             let Ok(conn) = conn.into_std() else { return };
             if conn.set_nonblocking(false).is_ok() {
-                tokio::task::spawn_blocking(move || handle(conn, &access, &upstream));
+                tokio::task::spawn_blocking(move || {
+                    handle(conn, &access, &upstream, &peer.0, &entry_roles)
+                });
             }
         }
         Ok(Ok(Some(_))) => {
@@ -371,31 +398,50 @@ fn refusal(status: u16, error: impl Into<String>) -> serde_json::Value {
     serde_json::json!({"ok": false, "status": status, "error": error.into()})
 }
 
-fn handle(mut conn: UnixStream, access: &Access, upstream: &Upstream) {
+/// Serves one JSON request from the program `peer` (attested when it
+/// connected), granted by the configuration and by the roles of the
+/// registration entries it matches.
+fn handle(
+    mut conn: UnixStream,
+    access: &Access,
+    upstream: &Upstream,
+    peer: &Result<Attested, AttestError>,
+    entry_roles: &[String],
+) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let mut line = String::new();
     let read = BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line);
-    let answer = match Caller::of(&conn) {
-        Err(e) => refusal(403, e),
-        Ok(who) if !access.knows(&who) => refusal(
-            403,
-            format!(
-                "{} may not use this agent's workload API (allow_uids, roles, units)",
-                who.describe()
-            ),
-        ),
-        Ok(who) => match read
-            .map_err(|e| format!("cannot read the request: {e}"))
-            .and_then(|_| {
-                serde_json::from_str::<WorkloadRequest>(&line)
-                    .map_err(|e| format!("malformed request: {e}"))
-            }) {
-            Err(e) => refusal(400, e),
-            Ok(req) => match access.refuses(&who, &req) {
-                Some(why) => refusal(403, why),
-                None => forward(&req, &who.describe(), upstream),
-            },
-        },
+    let answer = match peer {
+        Err(e) => refusal(403, e.to_string()),
+        Ok(a) => {
+            let who = Caller {
+                uid: a.uid,
+                pid: a.pid,
+                unit: a.unit.clone(),
+            };
+            if !access.knows(&who, entry_roles) {
+                refusal(
+                    403,
+                    format!(
+                        "{} may not use this agent's workload API (allow_uids, roles, units, registration entries)",
+                        who.describe()
+                    ),
+                )
+            } else {
+                match read
+                    .map_err(|e| format!("cannot read the request: {e}"))
+                    .and_then(|_| {
+                        serde_json::from_str::<WorkloadRequest>(&line)
+                            .map_err(|e| format!("malformed request: {e}"))
+                    }) {
+                    Err(e) => refusal(400, e),
+                    Ok(req) => match access.refuses(&who, &req, entry_roles) {
+                        Some(why) => refusal(403, why),
+                        None => forward(&req, &who.describe(), upstream),
+                    },
+                }
+            }
+        }
     };
     let _ = writeln!(conn, "{answer}");
 }
@@ -565,30 +611,42 @@ mod tests {
             role: Some(role.into()),
             ..Default::default()
         };
-        assert!(access.knows(&who(0, None)) && access.knows(&who(1001, None)));
-        assert!(access.knows(&who(1002, None)));
-        assert!(!access.knows(&who(1003, None)));
-        assert!(access.knows(&who(1003, Some("shop.service"))));
-        assert!(!access.knows(&who(1003, Some("other.service"))));
-        assert_eq!(access.refuses(&who(1001, None), &ask("shop-rw")), None);
-        assert_eq!(access.refuses(&who(1002, None), &ask("app-ro")), None);
-        let why = access.refuses(&who(1002, None), &ask("shop-rw")).unwrap();
+        assert!(access.knows(&who(0, None), &[]) && access.knows(&who(1001, None), &[]));
+        assert!(access.knows(&who(1002, None), &[]));
+        assert!(!access.knows(&who(1003, None), &[]));
+        assert!(access.knows(&who(1003, Some("shop.service")), &[]));
+        assert!(!access.knows(&who(1003, Some("other.service")), &[]));
+        assert_eq!(access.refuses(&who(1001, None), &ask("shop-rw"), &[]), None);
+        assert_eq!(access.refuses(&who(1002, None), &ask("app-ro"), &[]), None);
+        let why = access
+            .refuses(&who(1002, None), &ask("shop-rw"), &[])
+            .unwrap();
         assert!(why.contains("not \"shop-rw\""), "{why}");
         // The unit's roles, and with a granted uid the union of both.
         let shop = who(1003, Some("shop.service"));
-        assert_eq!(access.refuses(&shop, &ask("shop-rw")), None);
-        let why = access.refuses(&shop, &ask("app-ro")).unwrap();
+        assert_eq!(access.refuses(&shop, &ask("shop-rw"), &[]), None);
+        let why = access.refuses(&shop, &ask("app-ro"), &[]).unwrap();
         assert!(why.contains("unit shop.service"), "{why}");
         let both = who(1002, Some("shop.service"));
-        assert_eq!(access.refuses(&both, &ask("shop-rw")), None);
-        assert_eq!(access.refuses(&both, &ask("app-ro")), None);
+        assert_eq!(access.refuses(&both, &ask("shop-rw"), &[]), None);
+        assert_eq!(access.refuses(&both, &ask("app-ro"), &[]), None);
+        // A registration entry's roles, for a program nothing else admits.
+        let by_entry = ["app-ro".to_owned()];
+        let stranger = who(1004, Some("batch.service"));
+        assert!(!access.knows(&stranger, &[]));
+        assert!(access.knows(&stranger, &by_entry));
+        assert_eq!(access.refuses(&stranger, &ask("app-ro"), &by_entry), None);
+        let why = access
+            .refuses(&stranger, &ask("shop-rw"), &by_entry)
+            .unwrap();
+        assert!(why.contains("entry roles"), "{why}");
         // Giving a lease back names no role.
         let back = WorkloadRequest {
             op: "lease.revoke".into(),
             id: Some("abc".into()),
             ..Default::default()
         };
-        assert_eq!(access.refuses(&who(1002, None), &back), None);
+        assert_eq!(access.refuses(&who(1002, None), &back, &[]), None);
     }
 
     #[test]

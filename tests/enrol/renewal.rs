@@ -286,6 +286,10 @@ impl AgentProcess {
     pub(crate) fn stop(self) {
         self.0.stop().unwrap();
     }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.pid()
+    }
 }
 
 fn renewed_via(how: &'static str) -> impl Fn(&str) -> bool {

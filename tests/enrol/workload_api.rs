@@ -17,6 +17,7 @@ pub(crate) struct ApiNode {
     pub agent: AgentProcess,
     pub socket: PathBuf,
     pub files: LabDir,
+    pub node_id: String,
 }
 
 impl ApiNode {
@@ -32,14 +33,21 @@ impl ApiNode {
                 socket.display()
             ),
         );
-        agent.expect(Duration::from_secs(30), |l| {
+        let line = agent.expect(Duration::from_secs(30), |l| {
             l.starts_with("identity renewed: ")
         });
+        let node_id = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|id| id.rsplit('/').next())
+            .unwrap()
+            .to_owned();
         Self {
             b,
             agent,
             socket,
             files,
+            node_id,
         }
     }
 
@@ -73,8 +81,8 @@ impl ApiNode {
             .expect(Duration::from_secs(30), move |l| l.starts_with(&want))
     }
 
-    /// py-spiffe's answer to `args`, run as `uid` (root: the test's own).
-    pub(crate) fn py_spiffe(&self, uid: u32, args: &[&str]) -> (bool, serde_json::Value) {
+    /// The py-spiffe program asking for `args`, to run as `uid`.
+    pub(crate) fn py_spiffe_command(&self, uid: u32, args: &[&str]) -> Command {
         let python = clients::py_spiffe().unwrap();
         let probe = clients::spiffe_probe(&self.files).unwrap();
         let mut cmd = Command::new("setpriv");
@@ -84,7 +92,12 @@ impl ApiNode {
             "--clear-groups",
         ]);
         cmd.arg(python).arg(probe).arg(&self.socket).args(args);
-        let out = cmd.output().unwrap();
+        cmd
+    }
+
+    /// py-spiffe's answer to `args`, run as `uid` (root: the test's own).
+    pub(crate) fn py_spiffe(&self, uid: u32, args: &[&str]) -> (bool, serde_json::Value) {
+        let out = self.py_spiffe_command(uid, args).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let last = text.lines().last().unwrap_or_default();
         let v = serde_json::from_str(last).unwrap_or_else(|_| {
@@ -161,7 +174,11 @@ fn ids_and_leaves(ctx: &spiffe::X509Context) -> (Vec<String>, Vec<Vec<u8>>) {
 #[test]
 fn the_rust_spiffe_crate_streams_rotations_and_redactions_on_one_connection() {
     let mut n = ApiNode::start("");
-    let api = n.entry("spiffe://lab.zeroth/app/api", &["unix:uid:0"], &["--ttl", "1m"]);
+    let api = n.entry(
+        "spiffe://lab.zeroth/app/api",
+        &["unix:uid:0"],
+        &["--ttl", "1m"],
+    );
     n.await_svid("spiffe://lab.zeroth/app/api");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -172,14 +189,23 @@ fn the_rust_spiffe_crate_streams_rotations_and_redactions_on_one_connection() {
         assert_eq!(svid.spiffe_id().to_string(), "spiffe://lab.zeroth/app/api");
         let td = svid.spiffe_id().trust_domain();
         let bundles = client.fetch_x509_bundles().await.unwrap();
-        assert_eq!(bundles.get(&td).unwrap().authorities().len(), 1);
+        assert_eq!(bundles.get(td).unwrap().authorities().len(), 1);
         let jwt = client.fetch_jwt_svid(["orders"], None).await.unwrap();
-        let checked = client.validate_jwt_token("orders", jwt.token()).await.unwrap();
-        assert_eq!(checked.spiffe_id().to_string(), "spiffe://lab.zeroth/app/api");
-        let err = client.validate_jwt_token("other", jwt.token()).await.unwrap_err();
+        let checked = client
+            .validate_jwt_token("orders", jwt.token())
+            .await
+            .unwrap();
+        assert_eq!(
+            checked.spiffe_id().to_string(),
+            "spiffe://lab.zeroth/app/api"
+        );
+        let err = client
+            .validate_jwt_token("other", jwt.token())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("audience"), "{err}");
         let jwks = client.fetch_jwt_bundles().await.unwrap();
-        assert!(jwks.get(&td).is_some());
+        assert!(jwks.get(td).is_some());
 
         // One stream: the first context at once, then the rotation at
         // half of the minute, without reconnecting.
@@ -197,7 +223,10 @@ fn the_rust_spiffe_crate_streams_rotations_and_redactions_on_one_connection() {
         let grown: spiffe::X509Context = next(&mut stream).await.unwrap();
         assert_eq!(
             ids_and_leaves(&grown).0,
-            ["spiffe://lab.zeroth/app/api", "spiffe://lab.zeroth/app/extra"]
+            [
+                "spiffe://lab.zeroth/app/api",
+                "spiffe://lab.zeroth/app/extra"
+            ]
         );
         let (ok, out) = run_zeroth(
             Command::new(env!("CARGO_BIN_EXE_zeroth"))
@@ -215,6 +244,103 @@ fn the_rust_spiffe_crate_streams_rotations_and_redactions_on_one_connection() {
         );
         assert!(ok, "{out}");
         let end = next(&mut stream).await.unwrap_err();
-        assert!(end.to_string().contains("no registration entry matches uid 0"), "{end}");
+        assert!(
+            end.to_string()
+                .contains("no registration entry matches uid 0"),
+            "{end}"
+        );
     });
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[test]
+fn calls_without_the_header_or_over_a_socket_handed_on_by_an_exited_process_are_refused() {
+    let mut n = ApiNode::start("");
+    n.entry("spiffe://lab.zeroth/app/nobody", &["unix:uid:65534"], &[]);
+    n.await_svid("spiffe://lab.zeroth/app/nobody");
+
+    // grpcio straight, without the `workload.spiffe.io` header.
+    let (ok, bare) = n.py_spiffe(65534, &["bare"]);
+    assert!(ok, "{bare}");
+    assert_eq!(bare["code"], "INVALID_ARGUMENT", "{bare}");
+    assert_eq!(bare["details"], "security header missing from request");
+
+    // A program connects, hands the connection to its child and exits
+    // before the agent has looked at it (the agent is stopped meanwhile):
+    // the pid it connected with names nobody now, and the child gets
+    // nothing, over gRPC or JSON.
+    for protocol in ["grpc", "json"] {
+        signal(n.agent.pid(), "-STOP");
+        let mut child = n
+            .py_spiffe_command(65534, &["handoff", protocol])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        // The connecting process has exited (its child holds the socket).
+        assert!(child.wait().unwrap().success());
+        signal(n.agent.pid(), "-CONT");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+        let answer: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        let said = answer["message"]
+            .as_str()
+            .or(answer["error"].as_str())
+            .unwrap_or_default();
+        assert!(
+            said.contains("has gone; its identity cannot be attested"),
+            "{protocol}: {answer}"
+        );
+        assert!(answer.get("spiffe_id").is_none(), "{answer}");
+    }
+    // The same program, asking on its own: its identity.
+    let (ok, itself) = n.py_spiffe(65534, &["x509"]);
+    assert!(ok, "{itself}");
+    assert_eq!(itself["spiffe_id"], "spiffe://lab.zeroth/app/nobody");
+}
+
+#[test]
+fn a_revoked_nodes_programs_lose_their_svids_at_once() {
+    let mut n = ApiNode::start("");
+    n.entry(
+        "spiffe://lab.zeroth/app/api",
+        &["unix:uid:0"],
+        &["--ttl", "1m"],
+    );
+    n.await_svid("spiffe://lab.zeroth/app/api");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = spiffe::WorkloadApiClient::connect_to(format!("unix:{}", n.socket.display()))
+            .await
+            .unwrap();
+        let mut stream = client.stream_x509_contexts().await.unwrap();
+        let first: spiffe::X509Context = next(&mut stream).await.unwrap();
+        assert_eq!(ids_and_leaves(&first).0, ["spiffe://lab.zeroth/app/api"]);
+        let (ok, out) = super::zeroth_node(&n.b.server, &["revoke", &n.node_id]);
+        assert!(ok, "{out}");
+        // At its next sync the agent hears that the node is revoked and
+        // withdraws every workload SVID; the stream says so.
+        let ended = next(&mut stream).await.unwrap_err();
+        assert!(
+            ended
+                .to_string()
+                .contains("no registration entry matches uid 0"),
+            "{ended}"
+        );
+    });
+    let refused = n.agent.expect(Duration::from_secs(5), |l| {
+        l.starts_with("workload identities: ") && l.contains("403")
+    });
+    assert!(
+        refused.contains("not approved") && refused.contains("every workload SVID is withdrawn"),
+        "{refused}"
+    );
 }

@@ -142,7 +142,17 @@ impl Identities {
         }
     }
 
-    /// Removes SVIDs past their end (a revoked node's, which cannot renew).
+    /// Serves nothing any more.
+    fn withdraw(&self) {
+        self.tx.send_if_modified(|s| {
+            let changed = !s.svids.is_empty() || !s.entries.is_empty();
+            s.svids = Arc::default();
+            s.entries = Arc::default();
+            changed
+        });
+    }
+
+    /// Removes SVIDs past their end (those the server would not renew).
     fn drop_expired(&self) {
         let now = SystemTime::now();
         self.tx.send_if_modified(|s| {
@@ -162,7 +172,24 @@ impl Identities {
 
     /// One pass; how long until an SVID is next due.
     fn sync(&self, conn: &Connected) -> Result<Duration, String> {
-        let EntriesResponse { entries, .. } = get_json(conn, "/v1/entries")?;
+        let (status, text) = conn.get("/v1/entries")?;
+        if status == 401 || status == 403 {
+            // The node may no longer act (revoked, or its token chain is):
+            // its programs lose their identities now, not at expiry.
+            self.withdraw();
+            return Err(format!(
+                "the server refuses this node ({status}: {}); every workload SVID is withdrawn",
+                reason(&text)
+            ));
+        }
+        if status != 200 {
+            return Err(format!(
+                "/v1/entries: the server answered {status}: {}",
+                reason(&text)
+            ));
+        }
+        let EntriesResponse { entries, .. } = serde_json::from_str(&text)
+            .map_err(|e| format!("/v1/entries: the answer does not parse: {e}"))?;
         let bundle_pem = get_text(conn, "/v1/bundle")?;
         let jwks = get_text(conn, "/v1/jwks")?;
         let (bundle, trust_domain) = bundle_der(&bundle_pem)?;
@@ -267,11 +294,6 @@ fn get_text(conn: &Connected, path: &str) -> Result<String, String> {
             reason(&text)
         )),
     }
-}
-
-fn get_json<T: serde::de::DeserializeOwned>(conn: &Connected, path: &str) -> Result<T, String> {
-    serde_json::from_str(&get_text(conn, path)?)
-        .map_err(|e| format!("{path}: the answer does not parse: {e}"))
 }
 
 fn reason(text: &str) -> String {

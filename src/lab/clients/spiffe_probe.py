@@ -1,6 +1,6 @@
 """A stock SPIFFE client (py-spiffe) asking a Workload API socket.
 
-usage: spiffe_probe.py SOCKET x509|jwt AUDIENCE|watch N
+usage: spiffe_probe.py SOCKET x509|jwt AUDIENCE|watch N|bare|handoff grpc|json
 
 Prints one JSON object per answer; on a refusal prints {"error": ...} and
 exits 1.
@@ -70,8 +70,72 @@ def watch(client, count):
     return None
 
 
+def bare(socket_path):
+    """FetchX509SVID straight through grpcio, without the security header."""
+    import grpc
+    from spiffe._proto import workload_pb2, workload_pb2_grpc
+
+    with grpc.insecure_channel("unix://" + socket_path) as channel:
+        stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+        try:
+            next(stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), timeout=30))
+            return {"code": "OK"}
+        except grpc.RpcError as e:
+            return {"code": e.code().name, "details": e.details()}
+
+
+def handoff(socket_path, protocol):
+    """Connects, hands the connection to a child and exits at once: the
+    child asks over the inherited connection (gRPC through a private relay
+    socket, or one JSON line) and prints what it got."""
+    import os
+    import socket
+    import tempfile
+
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(socket_path)
+    if os.fork():
+        os._exit(0)
+    if protocol == "json":
+        conn.sendall(b'{"op": "db.creds", "role": "app-ro"}\n')
+        answer = conn.makefile().readline()
+        return json.loads(answer) if answer else {"error": "closed"}
+    relay_dir = tempfile.mkdtemp()
+    relay = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    relay.bind(relay_dir + "/relay.sock")
+    relay.listen(1)
+
+    def pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def serve():
+        c, _ = relay.accept()
+        threading.Thread(target=pump, args=(c, conn), daemon=True).start()
+        pump(conn, c)
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = WorkloadApiClient(socket_path="unix://" + relay_dir + "/relay.sock", default_timeout=30)
+    try:
+        return x509(client)
+    except Exception as e:
+        return {"error": type(e).__name__, "message": str(e)}
+
+
 def main():
     socket, what = sys.argv[1], sys.argv[2]
+    if what == "bare":
+        print(json.dumps(bare(socket)))
+        return
+    if what == "handoff":
+        print(json.dumps(handoff(socket, sys.argv[3])), flush=True)
+        return
     client = WorkloadApiClient(socket_path="unix://" + socket, default_timeout=30)
     try:
         if what == "x509":
