@@ -30,7 +30,7 @@ test: deps
 
 ## Fuzz every parser of untrusted bytes for FUZZ_SECONDS each (libFuzzer).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := tpm2b_public tpms_attest tpmt_signature quote ek_certificate event_log ssh_public_key workload_request postgres_startup mysql_handshake_response
+FUZZ_TARGETS := tpm2b_public tpms_attest tpmt_signature quote ek_certificate event_log ssh_public_key workload_request postgres_startup mysql_handshake_response http2_authority workload_csr
 fuzz: deps
 	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
 	@set -eo pipefail; for t in $(FUZZ_TARGETS); do \
