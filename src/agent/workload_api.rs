@@ -379,7 +379,7 @@ async fn dispatch(
             let Ok(conn) = conn.into_std() else { return };
             if conn.set_nonblocking(false).is_ok() {
                 tokio::task::spawn_blocking(move || {
-                    handle(conn, &access, &upstream, &peer.0, &entry_roles)
+                    handle(conn, &access, &upstream, &peer.0, &entry_roles, &ids)
                 });
             }
         }
@@ -407,6 +407,7 @@ fn handle(
     upstream: &Upstream,
     peer: &Result<Attested, AttestError>,
     entry_roles: &[String],
+    ids: &super::spiffe::Identities,
 ) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let mut line = String::new();
@@ -435,6 +436,14 @@ fn handle(
                             .map_err(|e| format!("malformed request: {e}"))
                     }) {
                     Err(e) => refusal(400, e),
+                    // What this agent serves, for its operator only.
+                    Ok(req) if req.op == "workload.list" => match access.any_role(who.uid) {
+                        true => ids.listing(),
+                        false => refusal(
+                            403,
+                            format!("{} may not list this agent's workloads", who.describe()),
+                        ),
+                    },
                     Ok(req) => match access.refuses(&who, &req, entry_roles) {
                         Some(why) => refusal(403, why),
                         None => forward(&req, &who.describe(), upstream),

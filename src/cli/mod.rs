@@ -23,6 +23,7 @@ mod server;
 mod ssh;
 mod token;
 mod tpm;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -70,6 +71,9 @@ enum Command {
     /// Registration entries: SPIFFE IDs for the programs on a node, chosen
     /// by selectors its kernel attests (admin socket).
     Entry(entry::EntryArgs),
+    /// What this node's agent serves its programs: entries, SVIDs and the
+    /// programs that asked (the agent's workload socket).
+    Workload(workload::WorkloadArgs),
     /// Dynamic database users: connections (admin socket) and credentials.
     Db(db::DbArgs),
     /// Leases on dynamic credentials: list and revoke (admin socket).
@@ -128,6 +132,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Node(args) => node::run(&args),
         Command::Token(args) => token::run(&args),
         Command::Entry(args) => entry::run(&args),
+        Command::Workload(args) => workload::run(&args),
         Command::Db(args) => db::run(&args),
         Command::Lease(args) => db::run_lease(&args),
         Command::Ssh(args) => ssh::run(&args),

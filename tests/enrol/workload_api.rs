@@ -143,6 +143,36 @@ fn py_spiffe_gets_each_program_its_own_svid_jwt_and_bundles() {
     assert_eq!(jwt["audience"], serde_json::json!(["payments"]));
     assert_eq!(jwt["jwt_authorities"], 1);
 
+    // The node's operator sees what its agent serves, and to whom.
+    let list = |uid: u32| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .arg(env!("CARGO_BIN_EXE_zeroth"))
+            .args(["workload", "list", "--socket"])
+            .arg(&n.socket)
+            .output()
+            .unwrap()
+    };
+    let out = list(0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("spiffe://lab.zeroth/app/nobody for unix:uid:65534: SVID until ")
+            && text.contains("    served uid 65534 pid "),
+        "{text}"
+    );
+    let out = list(65534);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("uid 65534 pid ") && err.contains(" may not "),
+        "{err}"
+    );
+
     // A uid no entry names: PermissionDenied, as the standard says.
     let (ok, stranger) = n.py_spiffe(65533, &["x509"]);
     assert!(!ok);

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -105,18 +105,20 @@ type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Se
 /// little for SVIDs still being minted), then one per change, and
 /// PermissionDenied once there is nothing left for it.
 async fn watch_stream<T>(
-    mut rx: watch::Receiver<Snapshot>,
+    ids: &Identities,
     who: Attested,
     make: fn(&Snapshot, &Attested) -> Option<T>,
 ) -> Result<Stream<T>, Status>
 where
     T: Clone + PartialEq + Send + 'static,
 {
+    let mut rx = ids.subscribe();
     let first = {
         let deadline = tokio::time::Instant::now() + FIRST_SVID_WAIT;
         loop {
             let s = rx.borrow_and_update().clone();
             if let Some(m) = make(&s, &who) {
+                ids.saw(s.entries_for(&who), &who);
                 break m;
             }
             // Matching entries whose SVIDs are on their way: wait for them.
@@ -168,7 +170,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let who = caller(&req)?;
-        watch_stream(self.ids.subscribe(), who, x509_message)
+        watch_stream(&self.ids, who, x509_message)
             .await
             .map(Response::new)
     }
@@ -178,7 +180,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         let who = caller(&req)?;
-        watch_stream(self.ids.subscribe(), who, x509_bundles)
+        watch_stream(&self.ids, who, x509_bundles)
             .await
             .map(Response::new)
     }
@@ -188,7 +190,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         let who = caller(&req)?;
-        watch_stream(self.ids.subscribe(), who, jwt_bundles)
+        watch_stream(&self.ids, who, jwt_bundles)
             .await
             .map(Response::new)
     }
@@ -208,6 +210,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             .filter(|e| req.spiffe_id.is_empty() || e.spiffe_id == req.spiffe_id)
             .cloned()
             .collect();
+        self.ids.saw(entries.iter(), &who);
         if entries.is_empty() {
             return Err(match req.spiffe_id.is_empty() {
                 true => no_entry(&who),

@@ -90,14 +90,70 @@ impl Snapshot {
 pub struct Identities {
     tx: watch::Sender<Snapshot>,
     upstream: Upstream,
+    /// The programs each entry served lately: entry id -> who -> when.
+    seen: Arc<std::sync::Mutex<BTreeMap<String, BTreeMap<String, SystemTime>>>>,
 }
+
+/// Programs remembered per entry, for `zeroth workload list`.
+const SEEN_PER_ENTRY: usize = 16;
 
 impl Identities {
     pub fn new(upstream: Upstream) -> Self {
         Self {
             tx: watch::Sender::new(Snapshot::default()),
             upstream,
+            seen: Arc::default(),
         }
+    }
+
+    /// Notes that `who` was served the identities of `entries`.
+    pub fn saw<'a>(&self, entries: impl Iterator<Item = &'a Entry>, who: &Attested) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for e in entries {
+            let programs = seen.entry(e.id.clone()).or_default();
+            programs.insert(who.describe(), SystemTime::now());
+            while programs.len() > SEEN_PER_ENTRY {
+                let oldest = programs
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    programs.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// What `zeroth workload list` shows: each entry, its SVID and the
+    /// programs it served lately.
+    pub fn listing(&self) -> serde_json::Value {
+        let s = self.current();
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let unix = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
+        let entries: Vec<serde_json::Value> = s
+            .entries
+            .iter()
+            .map(|e| {
+                let svid = s.svids.get(&e.id);
+                let programs: Vec<serde_json::Value> = seen
+                    .get(&e.id)
+                    .into_iter()
+                    .flatten()
+                    .map(|(who, when)| serde_json::json!({"who": who, "seen": unix(*when)}))
+                    .collect();
+                serde_json::json!({
+                    "entry": e,
+                    "svid_expires": svid.map(|v| unix(v.not_after)),
+                    "svid_issued": svid.map(|v| unix(v.issued)),
+                    "workloads": programs,
+                })
+            })
+            .collect();
+        serde_json::json!({"ok": true, "trust_domain": s.trust_domain, "entries": entries})
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
