@@ -267,6 +267,7 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres, maria: &MariaDb) ->
     show_db_creds(&options, &server, pg)?;
     show_token_host(&server, pg)?;
     super::demo_proxy::show_proxies(&server, maria)?;
+    super::demo_spiffe::show_workload_identities(&server)?;
     show_ssh(&options, &server)?;
 
     println!("$ tpm2_pcrextend 10:sha256=...   # the node's measured state changes");

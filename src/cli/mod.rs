@@ -14,6 +14,7 @@ mod db;
 mod db_creds;
 mod demo;
 mod demo_proxy;
+mod demo_spiffe;
 mod entry;
 mod hsm;
 mod lab;

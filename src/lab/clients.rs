@@ -32,3 +32,13 @@ pub fn spiffe_probe(dir: &LabDir) -> Result<PathBuf, LabError> {
         0o644,
     )
 }
+
+/// Two programs that open mTLS to each other with their X.509-SVIDs and
+/// check each other's SPIFFE ID (`spiffe_mtls.py`), written into `dir`.
+pub fn spiffe_mtls(dir: &LabDir) -> Result<PathBuf, LabError> {
+    dir.write(
+        "spiffe_mtls.py",
+        include_str!("clients/spiffe_mtls.py").as_bytes(),
+        0o644,
+    )
+}

@@ -124,6 +124,25 @@ pub fn for_holder(
         .map_err(StoreError::sql("listing a node's entries"))
 }
 
+/// Records an X.509-SVID issued for `entry_id` to `holder` (the node's or
+/// token host's SPIFFE ID).
+pub fn record_svid(
+    tx: &Transaction<'_>,
+    serial: &str,
+    entry_id: &str,
+    holder: &str,
+    spiffe_id: &str,
+    not_after: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO workload_svids (serial, entry_id, holder, spiffe_id, not_after, issued)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![serial, entry_id, holder, spiffe_id, not_after, super::now()],
+    )
+    .map_err(StoreError::sql("recording a workload SVID"))?;
+    Ok(())
+}
+
 /// Removes an entry; the entry as it was, if there was one.
 pub fn delete(tx: &Transaction<'_>, id: &str) -> Result<Option<Entry>, StoreError> {
     let was = get(tx, id)?;

@@ -200,9 +200,21 @@ const MIGRATIONS: &[(i64, &str)] = &[
          );
          CREATE INDEX entries_by_parent ON entries (parent);",
     ),
+    (
+        16,
+        "CREATE TABLE workload_svids (
+            serial     TEXT PRIMARY KEY,
+            entry_id   TEXT NOT NULL,
+            holder     TEXT NOT NULL,
+            spiffe_id  TEXT NOT NULL,
+            not_after  INTEGER NOT NULL,
+            issued     INTEGER NOT NULL
+         );
+         CREATE INDEX workload_svids_by_expiry ON workload_svids (not_after);",
+    ),
 ];
 
-pub const LATEST: i64 = 15;
+pub const LATEST: i64 = 16;
 
 pub fn current(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))

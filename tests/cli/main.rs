@@ -78,6 +78,11 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         "db.session.opened  zt_app_ro_",
         "db.session.closed  zt_app_ro_",
         "db.creds.revoked   zt_app_ro_",
+        "workload SVID issued: spiffe://lab.zeroth/app/shop ",
+        "spiffe://lab.zeroth/app/shop (its key made in the agent's memory",
+        "demo-billing.service (spiffe://lab.zeroth/app/billing) accepted spiffe://lab.zeroth/app/shop",
+        "demo-shop.service (spiffe://lab.zeroth/app/shop) accepted spiffe://lab.zeroth/app/billing",
+        "spiffe://lab.zeroth/app/shop served to uid 65534 pid ",
         "lab stopped: every daemon reaped",
     ] {
         assert!(

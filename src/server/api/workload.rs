@@ -18,7 +18,7 @@ use crate::identity::jwt::JwtError;
 use crate::identity::x509_ca::pem_encode;
 use crate::identity::{P256Subject, SpiffeId};
 use crate::server::state::{AppState, Shared};
-use crate::store::{entries, nodes, StoreError};
+use crate::store::{entries, StoreError};
 use crate::wire::entry::{
     EntriesResponse, Entry, Parent, WorkloadJwtRequest, WorkloadSvidRequest, WorkloadSvidResponse,
 };
@@ -81,7 +81,14 @@ fn audit_issue(
         .transaction()
         .map_err(StoreError::sql("starting a transaction"))?;
     if let Some((serial, not_after)) = svid {
-        nodes::record_svid(&tx, serial, &caller.id, &entry.spiffe_id, not_after)?;
+        entries::record_svid(
+            &tx,
+            serial,
+            &entry.id,
+            &caller.spiffe_id,
+            &entry.spiffe_id,
+            not_after,
+        )?;
     }
     let mut detail = detail;
     detail["spiffe_id"] = entry.spiffe_id.clone().into();
