@@ -80,6 +80,20 @@ enum BenchCommand {
         #[arg(long, default_value_t = 50)]
         sessions: usize,
     },
+    /// Workload X.509-SVIDs per second for many registration entries on
+    /// one agent (CSR signed in the HSM) against the raw P-256 sign rate;
+    /// p50/p99 of a first FetchX509SVID on a warm agent; agent memory with
+    /// the entries and with open streams.
+    Workload {
+        #[arg(long, default_value_t = 1000)]
+        entries: usize,
+        /// FetchX509SVID streams held open for the memory figure.
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        /// First fetches on new connections, for p50/p99.
+        #[arg(long, default_value_t = 200)]
+        fetches: usize,
+    },
     /// SSH certificate signings per second through zeroth at N concurrent
     /// HTTPS clients, for an Ed25519 and a P-256 CA, against the raw
     /// PKCS#11 sign rate of each key type on the same token.
@@ -116,6 +130,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             per_client,
             seconds,
         } => super::bench_ssh::run(*clients, *per_client, *seconds),
+        BenchCommand::Workload {
+            entries,
+            streams,
+            fetches,
+        } => super::bench_workload::run(*entries, *streams, *fetches),
         BenchCommand::Proxy {
             seconds,
             clients,

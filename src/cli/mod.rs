@@ -10,6 +10,7 @@ mod bench_proxy;
 mod bench_quote;
 mod bench_server;
 mod bench_ssh;
+mod bench_workload;
 mod db;
 mod db_creds;
 mod demo;

@@ -258,7 +258,16 @@ impl Identities {
                 None => true,
             })
             .collect();
+        let pass = Instant::now();
         let minted = mint_all(conn, &due);
+        if !minted.is_empty() {
+            let ok = minted.values().filter(|r| r.is_ok()).count();
+            println!(
+                "workload SVIDs: {ok} of {} issued in {} ms",
+                minted.len(),
+                pass.elapsed().as_millis()
+            );
+        }
         let mut svids = BTreeMap::new();
         let mut failures = Vec::new();
         for e in &entries {
