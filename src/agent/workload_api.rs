@@ -1,18 +1,21 @@
-//! The agent's workload API: a Unix socket through which local programs get
-//! dynamic credentials (database users, SSH certificates) in the name of
-//! this host, without ever holding its identity. The agent makes the
-//! request with its own X.509-SVID over mTLS; the caller is authenticated
-//! by the kernel (SO_PEERCRED: its uid and pid, and from the pid its
-//! systemd service) against the configured uids and units. This is how a
-//! host without a TPM, whose SVID key exists only in the agent's memory,
-//! gets credentials at all; on a TPM node it spares programs access to the
-//! TPM.
+//! The agent's workload socket. Programs on this host reach two services
+//! there, told apart by the first byte they send: the SPIFFE Workload API
+//! (gRPC, `super::spiffe`), and zeroth's own requests, dynamic credentials
+//! (database users, SSH certificates) asked in the name of this host,
+//! without the program ever holding its identity. The agent makes those
+//! requests with its own X.509-SVID over mTLS. Every caller is attested by
+//! the kernel when it connects (uid, gid, pid, systemd service, executable:
+//! `super::spiffe::attest`) and granted what the configuration's uids and
+//! units and the registration entries it matches allow. This is how a host
+//! without a TPM, whose SVID key exists only in the agent's memory, gets
+//! credentials at all; on a TPM node it spares programs access to the TPM.
 //!
-//! Protocol: one JSON request per connection, one JSON answer line.
+//! JSON protocol: one request per connection, one answer line.
 //! Requests: `{"op": "db.creds", "role": R, "ttl_seconds"?: N}`,
 //! `{"op": "ssh.sign", "role": R, "public_key": K, "principals"?: [..],
 //! "ttl_seconds"?: N}`, `{"op": "lease.renew", "id": L,
-//! "increment_seconds"?: N}`, `{"op": "lease.revoke", "id": L}`.
+//! "increment_seconds"?: N}`, `{"op": "lease.revoke", "id": L}`, and for
+//! the node's operator `{"op": "workload.list"}`.
 //! Answers: the server's answer with `"ok": true`, or `{"ok": false,
 //! "status": S, "error": "..."}` (S is the server's HTTP status, or 403 and
 //! 503 for the agent's own refusals).

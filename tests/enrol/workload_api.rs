@@ -119,7 +119,36 @@ fn py_spiffe_gets_each_program_its_own_svid_jwt_and_bundles() {
         &["--hint", "internal"],
     );
     n.entry("spiffe://lab.zeroth/app/nobody", &["unix:uid:65534"], &[]);
-    n.await_svid("spiffe://lab.zeroth/app/nobody");
+    // Selectors on the executable: its path (symlinks resolved, as the
+    // kernel names it) and its SHA-256.
+    let python = std::fs::canonicalize(clients::py_spiffe().unwrap()).unwrap();
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&python).unwrap()))
+    };
+    n.entry(
+        "spiffe://lab.zeroth/app/python",
+        &[
+            "unix:uid:65532",
+            &format!("unix:path:{}", python.display()),
+            &format!("unix:sha256:{digest}"),
+        ],
+        &[],
+    );
+    n.entry(
+        "spiffe://lab.zeroth/app/other-binary",
+        &["unix:uid:65532", &format!("unix:sha256:{}", "0".repeat(64))],
+        &[],
+    );
+    n.await_svid("spiffe://lab.zeroth/app/python");
+
+    let (ok, python_id) = n.py_spiffe(65532, &["x509"]);
+    assert!(ok, "{python_id}");
+    assert_eq!(
+        python_id["all"],
+        serde_json::json!(["spiffe://lab.zeroth/app/python"]),
+        "the entry naming another binary's hash does not match"
+    );
 
     let (ok, root) = n.py_spiffe(0, &["x509"]);
     assert!(ok, "{root}");
