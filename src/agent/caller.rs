@@ -1,8 +1,9 @@
-//! Who is on the other end of the workload socket: the uid and pid the
-//! kernel reports for the connection (SO_PEERCRED), and the systemd unit
-//! the process runs in, read from its cgroup. An unprivileged process
-//! cannot move itself into another unit's cgroup, so the unit names the
-//! program as its operator deployed it, not as it describes itself.
+//! Who is on the other end of the workload socket or a proxy, as the audit
+//! names it: the uid and pid the kernel reports for the connection, and the
+//! systemd unit the process runs in, read from its cgroup. An unprivileged
+//! process cannot move itself into another unit's cgroup, so the unit names
+//! the program as its operator deployed it, not as it describes itself.
+//! How those facts are read without races is `spiffe::attest`.
 
 /// The program that connected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,24 +16,6 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The caller of `conn`. The unit is read twice around a check that the
-    /// pid still names the process that connected (same start time), so a
-    /// process that exits and whose pid is reused is not mistaken for the
-    /// newcomer.
-    pub fn of(conn: &impl std::os::fd::AsFd) -> Result<Self, String> {
-        let cred = rustix::net::sockopt::socket_peercred(conn)
-            .map_err(|e| format!("cannot identify the caller: {e}"))?;
-        let (uid, pid) = (cred.uid.as_raw(), cred.pid.as_raw_nonzero().get());
-        let started = start_time(pid);
-        let unit = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|text| unit_in_cgroup(&text));
-        if started.is_none() || start_time(pid) != started {
-            return Err(format!("the caller (pid {pid}) has gone"));
-        }
-        Ok(Self { uid, pid, unit })
-    }
-
     /// How the audit names the program: "uid 1001 pid 4242 unit shop.service".
     pub fn describe(&self) -> String {
         match (&self.unit, self.pid) {
@@ -41,15 +24,6 @@ impl Caller {
             (None, pid) => format!("uid {} pid {pid}", self.uid),
         }
     }
-}
-
-/// The process's start time, in clock ticks since boot (field 22 of
-/// /proc/PID/stat): with the pid, it names one process.
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which ends at the last ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// The system service in a /proc/PID/cgroup text: on the unified (cgroup
@@ -77,7 +51,6 @@ pub fn unit_in_cgroup(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::net::UnixStream;
 
     #[test]
     fn the_unit_is_the_system_service_right_under_the_slices() {
@@ -114,11 +87,17 @@ mod tests {
     }
 
     #[test]
-    fn this_process_is_its_own_caller() {
-        let (a, _b) = UnixStream::pair().unwrap();
-        let me = Caller::of(&a).unwrap();
-        assert_eq!(me.uid, rustix::process::getuid().as_raw());
-        assert_eq!(me.pid as u32, std::process::id());
-        assert!(me.describe().starts_with(&format!("uid {} pid ", me.uid)));
+    fn callers_are_described_for_the_audit() {
+        let who = |pid, unit: Option<&str>| Caller {
+            uid: 1001,
+            pid,
+            unit: unit.map(Into::into),
+        };
+        assert_eq!(
+            who(42, Some("shop.service")).describe(),
+            "uid 1001 pid 42 unit shop.service"
+        );
+        assert_eq!(who(42, None).describe(), "uid 1001 pid 42");
+        assert_eq!(who(0, None).describe(), "uid 1001 over loopback TCP");
     }
 }

@@ -92,10 +92,16 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                 Some(_) => Upstream::default(),
                 None => Upstream::tpm(&options(&c)),
             };
-            let _api = match &c.workload_api {
+            let ids = match &c.workload_api {
                 Some(w) => {
                     let ids = Identities::new(upstream.clone());
                     ids.start(w.entry_refresh)?;
+                    Some(ids)
+                }
+                None => None,
+            };
+            let _api = match (&c.workload_api, &ids) {
+                (Some(w), Some(ids)) => {
                     let api = WorkloadApi::serve(
                         &w.socket,
                         Access {
@@ -108,12 +114,12 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                             units: w.units.clone(),
                         },
                         upstream.clone(),
-                        ids,
+                        ids.clone(),
                     )?;
                     println!("workload API on {}", w.socket.display());
                     Some(api)
                 }
-                None => None,
+                _ => None,
             };
             let _proxies = if c.proxies.is_empty() {
                 None
@@ -126,7 +132,12 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                                 c.state_dir.join("session-events").display()
                             )
                         })?;
-                Some(Proxies::serve(&c.proxies, &upstream, &Arc::new(queue))?)
+                Some(Proxies::serve(
+                    &c.proxies,
+                    &upstream,
+                    &Arc::new(queue),
+                    ids.clone(),
+                )?)
             };
             match &c.token_file {
                 Some(bootstrap) => crate::agent::token::run(

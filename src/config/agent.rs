@@ -221,7 +221,7 @@ impl AgentConfig {
             });
         }
         for proxy in &cfg.proxies {
-            if let Some((key, problem)) = proxy.problem() {
+            if let Some((key, problem)) = proxy.problem(cfg.workload_api.is_some()) {
                 return Err(ConfigError::Invalid {
                     path: p,
                     key: key.into(),

@@ -71,8 +71,9 @@ impl ProxyConfig {
         }
     }
 
-    /// What is wrong with this entry: (key, problem).
-    pub fn problem(&self) -> Option<(&'static str, String)> {
+    /// What is wrong with this entry: (key, problem). `entries`: whether
+    /// registration entries (a `[workload_api]`) may admit programs too.
+    pub fn problem(&self, entries: bool) -> Option<(&'static str, String)> {
         let plain = |s: &str| {
             !s.is_empty()
                 && s.len() <= 64
@@ -91,12 +92,12 @@ impl ProxyConfig {
                 format!("is {:?}; name a [[db_role]]", self.role),
             ));
         }
-        if self.allow_uids.is_empty() && self.allow_units.is_empty() {
+        if self.allow_uids.is_empty() && self.allow_units.is_empty() && !entries {
             return Some((
                 "proxy.allow_uids",
                 format!(
-                    "or allow_units is required for proxy {:?}: nobody could connect",
-                    self.name
+                    "or allow_units is required for proxy {:?}: nobody could connect (or add [workload_api], so registration entries naming role {:?} admit their programs)",
+                    self.name, self.role
                 ),
             ));
         }

@@ -799,3 +799,77 @@ fn proxied_sessions_reach_databases_that_require_tls_encrypted() {
         .trim();
     assert!(!cipher.is_empty(), "{out:?}");
 }
+
+const ENTRY_PG: &str = r#"
+[workload_api]
+socket = "@DIR@/api.sock"
+entry_refresh = "1s"
+
+[[proxy]]
+name = "entry-pg"
+role = "app-ro"
+engine = "postgres"
+listen = "@DIR@/pg"
+"#;
+
+/// psql through `dir` as `uid`: (succeeded, stdout, stderr).
+fn psql_as(uid: u32, dir: &Path, sql: &str) -> (bool, String, String) {
+    let c = psql_via(dir);
+    let out = Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ])
+        .arg(c.get_program())
+        .args(c.get_args())
+        .args(["-c", sql])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
+}
+
+#[test]
+fn a_registration_entry_naming_the_role_admits_its_programs_to_the_proxy() {
+    let lab = lab();
+    lab.add_connections();
+    let mut host = ProxyHost::start(&lab, ENTRY_PG);
+    let (ok, _, err) = psql_as(65534, &host.pg_dir(), "SELECT current_user");
+    assert!(!ok);
+    assert!(
+        err.contains("zeroth proxy entry-pg refuses uid 65534 pid ")
+            && err.contains("registration entry names role app-ro"),
+        "{err}"
+    );
+    let (ok, out) = lab.zeroth(
+        &[
+            "entry",
+            "create",
+            "--group",
+            "edge",
+            "--spiffe-id",
+            "spiffe://lab.zeroth/app/reporting",
+            "--selector",
+            "unix:uid:65534",
+            "--role",
+            "app-ro",
+        ],
+        "",
+    );
+    assert!(ok, "{out}");
+    host.agent
+        .expect(Duration::from_secs(30), |l| {
+            l.starts_with("workload SVID issued: spiffe://lab.zeroth/app/reporting ")
+        })
+        .unwrap();
+    let (ok, user, err) = psql_as(65534, &host.pg_dir(), "SELECT current_user");
+    assert!(ok, "{err}");
+    assert!(user.starts_with("zt_app_ro_"), "{user}");
+    // The entry names uid 65534 only.
+    let (ok, _, err) = psql_as(65533, &host.pg_dir(), "SELECT current_user");
+    assert!(!ok && err.contains("refuses uid 65533"), "{err}");
+}

@@ -17,6 +17,7 @@ mod session;
 pub mod tcp_owner;
 mod tls;
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use tokio::net::{TcpListener, UnixListener};
 
 use super::caller::Caller;
 use super::enrol::AgentError;
+use super::spiffe::attest::{self, Attested, HashCache};
+use super::spiffe::Identities;
 use super::workload_api::Upstream;
 use crate::config::{ProxyConfig, ProxyEngine};
 use events::EventQueue;
@@ -35,26 +38,40 @@ pub struct Ctx {
     pub upstream: Upstream,
     pub events: Arc<EventQueue>,
     pub cancels: postgres::CancelKeys,
+    /// Registration entries: a program whose entry names this proxy's
+    /// role is admitted too.
+    pub ids: Option<Identities>,
 }
 
 impl Ctx {
     /// Whether `who` may connect; the refusal names it and the proxy.
-    pub fn admit(&self, who: Result<Caller, String>) -> Result<Caller, String> {
+    pub fn admit(&self, who: Result<Attested, String>) -> Result<Caller, String> {
         let who = who.map_err(|e| format!("zeroth proxy {}: {e}", self.config.name))?;
+        let caller = Caller {
+            uid: who.uid,
+            pid: who.pid,
+            unit: who.unit.clone(),
+        };
         let by_uid = self.config.allow_uids.contains(&who.uid);
         let by_unit = who
             .unit
             .as_ref()
             .is_some_and(|u| self.config.allow_units.contains(u));
-        if by_uid || by_unit {
-            return Ok(who);
+        let by_entry = self.ids.as_ref().is_some_and(|ids| {
+            ids.current()
+                .entries_for(&who)
+                .any(|e| e.roles.contains(&self.config.role))
+        });
+        if by_uid || by_unit || by_entry {
+            return Ok(caller);
         }
         Err(format!(
-            "zeroth proxy {} refuses {}: it admits uids {:?} and units {:?}",
+            "zeroth proxy {} refuses {}: it admits uids {:?}, units {:?} and programs whose registration entry names role {}",
             self.config.name,
-            who.describe(),
+            caller.describe(),
             self.config.allow_uids,
-            self.config.allow_units
+            self.config.allow_units,
+            self.config.role
         ))
     }
 }
@@ -101,6 +118,7 @@ impl Proxies {
         configs: &[ProxyConfig],
         upstream: &Upstream,
         events: &Arc<EventQueue>,
+        ids: Option<Identities>,
     ) -> Result<Self, AgentError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -110,16 +128,18 @@ impl Proxies {
             .map_err(|e| AgentError::BadAnswer(format!("cannot start the proxies: {e}")))?;
         let _entered = runtime.enter();
         let mut sockets = Vec::new();
+        let hashes = Arc::new(HashCache::default());
         for config in configs {
             let ctx = Arc::new(Ctx {
                 config: config.clone(),
                 upstream: upstream.clone(),
                 events: events.clone(),
                 cancels: postgres::CancelKeys::default(),
+                ids: ids.clone(),
             });
             let (unix, path) = bind_unix(config)?;
             sockets.push(path.clone());
-            runtime.spawn(accept_unix(ctx.clone(), unix));
+            runtime.spawn(accept_unix(ctx.clone(), unix, hashes.clone()));
             let mut listening = path.display().to_string();
             if let Some(addr) = config.tcp {
                 let std = std::net::TcpListener::bind(addr).map_err(|source| AgentError::File {
@@ -155,13 +175,24 @@ impl Proxies {
     }
 }
 
-async fn accept_unix(ctx: Arc<Ctx>, listener: UnixListener) {
+async fn accept_unix(ctx: Arc<Ctx>, listener: UnixListener, hashes: Arc<HashCache>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let who = Caller::of(&stream);
-        tokio::spawn(serve(ctx.clone(), stream, who));
+        let (ctx, hashes) = (ctx.clone(), hashes.clone());
+        tokio::spawn(async move {
+            // Attested as the workload socket attests (race-free), before
+            // the first byte is read.
+            let who = match stream.as_fd().try_clone_to_owned() {
+                Ok(fd) => tokio::task::spawn_blocking(move || attest::attest(&fd, &hashes))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string())),
+                Err(e) => Err(format!("cannot tell who connected: {e}")),
+            };
+            serve(ctx, stream, who).await
+        });
     }
 }
 
@@ -174,10 +205,12 @@ async fn accept_tcp(ctx: Arc<Ctx>, listener: TcpListener) {
         let local = stream.local_addr();
         let who = match local {
             Ok(local) => tcp_owner::owner(peer, local)
-                .map(|uid| Caller {
+                .map(|uid| Attested {
                     uid,
                     pid: 0,
                     unit: None,
+                    facts: vec![crate::wire::entry::Selector::Uid(uid)],
+                    pinned: false,
                 })
                 .map_err(|e| e.to_string()),
             Err(e) => Err(format!("cannot tell who connected: {e}")),
@@ -186,7 +219,7 @@ async fn accept_tcp(ctx: Arc<Ctx>, listener: TcpListener) {
     }
 }
 
-async fn serve(ctx: Arc<Ctx>, stream: impl relay::Io + 'static, who: Result<Caller, String>) {
+async fn serve(ctx: Arc<Ctx>, stream: impl relay::Io + 'static, who: Result<Attested, String>) {
     match ctx.config.engine {
         ProxyEngine::Postgres => postgres::serve(ctx, stream, who).await,
         ProxyEngine::Mariadb => mariadb::serve(ctx, stream, who).await,

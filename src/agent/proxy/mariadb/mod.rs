@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use super::relay::Io;
 use super::session::{self, Session};
 use super::Ctx;
-use crate::agent::caller::Caller;
+use crate::agent::spiffe::attest::Attested;
 use handshake::ClientHello;
 
 /// A client has this long to answer the greeting.
@@ -49,7 +49,7 @@ async fn refuse(client: &mut impl Io, code: u16, message: &str) {
 }
 
 /// Serves one local connection.
-pub async fn serve(ctx: Arc<Ctx>, mut client: impl Io, who: Result<Caller, String>) {
+pub async fn serve(ctx: Arc<Ctx>, mut client: impl Io, who: Result<Attested, String>) {
     let name = ctx.config.name.clone();
     let who = match ctx.admit(who) {
         Ok(w) => w,

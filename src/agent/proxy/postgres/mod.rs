@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::lease::IssueError;
 use super::relay::Io;
 use super::{session, Ctx};
-use crate::agent::caller::Caller;
+use crate::agent::spiffe::attest::Attested;
 use frame::{fatal, read_frame, AUTHENTICATION_OK};
 use startup::Startup;
 use upstream::UpstreamError;
@@ -81,7 +81,7 @@ async fn refuse(client: &mut impl Io, code: &str, message: &str) {
 }
 
 /// Serves one local connection.
-pub async fn serve(ctx: Arc<Ctx>, mut client: impl Io, who: Result<Caller, String>) {
+pub async fn serve(ctx: Arc<Ctx>, mut client: impl Io, who: Result<Attested, String>) {
     let name = ctx.config.name.clone();
     let startup = match tokio::time::timeout(STARTUP_TIMEOUT, read_startup(&mut client)).await {
         Ok(Ok(s)) => s,
