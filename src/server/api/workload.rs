@@ -68,41 +68,40 @@ pub async fn list(
     }))
 }
 
-fn audit_issue(
-    s: &AppState,
+/// Records an issuance: the audit event (and for an X.509-SVID its row),
+/// committed with other writers' work before the reply (group commit).
+async fn record_issue(
+    s: &Shared,
     kind: &'static str,
     entry: &Entry,
     caller: &Caller,
-    detail: serde_json::Value,
-    svid: Option<(&str, i64)>,
+    mut detail: serde_json::Value,
+    svid: Option<(String, i64)>,
 ) -> Result<(), ApiError> {
-    let mut conn = s.store.lock();
-    let tx = conn
-        .transaction()
-        .map_err(StoreError::sql("starting a transaction"))?;
-    if let Some((serial, not_after)) = svid {
-        entries::record_svid(
-            &tx,
-            serial,
-            &entry.id,
-            &caller.spiffe_id,
-            &entry.spiffe_id,
-            not_after,
-        )?;
-    }
-    let mut detail = detail;
     detail["spiffe_id"] = entry.spiffe_id.clone().into();
     detail["holder"] = caller.spiffe_id.clone().into();
-    audit::append(
-        &tx,
-        &Event {
-            kind,
-            subject: &format!("entry/{}", entry.id),
-            detail,
-        },
-    )?;
-    tx.commit()
-        .map_err(StoreError::sql("committing a workload identity"))?;
+    let (entry_id, spiffe_id, holder) = (
+        entry.id.clone(),
+        entry.spiffe_id.clone(),
+        caller.spiffe_id.clone(),
+    );
+    s.db.writer()
+        .write_async(move |tx| {
+            if let Some((serial, not_after)) = &svid {
+                entries::record_svid(tx, serial, &entry_id, &holder, &spiffe_id, *not_after)?;
+            }
+            audit::append(
+                tx,
+                &Event {
+                    kind,
+                    subject: &format!("entry/{entry_id}"),
+                    detail,
+                },
+            )
+            .map_err(|e| StoreError::Writer(e.to_string()))?;
+            Ok(())
+        })
+        .await?;
     Ok(())
 }
 
@@ -118,41 +117,45 @@ pub async fn x509(
         .decode(&req.csr)
         .map_err(|e| ApiError::bad_request(format!("`csr` is not base64: {e}")))?;
     let point = p256_key(&csr).map_err(|e| ApiError::bad_request(format!("`csr`: {e}")))?;
-    s.blocking(move |s| {
-        let entry = entry_for(s, &caller, &group, &req.entry_id)?;
-        let id = SpiffeId::parse_in(&s.trust_domain, &entry.spiffe_id)
-            .map_err(|e| ApiError::unavailable("the entry's SPIFFE ID", e))?;
-        let svid =
-            s.ca.issue_svid_with_dns(
-                &P256Subject(point),
-                &id,
-                &entry.dns_names,
-                Duration::from_secs(entry.ttl_seconds),
-            )
-            .map_err(|e| ApiError::unavailable("the CA", e))?;
-        let not_after = svid
-            .not_after
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs() as i64;
-        audit_issue(
-            s,
-            "workload.svid.issued",
-            &entry,
-            &caller,
-            serde_json::json!({"serial": svid.serial, "not_after": not_after}),
-            Some((&svid.serial, not_after)),
-        )?;
-        crate::server::metrics::svid_issued("workload");
-        Ok(WorkloadSvidResponse {
-            spiffe_id: entry.spiffe_id,
-            svid: pem_encode("CERTIFICATE", &svid.der),
-            bundle: s.ca.cert_pem(),
-            expires: not_after,
+    let who = caller.clone();
+    let (entry, svid, not_after, bundle) = s
+        .blocking(move |s| {
+            let entry = entry_for(s, &who, &group, &req.entry_id)?;
+            let id = SpiffeId::parse_in(&s.trust_domain, &entry.spiffe_id)
+                .map_err(|e| ApiError::unavailable("the entry's SPIFFE ID", e))?;
+            let svid = s
+                .ca
+                .issue_svid_with_dns(
+                    &P256Subject(point),
+                    &id,
+                    &entry.dns_names,
+                    Duration::from_secs(entry.ttl_seconds),
+                )
+                .map_err(|e| ApiError::unavailable("the CA", e))?;
+            let not_after = svid
+                .not_after
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO)
+                .as_secs() as i64;
+            Ok::<_, ApiError>((entry, svid, not_after, s.ca.cert_pem()))
         })
-    })
-    .await?
-    .map(Json)
+        .await??;
+    record_issue(
+        &s,
+        "workload.svid.issued",
+        &entry,
+        &caller,
+        serde_json::json!({"serial": svid.serial, "not_after": not_after}),
+        Some((svid.serial.clone(), not_after)),
+    )
+    .await?;
+    crate::server::metrics::svid_issued("workload");
+    Ok(Json(WorkloadSvidResponse {
+        spiffe_id: entry.spiffe_id,
+        svid: pem_encode("CERTIFICATE", &svid.der),
+        bundle,
+        expires: not_after,
+    }))
 }
 
 /// `POST /v1/workload/jwt`.
@@ -162,40 +165,45 @@ pub async fn jwt(
     JsonBody(req): JsonBody<WorkloadJwtRequest>,
 ) -> Result<Json<JwtResponse>, ApiError> {
     let group = group_of(&s, &caller)?;
-    s.blocking(move |s| {
-        let entry = entry_for(s, &caller, &group, &req.entry_id)?;
-        let ttl = match req.ttl_seconds {
-            None => s.jwt_max_ttl,
-            Some(t) if t >= 10 && Duration::from_secs(t) <= s.jwt_max_ttl => Duration::from_secs(t),
-            Some(t) => {
-                return Err(ApiError::bad_request(format!(
-                    "`ttl_seconds` is {t}; it must be 10 to {}",
-                    s.jwt_max_ttl.as_secs()
-                )))
-            }
-        };
-        let svid = s
-            .jwt
-            .issue(&entry.spiffe_id, &req.audience, ttl)
-            .map_err(|e| match e {
-                JwtError::BadRequest(r) => ApiError::bad_request(r),
-                e => ApiError::unavailable("the JWT key", e),
-            })?;
-        audit_issue(
-            s,
-            "workload.jwt.issued",
-            &entry,
-            &caller,
-            serde_json::json!({"jti": svid.jti, "audience": req.audience, "expires": svid.expires}),
-            None,
-        )?;
-        crate::server::metrics::svid_issued("workload-jwt");
-        Ok(JwtResponse {
-            token: svid.token,
-            spiffe_id: entry.spiffe_id,
-            expires: svid.expires,
+    let who = caller.clone();
+    let (entry, svid, audience) = s
+        .blocking(move |s| {
+            let entry = entry_for(s, &who, &group, &req.entry_id)?;
+            let ttl = match req.ttl_seconds {
+                None => s.jwt_max_ttl,
+                Some(t) if t >= 10 && Duration::from_secs(t) <= s.jwt_max_ttl => {
+                    Duration::from_secs(t)
+                }
+                Some(t) => {
+                    return Err(ApiError::bad_request(format!(
+                        "`ttl_seconds` is {t}; it must be 10 to {}",
+                        s.jwt_max_ttl.as_secs()
+                    )))
+                }
+            };
+            let svid = s
+                .jwt
+                .issue(&entry.spiffe_id, &req.audience, ttl)
+                .map_err(|e| match e {
+                    JwtError::BadRequest(r) => ApiError::bad_request(r),
+                    e => ApiError::unavailable("the JWT key", e),
+                })?;
+            Ok((entry, svid, req.audience))
         })
-    })
-    .await?
-    .map(Json)
+        .await??;
+    record_issue(
+        &s,
+        "workload.jwt.issued",
+        &entry,
+        &caller,
+        serde_json::json!({"jti": svid.jti, "audience": audience, "expires": svid.expires}),
+        None,
+    )
+    .await?;
+    crate::server::metrics::svid_issued("workload-jwt");
+    Ok(Json(JwtResponse {
+        token: svid.token,
+        spiffe_id: entry.spiffe_id,
+        expires: svid.expires,
+    }))
 }
