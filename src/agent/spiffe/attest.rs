@@ -176,6 +176,15 @@ fn read_facts(pid: i32, uid: u32, gid: u32, hashes: &HashCache) -> (Option<Strin
 
 /// Attests the peer of `conn`, a connected Unix socket.
 pub fn attest(conn: &impl AsFd, hashes: &HashCache) -> Result<Attested, AttestError> {
+    attest_with(conn, hashes, true)
+}
+
+/// As [`attest`]; without `use_pidfd` as on a kernel older than 6.5.
+fn attest_with(
+    conn: &impl AsFd,
+    hashes: &HashCache,
+    use_pidfd: bool,
+) -> Result<Attested, AttestError> {
     let cred = rustix::net::sockopt::socket_peercred(conn)
         .map_err(|e| AttestError::Credentials(e.to_string()))?;
     let (uid, gid, pid) = (
@@ -183,7 +192,9 @@ pub fn attest(conn: &impl AsFd, hashes: &HashCache) -> Result<Attested, AttestEr
         cred.gid.as_raw(),
         cred.pid.as_raw_nonzero().get(),
     );
-    let pidfd = nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerPidfd).ok();
+    let pidfd = use_pidfd
+        .then(|| nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerPidfd).ok())
+        .flatten();
     match pidfd {
         Some(pidfd) => {
             // The pidfd names the process that connected; it must still be
@@ -256,8 +267,40 @@ mod tests {
         );
         let digest: [u8; 32] = Sha256::digest(std::fs::read(&exe).unwrap()).into();
         assert!(me.facts.contains(&Selector::Sha256(digest)));
+        // Pinned by a pidfd exactly where the kernel has SO_PEERPIDFD (6.5).
+        let release = rustix::system::uname().release().to_string_lossy().into_owned();
+        let mut v = release.split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+        assert_eq!(me.pinned, (major, minor) >= (6, 5), "kernel {release}");
         // The second time comes from the cache, and agrees.
         assert_eq!(attest(&a, &hashes).unwrap().facts, me.facts);
+    }
+
+    /// A peer that connected and exited before it was looked at is refused
+    /// by both ways of pinning it, never attested as whoever has its pid.
+    #[test]
+    fn a_peer_that_has_exited_is_refused_with_or_without_a_pidfd() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let hashes = HashCache::default();
+        for use_pidfd in [true, false] {
+            let status = std::process::Command::new("python3")
+                .args([
+                    "-c",
+                    "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])",
+                ])
+                .arg(&path)
+                .status()
+                .expect("python3 (make deps)");
+            assert!(status.success());
+            let (conn, _) = listener.accept().unwrap();
+            let got = attest_with(&conn, &hashes, use_pidfd);
+            assert!(matches!(got, Err(AttestError::Gone(_))), "{use_pidfd}: {got:?}");
+        }
+        // A live peer: attested, pinned by a pidfd where the kernel has one.
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert!(!attest_with(&a, &hashes, false).unwrap().pinned);
     }
 
     #[test]
