@@ -92,7 +92,12 @@ pub struct Identities {
     upstream: Upstream,
     /// The programs each entry served lately: entry id -> who -> when.
     seen: Arc<std::sync::Mutex<BTreeMap<String, BTreeMap<String, SystemTime>>>>,
+    /// When the bundle and JWT keys were last fetched.
+    fetched: Arc<std::sync::Mutex<Option<Instant>>>,
 }
+
+/// The trust bundle and JWT keys are fetched at least this often.
+const BUNDLE_REFRESH: Duration = Duration::from_secs(300);
 
 /// Programs remembered per entry, for `zeroth workload list`.
 const SEEN_PER_ENTRY: usize = 16;
@@ -103,6 +108,7 @@ impl Identities {
             tx: watch::Sender::new(Snapshot::default()),
             upstream,
             seen: Arc::default(),
+            fetched: Arc::default(),
         }
     }
 
@@ -246,10 +252,22 @@ impl Identities {
         }
         let EntriesResponse { entries, .. } = serde_json::from_str(&text)
             .map_err(|e| format!("/v1/entries: the answer does not parse: {e}"))?;
-        let bundle_pem = get_text(conn, "/v1/bundle")?;
-        let jwks = get_text(conn, "/v1/jwks")?;
-        let (bundle, trust_domain) = bundle_der(&bundle_pem)?;
         let old = self.current();
+        // The trust bundle and the JWT keys change rarely: asked for when
+        // the entries change, and every few minutes.
+        let (bundle, trust_domain, jwks) = {
+            let mut fetched = self.fetched.lock().unwrap_or_else(|p| p.into_inner());
+            let stale = fetched.is_none_or(|t| t.elapsed() > BUNDLE_REFRESH);
+            if stale || *old.entries != entries || old.bundle.is_empty() {
+                let bundle_pem = get_text(conn, "/v1/bundle")?;
+                let jwks = get_text(conn, "/v1/jwks")?;
+                let (bundle, trust_domain) = bundle_der(&bundle_pem)?;
+                *fetched = Some(Instant::now());
+                (Arc::new(bundle), trust_domain, Arc::new(jwks.into_bytes()))
+            } else {
+                (old.bundle.clone(), old.trust_domain.clone(), old.jwks.clone())
+            }
+        };
         let now = SystemTime::now();
         let due: Vec<&Entry> = entries
             .iter()
@@ -308,8 +326,8 @@ impl Identities {
             trust_domain,
             entries: Arc::new(entries),
             svids: Arc::new(svids),
-            bundle: Arc::new(bundle),
-            jwks: Arc::new(jwks.into_bytes()),
+            bundle,
+            jwks,
         };
         self.tx.send_if_modified(|s| {
             let changed = !same(s, &snapshot);
