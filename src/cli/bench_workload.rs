@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use zeroth_hsm::{bench, KeyKind, KeyName, Pkcs11KeyStore};
 
-use super::bench_load::percentile;
+use super::bench_load::{cpu_seconds, percentile};
 use crate::lab::{AgentProcess, LabDir, SoftHsm, ZerothServer};
 use crate::server::admin::{call, AdminRequest};
 
@@ -132,6 +132,8 @@ pub fn run(entries: usize, streams: usize, fetches: usize) -> Result<()> {
         l.starts_with("token rotated: ")
     })?;
     let idle_kib = rss_kib(agent.pid())?;
+    let server_pid = server.pid().context("the server's pid")?;
+    let cpu_before = (cpu_seconds(server_pid)?, cpu_seconds(agent.pid())?);
     // The agent times its own pass over the due entries: "workload SVIDs:
     // N of M issued in T ms".
     let summary = agent.expect(Duration::from_secs(600), |l| {
@@ -148,6 +150,8 @@ pub fn run(entries: usize, streams: usize, fetches: usize) -> Result<()> {
     anyhow::ensure!(issued == entries, "the agent said {summary:?}");
     let minting = Duration::from_millis(ms.max(1));
     let with_entries_kib = rss_kib(agent.pid())?;
+    let server_cpu = cpu_seconds(server_pid)? - cpu_before.0;
+    let agent_cpu = cpu_seconds(agent.pid())? - cpu_before.1;
     let rate = entries as f64 / minting.as_secs_f64();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -188,6 +192,13 @@ pub fn run(entries: usize, streams: usize, fetches: usize) -> Result<()> {
         format!("{rate:.0}"),
         minting.as_secs_f64(),
         rate / raw
+    );
+    println!(
+        "{:<34} {:>12}   agent {:.0} us; HSM signature alone at the raw rate on one core {:.0} us",
+        "CPU per SVID, server incl. HSM (us)",
+        format!("{:.0}", server_cpu * 1e6 / entries as f64),
+        agent_cpu * 1e6 / entries as f64,
+        1e6 * cores as f64 / raw
     );
     println!(
         "{:<34} {:>12}   p99 {:.2} ms over {fetches} new connections",

@@ -3,7 +3,6 @@
 //! that whoever sent it holds the private half. Names in the request are
 //! ignored; the registration entry decides them.
 
-use p256::ecdsa::signature::Verifier;
 use x509_parser::prelude::FromDer;
 
 /// Why a certification request was refused.
@@ -55,10 +54,10 @@ pub fn p256_key(der: &[u8]) -> Result<[u8; 65], CsrError> {
     if csr.signature_algorithm.algorithm.to_id_string() != ECDSA_SHA256 {
         return Err(CsrError::Algorithm);
     }
-    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|_| CsrError::NotP256)?;
-    let signature = p256::ecdsa::Signature::from_der(&csr.signature_value.data)
-        .map_err(|_| CsrError::Signature)?;
-    key.verify(info.raw, &signature)
+    // ring's verification: many times quicker than the pure-Rust curve
+    // arithmetic, and this runs once per workload SVID.
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &point)
+        .verify(info.raw, &csr.signature_value.data)
         .map_err(|_| CsrError::Signature)?;
     Ok(point)
 }

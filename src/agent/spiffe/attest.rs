@@ -268,8 +268,13 @@ mod tests {
         let digest: [u8; 32] = Sha256::digest(std::fs::read(&exe).unwrap()).into();
         assert!(me.facts.contains(&Selector::Sha256(digest)));
         // Pinned by a pidfd exactly where the kernel has SO_PEERPIDFD (6.5).
-        let release = rustix::system::uname().release().to_string_lossy().into_owned();
-        let mut v = release.split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
+        let release = rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned();
+        let mut v = release
+            .split(['.', '-'])
+            .map(|n| n.parse::<u32>().unwrap_or(0));
         let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
         assert_eq!(me.pinned, (major, minor) >= (6, 5), "kernel {release}");
         // The second time comes from the cache, and agrees.
@@ -296,7 +301,10 @@ mod tests {
             assert!(status.success());
             let (conn, _) = listener.accept().unwrap();
             let got = attest_with(&conn, &hashes, use_pidfd);
-            assert!(matches!(got, Err(AttestError::Gone(_))), "{use_pidfd}: {got:?}");
+            assert!(
+                matches!(got, Err(AttestError::Gone(_))),
+                "{use_pidfd}: {got:?}"
+            );
         }
         // A live peer: attested, pinned by a pidfd where the kernel has one.
         let (a, _b) = UnixStream::pair().unwrap();

@@ -123,9 +123,8 @@ pub async fn x509(
             let entry = entry_for(s, &who, &group, &req.entry_id)?;
             let id = SpiffeId::parse_in(&s.trust_domain, &entry.spiffe_id)
                 .map_err(|e| ApiError::unavailable("the entry's SPIFFE ID", e))?;
-            let svid = s
-                .ca
-                .issue_svid_with_dns(
+            let svid =
+                s.ca.issue_svid_with_dns(
                     &P256Subject(point),
                     &id,
                     &entry.dns_names,
