@@ -92,20 +92,18 @@ impl Upstream {
 
     /// One connection to the server as this host, for several requests
     /// in a row (a TPM node opens its TPM and shakes hands once).
-    pub fn connect(&self) -> Result<Connected, String> {
-        let link = self.get().ok_or_else(|| {
-            "this agent has no identity yet (its first rotation has not succeeded)".to_owned()
-        })?;
+    pub fn connect(&self) -> Result<Connected, UpstreamError> {
+        let link = self.get().ok_or(UpstreamError::NoIdentity)?;
         match link {
             Link::Client { base, http } => Ok(Connected { base, http }),
             Link::Tpm(opts) => {
                 let svid = std::fs::read_to_string(opts.state_dir.join("svid.pem"))
-                    .map_err(|_| "this node has no identity yet (not enrolled)".to_owned())?;
+                    .map_err(|_| UpstreamError::NotEnrolled)?;
                 let tpm = super::enrol::Enrolment::open(&opts.tcti, &opts.state_dir)
-                    .map_err(|e| format!("cannot open the TPM: {e}"))?;
+                    .map_err(|e| UpstreamError::Tpm(e.to_string()))?;
                 let http = tpm
                     .mtls_client(&opts.ca_bundle, &svid)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| UpstreamError::Tpm(e.to_string()))?;
                 Ok(Connected {
                     base: opts.server.trim_end_matches('/').to_owned(),
                     http,
@@ -121,11 +119,8 @@ impl Upstream {
         path: &str,
         body: &serde_json::Value,
         who: &str,
-    ) -> Result<(u16, String), String> {
-        let link = self.get().ok_or_else(|| {
-            "this agent has no identity yet (its first rotation has not succeeded)".to_owned()
-        })?;
-        send(&link, path, body, who)
+    ) -> Result<(u16, String), UpstreamError> {
+        self.connect()?.post_as(path, body, who)
     }
 }
 
@@ -137,17 +132,31 @@ pub struct Connected {
 
 impl Connected {
     /// POSTs `body` to `path`: the answer's status and body.
-    pub fn post(&self, path: &str, body: &impl serde::Serialize) -> Result<(u16, String), String> {
-        self.http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .map(answer)
-            .map_err(unreachable)
+    pub fn post(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(u16, String), UpstreamError> {
+        self.post_as(path, body, "")
+    }
+
+    /// As [`Connected::post`], naming the local program `who` (when not
+    /// empty) for the server's audit.
+    pub fn post_as(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        who: &str,
+    ) -> Result<(u16, String), UpstreamError> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
+        if !who.is_empty() {
+            request = request.header(crate::wire::db::WORKLOAD_HEADER, who);
+        }
+        request.send().map(answer).map_err(unreachable)
     }
 
     /// GETs `path`: the answer's status and body.
-    pub fn get(&self, path: &str) -> Result<(u16, String), String> {
+    pub fn get(&self, path: &str) -> Result<(u16, String), UpstreamError> {
         self.http
             .get(format!("{}{path}", self.base))
             .send()
@@ -156,54 +165,32 @@ impl Connected {
     }
 }
 
-fn unreachable(e: reqwest::Error) -> String {
-    let mut text = format!("cannot reach the server: {e}");
+fn unreachable(e: reqwest::Error) -> UpstreamError {
+    let mut text = e.to_string();
     let mut cause = std::error::Error::source(&e);
     while let Some(c) = cause {
         text.push_str(&format!(": {c}"));
         cause = c.source();
     }
-    text
+    UpstreamError::Unreachable(text)
+}
+
+/// Why the agent could not ask the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("this agent has no identity yet (its first rotation has not succeeded)")]
+    NoIdentity,
+    #[error("this node has no identity yet (not enrolled)")]
+    NotEnrolled,
+    #[error("cannot use the TPM: {0}")]
+    Tpm(String),
+    #[error("cannot reach the server: {0}")]
+    Unreachable(String),
 }
 
 fn answer(r: reqwest::blocking::Response) -> (u16, String) {
     let status = r.status().as_u16();
     (status, r.text().unwrap_or_default())
-}
-
-/// Sends `body` to `path` as this host; the answer's status and body.
-fn send(
-    link: &Link,
-    path: &str,
-    body: &serde_json::Value,
-    who: &str,
-) -> Result<(u16, String), String> {
-    use crate::wire::db::WORKLOAD_HEADER;
-    match link {
-        Link::Client { base, http } => http
-            .post(format!("{base}{path}"))
-            .header(WORKLOAD_HEADER, who)
-            .json(body)
-            .send()
-            .map(answer)
-            .map_err(unreachable),
-        Link::Tpm(opts) => {
-            let svid = std::fs::read_to_string(opts.state_dir.join("svid.pem"))
-                .map_err(|_| "this node has no identity yet (not enrolled)".to_owned())?;
-            let tpm = super::enrol::Enrolment::open(&opts.tcti, &opts.state_dir)
-                .map_err(|e| format!("cannot open the TPM: {e}"))?;
-            let http = tpm
-                .mtls_client(&opts.ca_bundle, &svid)
-                .map_err(|e| e.to_string())?;
-            let base = opts.server.trim_end_matches('/');
-            http.post(format!("{base}{path}"))
-                .header(WORKLOAD_HEADER, who)
-                .json(body)
-                .send()
-                .map(answer)
-                .map_err(unreachable)
-        }
-    }
 }
 
 /// Who may use the socket besides root and the agent's own user.
@@ -505,15 +492,9 @@ fn forward(req: &WorkloadRequest, who: &str, upstream: &Upstream) -> serde_json:
         Ok(r) => r,
         Err(e) => return refusal(400, e),
     };
-    let Some(link) = upstream.get() else {
-        return refusal(
-            503,
-            "this agent has no identity yet (its first rotation has not succeeded)",
-        );
-    };
-    let (status, text) = match send(&link, &path, &body, who) {
+    let (status, text) = match upstream.post(&path, &body, who) {
         Ok(answer) => answer,
-        Err(e) => return refusal(503, e),
+        Err(e) => return refusal(503, e.to_string()),
     };
     let parsed: serde_json::Value = if text.trim().is_empty() {
         serde_json::json!({})

@@ -637,11 +637,19 @@ fn with_the_server_down_open_sessions_go_on_new_ones_are_told_why_and_use_events
         })
         .unwrap();
     let host = ProxyHost { dir, agent };
-    let closed = eventually(Duration::from_secs(40), || {
+    let closed = eventually(Duration::from_secs(60), || {
         let c = lab.server.audit_details("db.session.closed").unwrap();
         c.into_iter()
             .find(|d| d["user"] == user.as_str())
-            .ok_or_else(|| "the closed event has not arrived".to_owned())
+            .ok_or_else(|| {
+                let queued: Vec<_> = std::fs::read_dir(&queue)
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                    .unwrap_or_default();
+                format!(
+                    "the closed event has not arrived; queued: {queued:?}; the agent said:\n{}",
+                    host.agent.seen().join("\n")
+                )
+            })
     });
     assert_eq!(closed["proxy"], "short-pg");
     assert_eq!(

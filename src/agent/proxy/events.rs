@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::agent::workload_api::Upstream;
+use crate::agent::workload_api::{Upstream, UpstreamError};
 use crate::wire::db::{SessionEvent, SessionEventsRecorded};
 
 const MAX_BATCH: usize = 128;
@@ -93,7 +93,16 @@ fn queued(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Sends one batch; true when the queue is empty after it.
-fn deliver_batch(dir: &Path, upstream: &Upstream) -> Result<bool, String> {
+/// Why a batch stays queued for now.
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("the server answered {status}: {text}")]
+    Answer { status: u16, text: String },
+}
+
+fn deliver_batch(dir: &Path, upstream: &Upstream) -> Result<bool, DeliveryError> {
     let files = queued(dir);
     if files.is_empty() {
         return Ok(true);
@@ -130,7 +139,7 @@ fn deliver_batch(dir: &Path, upstream: &Upstream) -> Result<bool, String> {
             return Ok(files.len() <= MAX_BATCH);
         }
         if !(200..300).contains(&status) {
-            return Err(format!("the server answered {status}: {text}"));
+            return Err(DeliveryError::Answer { status, text });
         }
         let answer: SessionEventsRecorded = serde_json::from_str(&text).unwrap_or_default();
         for id in &answer.refused {
@@ -145,14 +154,21 @@ fn deliver_batch(dir: &Path, upstream: &Upstream) -> Result<bool, String> {
 
 fn deliver(dir: &Path, upstream: &Upstream, wake: &Receiver<()>) {
     let mut wait = RETRY_MIN;
+    let mut waiting = false;
     loop {
         let timeout = match deliver_batch(dir, upstream) {
             Ok(true) => {
+                if std::mem::take(&mut waiting) {
+                    println!("session events: the queue is delivered");
+                }
                 wait = RETRY_MIN;
                 Duration::from_secs(60)
             }
             Ok(false) => Duration::ZERO,
             Err(e) => {
+                if !std::mem::replace(&mut waiting, true) {
+                    println!("session events wait on disk for the server: {e}");
+                }
                 tracing::info!(error = %e, retry_in = ?wait, "session events wait for the server");
                 let w = wait;
                 wait = (wait * 2).min(RETRY_MAX);

@@ -37,7 +37,7 @@ async fn post(
     tokio::task::spawn_blocking(move || upstream.post(&path, &body, &who))
         .await
         .map_err(|e| IssueError::Unreachable(e.to_string()))?
-        .map_err(IssueError::Unreachable)
+        .map_err(|e| IssueError::Unreachable(e.to_string()))
 }
 
 /// A new user of `role` for the program `who`.

@@ -224,7 +224,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let upstream = self.ids.upstream().clone();
         let audience = req.audience;
         let svids = tokio::task::spawn_blocking(move || {
-            let conn = upstream.connect().map_err(Status::unavailable)?;
+            let conn = upstream
+                .connect()
+                .map_err(|e| Status::unavailable(e.to_string()))?;
             entries
                 .iter()
                 .map(|e| {
@@ -237,7 +239,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                                 ttl_seconds: None,
                             },
                         )
-                        .map_err(Status::unavailable)?;
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
                     if status != 200 {
                         return Err(Status::unavailable(format!(
                             "the server refused a JWT-SVID for {} ({status})",

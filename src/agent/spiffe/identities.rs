@@ -13,8 +13,31 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use super::attest::Attested;
-use crate::agent::workload_api::{Connected, Upstream};
+use crate::agent::workload_api::{Connected, Upstream, UpstreamError};
 use crate::wire::entry::{EntriesResponse, Entry, WorkloadSvidRequest, WorkloadSvidResponse};
+
+/// Why a pass over the entries, or one SVID, did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("the server refuses this node ({status}: {reason}); every workload SVID is withdrawn")]
+    NodeRefused { status: u16, reason: String },
+    #[error("{path}: the server answered {status}: {reason}")]
+    Answer {
+        path: &'static str,
+        status: u16,
+        reason: String,
+    },
+    #[error("{path}: the answer does not parse: {detail}")]
+    Malformed { path: &'static str, detail: String },
+    #[error("the trust bundle: {0}")]
+    Bundle(String),
+    #[error("cannot make a key or CSR: {0}")]
+    Key(String),
+    #[error("cannot renew {0}")]
+    Renewal(String),
+}
 
 /// Requests in flight at once while many SVIDs are due (the server batches
 /// their commits; more in flight, fewer fsyncs per SVID).
@@ -185,17 +208,22 @@ impl Identities {
     }
 
     fn run(&self, refresh: Duration) {
-        let mut told = String::new();
+        let mut told = None;
         loop {
-            let wait = match self.upstream.connect().and_then(|c| self.sync(&c)) {
+            let wait = match self
+                .upstream
+                .connect()
+                .map_err(SyncError::from)
+                .and_then(|c| self.sync(&c))
+            {
                 Ok(next) => {
-                    told.clear();
+                    told = None;
                     next.min(refresh)
                 }
                 Err(e) => {
-                    if e != told {
+                    if told.as_ref() != Some(&e) {
                         println!("workload identities: {e}");
-                        told = e;
+                        told = Some(e);
                     }
                     self.drop_expired();
                     refresh.min(Duration::from_secs(5))
@@ -234,25 +262,29 @@ impl Identities {
     }
 
     /// One pass; how long until an SVID is next due.
-    fn sync(&self, conn: &Connected) -> Result<Duration, String> {
+    fn sync(&self, conn: &Connected) -> Result<Duration, SyncError> {
         let (status, text) = conn.get("/v1/entries")?;
         if status == 401 || status == 403 {
             // The node may no longer act (revoked, or its token chain is):
             // its programs lose their identities now, not at expiry.
             self.withdraw();
-            return Err(format!(
-                "the server refuses this node ({status}: {}); every workload SVID is withdrawn",
-                reason(&text)
-            ));
+            return Err(SyncError::NodeRefused {
+                status,
+                reason: reason(&text),
+            });
         }
         if status != 200 {
-            return Err(format!(
-                "/v1/entries: the server answered {status}: {}",
-                reason(&text)
-            ));
+            return Err(SyncError::Answer {
+                path: "/v1/entries",
+                status,
+                reason: reason(&text),
+            });
         }
-        let EntriesResponse { entries, .. } = serde_json::from_str(&text)
-            .map_err(|e| format!("/v1/entries: the answer does not parse: {e}"))?;
+        let EntriesResponse { entries, .. } =
+            serde_json::from_str(&text).map_err(|e| SyncError::Malformed {
+                path: "/v1/entries",
+                detail: e.to_string(),
+            })?;
         let old = self.current();
         // The trust bundle and the JWT keys change rarely: asked for when
         // the entries change, and every few minutes.
@@ -282,7 +314,7 @@ impl Identities {
             })
             .collect();
         let pass = Instant::now();
-        let minted = mint_all(conn, &due);
+        let mut minted = mint_all(conn, &due);
         if !minted.is_empty() {
             let ok = minted.values().filter(|r| r.is_ok()).count();
             println!(
@@ -294,7 +326,7 @@ impl Identities {
         let mut svids = BTreeMap::new();
         let mut failures = Vec::new();
         for e in &entries {
-            match minted.get(&e.id) {
+            match minted.remove(&e.id) {
                 Some(Ok(svid)) => {
                     println!(
                         "workload SVID issued: {} (entry {}) valid until {}",
@@ -302,7 +334,7 @@ impl Identities {
                         e.id,
                         humantime::format_rfc3339_seconds(svid.not_after)
                     );
-                    svids.insert(e.id.clone(), Arc::new(svid.clone_shallow()));
+                    svids.insert(e.id.clone(), Arc::new(svid));
                 }
                 Some(Err(why)) => {
                     failures.push(format!("{}: {why}", e.spiffe_id));
@@ -344,19 +376,7 @@ impl Identities {
         if failures.is_empty() {
             Ok(next)
         } else {
-            Err(format!("cannot renew {}", failures.join("; ")))
-        }
-    }
-}
-
-impl Svid {
-    fn clone_shallow(&self) -> Svid {
-        Svid {
-            entry: self.entry.clone(),
-            cert_der: self.cert_der.clone(),
-            key_pkcs8: self.key_pkcs8.clone(),
-            issued: self.issued,
-            not_after: self.not_after,
+            Err(SyncError::Renewal(failures.join("; ")))
         }
     }
 }
@@ -374,13 +394,14 @@ fn same(a: &Snapshot, b: &Snapshot) -> bool {
             .all(|((ka, va), (kb, vb))| ka == kb && Arc::ptr_eq(va, vb))
 }
 
-fn get_text(conn: &Connected, path: &str) -> Result<String, String> {
+fn get_text(conn: &Connected, path: &'static str) -> Result<String, SyncError> {
     match conn.get(path)? {
         (200, text) => Ok(text),
-        (status, text) => Err(format!(
-            "{path}: the server answered {status}: {}",
-            reason(&text)
-        )),
+        (status, text) => Err(SyncError::Answer {
+            path,
+            status,
+            reason: reason(&text),
+        }),
     }
 }
 
@@ -393,11 +414,11 @@ fn reason(text: &str) -> String {
 
 /// The bundle's certificates as concatenated DER, and the trust domain its
 /// root names (its `spiffe://<td>` URI SAN).
-fn bundle_der(pem: &str) -> Result<(Vec<u8>, String), String> {
+fn bundle_der(pem: &str) -> Result<(Vec<u8>, String), SyncError> {
     let mut der = Vec::new();
     let mut trust_domain = None;
     for p in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
-        let p = p.map_err(|e| format!("the trust bundle is not PEM: {e}"))?;
+        let p = p.map_err(|e| SyncError::Bundle(format!("not PEM: {e}")))?;
         if let Ok(cert) = p.parse_x509() {
             if let Ok(Some(san)) = cert.subject_alternative_name() {
                 for n in &san.value.general_names {
@@ -411,12 +432,12 @@ fn bundle_der(pem: &str) -> Result<(Vec<u8>, String), String> {
         }
         der.extend_from_slice(&p.contents);
     }
-    let td = trust_domain.ok_or("the trust bundle names no trust domain")?;
+    let td = trust_domain.ok_or_else(|| SyncError::Bundle("it names no trust domain".into()))?;
     Ok((der, td))
 }
 
 /// Mints SVIDs for `due`, [`MINT_WORKERS`] requests at a time.
-fn mint_all(conn: &Connected, due: &[&Entry]) -> BTreeMap<String, Result<Svid, String>> {
+fn mint_all(conn: &Connected, due: &[&Entry]) -> BTreeMap<String, Result<Svid, SyncError>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let out = std::sync::Mutex::new(BTreeMap::new());
     std::thread::scope(|s| {
@@ -435,14 +456,14 @@ fn mint_all(conn: &Connected, due: &[&Entry]) -> BTreeMap<String, Result<Svid, S
 }
 
 /// A new key for `entry`, and the server's SVID for it.
-pub fn mint(conn: &Connected, entry: &Entry) -> Result<Svid, String> {
+pub fn mint(conn: &Connected, entry: &Entry) -> Result<Svid, SyncError> {
     use base64::Engine;
     let started = Instant::now();
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| format!("cannot make a key: {e}"))?;
+        .map_err(|e| SyncError::Key(e.to_string()))?;
     let csr = rcgen::CertificateParams::default()
         .serialize_request(&key)
-        .map_err(|e| format!("cannot make a CSR: {e}"))?;
+        .map_err(|e| SyncError::Key(e.to_string()))?;
     let (status, text) = conn.post(
         "/v1/workload/x509",
         &WorkloadSvidRequest {
@@ -451,12 +472,20 @@ pub fn mint(conn: &Connected, entry: &Entry) -> Result<Svid, String> {
         },
     )?;
     if status != 200 {
-        return Err(format!("the server answered {status}: {}", reason(&text)));
+        return Err(SyncError::Answer {
+            path: "/v1/workload/x509",
+            status,
+            reason: reason(&text),
+        });
     }
+    let malformed = |detail: String| SyncError::Malformed {
+        path: "/v1/workload/x509",
+        detail,
+    };
     let answer: WorkloadSvidResponse =
-        serde_json::from_str(&text).map_err(|e| format!("the SVID answer does not parse: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
     let (_, pem) = x509_parser::pem::parse_x509_pem(answer.svid.as_bytes())
-        .map_err(|e| format!("the SVID is not PEM: {e}"))?;
+        .map_err(|e| malformed(format!("the SVID is not PEM: {e}")))?;
     tracing::debug!(entry = %entry.id, took = ?started.elapsed(), "minted a workload SVID");
     Ok(Svid {
         entry: entry.clone(),

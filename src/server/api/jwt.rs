@@ -10,7 +10,7 @@ use super::caller::NodeCaller;
 use super::error::{ApiError, JsonBody};
 use crate::audit::{self, Event};
 use crate::identity::jwt::JwtError;
-use crate::server::state::Shared;
+use crate::server::state::{AppState, Shared};
 use crate::store::nodes::{self, NodeState};
 use crate::wire::jwt::{JwtRequest, JwtResponse};
 
@@ -35,18 +35,7 @@ pub async fn issue(
                 )),
             ));
         }
-        let ttl = match req.ttl_seconds {
-            None => s.jwt_max_ttl,
-            Some(t) if t >= 10 && Duration::from_secs(t) <= s.jwt_max_ttl => {
-                Duration::from_secs(t)
-            }
-            Some(t) => {
-                return Err(ApiError::bad_request(format!(
-                    "`ttl_seconds` is {t}; it must be 10 to {}",
-                    s.jwt_max_ttl.as_secs()
-                )))
-            }
-        };
+        let ttl = lifetime(s, req.ttl_seconds)?;
         let svid = s
             .jwt
             .issue(&caller.spiffe_id, &req.audience, ttl)
@@ -77,6 +66,19 @@ pub async fn issue(
     })
     .await?
     .map(Json)
+}
+
+/// A JWT-SVID's lifetime: the asked `ttl_seconds`, 10 s to the server's
+/// `jwt_max_ttl` (the default).
+pub(super) fn lifetime(s: &AppState, asked: Option<u64>) -> Result<Duration, ApiError> {
+    match asked {
+        None => Ok(s.jwt_max_ttl),
+        Some(t) if t >= 10 && Duration::from_secs(t) <= s.jwt_max_ttl => Ok(Duration::from_secs(t)),
+        Some(t) => Err(ApiError::bad_request(format!(
+            "`ttl_seconds` is {t}; it must be 10 to {}",
+            s.jwt_max_ttl.as_secs()
+        ))),
+    }
 }
 
 /// `GET /.well-known/openid-configuration`.

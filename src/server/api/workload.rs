@@ -168,18 +168,7 @@ pub async fn jwt(
     let (entry, svid, audience) = s
         .blocking(move |s| {
             let entry = entry_for(s, &who, &group, &req.entry_id)?;
-            let ttl = match req.ttl_seconds {
-                None => s.jwt_max_ttl,
-                Some(t) if t >= 10 && Duration::from_secs(t) <= s.jwt_max_ttl => {
-                    Duration::from_secs(t)
-                }
-                Some(t) => {
-                    return Err(ApiError::bad_request(format!(
-                        "`ttl_seconds` is {t}; it must be 10 to {}",
-                        s.jwt_max_ttl.as_secs()
-                    )))
-                }
-            };
+            let ttl = super::jwt::lifetime(s, req.ttl_seconds)?;
             let svid = s
                 .jwt
                 .issue(&entry.spiffe_id, &req.audience, ttl)
@@ -187,7 +176,7 @@ pub async fn jwt(
                     JwtError::BadRequest(r) => ApiError::bad_request(r),
                     e => ApiError::unavailable("the JWT key", e),
                 })?;
-            Ok((entry, svid, req.audience))
+            Ok::<_, ApiError>((entry, svid, req.audience))
         })
         .await??;
     record_issue(
