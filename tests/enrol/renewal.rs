@@ -290,6 +290,10 @@ impl AgentProcess {
     pub(crate) fn pid(&self) -> u32 {
         self.0.pid()
     }
+
+    pub(crate) fn seen(&self) -> &[String] {
+        self.0.seen()
+    }
 }
 
 fn renewed_via(how: &'static str) -> impl Fn(&str) -> bool {

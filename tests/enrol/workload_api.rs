@@ -98,6 +98,14 @@ impl ApiNode {
     /// py-spiffe's answer to `args`, run as `uid` (root: the test's own).
     pub(crate) fn py_spiffe(&self, uid: u32, args: &[&str]) -> (bool, serde_json::Value) {
         let out = self.py_spiffe_command(uid, args).output().unwrap();
+        if !out.status.success() {
+            // Shown with the test's failure, if it fails.
+            eprintln!(
+                "py-spiffe {args:?} as uid {uid}: {}\nthe agent said:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.agent.seen().join("\n")
+            );
+        }
         let text = String::from_utf8_lossy(&out.stdout);
         let last = text.lines().last().unwrap_or_default();
         let v = serde_json::from_str(last).unwrap_or_else(|_| {
