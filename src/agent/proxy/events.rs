@@ -34,6 +34,7 @@ impl EventQueue {
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
+        recover(dir);
         let (wake, rx) = std::sync::mpsc::channel();
         let d = dir.to_owned();
         std::thread::Builder::new()
@@ -72,6 +73,36 @@ impl EventQueue {
     /// Events not delivered yet.
     pub fn pending(&self) -> usize {
         queued(&self.dir).len()
+    }
+}
+
+/// Events whose writing a stop interrupted (`.NAME.tmp` files): one that
+/// holds a whole event is queued as it was meant to be; a torn one is set
+/// aside (`.bad`), never delivered half.
+fn recover(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(name) = file
+            .strip_prefix('.')
+            .and_then(|f| f.strip_suffix(".tmp"))
+            .filter(|n| n.ends_with(".json"))
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let whole = std::fs::read(&path)
+            .ok()
+            .is_some_and(|b| serde_json::from_slice::<SessionEvent>(&b).is_ok());
+        let to = match whole {
+            true => dir.join(name),
+            false => dir.join(format!("{name}.bad")),
+        };
+        if std::fs::rename(&path, &to).is_ok() {
+            tracing::info!(event = %name, whole, "recovered a session event whose writing was interrupted");
+        }
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
     }
 }
 
@@ -181,5 +212,49 @@ fn deliver(dir: &Path, upstream: &Upstream, wake: &Receiver<()>) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::db::{SessionEventKind, Workload};
+
+    #[test]
+    fn an_interrupted_write_is_queued_if_whole_and_set_aside_if_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = SessionEvent {
+            id: "e1".into(),
+            kind: SessionEventKind::Closed,
+            time: 1,
+            proxy: "p".into(),
+            role: "r".into(),
+            lease: "l".into(),
+            user: "u".into(),
+            workload: Workload {
+                uid: 1,
+                pid: None,
+                unit: None,
+            },
+            duration_ms: Some(5),
+            bytes_from_client: None,
+            bytes_to_client: None,
+        };
+        let json = serde_json::to_vec(&event).unwrap();
+        std::fs::write(dir.path().join(".000001-e1.json.tmp"), &json).unwrap();
+        std::fs::write(
+            dir.path().join(".000002-e2.json.tmp"),
+            &json[..json.len() / 2],
+        )
+        .unwrap();
+        recover(dir.path());
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["000001-e1.json", "000002-e2.json.bad"]);
+        assert_eq!(queued(dir.path()).len(), 1);
     }
 }
