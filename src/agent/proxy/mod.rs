@@ -8,6 +8,7 @@
 //! the protocols are in `postgres/` and `mariadb/`, what both share (the
 //! session's lease, the relay, use events) next to this file.
 
+pub mod conn;
 pub mod events;
 pub mod lease;
 pub mod mariadb;
@@ -191,7 +192,7 @@ async fn accept_unix(ctx: Arc<Ctx>, listener: UnixListener, hashes: Arc<HashCach
                     .and_then(|r| r.map_err(|e| e.to_string())),
                 Err(e) => Err(format!("cannot tell who connected: {e}")),
             };
-            serve(ctx, stream, who).await
+            serve(ctx, conn::Conn::Unix(stream), who).await
         });
     }
 }
@@ -215,11 +216,11 @@ async fn accept_tcp(ctx: Arc<Ctx>, listener: TcpListener) {
                 .map_err(|e| e.to_string()),
             Err(e) => Err(format!("cannot tell who connected: {e}")),
         };
-        tokio::spawn(serve(ctx.clone(), stream, who));
+        tokio::spawn(serve(ctx.clone(), conn::Conn::Tcp(stream), who));
     }
 }
 
-async fn serve(ctx: Arc<Ctx>, stream: impl relay::Io + 'static, who: Result<Attested, String>) {
+async fn serve(ctx: Arc<Ctx>, stream: conn::Conn, who: Result<Attested, String>) {
     match ctx.config.engine {
         ProxyEngine::Postgres => postgres::serve(ctx, stream, who).await,
         ProxyEngine::Mariadb => mariadb::serve(ctx, stream, who).await,

@@ -4,8 +4,9 @@
 
 use std::time::{Instant, SystemTime};
 
+use super::conn::Conn;
 use super::lease::{self, IssueError};
-use super::relay::{self, Io, Relayed};
+use super::relay::{self, Relayed};
 use super::Ctx;
 use crate::agent::caller::Caller;
 use crate::wire::db::{CredsResponse, SessionEvent, SessionEventKind, Workload};
@@ -86,7 +87,7 @@ async fn report(ctx: &Ctx, e: SessionEvent) {
 
 /// Relays between the authenticated `client` and `server` while keeping
 /// the lease alive, then gives the user back; use events on both ends.
-pub async fn run(ctx: &Ctx, session: Session, client: &mut impl Io, server: &mut impl Io) {
+pub async fn run(ctx: &Ctx, session: Session, client: Conn, server: Conn) {
     report(ctx, event(ctx, &session, SessionEventKind::Opened, None)).await;
     println!(
         "proxy {}: session opened for {} as {} (lease {})",

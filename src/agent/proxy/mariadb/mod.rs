@@ -13,6 +13,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use tokio::net::TcpStream;
 
+use super::conn::Conn;
 use super::relay::Io;
 use super::session::{self, Session};
 use super::Ctx;
@@ -49,7 +50,7 @@ async fn refuse(client: &mut impl Io, code: u16, message: &str) {
 }
 
 /// Serves one local connection.
-pub async fn serve(ctx: Arc<Ctx>, mut client: impl Io, who: Result<Attested, String>) {
+pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, who: Result<Attested, String>) {
     let name = ctx.config.name.clone();
     let who = match ctx.admit(who) {
         Ok(w) => w,
@@ -71,7 +72,7 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: impl Io, who: Result<Attested, Str
         }
     };
     match login(&mut client, &session).await {
-        Ok(mut server) => session::run(&ctx, session, &mut client, &mut server).await,
+        Ok(server) => session::run(&ctx, session, client, server).await,
         Err(Failed { to_client, log }) => {
             println!("proxy {name}: the session did not start: {log}");
             if let Some((seq, payload)) = to_client {
@@ -114,7 +115,7 @@ async fn connect(addr: &str) -> std::io::Result<TcpStream> {
 }
 
 /// Both handshakes; the authenticated upstream connection.
-async fn login(client: &mut impl Io, session: &Session) -> Result<Box<dyn Io>, Failed> {
+async fn login(client: &mut Conn, session: &Session) -> Result<Conn, Failed> {
     let creds = &session.creds;
     let addr = format!("{}:{}", creds.host, creds.port);
     // Before the client is greeted, failures are told with a standalone
@@ -164,8 +165,8 @@ async fn login(client: &mut impl Io, session: &Session) -> Result<Box<dyn Io>, F
     let tls = creds.tls_ca.is_some();
     let caps = handshake::session_capabilities(&hello, &upstream, tls);
     let mut seq = 1u8;
-    let mut server: Box<dyn Io> = match &creds.tls_ca {
-        None => Box::new(tcp),
+    let mut server = match &creds.tls_ca {
+        None => Conn::Tcp(tcp),
         Some(ca) => {
             if !upstream
                 .capabilities()
@@ -190,7 +191,7 @@ async fn login(client: &mut impl Io, session: &Session) -> Result<Box<dyn Io>, F
                         format!("zeroth proxy: TLS to the database at {addr}: {e}"),
                     )
                 })?;
-            Box::new(stream)
+            Conn::Tls(Box::new(stream))
         }
     };
     let password = creds.password.expose_secret().as_bytes();

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::conn::Conn;
 use super::lease::IssueError;
 use super::relay::Io;
 use super::{session, Ctx};
@@ -81,7 +82,7 @@ async fn refuse(client: &mut impl Io, code: &str, message: &str) {
 }
 
 /// Serves one local connection.
-pub async fn serve(ctx: Arc<Ctx>, mut client: impl Io, who: Result<Attested, String>) {
+pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, who: Result<Attested, String>) {
     let name = ctx.config.name.clone();
     let startup = match tokio::time::timeout(STARTUP_TIMEOUT, read_startup(&mut client)).await {
         Ok(Ok(s)) => s,
@@ -159,7 +160,7 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: impl Io, who: Result<Attested, Str
     if let Some(k) = key {
         ctx.cancels.lock().insert(k, addr);
     }
-    session::run(&ctx, session, &mut client, &mut server).await;
+    session::run(&ctx, session, client, server).await;
     if let Some(k) = key {
         ctx.cancels.lock().remove(&k);
     }
@@ -168,7 +169,7 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: impl Io, who: Result<Attested, Str
 async fn connect(
     creds: &crate::wire::db::CredsResponse,
     params: &[(String, String)],
-) -> Result<Box<dyn Io>, UpstreamError> {
+) -> Result<Conn, UpstreamError> {
     let mut server = upstream::connect(creds).await?;
     upstream::authenticate(&mut server, creds, params).await?;
     Ok(server)
@@ -178,7 +179,7 @@ async fn connect(
 /// ReadyForQuery; the backend's cancel key if it sent one.
 async fn greet(
     client: &mut impl Io,
-    server: &mut Box<dyn Io>,
+    server: &mut Conn,
 ) -> Result<Option<(i32, i32)>, UpstreamError> {
     let io = |e: std::io::Error| UpstreamError::Protocol(format!("an I/O error: {e}"));
     client.write_all(&AUTHENTICATION_OK).await.map_err(io)?;

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::frame::{read_frame, Frame};
-use crate::agent::proxy::relay::Io;
+use crate::agent::proxy::conn::Conn;
 use crate::wire::db::CredsResponse;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,11 +72,11 @@ async fn connect_tcp(addr: &str) -> Result<TcpStream, UpstreamError> {
 
 /// Connects to the database `creds` name, with TLS (verify-full) when they
 /// carry a CA.
-pub async fn connect(creds: &CredsResponse) -> Result<Box<dyn Io>, UpstreamError> {
+pub async fn connect(creds: &CredsResponse) -> Result<Conn, UpstreamError> {
     let addr = format!("{}:{}", creds.host, creds.port);
     let mut tcp = connect_tcp(&addr).await?;
     let Some(ca) = &creds.tls_ca else {
-        return Ok(Box::new(tcp));
+        return Ok(Conn::Tcp(tcp));
     };
     let tls_err = |reason: String| UpstreamError::Tls {
         addr: addr.clone(),
@@ -97,13 +97,13 @@ pub async fn connect(creds: &CredsResponse) -> Result<Box<dyn Io>, UpstreamError
     let stream = super::super::tls::connect(ca.as_bytes(), &creds.host, tcp)
         .await
         .map_err(|e| tls_err(e.to_string()))?;
-    Ok(Box::new(stream))
+    Ok(Conn::Tls(Box::new(stream)))
 }
 
 /// Sends the start-up for `user` with the client's other parameters, then
 /// authenticates; returns once the database said AuthenticationOk.
 pub async fn authenticate(
-    up: &mut Box<dyn Io>,
+    up: &mut Conn,
     creds: &CredsResponse,
     params: &[(String, String)],
 ) -> Result<(), UpstreamError> {
