@@ -6,7 +6,7 @@
 //! rebuild the whole chain; checkpoints stop that: every so often the head
 //! hash is signed by the `audit-checkpoint` key, which never leaves the HSM.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::store::sql::{params, Conn, OptionalExtension, Tx};
 use sha2::{Digest, Sha256};
 use zeroth_hsm::{HsmError, KeyName, KeyStore, PublicKey};
 
@@ -75,16 +75,16 @@ fn checkpoint_message(seq: i64, hash: &[u8]) -> Vec<u8> {
 }
 
 /// The last event's sequence number and hash.
-fn head(conn: &Connection) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+fn head(conn: &Conn) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
     conn.prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+        .and_then(|mut s| s.query_row((), |r| Ok((r.get(0)?, r.get(1)?))))
         .optional()
         .map_err(StoreError::sql("reading the audit head"))
 }
 
 /// Appends `event` inside the caller's transaction, so the event commits
 /// with the action it records, or neither does.
-pub fn append(tx: &Transaction<'_>, event: &Event<'_>) -> Result<i64, AuditError> {
+pub fn append(tx: &Tx<'_>, event: &Event<'_>) -> Result<i64, AuditError> {
     let head = head(tx)?;
     let (seq, prev) = match head {
         Some((s, h)) => (s + 1, h),
@@ -102,7 +102,7 @@ pub fn append(tx: &Transaction<'_>, event: &Event<'_>) -> Result<i64, AuditError
 }
 
 /// Signs the current head with the HSM checkpoint key; returns its seq.
-pub fn checkpoint(conn: &mut Connection, keys: &dyn KeyStore) -> Result<Option<i64>, AuditError> {
+pub fn checkpoint(conn: &mut Conn, keys: &dyn KeyStore) -> Result<Option<i64>, AuditError> {
     let name = KeyName::new(CHECKPOINT_KEY)?;
     let tx = conn
         .transaction()
@@ -123,11 +123,11 @@ pub fn checkpoint(conn: &mut Connection, keys: &dyn KeyStore) -> Result<Option<i
 }
 
 /// Events appended since the last signed checkpoint.
-pub fn unsigned_events(conn: &Connection) -> Result<i64, AuditError> {
+pub fn unsigned_events(conn: &Conn) -> Result<i64, AuditError> {
     conn.query_row(
         "SELECT COALESCE((SELECT MAX(seq) FROM audit), 0)
               - COALESCE((SELECT MAX(seq) FROM audit_checkpoints), 0)",
-        [],
+        (),
         |r| r.get(0),
     )
     .map_err(|e| StoreError::sql("counting unsigned audit events")(e).into())
@@ -144,20 +144,20 @@ pub struct ChainReport {
 
 /// Walks the whole chain and every checkpoint. `checkpoint_key` is the
 /// public half of the HSM checkpoint key.
-pub fn verify(conn: &Connection, checkpoint_key: &PublicKey) -> Result<ChainReport, AuditError> {
+pub fn verify(conn: &Conn, checkpoint_key: &PublicKey) -> Result<ChainReport, AuditError> {
     let mut stmt = conn
         .prepare("SELECT seq, time, kind, subject, detail, prev_hash, hash FROM audit ORDER BY seq")
         .map_err(StoreError::sql("reading the audit log"))?;
     let rows = stmt
-        .query_map([], |r| {
+        .query_map((), |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Vec<u8>>(5)?,
-                r.get::<_, Vec<u8>>(6)?,
+                r.get::<i64>(0)?,
+                r.get::<i64>(1)?,
+                r.get::<String>(2)?,
+                r.get::<String>(3)?,
+                r.get::<String>(4)?,
+                r.get::<Vec<u8>>(5)?,
+                r.get::<Vec<u8>>(6)?,
             ))
         })
         .map_err(StoreError::sql("reading the audit log"))?;
@@ -197,12 +197,8 @@ pub fn verify(conn: &Connection, checkpoint_key: &PublicKey) -> Result<ChainRepo
         .prepare("SELECT seq, hash, signature FROM audit_checkpoints ORDER BY seq")
         .map_err(StoreError::sql("reading audit checkpoints"))?;
     let cps = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
+        .query_map((), |r| {
+            Ok((r.get::<i64>(0)?, r.get::<Vec<u8>>(1)?, r.get::<Vec<u8>>(2)?))
         })
         .map_err(StoreError::sql("reading audit checkpoints"))?;
     let mut checkpoints = 0;
@@ -254,7 +250,7 @@ fn verify_signature(key: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
 }
 
 /// The last `n` events, newest last.
-pub fn tail(conn: &Connection, n: i64) -> Result<Vec<Record>, AuditError> {
+pub fn tail(conn: &Conn, n: i64) -> Result<Vec<Record>, AuditError> {
     let mut stmt = conn
         .prepare("SELECT seq, time, kind, subject, detail FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?1) ORDER BY seq")
         .map_err(StoreError::sql("reading the audit log"))?;
@@ -334,7 +330,7 @@ mod tests {
             .lock()
             .execute(
                 "UPDATE audit SET detail = '{\"group\":\"prod\"}' WHERE seq = 3",
-                [],
+                (),
             )
             .unwrap();
         let err = verify(&store.lock(), &pk).unwrap_err();
@@ -346,7 +342,7 @@ mod tests {
         let (store, _, pk) = setup(5);
         store
             .lock()
-            .execute("DELETE FROM audit WHERE seq = 2", [])
+            .execute("DELETE FROM audit WHERE seq = 2", ())
             .unwrap();
         let err = verify(&store.lock(), &pk).unwrap_err();
         assert!(matches!(err, AuditError::Broken { seq: 2, .. }), "{err}");
@@ -371,10 +367,10 @@ mod tests {
         checkpoint(&mut store.lock(), &keys).unwrap();
         // An attacker edits event 3 and recomputes every hash after it.
         let conn = store.lock();
-        conn.execute("UPDATE audit SET subject = 'node/forged' WHERE seq = 3", [])
+        conn.execute("UPDATE audit SET subject = 'node/forged' WHERE seq = 3", ())
             .unwrap();
         let mut prev: Vec<u8> = conn
-            .query_row("SELECT hash FROM audit WHERE seq = 2", [], |r| r.get(0))
+            .query_row("SELECT hash FROM audit WHERE seq = 2", (), |r| r.get(0))
             .unwrap();
         for seq in 3..=5i64 {
             let (time, kind, subject, detail): (i64, String, String, String) = conn
@@ -398,7 +394,7 @@ mod tests {
             "{err}"
         );
         // Truncating the log below a checkpoint is caught too.
-        conn.execute("DELETE FROM audit WHERE seq >= 4", [])
+        conn.execute("DELETE FROM audit WHERE seq >= 4", ())
             .unwrap();
         let err = verify(&conn, &pk).unwrap_err();
         assert!(

@@ -125,7 +125,7 @@ fn entry_of(store: &Store, names: &Names, req: &AdminRequest) -> Result<Entry, S
 }
 
 fn record(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::sql::Tx<'_>,
     kind: &'static str,
     e: &Entry,
     uid: u32,

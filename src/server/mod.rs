@@ -190,7 +190,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
                 let st = watchdog_store.clone();
                 let alive = tokio::task::spawn_blocking(move || {
                     st.lock()
-                        .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                        .query_row("SELECT 1", (), |r| r.get::<i64>(0))
                         .is_ok()
                 })
                 .await

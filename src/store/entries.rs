@@ -3,7 +3,7 @@
 //! an agent's question "what is for me": its node's entries and its
 //! group's.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::store::sql::{params, Conn, OptionalExtension, Tx};
 
 use super::StoreError;
 use crate::wire::entry::{Entry, Parent, Selector};
@@ -25,28 +25,29 @@ fn parent_of(key: &str) -> Option<Parent> {
 
 const COLUMNS: &str = "id, spiffe_id, parent, selectors, ttl, dns_names, roles, hint, created";
 
-fn json_list<T: serde::de::DeserializeOwned>(text: &str, idx: usize) -> rusqlite::Result<Vec<T>> {
-    serde_json::from_str(text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+fn json_list<T: serde::de::DeserializeOwned>(
+    text: &str,
+    idx: usize,
+) -> Result<Vec<T>, crate::store::sql::SqlError> {
+    serde_json::from_str(text).map_err(|e| crate::store::sql::SqlError::Column {
+        idx,
+        reason: e.to_string(),
     })
 }
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+fn from_row(r: &crate::store::sql::Row<'_>) -> Result<Entry, crate::store::sql::SqlError> {
     let parent: String = r.get(2)?;
     Ok(Entry {
         id: r.get(0)?,
         spiffe_id: r.get(1)?,
-        parent: parent_of(&parent).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                2,
-                rusqlite::types::Type::Text,
-                format!("unknown entry parent {parent:?}").into(),
-            )
+        parent: parent_of(&parent).ok_or_else(|| crate::store::sql::SqlError::Column {
+            idx: 2,
+            reason: format!("unknown entry parent {parent:?}"),
         })?,
-        selectors: json_list::<Selector>(&r.get::<_, String>(3)?, 3)?,
-        ttl_seconds: r.get::<_, i64>(4)?.max(0) as u64,
-        dns_names: json_list(&r.get::<_, String>(5)?, 5)?,
-        roles: json_list(&r.get::<_, String>(6)?, 6)?,
+        selectors: json_list::<Selector>(&r.get::<String>(3)?, 3)?,
+        ttl_seconds: r.get::<i64>(4)?.max(0) as u64,
+        dns_names: json_list(&r.get::<String>(5)?, 5)?,
+        roles: json_list(&r.get::<String>(6)?, 6)?,
         hint: r.get(7)?,
         created: r.get(8)?,
     })
@@ -59,7 +60,7 @@ fn json<T: serde::Serialize>(v: &[T]) -> String {
 
 /// Stores a new entry; `false` when the same SPIFFE ID, parent and
 /// selectors are already registered.
-pub fn create(tx: &Transaction<'_>, e: &Entry) -> Result<bool, StoreError> {
+pub fn create(tx: &Tx<'_>, e: &Entry) -> Result<bool, StoreError> {
     let n = tx
         .execute(
             "INSERT INTO entries (id, spiffe_id, parent, selectors, ttl, dns_names, roles, hint, created)
@@ -81,7 +82,7 @@ pub fn create(tx: &Transaction<'_>, e: &Entry) -> Result<bool, StoreError> {
     Ok(n == 1)
 }
 
-pub fn get(conn: &Connection, id: &str) -> Result<Option<Entry>, StoreError> {
+pub fn get(conn: &Conn, id: &str) -> Result<Option<Entry>, StoreError> {
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM entries WHERE id = ?1"),
         [id],
@@ -92,12 +93,12 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Entry>, StoreError> {
 }
 
 /// Every entry, in the order they were made.
-pub fn all(conn: &Connection) -> Result<Vec<Entry>, StoreError> {
+pub fn all(conn: &Conn) -> Result<Vec<Entry>, StoreError> {
     let mut st = conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM entries ORDER BY rowid"))
         .map_err(StoreError::sql("listing entries"))?;
     let rows = st
-        .query_map([], from_row)
+        .query_map((), from_row)
         .map_err(StoreError::sql("listing entries"))?;
     rows.collect::<Result<_, _>>()
         .map_err(StoreError::sql("listing entries"))
@@ -106,7 +107,7 @@ pub fn all(conn: &Connection) -> Result<Vec<Entry>, StoreError> {
 /// The entries for one node (or token host) of `group`: its own and its
 /// group's, in the order they were made. `node_id` is `None` for a token host.
 pub fn for_holder(
-    conn: &Connection,
+    conn: &Conn,
     node_id: Option<&str>,
     group: &str,
 ) -> Result<Vec<Entry>, StoreError> {
@@ -127,7 +128,7 @@ pub fn for_holder(
 /// Records an X.509-SVID issued for `entry_id` to `holder` (the node's or
 /// token host's SPIFFE ID).
 pub fn record_svid(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     serial: &str,
     entry_id: &str,
     holder: &str,
@@ -144,7 +145,7 @@ pub fn record_svid(
 }
 
 /// Removes an entry; the entry as it was, if there was one.
-pub fn delete(tx: &Transaction<'_>, id: &str) -> Result<Option<Entry>, StoreError> {
+pub fn delete(tx: &Tx<'_>, id: &str) -> Result<Option<Entry>, StoreError> {
     let was = get(tx, id)?;
     if was.is_some() {
         tx.execute("DELETE FROM entries WHERE id = ?1", [id])

@@ -6,11 +6,11 @@
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Transaction;
+use crate::store::sql::Tx;
 
 use super::{Store, StoreError};
 
-type Job = Box<dyn FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send>;
+type Job = Box<dyn FnOnce(&Tx<'_>) -> Result<(), StoreError> + Send>;
 
 type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
@@ -53,7 +53,7 @@ impl GroupWriter {
     /// without a thread of its own.
     pub async fn write_async(
         &self,
-        job: impl FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send + 'static,
+        job: impl FnOnce(&Tx<'_>) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<(), StoreError> {
         let (done, result) = tokio::sync::oneshot::channel::<Result<(), StoreError>>();
         self.submit(
@@ -68,8 +68,8 @@ impl GroupWriter {
 
 /// Runs a statement without parameters from the statement cache (the
 /// savepoints are run for every job).
-fn run_cached(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached(sql)?.execute([]).map(drop)
+fn run_cached(tx: &Tx<'_>, sql: &str) -> Result<(), crate::store::sql::SqlError> {
+    tx.prepare_cached(sql)?.execute(()).map(drop)
 }
 
 fn stopped() -> StoreError {
@@ -164,9 +164,9 @@ mod tests {
         // A job that writes, then fails: its write is rolled back.
         let r = w
             .write_async(|tx| {
-                tx.execute("INSERT INTO t VALUES (-1)", [])
+                tx.execute("INSERT INTO t VALUES (-1)", ())
                     .map_err(StoreError::sql("test insert"))?;
-                tx.execute("INSERT INTO t VALUES (0)", [])
+                tx.execute("INSERT INTO t VALUES (0)", ())
                     .map_err(StoreError::sql("duplicate insert"))?;
                 Ok(())
             })
@@ -174,7 +174,7 @@ mod tests {
         assert!(r.is_err());
         let n: i64 = store
             .lock()
-            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .query_row("SELECT COUNT(*) FROM t", (), |r| r.get(0))
             .unwrap();
         assert_eq!(n, 400);
     }

@@ -3,7 +3,7 @@
 //! to `active` after, so a crash in between leaves a record the revoker
 //! undoes; a revocation records `revoking` first and is retried until done.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::store::sql::{params, Conn, OptionalExtension, Tx};
 
 use super::{now, StoreError};
 
@@ -53,7 +53,7 @@ pub struct Lease {
 const COLUMNS: &str =
     "id, kind, role, connection, holder, external_name, state, created, expires, max_expires";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
+fn from_row(r: &crate::store::sql::Row<'_>) -> Result<Lease, crate::store::sql::SqlError> {
     Ok(Lease {
         id: r.get(0)?,
         kind: r.get(1)?,
@@ -61,14 +61,14 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
         connection: r.get(3)?,
         holder: r.get(4)?,
         external_name: r.get(5)?,
-        state: LeaseState::parse(&r.get::<_, String>(6)?),
+        state: LeaseState::parse(&r.get::<String>(6)?),
         created: r.get(7)?,
         expires: r.get(8)?,
         max_expires: r.get(9)?,
     })
 }
 
-pub fn insert(tx: &Transaction<'_>, l: &Lease) -> Result<(), StoreError> {
+pub fn insert(tx: &Tx<'_>, l: &Lease) -> Result<(), StoreError> {
     tx.prepare_cached(&format!(
         "INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
     ))
@@ -90,7 +90,7 @@ pub fn insert(tx: &Transaction<'_>, l: &Lease) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub fn get(conn: &Connection, id: &str) -> Result<Option<Lease>, StoreError> {
+pub fn get(conn: &Conn, id: &str) -> Result<Option<Lease>, StoreError> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM leases WHERE id = ?1"))
         .and_then(|mut s| s.query_row([id], from_row))
         .optional()
@@ -102,7 +102,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Lease>, StoreError> {
 /// of a lease's state names the state it expects, so a revoked lease can
 /// never become active again.
 pub fn transition(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &str,
     from: LeaseState,
     to: LeaseState,
@@ -119,7 +119,7 @@ pub fn transition(
 }
 
 /// Extends an active lease; false if it is no longer active.
-pub fn set_expires(tx: &Transaction<'_>, id: &str, expires: i64) -> Result<bool, StoreError> {
+pub fn set_expires(tx: &Tx<'_>, id: &str, expires: i64) -> Result<bool, StoreError> {
     let n = tx
         .execute(
             "UPDATE leases SET expires = ?1 WHERE id = ?2 AND state = 'active'",
@@ -131,7 +131,7 @@ pub fn set_expires(tx: &Transaction<'_>, id: &str, expires: i64) -> Result<bool,
 
 /// Puts off the next attempt at an unfinished lease after a failed one:
 /// 2, 4, 8 … seconds, at most a minute.
-pub fn retry_later(conn: &Connection, id: &str, at: i64) -> Result<(), StoreError> {
+pub fn retry_later(conn: &Conn, id: &str, at: i64) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE leases SET attempts = attempts + 1,
             retry_at = ?1 + MIN(60, 1 << MIN(attempts + 1, 6))
@@ -151,12 +151,7 @@ pub const CREATING_GRACE: i64 = 60;
 /// by an earlier run (recorded at or before row `earlier_run`, see
 /// [`last_row`]) or abandoned longer than [`CREATING_GRACE`] — each no
 /// sooner than its retry time.
-pub fn due(
-    conn: &Connection,
-    at: i64,
-    earlier_run: i64,
-    limit: usize,
-) -> Result<Vec<Lease>, StoreError> {
+pub fn due(conn: &Conn, at: i64, earlier_run: i64, limit: usize) -> Result<Vec<Lease>, StoreError> {
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM leases
@@ -180,23 +175,23 @@ pub fn due(
 /// The newest lease row so far: read at start, it tells the leases of
 /// earlier runs (rows are never deleted, so row ids only grow) from those
 /// this run is still making.
-pub fn last_row(conn: &Connection) -> Result<i64, StoreError> {
-    conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM leases", [], |r| {
+pub fn last_row(conn: &Conn) -> Result<i64, StoreError> {
+    conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM leases", (), |r| {
         r.get(0)
     })
     .map_err(StoreError::sql("reading the newest lease"))
 }
 
 /// How many leases are in each state that is not final.
-pub fn counts(conn: &Connection) -> Result<Vec<(LeaseState, i64)>, StoreError> {
+pub fn counts(conn: &Conn) -> Result<Vec<(LeaseState, i64)>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT state, COUNT(*) FROM leases WHERE state != 'revoked' GROUP BY state",
         )
         .map_err(StoreError::sql("counting leases"))?;
     let rows = stmt
-        .query_map([], |r| {
-            Ok((LeaseState::parse(&r.get::<_, String>(0)?), r.get(1)?))
+        .query_map((), |r| {
+            Ok((LeaseState::parse(&r.get::<String>(0)?), r.get(1)?))
         })
         .map_err(StoreError::sql("counting leases"))?;
     rows.collect::<Result<_, _>>()
@@ -204,7 +199,7 @@ pub fn counts(conn: &Connection) -> Result<Vec<(LeaseState, i64)>, StoreError> {
 }
 
 /// Active leases held by nodes, or token chains, that were revoked since.
-pub fn of_revoked_nodes(conn: &Connection, limit: usize) -> Result<Vec<Lease>, StoreError> {
+pub fn of_revoked_nodes(conn: &Conn, limit: usize) -> Result<Vec<Lease>, StoreError> {
     let cols = COLUMNS
         .split(", ")
         .map(|c| format!("l.{c}"))
@@ -229,7 +224,7 @@ pub fn of_revoked_nodes(conn: &Connection, limit: usize) -> Result<Vec<Lease>, S
 /// Leases not yet revoked, optionally only those of `holder` or whose id
 /// or role starts with `prefix`.
 pub fn live(
-    conn: &Connection,
+    conn: &Conn,
     holder: Option<&str>,
     prefix: Option<&str>,
 ) -> Result<Vec<Lease>, StoreError> {
@@ -250,7 +245,7 @@ pub fn live(
 
 /// Every external name the ledger knows on `connection` and has not
 /// finished revoking (for the reconciler).
-pub fn known_names(conn: &Connection, connection: &str) -> Result<Vec<String>, StoreError> {
+pub fn known_names(conn: &Conn, connection: &str) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn
         .prepare("SELECT external_name FROM leases WHERE connection = ?1 AND state != 'revoked'")
         .map_err(StoreError::sql("listing lease names"))?;
@@ -290,7 +285,7 @@ fn is_some<S: serde::Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::
     s.serialize_bool(v.is_some())
 }
 
-pub fn save_connection(tx: &Transaction<'_>, c: &DbConnectionRow) -> Result<(), StoreError> {
+pub fn save_connection(tx: &Tx<'_>, c: &DbConnectionRow) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO db_connections (name, engine, host, port, dbname, admin_user, sealed_password, created, rotated, tls_ca, pending_password)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -317,11 +312,7 @@ pub fn save_connection(tx: &Transaction<'_>, c: &DbConnectionRow) -> Result<(), 
 }
 
 /// Records `sealed` as the connection's pending admin password.
-pub fn set_pending_password(
-    tx: &Transaction<'_>,
-    name: &str,
-    sealed: &[u8],
-) -> Result<bool, StoreError> {
+pub fn set_pending_password(tx: &Tx<'_>, name: &str, sealed: &[u8]) -> Result<bool, StoreError> {
     let n = tx
         .execute(
             "UPDATE db_connections SET pending_password = ?2 WHERE name = ?1",
@@ -333,7 +324,7 @@ pub fn set_pending_password(
 
 /// Makes the pending admin password the current one; false if none was
 /// pending.
-pub fn switch_to_pending(tx: &Transaction<'_>, name: &str) -> Result<bool, StoreError> {
+pub fn switch_to_pending(tx: &Tx<'_>, name: &str) -> Result<bool, StoreError> {
     let n = tx
         .execute(
             "UPDATE db_connections SET sealed_password = pending_password,
@@ -345,7 +336,9 @@ pub fn switch_to_pending(tx: &Transaction<'_>, name: &str) -> Result<bool, Store
     Ok(n == 1)
 }
 
-fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DbConnectionRow> {
+fn connection_from_row(
+    r: &crate::store::sql::Row<'_>,
+) -> Result<DbConnectionRow, crate::store::sql::SqlError> {
     Ok(DbConnectionRow {
         name: r.get(0)?,
         engine: r.get(1)?,
@@ -364,7 +357,7 @@ fn connection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DbConnectionRo
 const CONNECTION_COLUMNS: &str =
     "name, engine, host, port, dbname, admin_user, sealed_password, created, rotated, tls_ca, pending_password";
 
-pub fn connection(conn: &Connection, name: &str) -> Result<Option<DbConnectionRow>, StoreError> {
+pub fn connection(conn: &Conn, name: &str) -> Result<Option<DbConnectionRow>, StoreError> {
     conn.query_row(
         &format!("SELECT {CONNECTION_COLUMNS} FROM db_connections WHERE name = ?1"),
         [name],
@@ -374,20 +367,20 @@ pub fn connection(conn: &Connection, name: &str) -> Result<Option<DbConnectionRo
     .map_err(StoreError::sql("reading a database connection"))
 }
 
-pub fn connections(conn: &Connection) -> Result<Vec<DbConnectionRow>, StoreError> {
+pub fn connections(conn: &Conn) -> Result<Vec<DbConnectionRow>, StoreError> {
     let mut stmt = conn
         .prepare(&format!(
             "SELECT {CONNECTION_COLUMNS} FROM db_connections ORDER BY name"
         ))
         .map_err(StoreError::sql("listing database connections"))?;
     let rows = stmt
-        .query_map([], connection_from_row)
+        .query_map((), connection_from_row)
         .map_err(StoreError::sql("listing database connections"))?;
     rows.collect::<Result<_, _>>()
         .map_err(StoreError::sql("listing database connections"))
 }
 
-pub fn remove_connection(tx: &Transaction<'_>, name: &str) -> Result<bool, StoreError> {
+pub fn remove_connection(tx: &Tx<'_>, name: &str) -> Result<bool, StoreError> {
     let n = tx
         .execute("DELETE FROM db_connections WHERE name = ?1", [name])
         .map_err(StoreError::sql("removing a database connection"))?;
@@ -396,7 +389,7 @@ pub fn remove_connection(tx: &Transaction<'_>, name: &str) -> Result<bool, Store
 
 /// Reserves `n` certificate serials no one has had, durably (a server
 /// restarted after a crash starts past them): returns the first and last.
-pub fn reserve_ssh_serials(conn: &mut Connection, n: u64) -> Result<(u64, u64), StoreError> {
+pub fn reserve_ssh_serials(conn: &mut Conn, n: u64) -> Result<(u64, u64), StoreError> {
     let tx = conn
         .transaction()
         .map_err(StoreError::sql("starting a transaction"))?;
@@ -404,7 +397,7 @@ pub fn reserve_ssh_serials(conn: &mut Connection, n: u64) -> Result<(u64, u64), 
         .query_row(
             "SELECT MAX(COALESCE((SELECT up_to FROM ssh_serial_reservations WHERE id = 1), 0),
                         COALESCE((SELECT MAX(serial) FROM ssh_certs), 0))",
-            [],
+            (),
             |r| r.get(0),
         )
         .map_err(StoreError::sql("reading SSH serial reservations"))?;
@@ -425,7 +418,7 @@ pub fn reserve_ssh_serials(conn: &mut Connection, n: u64) -> Result<(u64, u64), 
 /// transaction (a serial used twice fails here).
 #[allow(clippy::too_many_arguments)]
 pub fn record_ssh_cert(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     serial: u64,
     lease_id: &str,
     key_id: &str,
@@ -457,7 +450,7 @@ pub fn record_ssh_cert(
 /// Serials and key ids of SSH certificates revoked before they expired:
 /// user certificates (`lease_kind` "ssh") or host ones ("ssh-host").
 pub fn revoked_ssh_certs(
-    conn: &Connection,
+    conn: &Conn,
     at: i64,
     lease_kind: &str,
 ) -> Result<crate::creds::ssh::krl::Revoked, StoreError> {
@@ -470,7 +463,7 @@ pub fn revoked_ssh_certs(
         .map_err(StoreError::sql("listing revoked SSH certificates"))?;
     let rows = stmt
         .query_map(params![at, lease_kind], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+            Ok((r.get::<i64>(0)? as u64, r.get::<String>(1)?))
         })
         .map_err(StoreError::sql("listing revoked SSH certificates"))?;
     let mut revoked = crate::creds::ssh::krl::Revoked::default();
@@ -485,12 +478,12 @@ pub fn revoked_ssh_certs(
 /// The sequence number and time of the latest SSH certificate revocation in
 /// the audit log (0, 0 if none): a KRL's version and generation date, so the
 /// same revocations always give the same bytes.
-pub fn last_ssh_revocation(conn: &Connection) -> Result<(u64, u64), StoreError> {
+pub fn last_ssh_revocation(conn: &Conn) -> Result<(u64, u64), StoreError> {
     conn.query_row(
         "SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(time), 0) FROM audit
          WHERE kind = 'ssh.cert.revoked'",
-        [],
-        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        (),
+        |r| Ok((r.get::<i64>(0)? as u64, r.get::<i64>(1)? as u64)),
     )
     .map_err(StoreError::sql("reading the latest SSH revocation"))
 }

@@ -1,6 +1,6 @@
 //! Versioned schema migrations, applied in order, each in one transaction.
 
-use rusqlite::Connection;
+use super::sql::Conn;
 
 use super::StoreError;
 
@@ -216,12 +216,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 pub const LATEST: i64 = 16;
 
-pub fn current(conn: &Connection) -> Result<i64, StoreError> {
-    conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+pub fn current(conn: &Conn) -> Result<i64, StoreError> {
+    conn.query_row("SELECT version FROM schema_version", (), |r| r.get(0))
         .map_err(StoreError::sql("reading the schema version"))
 }
 
-pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
+pub fn apply(conn: &mut Conn) -> Result<(), StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
          INSERT INTO schema_version (version)

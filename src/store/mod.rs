@@ -14,6 +14,7 @@ pub mod leases;
 mod migrations;
 pub mod nodes;
 mod readers;
+pub mod sql;
 pub mod ssh_cas;
 pub mod tokens;
 
@@ -21,6 +22,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
+
+use sql::{Conn, SqlError};
 
 pub use readers::Reader;
 
@@ -32,7 +35,7 @@ pub enum StoreError {
     Open {
         path: String,
         #[source]
-        source: rusqlite::Error,
+        source: SqlError,
     },
     #[error(
         "database schema version {found} is newer than this zeroth ({supported}); upgrade zeroth"
@@ -42,7 +45,7 @@ pub enum StoreError {
     Sql {
         doing: &'static str,
         #[source]
-        source: rusqlite::Error,
+        source: SqlError,
     },
     #[error("database error in a group commit: {0}")]
     Writer(String),
@@ -52,10 +55,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
-        move |source| match source.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => Self::Full { doing },
-            _ => Self::Sql { doing, source },
+    pub(crate) fn sql<E: Into<SqlError>>(doing: &'static str) -> impl FnOnce(E) -> Self {
+        move |source| {
+            let source = source.into();
+            if source.is_disk_full() {
+                Self::Full { doing }
+            } else {
+                Self::Sql { doing, source }
+            }
         }
     }
 
@@ -71,7 +78,7 @@ impl StoreError {
 /// The server's database.
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Mutex<Conn>,
     readers: readers::Readers,
 }
 
@@ -80,7 +87,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
-            source,
+            source: source.into(),
         })?;
         Self::init(conn, readers::Readers::on_file(path))
     }
@@ -89,12 +96,12 @@ impl Store {
     pub fn in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
             path: ":memory:".into(),
-            source,
+            source: source.into(),
         })?;
         Self::init(conn, readers::Readers::none())
     }
 
-    fn init(mut conn: Connection, readers: readers::Readers) -> Result<Self, StoreError> {
+    fn init(conn: Connection, readers: readers::Readers) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(StoreError::sql("enabling WAL"))?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -103,6 +110,7 @@ impl Store {
             .map_err(StoreError::sql("enabling foreign keys"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(StoreError::sql("setting the busy timeout"))?;
+        let mut conn = Conn::sqlite(conn);
         migrations::apply(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -111,7 +119,7 @@ impl Store {
     }
 
     /// The connection, for one caller at a time.
-    pub fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub fn lock(&self) -> MutexGuard<'_, Conn> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -1,6 +1,6 @@
 //! Nodes, enrolment challenges, issued SVIDs and CA certificates.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::store::sql::{params, Conn, OptionalExtension, Tx};
 
 use super::{now, StoreError};
 
@@ -25,18 +25,18 @@ pub struct Node {
     pub updated: i64,
 }
 
-fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
+fn node_from_row(r: &crate::store::sql::Row<'_>) -> Result<Node, crate::store::sql::SqlError> {
     Ok(Node {
         id: r.get(0)?,
         group: r.get(1)?,
-        state: NodeState::parse(&r.get::<_, String>(2)?),
+        state: NodeState::parse(&r.get::<String>(2)?),
         ek_hash: r.get(3)?,
         ek_public: r.get(4)?,
         ak_public: r.get(5)?,
         hostname: r.get(6)?,
-        clock: r.get::<_, i64>(7)? as u64,
-        reset_count: r.get::<_, i64>(8)? as u32,
-        restart_count: r.get::<_, i64>(9)? as u32,
+        clock: r.get::<i64>(7)? as u64,
+        reset_count: r.get::<i64>(8)? as u32,
+        restart_count: r.get::<i64>(9)? as u32,
         created: r.get(10)?,
         updated: r.get(11)?,
     })
@@ -45,7 +45,7 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
 const NODE_COLUMNS: &str =
     "id, grp, state, ek_hash, ek_public, ak_public, hostname, clock, reset_count, restart_count, created, updated";
 
-pub fn node_by_ek(conn: &Connection, ek_hash: &str) -> Result<Option<Node>, StoreError> {
+pub fn node_by_ek(conn: &Conn, ek_hash: &str) -> Result<Option<Node>, StoreError> {
     conn.query_row(
         &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE ek_hash = ?1"),
         [ek_hash],
@@ -55,7 +55,7 @@ pub fn node_by_ek(conn: &Connection, ek_hash: &str) -> Result<Option<Node>, Stor
     .map_err(StoreError::sql("looking up a node by EK"))
 }
 
-pub fn node(conn: &Connection, id: &str) -> Result<Option<Node>, StoreError> {
+pub fn node(conn: &Conn, id: &str) -> Result<Option<Node>, StoreError> {
     conn.prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"))
         .and_then(|mut s| s.query_row([id], node_from_row))
         .optional()
@@ -63,7 +63,7 @@ pub fn node(conn: &Connection, id: &str) -> Result<Option<Node>, StoreError> {
 }
 
 /// How many nodes are in `state`.
-pub fn count(conn: &Connection, state: NodeState) -> Result<i64, StoreError> {
+pub fn count(conn: &Conn, state: NodeState) -> Result<i64, StoreError> {
     conn.query_row(
         "SELECT COUNT(*) FROM nodes WHERE state = ?1",
         [state.as_str()],
@@ -72,14 +72,14 @@ pub fn count(conn: &Connection, state: NodeState) -> Result<i64, StoreError> {
     .map_err(StoreError::sql("counting nodes"))
 }
 
-pub fn nodes(conn: &Connection) -> Result<Vec<Node>, StoreError> {
+pub fn nodes(conn: &Conn) -> Result<Vec<Node>, StoreError> {
     let mut stmt = conn
         .prepare(&format!(
             "SELECT {NODE_COLUMNS} FROM nodes ORDER BY created"
         ))
         .map_err(StoreError::sql("listing nodes"))?;
     let rows = stmt
-        .query_map([], node_from_row)
+        .query_map((), node_from_row)
         .map_err(StoreError::sql("listing nodes"))?;
     rows.map(|r| r.map_err(StoreError::sql("reading a node")))
         .collect()
@@ -88,11 +88,7 @@ pub fn nodes(conn: &Connection) -> Result<Vec<Node>, StoreError> {
 /// Inserts or updates a node after a successful attestation. An existing
 /// node is updated only if it is not revoked and stays in its group: false
 /// when nothing was written.
-pub fn upsert_node(
-    tx: &Transaction<'_>,
-    n: &Node,
-    ek_cert: Option<&[u8]>,
-) -> Result<bool, StoreError> {
+pub fn upsert_node(tx: &Tx<'_>, n: &Node, ek_cert: Option<&[u8]>) -> Result<bool, StoreError> {
     let written = tx.execute(
         "INSERT INTO nodes (id, grp, state, ek_hash, ek_public, ek_cert, ak_public, hostname, clock, reset_count, restart_count, created, updated)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
@@ -122,7 +118,7 @@ pub fn upsert_node(
 
 /// Moves a node from state `from` to `to`; false if it was not in `from`.
 pub fn set_node_state(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &str,
     from: NodeState,
     to: NodeState,
@@ -151,7 +147,7 @@ pub struct Challenge {
     pub expires: i64,
 }
 
-pub fn insert_challenge(conn: &Connection, c: &Challenge) -> Result<(), StoreError> {
+pub fn insert_challenge(conn: &Conn, c: &Challenge) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO challenges (id, grp, ek_hash, ek_public, ek_cert, ak_public, hostname, nonce, secret_hash, expires)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -171,7 +167,7 @@ const PRUNE_AFTER: i64 = 60;
 
 /// The challenges `ek_hash` holds open (unused, unexpired), and when the
 /// first of them expires.
-pub fn open_challenges(conn: &Connection, ek_hash: &str) -> Result<(i64, i64), StoreError> {
+pub fn open_challenges(conn: &Conn, ek_hash: &str) -> Result<(i64, i64), StoreError> {
     conn.prepare_cached(
         "SELECT COUNT(*), COALESCE(MIN(expires), 0) FROM challenges
          WHERE ek_hash = ?1 AND used = 0 AND expires >= ?2",
@@ -191,7 +187,7 @@ pub enum ChallengeRefusal {
 /// Marks the challenge used and returns it, in the caller's transaction:
 /// a second redemption finds it used, even if the first one fails later.
 pub fn take_challenge(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &str,
 ) -> Result<Result<Challenge, ChallengeRefusal>, StoreError> {
     let row = tx
@@ -213,7 +209,7 @@ pub fn take_challenge(
                         secret_hash: r.get(8)?,
                         expires: r.get(9)?,
                     },
-                    r.get::<_, i64>(10)?,
+                    r.get::<i64>(10)?,
                 ))
             },
         )
@@ -234,7 +230,7 @@ pub fn take_challenge(
 }
 
 pub fn record_svid(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     serial: &str,
     node_id: &str,
     spiffe_id: &str,
@@ -248,7 +244,7 @@ pub fn record_svid(
     Ok(())
 }
 
-pub fn ca_certificate(conn: &Connection, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+pub fn ca_certificate(conn: &Conn, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
     conn.query_row(
         "SELECT der FROM ca_certificates WHERE name = ?1",
         [name],
@@ -258,7 +254,7 @@ pub fn ca_certificate(conn: &Connection, name: &str) -> Result<Option<Vec<u8>>, 
     .map_err(StoreError::sql("reading a CA certificate"))
 }
 
-pub fn save_ca_certificate(conn: &Connection, name: &str, der: &[u8]) -> Result<(), StoreError> {
+pub fn save_ca_certificate(conn: &Conn, name: &str, der: &[u8]) -> Result<(), StoreError> {
     conn.execute(
         "INSERT OR IGNORE INTO ca_certificates (name, der, created) VALUES (?1, ?2, ?3)",
         params![name, der, now()],
@@ -277,7 +273,7 @@ pub struct RenewalChallenge {
     pub expires: i64,
 }
 
-pub fn insert_renewal_challenge(conn: &Connection, c: &RenewalChallenge) -> Result<(), StoreError> {
+pub fn insert_renewal_challenge(conn: &Conn, c: &RenewalChallenge) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO renewal_challenges (id, node_id, nonce, expires) VALUES (?1, ?2, ?3, ?4)",
         params![c.id, c.node_id, c.nonce, c.expires],
@@ -293,7 +289,7 @@ pub fn insert_renewal_challenge(conn: &Connection, c: &RenewalChallenge) -> Resu
 
 /// Marks the renewal challenge used and returns it (see [`take_challenge`]).
 pub fn take_renewal_challenge(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &str,
 ) -> Result<Result<RenewalChallenge, ChallengeRefusal>, StoreError> {
     let row = tx
@@ -308,7 +304,7 @@ pub fn take_renewal_challenge(
                         nonce: r.get(2)?,
                         expires: r.get(3)?,
                     },
-                    r.get::<_, i64>(4)?,
+                    r.get::<i64>(4)?,
                 ))
             },
         )
@@ -330,7 +326,7 @@ pub fn take_renewal_challenge(
 
 /// Records a node's latest TPM clock after a renewal's quote.
 pub fn update_clock(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &str,
     clock: u64,
     reset_count: u32,

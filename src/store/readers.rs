@@ -8,6 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::sql::Conn;
+
 use super::{Store, StoreError};
 
 /// Idle read connections kept for reuse; more may be open at once.
@@ -17,7 +19,7 @@ const KEEP: usize = 8;
 pub(super) struct Readers {
     /// None for an in-memory store, which another connection cannot open.
     path: Option<PathBuf>,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Conn>>,
 }
 
 impl Readers {
@@ -50,7 +52,7 @@ impl Readers {
         }))
     }
 
-    fn give_back(&self, conn: Connection) {
+    fn give_back(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < KEEP {
             idle.push(conn);
@@ -58,18 +60,18 @@ impl Readers {
     }
 }
 
-fn open(path: &Path) -> Result<Connection, StoreError> {
+fn open(path: &Path) -> Result<Conn, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|source| StoreError::Open {
         path: path.display().to_string(),
-        source,
+        source: source.into(),
     })?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(StoreError::sql("setting a reader's busy timeout"))?;
-    Ok(conn)
+    Ok(Conn::sqlite(conn))
 }
 
 /// A connection lent for reading; returned to the pool when dropped.
@@ -77,16 +79,16 @@ pub struct Reader<'a>(Lent<'a>);
 
 enum Lent<'a> {
     Pooled {
-        conn: Option<Connection>,
+        conn: Option<Conn>,
         home: &'a Readers,
     },
-    Shared(MutexGuard<'a, Connection>),
+    Shared(MutexGuard<'a, Conn>),
 }
 
 impl Deref for Reader<'_> {
-    type Target = Connection;
+    type Target = Conn;
 
-    fn deref(&self) -> &Connection {
+    fn deref(&self) -> &Conn {
         match &self.0 {
             Lent::Pooled { conn, .. } => conn
                 .as_ref()
@@ -123,8 +125,8 @@ mod tests {
         (dir, store)
     }
 
-    fn read_v(conn: &Connection) -> i64 {
-        conn.query_row("SELECT v FROM t", [], |row| row.get(0))
+    fn read_v(conn: &Conn) -> i64 {
+        conn.query_row("SELECT v FROM t", (), |row| row.get(0))
             .unwrap()
     }
 
@@ -137,12 +139,12 @@ mod tests {
         let (_dir, store) = store_with(7);
         let r = store.read().unwrap();
         assert_eq!(read_v(&r), 7);
-        let err = r.execute("INSERT INTO t VALUES (8)", []).unwrap_err();
+        let err = r.execute("INSERT INTO t VALUES (8)", ()).unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");
         drop(r);
         // Pooled: the next reader reuses the connection and sees new commits.
         assert_eq!(idle(&store), 1);
-        store.lock().execute("UPDATE t SET v = 9", []).unwrap();
+        store.lock().execute("UPDATE t SET v = 9", ()).unwrap();
         let r = store.read().unwrap();
         assert_eq!(idle(&store), 0);
         assert_eq!(read_v(&r), 9);
@@ -155,7 +157,7 @@ mod tests {
         let (_dir, store) = store_with(1);
         let mut w = store.lock();
         let tx = w.transaction().unwrap();
-        tx.execute("UPDATE t SET v = 2", []).unwrap();
+        tx.execute("UPDATE t SET v = 2", ()).unwrap();
         // The writer's lock is held and its change uncommitted: a reader
         // answers at once with the committed value.
         assert_eq!(read_v(&store.read().unwrap()), 1);

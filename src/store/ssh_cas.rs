@@ -3,7 +3,7 @@
 //! `retired` (published until certificates it signed have expired),
 //! `removed`.
 
-use rusqlite::{params, Connection};
+use crate::store::sql::{params, Conn};
 
 use super::{now, StoreError};
 
@@ -16,7 +16,7 @@ pub struct CaRow {
 }
 
 /// The CA keys of `kind` that are not removed, oldest first.
-pub fn list(conn: &Connection, kind: &str) -> Result<Vec<CaRow>, StoreError> {
+pub fn list(conn: &Conn, kind: &str) -> Result<Vec<CaRow>, StoreError> {
     let mut stmt = conn
         .prepare(
             "SELECT key_name, kind, state, created FROM ssh_cas
@@ -37,12 +37,7 @@ pub fn list(conn: &Connection, kind: &str) -> Result<Vec<CaRow>, StoreError> {
         .map_err(StoreError::sql("listing SSH CAs"))
 }
 
-pub fn insert(
-    conn: &Connection,
-    key_name: &str,
-    kind: &str,
-    state: &str,
-) -> Result<(), StoreError> {
+pub fn insert(conn: &Conn, key_name: &str, kind: &str, state: &str) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO ssh_cas (key_name, kind, state, created) VALUES (?1, ?2, ?3, ?4)",
         params![key_name, kind, state, now()],
@@ -52,12 +47,7 @@ pub fn insert(
 }
 
 /// Moves every CA of `kind` in state `from` to `to`; how many moved.
-pub fn move_state(
-    conn: &Connection,
-    kind: &str,
-    from: &str,
-    to: &str,
-) -> Result<usize, StoreError> {
+pub fn move_state(conn: &Conn, kind: &str, from: &str, to: &str) -> Result<usize, StoreError> {
     conn.execute(
         "UPDATE ssh_cas SET state = ?3 WHERE kind = ?1 AND state = ?2",
         params![kind, from, to],

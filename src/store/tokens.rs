@@ -1,7 +1,7 @@
 //! Rotating identity tokens for hosts without a TPM. Only SHA-256 hashes of
 //! tokens are stored.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use crate::store::sql::{params, OptionalExtension, Tx};
 
 use super::{now, StoreError};
 
@@ -37,7 +37,7 @@ impl std::fmt::Debug for Rotation {
 }
 
 pub fn create_chain(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &str,
     group: &str,
     ttl: i64,
@@ -54,7 +54,7 @@ pub fn create_chain(
 }
 
 pub fn insert_token(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     chain: &str,
     generation: i64,
     hash: &[u8],
@@ -68,7 +68,7 @@ pub fn insert_token(
     Ok(())
 }
 
-pub fn find(tx: &Transaction<'_>, hash: &[u8]) -> Result<Option<TokenRow>, StoreError> {
+pub fn find(tx: &Tx<'_>, hash: &[u8]) -> Result<Option<TokenRow>, StoreError> {
     tx.query_row(
         "SELECT t.chain_id, c.grp, t.generation, t.state, t.expires, c.state, c.ttl,
                 t.rotated_at, t.rotated_for, t.next_sealed
@@ -87,9 +87,9 @@ pub fn find(tx: &Transaction<'_>, hash: &[u8]) -> Result<Option<TokenRow>, Store
                 chain_id: r.get(0)?,
                 group: r.get(1)?,
                 generation: r.get(2)?,
-                rotated: r.get::<_, String>(3)? == "rotated",
+                rotated: r.get::<String>(3)? == "rotated",
                 expires: r.get(4)?,
-                chain_revoked: r.get::<_, String>(5)? == "revoked",
+                chain_revoked: r.get::<String>(5)? == "revoked",
                 ttl: r.get(6)?,
                 rotation,
             })
@@ -102,7 +102,7 @@ pub fn find(tx: &Transaction<'_>, hash: &[u8]) -> Result<Option<TokenRow>, Store
 /// Marks the token exchanged, keeping what a retry of the same exchange
 /// may be answered with (see [`Rotation`]).
 pub fn mark_rotated(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     hash: &[u8],
     key_hash: &[u8],
     next_sealed: &[u8],
@@ -117,11 +117,7 @@ pub fn mark_rotated(
 }
 
 /// When generation `generation` of `chain` expires, if it is still unused.
-pub fn unused(
-    tx: &Transaction<'_>,
-    chain: &str,
-    generation: i64,
-) -> Result<Option<i64>, StoreError> {
+pub fn unused(tx: &Tx<'_>, chain: &str, generation: i64) -> Result<Option<i64>, StoreError> {
     tx.query_row(
         "SELECT expires FROM tokens WHERE chain_id = ?1 AND generation = ?2 AND state = 'active'",
         params![chain, generation],
@@ -131,7 +127,7 @@ pub fn unused(
     .map_err(StoreError::sql("looking up a token"))
 }
 
-pub fn revoke_chain(tx: &Transaction<'_>, chain: &str) -> Result<(), StoreError> {
+pub fn revoke_chain(tx: &Tx<'_>, chain: &str) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE token_chains SET state = 'revoked' WHERE id = ?1",
         [chain],
@@ -147,14 +143,14 @@ pub struct Chain {
     pub revoked: bool,
 }
 
-pub fn chain(conn: &rusqlite::Connection, id: &str) -> Result<Option<Chain>, StoreError> {
+pub fn chain(conn: &crate::store::sql::Conn, id: &str) -> Result<Option<Chain>, StoreError> {
     conn.query_row(
         "SELECT grp, state FROM token_chains WHERE id = ?1",
         [id],
         |r| {
             Ok(Chain {
                 group: r.get(0)?,
-                revoked: r.get::<_, String>(1)? == "revoked",
+                revoked: r.get::<String>(1)? == "revoked",
             })
         },
     )

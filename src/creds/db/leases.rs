@@ -134,7 +134,7 @@ async fn blocking<T: Send + 'static>(
 /// finds nothing to do (false), nothing is written and the answer is false.
 fn record(
     store: &Store,
-    change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<bool, StoreError>,
+    change: impl FnOnce(&crate::store::sql::Tx<'_>) -> Result<bool, StoreError>,
     event: Event<'_>,
 ) -> Result<bool, CredsError> {
     let mut conn = store.lock();

@@ -89,7 +89,7 @@ pub async fn record(
                     .prepare_cached(
                         "INSERT OR IGNORE INTO session_events (id, lease, recorded) VALUES (?1, ?2, ?3)",
                     )
-                    .and_then(|mut s| s.execute(rusqlite::params![e.id, e.lease, now()]))
+                    .and_then(|mut s| s.execute(crate::store::sql::params![e.id, e.lease, now()]))
                     .map_err(StoreError::sql("recording a session event"))?;
                 if fresh == 0 {
                     continue;

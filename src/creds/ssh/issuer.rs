@@ -107,7 +107,7 @@ pub struct SshIssuer {
 
 /// Ledger work that records an issued certificate.
 type Record =
-    Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> Result<(), crate::store::StoreError> + Send>;
+    Box<dyn FnOnce(&crate::store::sql::Tx<'_>) -> Result<(), crate::store::StoreError> + Send>;
 
 /// Serials reserved at a time.
 const SERIAL_BLOCK: u64 = 256;
@@ -354,7 +354,7 @@ impl SshIssuer {
         kind: CaKind,
         event: &'static str,
         key_name: &str,
-        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError>,
+        change: impl FnOnce(&crate::store::sql::Tx<'_>) -> Result<(), StoreError>,
     ) -> Result<(), SshCaError> {
         let mut conn = self.store.lock();
         let tx = conn

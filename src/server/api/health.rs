@@ -36,7 +36,7 @@ pub async fn readyz(State(s): State<Shared>) -> Result<&'static str, ApiError> {
 fn check(s: &AppState) -> Result<(), ApiError> {
     s.store
         .read()?
-        .query_row("SELECT 1", [], |_| Ok(()))
+        .query_row("SELECT 1", (), |_| Ok(()))
         .map_err(crate::store::StoreError::sql("checking readiness"))?;
     let key = zeroth_hsm::KeyName::new(crate::server::tls::TLS_KEY)
         .map_err(|e| ApiError::unavailable("the HSM", e))?;

@@ -63,7 +63,7 @@ fn next_binding(hash_hex: &str) -> zeroth_hsm::Binding<'_> {
 /// within [`RETRY_GRACE`] and that next token is still unused.
 fn retried_exchange(
     s: &AppState,
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::sql::Tx<'_>,
     row: &tokens::TokenRow,
     hash: &[u8],
     key_hash: &[u8],
