@@ -113,7 +113,8 @@ pub fn checkpoint(conn: &mut Conn, keys: &dyn KeyStore) -> Result<Option<i64>, A
     };
     let signature = keys.sign(&name, &checkpoint_message(seq, &hash))?;
     tx.execute(
-        "INSERT OR REPLACE INTO audit_checkpoints (seq, hash, signature, time) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO audit_checkpoints (seq, hash, signature, time) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (seq) DO UPDATE SET hash = excluded.hash, signature = excluded.signature, time = excluded.time",
         params![seq, hash, signature, now()],
     )
     .map_err(StoreError::sql("recording a checkpoint"))?;
@@ -252,7 +253,7 @@ fn verify_signature(key: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
 /// The last `n` events, newest last.
 pub fn tail(conn: &Conn, n: i64) -> Result<Vec<Record>, AuditError> {
     let mut stmt = conn
-        .prepare("SELECT seq, time, kind, subject, detail FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?1) ORDER BY seq")
+        .prepare("SELECT seq, time, kind, subject, detail FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?1) AS recent ORDER BY seq")
         .map_err(StoreError::sql("reading the audit log"))?;
     let rows = stmt
         .query_map([n], |r| {

@@ -66,12 +66,6 @@ impl GroupWriter {
     }
 }
 
-/// Runs a statement without parameters from the statement cache (the
-/// savepoints are run for every job).
-fn run_cached(tx: &Tx<'_>, sql: &str) -> Result<(), crate::store::sql::SqlError> {
-    tx.prepare_cached(sql)?.execute(()).map(drop)
-}
-
 fn stopped() -> StoreError {
     StoreError::Writer("the store writer has stopped".into())
 }
@@ -94,16 +88,17 @@ fn run(store: &Store, rx: &Receiver<Pending>) {
             let mut results = Vec::with_capacity(batch.len());
             for p in batch {
                 dones.push(p.done);
-                run_cached(&tx, "SAVEPOINT job").map_err(StoreError::sql("opening a savepoint"))?;
+                tx.savepoint("job")
+                    .map_err(StoreError::sql("opening a savepoint"))?;
                 match (p.job)(&tx) {
                     Ok(()) => {
-                        run_cached(&tx, "RELEASE job")
+                        tx.release("job")
                             .map_err(StoreError::sql("releasing a savepoint"))?;
                         results.push(Ok(()));
                     }
                     Err(e) => {
-                        run_cached(&tx, "ROLLBACK TO job")
-                            .and_then(|()| run_cached(&tx, "RELEASE job"))
+                        tx.rollback_to("job")
+                            .and_then(|()| tx.release("job"))
                             .map_err(StoreError::sql("rolling back a savepoint"))?;
                         results.push(Err(e));
                     }

@@ -134,7 +134,8 @@ pub fn set_expires(tx: &Tx<'_>, id: &str, expires: i64) -> Result<bool, StoreErr
 pub fn retry_later(conn: &Conn, id: &str, at: i64) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE leases SET attempts = attempts + 1,
-            retry_at = ?1 + MIN(60, 1 << MIN(attempts + 1, 6))
+            retry_at = ?1 + CASE attempts WHEN 0 THEN 2 WHEN 1 THEN 4 WHEN 2 THEN 8
+                WHEN 3 THEN 16 WHEN 4 THEN 32 ELSE 60 END
          WHERE id = ?2 AND state IN ('creating', 'active', 'revoking')",
         params![at, id],
     )
@@ -231,8 +232,9 @@ pub fn live(
     let mut stmt = conn
         .prepare(&format!(
             "SELECT {COLUMNS} FROM leases WHERE state != 'revoked'
-               AND (?1 IS NULL OR holder = ?1)
-               AND (?2 IS NULL OR substr(role || '/' || id, 1, length(?2)) = ?2)
+               AND (CAST(?1 AS TEXT) IS NULL OR holder = ?1)
+               AND (CAST(?2 AS TEXT) IS NULL
+                    OR substr(role || '/' || id, 1, length(CAST(?2 AS TEXT))) = ?2)
              ORDER BY created"
         ))
         .map_err(StoreError::sql("listing leases"))?;
@@ -395,8 +397,10 @@ pub fn reserve_ssh_serials(conn: &mut Conn, n: u64) -> Result<(u64, u64), StoreE
         .map_err(StoreError::sql("starting a transaction"))?;
     let current: i64 = tx
         .query_row(
-            "SELECT MAX(COALESCE((SELECT up_to FROM ssh_serial_reservations WHERE id = 1), 0),
-                        COALESCE((SELECT MAX(serial) FROM ssh_certs), 0))",
+            "SELECT MAX(v) FROM (
+                SELECT up_to AS v FROM ssh_serial_reservations WHERE id = 1
+                UNION ALL SELECT MAX(serial) FROM ssh_certs
+                UNION ALL SELECT 0) AS highest",
             (),
             |r| r.get(0),
         )
@@ -457,7 +461,7 @@ pub fn revoked_ssh_certs(
     let mut stmt = conn
         .prepare(
             "SELECT c.serial, c.key_id FROM leases l
-             JOIN ssh_certs c ON c.serial = CAST(l.external_name AS INTEGER)
+             JOIN ssh_certs c ON CAST(c.serial AS TEXT) = l.external_name
              WHERE l.kind = ?2 AND l.state = 'revoked' AND l.expires > ?1",
         )
         .map_err(StoreError::sql("listing revoked SSH certificates"))?;
@@ -486,79 +490,4 @@ pub fn last_ssh_revocation(conn: &Conn) -> Result<(u64, u64), StoreError> {
         |r| Ok((r.get::<i64>(0)? as u64, r.get::<i64>(1)? as u64)),
     )
     .map_err(StoreError::sql("reading the latest SSH revocation"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Store;
-
-    fn lease(id: &str, state: LeaseState, created: i64) -> Lease {
-        Lease {
-            id: id.into(),
-            kind: "db".into(),
-            role: "r".into(),
-            connection: "c".into(),
-            holder: "h".into(),
-            external_name: format!("zt_{id}"),
-            state,
-            created,
-            expires: created + 600,
-            max_expires: created + 3600,
-        }
-    }
-
-    #[test]
-    fn a_revoked_lease_never_becomes_active_again() {
-        let store = Store::in_memory().unwrap();
-        let mut conn = store.lock();
-        let tx = conn.transaction().unwrap();
-        insert(&tx, &lease("a", LeaseState::Creating, now())).unwrap();
-        assert!(transition(&tx, "a", LeaseState::Creating, LeaseState::Revoking).unwrap());
-        assert!(transition(&tx, "a", LeaseState::Revoking, LeaseState::Revoked).unwrap());
-        // An issuance finishing late expects `creating`: nothing changes.
-        assert!(!transition(&tx, "a", LeaseState::Creating, LeaseState::Active).unwrap());
-        assert!(!transition(&tx, "a", LeaseState::Active, LeaseState::Revoking).unwrap());
-        assert!(!set_expires(&tx, "a", now() + 60).unwrap());
-        assert_eq!(get(&tx, "a").unwrap().unwrap().state, LeaseState::Revoked);
-    }
-
-    #[test]
-    fn only_creating_leases_of_an_earlier_run_or_long_abandoned_are_due() {
-        let store = Store::in_memory().unwrap();
-        let t = now();
-        let add = |l: Lease| {
-            let mut conn = store.lock();
-            let tx = conn.transaction().unwrap();
-            insert(&tx, &l).unwrap();
-            tx.commit().unwrap();
-        };
-        // Left by the run before this one, in this very second.
-        add(lease("earlier", LeaseState::Creating, t));
-        let started = last_row(&store.lock()).unwrap();
-        // Under way on this run: left alone.
-        add(lease("live", LeaseState::Creating, t));
-        // This run's, but abandoned longer than the grace.
-        add(lease("stuck", LeaseState::Creating, t - CREATING_GRACE));
-        add(lease("retry", LeaseState::Revoking, t));
-        add(lease("fresh", LeaseState::Active, t));
-        let conn = store.lock();
-        let ids = |at| {
-            let mut v: Vec<String> = due(&conn, at, started, 100)
-                .unwrap()
-                .into_iter()
-                .map(|l| l.id)
-                .collect();
-            v.sort();
-            v
-        };
-        assert_eq!(ids(t), ["earlier", "retry", "stuck"]);
-        // A failed attempt is put off with backoff, then comes back.
-        retry_later(&conn, "retry", t).unwrap();
-        assert_eq!(ids(t), ["earlier", "stuck"]);
-        assert_eq!(ids(t + 2), ["earlier", "retry", "stuck"]);
-        retry_later(&conn, "retry", t).unwrap();
-        assert_eq!(ids(t + 3), ["earlier", "stuck"]);
-        assert_eq!(ids(t + 4), ["earlier", "retry", "stuck"]);
-    }
 }

@@ -8,6 +8,8 @@
 //! read-only connections that WAL lets run beside the writer, so they never
 //! wait for a commit's fsync.
 
+#[cfg(test)]
+mod conformance;
 pub mod entries;
 pub mod group_commit;
 pub mod leases;
@@ -82,6 +84,15 @@ pub struct Store {
     readers: readers::Readers,
 }
 
+/// Where a store keeps its data.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// SQLite, embedded: one file in the state directory.
+    File(std::path::PathBuf),
+    /// PostgreSQL: shared by every server of a cluster.
+    Postgres(sql::PgTarget),
+}
+
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -90,6 +101,32 @@ impl Store {
             source: source.into(),
         })?;
         Self::init(conn, readers::Readers::on_file(path))
+    }
+
+    /// Opens the store at `at`.
+    pub fn open_at(at: &Location) -> Result<Self, StoreError> {
+        match at {
+            Location::File(path) => Self::open(path),
+            Location::Postgres(target) => Self::open_postgres(target),
+        }
+    }
+
+    /// Connects to a PostgreSQL store and brings its schema up to date
+    /// (the first of several servers starting together does it).
+    pub fn open_postgres(target: &sql::PgTarget) -> Result<Self, StoreError> {
+        let runtime = sql::PgRuntime::start().map_err(|source| StoreError::Open {
+            path: target.url.clone(),
+            source,
+        })?;
+        let mut conn = Conn::postgres(target, &runtime).map_err(|source| StoreError::Open {
+            path: target.url.clone(),
+            source,
+        })?;
+        migrations::apply(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            readers: readers::Readers::on_postgres(target.clone(), runtime),
+        })
     }
 
     /// A private in-memory database, for tests.
@@ -118,9 +155,28 @@ impl Store {
         })
     }
 
-    /// The connection, for one caller at a time.
+    /// The connection, for one caller at a time. A PostgreSQL connection
+    /// found broken (the database restarted or failed over) is replaced
+    /// first; if that fails the broken one is lent and its statements fail.
     pub fn lock(&self) -> MutexGuard<'_, Conn> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if conn.is_broken() {
+            match self.readers.reconnect() {
+                Ok(fresh) => {
+                    tracing::warn!("the store's connection was lost; reconnected");
+                    *conn = fresh;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the store's connection was lost and cannot be made again")
+                }
+            }
+        }
+        conn
+    }
+
+    /// Whether this store is PostgreSQL (shared by several servers).
+    pub fn is_shared(&self) -> bool {
+        self.lock().is_postgres()
     }
 
     /// A connection for reading only: one of the pooled read-only ones,
@@ -143,59 +199,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ssh_serial_blocks_never_overlap_across_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("zeroth.db");
-        let store = Store::open(&path).unwrap();
-        let a = leases::reserve_ssh_serials(&mut store.lock(), 256).unwrap();
-        assert_eq!(a, (1, 256));
-        drop(store);
-        // A restart (maybe after a crash mid-block) starts past the block.
-        let store = Store::open(&path).unwrap();
-        let b = leases::reserve_ssh_serials(&mut store.lock(), 256).unwrap();
-        assert_eq!(b, (257, 512));
-        // A serial recorded beyond the reservations is never handed out again.
-        {
-            let mut conn = store.lock();
-            let tx = conn.transaction().unwrap();
-            leases::record_ssh_cert(&tx, 900, "l", "k", "h", "r", &[], 0).unwrap();
-            assert!(
-                leases::record_ssh_cert(&tx, 900, "l2", "k", "h", "r", &[], 0).is_err(),
-                "a serial is used once"
-            );
-            tx.commit().unwrap();
-        }
-        let c = leases::reserve_ssh_serials(&mut store.lock(), 10).unwrap();
-        assert_eq!(c, (901, 910));
-    }
-
-    #[test]
-    fn a_new_database_gets_the_latest_schema_and_reopening_keeps_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("zeroth.db");
-        let v = Store::open(&path).unwrap().schema_version().unwrap();
-        assert_eq!(v, migrations::LATEST);
-        assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), v);
-        let conn = Connection::open(&path).unwrap();
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(mode, "wal");
-    }
-
-    #[test]
-    fn a_database_from_a_newer_zeroth_is_refused() {
+    fn a_sqlite_store_is_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("zeroth.db");
         drop(Store::open(&path).unwrap());
-        Connection::open(&path)
+        let mode: String = Connection::open(&path)
             .unwrap()
-            .execute("UPDATE schema_version SET version = 999", [])
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
-        let err = Store::open(&path).unwrap_err();
-        assert!(
-            matches!(err, StoreError::TooNew { found: 999, .. }),
-            "{err}"
-        );
+        assert_eq!(mode, "wal");
     }
 }

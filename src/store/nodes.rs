@@ -256,7 +256,7 @@ pub fn ca_certificate(conn: &Conn, name: &str) -> Result<Option<Vec<u8>>, StoreE
 
 pub fn save_ca_certificate(conn: &Conn, name: &str, der: &[u8]) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT OR IGNORE INTO ca_certificates (name, der, created) VALUES (?1, ?2, ?3)",
+        "INSERT INTO ca_certificates (name, der, created) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
         params![name, der, now()],
     )
     .map_err(StoreError::sql("saving a CA certificate"))?;

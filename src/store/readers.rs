@@ -1,14 +1,15 @@
-//! Read-only connections to the store's file, pooled. In WAL mode a reader
+//! Read-only connections to the store, pooled (SQLite: to its file;
+//! PostgreSQL: sessions whose transactions are read-only). In WAL mode a reader
 //! sees the last committed transaction and neither waits for the writer nor
 //! holds it up, so request-path checks do not queue behind a group commit.
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::sql::Conn;
+use super::sql::{Conn, PgRuntime, PgTarget};
 
 use super::{Store, StoreError};
 
@@ -17,34 +18,51 @@ const KEEP: usize = 8;
 
 #[derive(Debug)]
 pub(super) struct Readers {
-    /// None for an in-memory store, which another connection cannot open.
-    path: Option<PathBuf>,
+    source: Source,
     idle: Mutex<Vec<Conn>>,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// An in-memory store, which another connection cannot open.
+    None,
+    File(PathBuf),
+    /// On PostgreSQL every connection is a session of its own; readers set
+    /// their transactions read-only.
+    Postgres {
+        target: PgTarget,
+        runtime: Arc<PgRuntime>,
+    },
 }
 
 impl Readers {
     pub(super) fn on_file(path: &Path) -> Self {
-        Self {
-            path: Some(path.to_owned()),
-            idle: Mutex::new(Vec::new()),
-        }
+        Self::with(Source::File(path.to_owned()))
+    }
+
+    pub(super) fn on_postgres(target: PgTarget, runtime: Arc<PgRuntime>) -> Self {
+        Self::with(Source::Postgres { target, runtime })
     }
 
     pub(super) fn none() -> Self {
+        Self::with(Source::None)
+    }
+
+    fn with(source: Source) -> Self {
         Self {
-            path: None,
+            source,
             idle: Mutex::new(Vec::new()),
         }
     }
 
     pub(super) fn get<'a>(&'a self, store: &'a Store) -> Result<Reader<'a>, StoreError> {
-        let Some(path) = &self.path else {
+        if let Source::None = self.source {
             return Ok(Reader(Lent::Shared(store.lock())));
-        };
+        }
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match pooled {
-            Some(c) => c,
-            None => open(path)?,
+            Some(c) if !c.is_broken() => c,
+            _ => self.open()?,
         };
         Ok(Reader(Lent::Pooled {
             conn: Some(conn),
@@ -52,7 +70,44 @@ impl Readers {
         }))
     }
 
+    fn open(&self) -> Result<Conn, StoreError> {
+        match &self.source {
+            Source::File(path) => open(path),
+            Source::Postgres { target, runtime } => {
+                let conn = Conn::postgres(target, runtime).map_err(|source| StoreError::Open {
+                    path: target.url.clone(),
+                    source,
+                })?;
+                conn.execute_batch("SET default_transaction_read_only = on")
+                    .map_err(StoreError::sql("making a reader read-only"))?;
+                Ok(conn)
+            }
+            Source::None => Err(StoreError::Writer(
+                "an in-memory store has no readers".into(),
+            )),
+        }
+    }
+
+    /// A new writing connection, in place of one the database dropped
+    /// (PostgreSQL only: a SQLite file does not go away).
+    pub(super) fn reconnect(&self) -> Result<Conn, StoreError> {
+        match &self.source {
+            Source::Postgres { target, runtime } => {
+                Conn::postgres(target, runtime).map_err(|source| StoreError::Open {
+                    path: target.url.clone(),
+                    source,
+                })
+            }
+            _ => Err(StoreError::Writer(
+                "only a PostgreSQL store reconnects".into(),
+            )),
+        }
+    }
+
     fn give_back(&self, conn: Conn) {
+        if conn.is_broken() {
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < KEEP {
             idle.push(conn);

@@ -9,6 +9,7 @@ pub mod enrol;
 pub mod entry;
 pub mod jwt;
 pub mod node;
+pub mod pg_tls;
 pub mod secret;
 pub mod ssh;
 pub mod token;

@@ -6,7 +6,6 @@
 pub mod leases;
 pub mod mariadb;
 pub mod mariadb_batch;
-pub mod pg_tls;
 pub mod postgres;
 pub mod role;
 pub mod secret;

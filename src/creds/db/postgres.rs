@@ -76,14 +76,15 @@ impl PgAdmin {
                 Ok(client)
             }
             Some(ca) => {
-                let config =
-                    super::pg_tls::client_config(ca).map_err(|reason| DbError::Unavailable {
+                let config = crate::wire::pg_tls::client_config(ca).map_err(|reason| {
+                    DbError::Unavailable {
                         target: t.to_string(),
                         reason,
-                    })?;
+                    }
+                })?;
                 cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
                 let (client, connection) = cfg
-                    .connect(super::pg_tls::MakeRustls(config))
+                    .connect(crate::wire::pg_tls::MakeRustls(config))
                     .await
                     .map_err(unavailable)?;
                 tokio::spawn(connection);

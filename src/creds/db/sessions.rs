@@ -87,7 +87,7 @@ pub async fn record(
             for e in &accepted {
                 let fresh = tx
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO session_events (id, lease, recorded) VALUES (?1, ?2, ?3)",
+                        "INSERT INTO session_events (id, lease, recorded) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
                     )
                     .and_then(|mut s| s.execute(crate::store::sql::params![e.id, e.lease, now()]))
                     .map_err(StoreError::sql("recording a session event"))?;

@@ -5,11 +5,13 @@
 //! committed); statements are written once, with `?N` parameters, in the
 //! SQL both engines accept.
 
+mod postgres;
 mod sqlite;
 mod value;
 
 use std::ops::Deref;
 
+pub use postgres::{PgRuntime, PgTarget};
 pub use value::{FromVal, ToVal, Val, ValRef};
 
 /// Why a statement failed. Never carries a parameter's value.
@@ -17,10 +19,18 @@ pub use value::{FromVal, ToVal, Val, ValRef};
 pub enum SqlError {
     #[error(transparent)]
     Sqlite(rusqlite::Error),
+    #[error("{}", postgres_text(.0))]
+    Postgres(tokio_postgres::Error),
+    #[error("{0}")]
+    Connection(String),
     #[error("the statement returned no row")]
     NoRow,
     #[error("column {idx}: {reason}")]
     Column { idx: usize, reason: String },
+    /// A statement of the transaction failed earlier: PostgreSQL would
+    /// silently roll back a COMMIT now, so neither engine commits.
+    #[error("a statement of this transaction failed; it was rolled back")]
+    Aborted,
 }
 
 impl From<rusqlite::Error> for SqlError {
@@ -35,7 +45,11 @@ impl From<rusqlite::Error> for SqlError {
 impl SqlError {
     /// The storage under the database has no room left.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, Self::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+        match self {
+            Self::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            Self::Postgres(e) => e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL),
+            _ => false,
+        }
     }
 
     /// A row would have broken a UNIQUE or PRIMARY KEY constraint.
@@ -46,8 +60,24 @@ impl SqlError {
                 rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
                     | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
             ),
+            Self::Postgres(e) => {
+                e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+            }
             _ => false,
         }
+    }
+}
+
+/// A PostgreSQL error with its server message (tokio-postgres' own text
+/// says only "db error"); never parameter values, which the server does
+/// not put in its messages.
+fn postgres_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("PostgreSQL: {e}: {cause}"),
+            None => format!("PostgreSQL: {e}"),
+        },
     }
 }
 
@@ -101,16 +131,29 @@ pub(crate) use params;
 /// A connection to the store's database.
 pub struct Conn {
     engine: Engine,
+    /// A statement failed since the transaction (or savepoint) began.
+    failed: std::cell::Cell<bool>,
+}
+
+/// Notes a statement's failure in `failed`. A query that found no row or a
+/// value of the wrong type is not the database failing.
+fn noted<T>(failed: &std::cell::Cell<bool>, r: Result<T, SqlError>) -> Result<T, SqlError> {
+    if let Err(SqlError::Sqlite(_) | SqlError::Postgres(_) | SqlError::Connection(_)) = &r {
+        failed.set(true);
+    }
+    r
 }
 
 enum Engine {
     Sqlite(rusqlite::Connection),
+    Postgres(postgres::PgConn),
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.engine {
             Engine::Sqlite(_) => "Conn(sqlite)",
+            Engine::Postgres(_) => "Conn(postgres)",
         })
     }
 }
@@ -120,6 +163,31 @@ impl Conn {
         conn.set_prepared_statement_cache_capacity(128);
         Self {
             engine: Engine::Sqlite(conn),
+            failed: Default::default(),
+        }
+    }
+
+    /// A connection to a PostgreSQL store.
+    pub fn postgres(
+        target: &PgTarget,
+        runtime: &std::sync::Arc<PgRuntime>,
+    ) -> Result<Self, SqlError> {
+        Ok(Self {
+            engine: Engine::Postgres(postgres::PgConn::connect(target, runtime)?),
+            failed: Default::default(),
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.engine, Engine::Postgres(_))
+    }
+
+    /// Whether the connection is known to be broken (PostgreSQL: the
+    /// server went away); such a connection is replaced, not reused.
+    pub fn is_broken(&self) -> bool {
+        match &self.engine {
+            Engine::Sqlite(_) => false,
+            Engine::Postgres(c) => c.is_closed(),
         }
     }
 
@@ -128,28 +196,41 @@ impl Conn {
     pub fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
         match &self.engine {
             Engine::Sqlite(c) => Some(c),
+            Engine::Postgres(_) => None,
         }
     }
 
     /// Runs statements without parameters or results.
     pub fn execute_batch(&self, sql: &str) -> Result<(), SqlError> {
-        match &self.engine {
-            Engine::Sqlite(c) => Ok(c.execute_batch(sql)?),
-        }
+        let r = match &self.engine {
+            Engine::Sqlite(c) => c.execute_batch(sql).map_err(SqlError::from),
+            Engine::Postgres(c) => c.execute_batch(sql),
+        };
+        noted(&self.failed, r)
     }
 
     /// A statement, prepared once per connection and kept.
     pub fn prepare_cached(&self, sql: &str) -> Result<Stmt<'_>, SqlError> {
-        match &self.engine {
-            Engine::Sqlite(c) => Ok(Stmt(StmtInner::Sqlite(c.prepare_cached(sql)?))),
-        }
+        let inner = match &self.engine {
+            Engine::Sqlite(c) => c
+                .prepare_cached(sql)
+                .map(StmtInner::Sqlite)
+                .map_err(SqlError::from),
+            Engine::Postgres(c) => c.prepare(sql, true).map(|s| StmtInner::Pg(c, s)),
+        };
+        noted(&self.failed, inner).map(|inner| Stmt(inner, &self.failed))
     }
 
     /// A statement for one use (one whose text varies).
     pub fn prepare(&self, sql: &str) -> Result<Stmt<'_>, SqlError> {
-        match &self.engine {
-            Engine::Sqlite(c) => Ok(Stmt(StmtInner::SqliteOnce(c.prepare(sql)?))),
-        }
+        let inner = match &self.engine {
+            Engine::Sqlite(c) => c
+                .prepare(sql)
+                .map(StmtInner::SqliteOnce)
+                .map_err(SqlError::from),
+            Engine::Postgres(c) => c.prepare(sql, false).map(|s| StmtInner::Pg(c, s)),
+        };
+        noted(&self.failed, inner).map(|inner| Stmt(inner, &self.failed))
     }
 
     /// Runs one statement; the number of rows it changed.
@@ -170,10 +251,34 @@ impl Conn {
     /// Begins a transaction: rolled back when dropped uncommitted.
     pub fn transaction(&mut self) -> Result<Tx<'_>, SqlError> {
         self.execute_batch("BEGIN")?;
+        self.failed.set(false);
         Ok(Tx {
             conn: self,
             open: true,
         })
+    }
+
+    /// Marks a point in the open transaction to roll back to.
+    pub fn savepoint(&self, name: &str) -> Result<(), SqlError> {
+        self.prepare_cached(&format!("SAVEPOINT {name}"))?
+            .execute(())
+            .map(drop)
+    }
+
+    /// Keeps what was done since the savepoint (in the transaction).
+    pub fn release(&self, name: &str) -> Result<(), SqlError> {
+        self.prepare_cached(&format!("RELEASE {name}"))?
+            .execute(())
+            .map(drop)
+    }
+
+    /// Undoes what was done since the savepoint, failures included: the
+    /// transaction may go on and commit.
+    pub fn rollback_to(&self, name: &str) -> Result<(), SqlError> {
+        self.prepare_cached(&format!("ROLLBACK TO {name}"))?
+            .execute(())?;
+        self.failed.set(false);
+        Ok(())
     }
 }
 
@@ -184,7 +289,11 @@ pub struct Tx<'c> {
 }
 
 impl Tx<'_> {
+    /// Commits; refused (and rolled back) if a statement failed in it.
     pub fn commit(mut self) -> Result<(), SqlError> {
+        if self.conn.failed.get() {
+            return Err(SqlError::Aborted);
+        }
         self.conn.execute_batch("COMMIT")?;
         self.open = false;
         Ok(())
@@ -207,34 +316,41 @@ impl Drop for Tx<'_> {
 }
 
 /// A prepared statement.
-pub struct Stmt<'c>(StmtInner<'c>);
+pub struct Stmt<'c>(StmtInner<'c>, &'c std::cell::Cell<bool>);
 
 enum StmtInner<'c> {
     Sqlite(rusqlite::CachedStatement<'c>),
     SqliteOnce(rusqlite::Statement<'c>),
+    Pg(&'c postgres::PgConn, tokio_postgres::Statement),
 }
 
 impl Stmt<'_> {
     /// Runs it; the number of rows it changed.
     pub fn execute(&mut self, params: impl Params) -> Result<usize, SqlError> {
         let vals = params.vals();
-        match &mut self.0 {
+        let r = match &mut self.0 {
             StmtInner::Sqlite(s) => sqlite::execute(s, &vals),
             StmtInner::SqliteOnce(s) => sqlite::execute(s, &vals),
-        }
+            StmtInner::Pg(c, s) => c.execute(s, &vals),
+        };
+        noted(self.1, r)
     }
 
     /// Every row, each read by `f`.
     pub fn query_map<T>(
         &mut self,
         params: impl Params,
-        f: impl FnMut(&Row<'_>) -> Result<T, SqlError>,
+        mut f: impl FnMut(&Row<'_>) -> Result<T, SqlError>,
     ) -> Result<std::vec::IntoIter<Result<T, SqlError>>, SqlError> {
         let vals = params.vals();
         let rows = match &mut self.0 {
             StmtInner::Sqlite(s) => sqlite::query_map(s, &vals, f),
             StmtInner::SqliteOnce(s) => sqlite::query_map(s, &vals, f),
-        }?;
+            StmtInner::Pg(c, s) => c
+                .query(s, &vals)
+                .map(|rows| rows.iter().map(|r| f(&Row(RowInner::Pg(r)))).collect()),
+        };
+        let rows = noted(self.1, rows)?;
         Ok(rows.into_iter())
     }
 
@@ -245,10 +361,15 @@ impl Stmt<'_> {
         f: impl FnOnce(&Row<'_>) -> Result<T, SqlError>,
     ) -> Result<T, SqlError> {
         let vals = params.vals();
-        match &mut self.0 {
+        let r = match &mut self.0 {
             StmtInner::Sqlite(s) => sqlite::query_row(s, &vals, f),
             StmtInner::SqliteOnce(s) => sqlite::query_row(s, &vals, f),
-        }
+            StmtInner::Pg(c, s) => c.query(s, &vals).and_then(|rows| match rows.first() {
+                Some(r) => f(&Row(RowInner::Pg(r))),
+                None => Err(SqlError::NoRow),
+            }),
+        };
+        noted(self.1, r)
     }
 }
 
@@ -257,6 +378,7 @@ pub struct Row<'a>(RowInner<'a>);
 
 enum RowInner<'a> {
     Sqlite(&'a rusqlite::Row<'a>),
+    Pg(&'a tokio_postgres::Row),
 }
 
 impl Row<'_> {
@@ -264,6 +386,7 @@ impl Row<'_> {
     pub fn get<T: FromVal>(&self, idx: usize) -> Result<T, SqlError> {
         let v = match &self.0 {
             RowInner::Sqlite(r) => sqlite::value(r, idx)?,
+            RowInner::Pg(r) => postgres::value(r, idx)?,
         };
         value::column(idx, v)
     }

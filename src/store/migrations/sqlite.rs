@@ -1,11 +1,7 @@
-//! Versioned schema migrations, applied in order, each in one transaction.
-
-use super::sql::Conn;
-
-use super::StoreError;
+//! SQLite's schema, migration by migration since the first release.
 
 /// (version, SQL). Append only: a released migration never changes.
-const MIGRATIONS: &[(i64, &str)] = &[
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (
         1,
         "CREATE TABLE audit (
@@ -213,39 +209,3 @@ const MIGRATIONS: &[(i64, &str)] = &[
          CREATE INDEX workload_svids_by_expiry ON workload_svids (not_after);",
     ),
 ];
-
-pub const LATEST: i64 = 16;
-
-pub fn current(conn: &Conn) -> Result<i64, StoreError> {
-    conn.query_row("SELECT version FROM schema_version", (), |r| r.get(0))
-        .map_err(StoreError::sql("reading the schema version"))
-}
-
-pub fn apply(conn: &mut Conn) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-         INSERT INTO schema_version (version)
-            SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM schema_version);",
-    )
-    .map_err(StoreError::sql("creating the schema_version table"))?;
-    let found = current(conn)?;
-    if found > LATEST {
-        return Err(StoreError::TooNew {
-            found,
-            supported: LATEST,
-        });
-    }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
-        let tx = conn
-            .transaction()
-            .map_err(StoreError::sql("starting a migration"))?;
-        tx.execute_batch(sql)
-            .map_err(StoreError::sql("applying a migration"))?;
-        tx.execute("UPDATE schema_version SET version = ?1", [version])
-            .map_err(StoreError::sql("recording a migration"))?;
-        tx.commit()
-            .map_err(StoreError::sql("committing a migration"))?;
-        tracing::info!(version, "applied database migration");
-    }
-    Ok(())
-}

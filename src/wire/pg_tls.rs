@@ -1,6 +1,7 @@
-//! TLS for PostgreSQL admin connections with full verification: the
-//! server's certificate must chain to the connection's CA and name the
-//! host zeroth dials (libpq's verify-full).
+//! TLS for zeroth's own PostgreSQL connections (admin connections to target
+//! databases, and a PostgreSQL store) with full verification: the server's
+//! certificate must chain to the CA given and name the host zeroth dials
+//! (libpq's verify-full).
 
 use std::future::Future;
 use std::io;
@@ -12,7 +13,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 
-pub use crate::wire::db_tls::client_config;
+pub use super::db_tls::client_config;
 
 #[derive(Clone)]
 pub struct MakeRustls(pub Arc<rustls::ClientConfig>);

@@ -1,0 +1,80 @@
+//! Versioned schema migrations, applied in order, each in one transaction;
+//! one list per engine with the same version numbers.
+
+mod postgres;
+mod sqlite;
+
+use super::sql::Conn;
+
+use super::StoreError;
+
+pub const LATEST: i64 = 16;
+
+pub fn current(conn: &Conn) -> Result<i64, StoreError> {
+    conn.query_row("SELECT version FROM schema_version", (), |r| r.get(0))
+        .map_err(StoreError::sql("reading the schema version"))
+}
+
+pub fn apply(conn: &mut Conn) -> Result<(), StoreError> {
+    if conn.is_postgres() {
+        return apply_postgres(conn);
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+         INSERT INTO schema_version (version)
+            SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM schema_version);",
+    )
+    .map_err(StoreError::sql("creating the schema_version table"))?;
+    let found = checked(conn)?;
+    for (version, sql) in sqlite::MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        let tx = conn
+            .transaction()
+            .map_err(StoreError::sql("starting a migration"))?;
+        tx.execute_batch(sql)
+            .map_err(StoreError::sql("applying a migration"))?;
+        tx.execute("UPDATE schema_version SET version = ?1", [version])
+            .map_err(StoreError::sql("recording a migration"))?;
+        tx.commit()
+            .map_err(StoreError::sql("committing a migration"))?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
+
+/// The version found, refused when newer than this zeroth.
+fn checked(conn: &Conn) -> Result<i64, StoreError> {
+    let found = current(conn)?;
+    if found > LATEST {
+        return Err(StoreError::TooNew {
+            found,
+            supported: LATEST,
+        });
+    }
+    Ok(found)
+}
+
+/// Servers starting together on one PostgreSQL store: the first to take
+/// the migration lock migrates, in one transaction (PostgreSQL's DDL is
+/// transactional); the others then find the schema current.
+fn apply_postgres(conn: &mut Conn) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction()
+        .map_err(StoreError::sql("starting a migration"))?;
+    tx.execute_batch(
+        "SELECT pg_advisory_xact_lock(7305844173468954624);
+         CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);
+         INSERT INTO schema_version (version)
+            SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM schema_version);",
+    )
+    .map_err(StoreError::sql("creating the schema_version table"))?;
+    let found = checked(&tx)?;
+    for (version, sql) in postgres::MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        tx.execute_batch(sql)
+            .map_err(StoreError::sql("applying a migration"))?;
+        tx.execute("UPDATE schema_version SET version = ?1", [version])
+            .map_err(StoreError::sql("recording a migration"))?;
+        tracing::info!(version, "applied database migration");
+    }
+    tx.commit()
+        .map_err(StoreError::sql("committing a migration"))
+}
