@@ -57,6 +57,89 @@ pub struct ServerConfig {
     /// What unauthenticated enrolment may make the server spend.
     #[serde(default)]
     pub enrolment_limits: EnrolmentLimits,
+    /// `[store]`: a PostgreSQL database shared by several servers. Without
+    /// it the store is SQLite in `state_dir`.
+    pub store: Option<StoreConfig>,
+}
+
+/// `[store]`: where several servers keep their shared state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// libpq-style URL, several hosts allowed:
+    /// `postgres://zeroth@db1:5432,db2:5432/zeroth?target_session_attrs=read-write`.
+    /// Never with a password in it.
+    pub url: String,
+    /// A file (readable by zeroth only) holding the database password, or…
+    pub password_file: Option<PathBuf>,
+    /// …the name of a systemd credential holding it.
+    pub password_credential: Option<String>,
+    /// PEM CA the database servers' certificates must chain to; with it
+    /// the connection is TLS, verified as libpq's verify-full.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl StoreConfig {
+    fn problem(&self) -> Option<(&'static str, String)> {
+        let cfg: tokio_postgres::Config = match self.url.parse() {
+            Ok(c) => c,
+            Err(e) => return Some(("store.url", format!("is not a PostgreSQL URL: {e}"))),
+        };
+        if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
+            return Some(("store.url", "must start with postgres://".into()));
+        }
+        if cfg.get_password().is_some() {
+            return Some((
+                "store.url",
+                "must not hold a password: use store.password_file or store.password_credential"
+                    .into(),
+            ));
+        }
+        if cfg.get_user().is_none() {
+            return Some((
+                "store.url",
+                "must name the user (postgres://USER@host/db)".into(),
+            ));
+        }
+        if self.password_file.is_some() && self.password_credential.is_some() {
+            return Some((
+                "store.password_file",
+                "and store.password_credential are exclusive: keep one".into(),
+            ));
+        }
+        None
+    }
+
+    /// The database to connect to, with its password and CA read.
+    pub fn target(&self) -> Result<crate::store::sql::PgTarget, String> {
+        let source = match (&self.password_file, &self.password_credential) {
+            (Some(f), _) => Some(zeroth_hsm::PinSource::File(f.clone())),
+            (None, Some(c)) => Some(zeroth_hsm::PinSource::SystemdCredential(c.clone())),
+            (None, None) => None,
+        };
+        let password = source
+            .map(|s| {
+                s.read().map_err(|e| {
+                    format!(
+                        "the store's password: {}",
+                        e.to_string().replace("PIN", "password")
+                    )
+                })
+            })
+            .transpose()?;
+        let ca_pem = self
+            .ca_file
+            .as_ref()
+            .map(|f| {
+                std::fs::read(f).map_err(|e| format!("the store's CA file {}: {e}", f.display()))
+            })
+            .transpose()?;
+        Ok(crate::store::sql::PgTarget {
+            url: self.url.clone(),
+            password,
+            ca_pem,
+        })
+    }
 }
 
 /// `[enrolment_limits]`: `/v1/enroll/begin` needs no credential and costs
@@ -346,6 +429,9 @@ impl ServerConfig {
             }
             _ => {}
         }
+        if let Some((key, problem)) = self.store.as_ref().and_then(StoreConfig::problem) {
+            return Err(invalid(key, problem));
+        }
         if self.groups.is_empty() {
             return Err(invalid(
                 "group",
@@ -496,6 +582,17 @@ impl ServerConfig {
         self.admin_socket
             .clone()
             .unwrap_or_else(|| self.state_dir.join("admin.sock"))
+    }
+
+    /// Where the store is: `[store]`'s PostgreSQL database, or SQLite in
+    /// the state directory.
+    pub fn store_location(&self) -> Result<crate::store::Location, String> {
+        match &self.store {
+            Some(s) => s.target().map(crate::store::Location::Postgres),
+            None => Ok(crate::store::Location::File(
+                self.state_dir.join("zeroth.db"),
+            )),
+        }
     }
 
     pub fn group(&self, name: &str) -> Option<&GroupConfig> {

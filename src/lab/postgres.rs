@@ -166,6 +166,36 @@ impl Postgres {
         Some(self.daemon.pid())
     }
 
+    /// Runs `sql` as the superuser with psql (the statements on standard
+    /// input, so passwords in them never show in argv); psql's output.
+    pub fn run_sql(&self, sql: &str) -> Result<String, LabError> {
+        let mut cmd = Command::new(super::tools::PSQL.path()?);
+        cmd.arg(self.conninfo(SUPERUSER, "postgres"))
+            .args(["-XAtq", "-v", "ON_ERROR_STOP=1"])
+            .env("PGPASSWORD", self.password.expose_secret());
+        super::process::run_with_input("psql", &mut cmd, sql.as_bytes())
+    }
+
+    /// A database `name` owned by a login role of the same name, for a
+    /// zeroth store: the `[store]` table for server.toml, its password in a
+    /// private file under `dir`.
+    pub fn zeroth_store(&self, dir: &LabDir, name: &str) -> Result<String, LabError> {
+        let password = random_password();
+        self.run_sql(&format!(
+            "CREATE ROLE {name} LOGIN PASSWORD '{}';\nCREATE DATABASE {name} OWNER {name};",
+            password.expose_secret()
+        ))?;
+        let file = dir.write_private(
+            &format!("{name}.password"),
+            password.expose_secret().as_bytes(),
+        )?;
+        Ok(format!(
+            "[store]\nurl = \"postgres://{name}@127.0.0.1:{}/{name}\"\npassword_file = \"{}\"\n",
+            self.port,
+            file.display()
+        ))
+    }
+
     /// Stops the server (the database going away under zeroth).
     pub fn stop(&mut self) {
         self.daemon.stop(Duration::from_secs(10));

@@ -183,8 +183,10 @@ impl ZerothServer {
             after: std::time::Duration::ZERO,
             log: e,
         };
-        let store =
-            crate::store::Store::open(&self.database()).map_err(|e| failed(e.to_string()))?;
+        let config =
+            crate::config::ServerConfig::load(&self.config).map_err(|e| failed(e.to_string()))?;
+        let at = config.store_location().map_err(failed)?;
+        let store = crate::store::Store::open_at(&at).map_err(|e| failed(e.to_string()))?;
         let events = crate::audit::tail(&store.lock(), 100).map_err(|e| failed(e.to_string()))?;
         Ok(events
             .into_iter()

@@ -22,7 +22,7 @@ use zeroth_hsm::{KeyStore, Pkcs11KeyStore};
 use crate::config::ServerConfig;
 use crate::identity::X509Ca;
 use crate::policy::GroupPolicy;
-use crate::store::{nodes, Store};
+use crate::store::{leader, nodes, Store};
 
 /// The server's TLS certificate is reissued at every start with this lifetime.
 const TLS_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -44,11 +44,22 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
     }
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("create {}", config.state_dir.display()))?;
-    let store = Arc::new(Store::open(&config.state_dir.join("zeroth.db"))?);
+    let location = config.store_location().map_err(anyhow::Error::msg)?;
+    let store = Arc::new(Store::open_at(&location)?);
     let existing = nodes::ca_certificate(&store.lock(), "x509")?;
     let ca =
         X509Ca::open(keys.clone(), &config.trust_domain, existing).context("open the X.509 CA")?;
     nodes::save_ca_certificate(&store.lock(), "x509", ca.cert_der())?;
+    // Servers of a cluster starting together: the certificate saved first
+    // is everyone's (same HSM key), so every server hands out one bundle.
+    let saved = nodes::ca_certificate(&store.lock(), "x509")?;
+    let ca = match saved {
+        Some(der) if der != ca.cert_der() => {
+            X509Ca::open(keys.clone(), &config.trust_domain, Some(der))
+                .context("open the X.509 CA")?
+        }
+        _ => ca,
+    };
     std::fs::write(config.state_dir.join("bundle.pem"), ca.cert_pem())
         .context("write bundle.pem")?;
     let mut groups = BTreeMap::new();
@@ -115,6 +126,15 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
     )
     .with_context(|| format!("bind the admin socket {}", config.admin_socket().display()))?;
     let audit_store = store.clone();
+    let leadership = Arc::new(leader::Leadership::new(
+        format!(
+            "{}/{}/{}",
+            rustix::system::uname().nodename().to_string_lossy(),
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 4]>())
+        ),
+        store.is_shared(),
+    ));
     let audit_keys = keys.clone();
     let metrics = metrics::install().context("install the metrics recorder")?;
     let sealer = zeroth_hsm::Sealer::new(
@@ -135,23 +155,71 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         jwt_max_ttl: config.jwt_max_ttl,
         groups,
         db: db.clone(),
-        ssh,
+        ssh: ssh.clone(),
     });
 
     runtime.block_on(async move {
         // Finish what a crash left half-done, then revoke leases as they
         // fall due, a few at a time so issuance never waits behind a storm;
         // failed revocations come back, with backoff, until they are done.
-        let revoker = db.clone();
+        // With several servers on one store, only the leader does this.
+        let (lead_store, lead) = (audit_store.clone(), leadership.clone());
         tokio::spawn(async move {
-            let swept = revoker.revoke_due(10_000).await;
-            if swept > 0 {
-                tracing::info!(swept, "startup sweep revoked leftover leases");
-            }
-            let mut tick = tokio::time::interval(REVOKER_TICK);
-            let mut ticks = 0u64;
+            let mut tick = tokio::time::interval(leader::RENEW_EVERY);
             loop {
                 tick.tick().await;
+                let (st, l) = (lead_store.clone(), lead.clone());
+                let renewed = tokio::task::spawn_blocking(move || l.renew(&mut st.lock())).await;
+                match renewed {
+                    Ok(Ok(leader::Change::Gained { epoch })) => {
+                        println!("this server now runs the cluster's jobs (leader epoch {epoch})");
+                        tracing::info!(epoch, me = lead.me(), "leadership gained");
+                    }
+                    Ok(Ok(leader::Change::Lost)) => {
+                        println!("this server no longer runs the cluster's jobs");
+                        tracing::warn!(me = lead.me(), "leadership lost");
+                    }
+                    Ok(Ok(leader::Change::None)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew leadership"),
+                    Err(e) => tracing::warn!(error = %e, "cannot renew leadership"),
+                }
+            }
+        });
+        // Another server of the cluster may rotate the SSH CAs.
+        if leadership.is_shared() {
+            let ssh = ssh.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(leader::RENEW_EVERY * 2);
+                loop {
+                    tick.tick().await;
+                    let ssh = ssh.clone();
+                    match tokio::task::spawn_blocking(move || ssh.refresh()).await {
+                        Ok(Ok(true)) => tracing::info!("SSH CA keys reloaded after a rotation elsewhere in the cluster"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "cannot reload the SSH CA keys"),
+                        _ => {}
+                    }
+                }
+            });
+        }
+        let (revoker, lead) = (db.clone(), leadership.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REVOKER_TICK);
+            let mut ticks = 0u64;
+            let mut leading = false;
+            loop {
+                tick.tick().await;
+                if !lead.is_leader() {
+                    leading = false;
+                    continue;
+                }
+                if !leading {
+                    // A start, or a takeover: sweep what is left over.
+                    leading = true;
+                    let swept = revoker.revoke_due(10_000).await;
+                    if swept > 0 {
+                        tracing::info!(swept, "leftover leases revoked on taking the jobs over");
+                    }
+                }
                 revoker.revoke_due(REVOKER_BATCH).await;
                 ticks += 1;
                 if ticks % RECONCILE_EVERY_TICKS == 0 {
@@ -202,7 +270,8 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         });
         // Sign the audit head every N events or every interval, whichever
         // comes first, so a rewritten log is caught.
-        let (cp_store, cp_keys) = (audit_store.clone(), audit_keys.clone());
+        let (cp_store, cp_keys, cp_lead) =
+            (audit_store.clone(), audit_keys.clone(), leadership.clone());
         let (every_events, every) = (
             i64::from(config.audit_checkpoint_events),
             config.audit_checkpoint_interval,
@@ -212,6 +281,9 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
             let mut last = std::time::Instant::now();
             loop {
                 tick.tick().await;
+                if !cp_lead.is_leader() {
+                    continue;
+                }
                 let (st, k) = (cp_store.clone(), cp_keys.clone());
                 let due = last.elapsed() >= every;
                 let signed = tokio::task::spawn_blocking(move || {
@@ -242,7 +314,10 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
             .await
             .context("serve HTTPS");
         notifier.stopping();
-        checkpoint(&audit_store, audit_keys.as_ref());
+        if leadership.is_leader() {
+            checkpoint(&audit_store, audit_keys.as_ref());
+        }
+        leadership.resign(&audit_store.lock());
         served
     })
 }

@@ -558,7 +558,9 @@ fn revoked_ssh_certificates_are_listed_until_expiry(f: &mut Fixture) {
 fn ssh_ca_keys_move_between_states(f: &mut Fixture) {
     let s = f.store();
     let conn = s.lock();
-    ssh_cas::insert(&conn, "user-1", "user", "active").unwrap();
+    assert!(ssh_cas::insert(&conn, "user-1", "user", "active").unwrap());
+    // A second server starting at the same time records nothing new.
+    assert!(!ssh_cas::insert(&conn, "user-1", "user", "active").unwrap());
     ssh_cas::insert(&conn, "user-2", "user", "next").unwrap();
     ssh_cas::insert(&conn, "host-1", "host", "active").unwrap();
     assert_eq!(

@@ -12,6 +12,7 @@
 mod conformance;
 pub mod entries;
 pub mod group_commit;
+pub mod leader;
 pub mod leases;
 mod migrations;
 pub mod nodes;

@@ -221,8 +221,15 @@ pub fn take_challenge(
     if used != 0 {
         return Ok(Err(ChallengeRefusal::AlreadyUsed));
     }
-    tx.execute("UPDATE challenges SET used = 1 WHERE id = ?1", [id])
+    let taken = tx
+        .execute(
+            "UPDATE challenges SET used = 1 WHERE id = ?1 AND used = 0",
+            [id],
+        )
         .map_err(StoreError::sql("using a challenge"))?;
+    if taken != 1 {
+        return Ok(Err(ChallengeRefusal::AlreadyUsed));
+    }
     if c.expires < now() {
         return Ok(Err(ChallengeRefusal::Expired));
     }
@@ -316,8 +323,15 @@ pub fn take_renewal_challenge(
     if used != 0 {
         return Ok(Err(ChallengeRefusal::AlreadyUsed));
     }
-    tx.execute("UPDATE renewal_challenges SET used = 1 WHERE id = ?1", [id])
+    let taken = tx
+        .execute(
+            "UPDATE renewal_challenges SET used = 1 WHERE id = ?1 AND used = 0",
+            [id],
+        )
         .map_err(StoreError::sql("using a renewal challenge"))?;
+    if taken != 1 {
+        return Ok(Err(ChallengeRefusal::AlreadyUsed));
+    }
     if c.expires < now() {
         return Ok(Err(ChallengeRefusal::Expired));
     }

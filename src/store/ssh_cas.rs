@@ -37,13 +37,17 @@ pub fn list(conn: &Conn, kind: &str) -> Result<Vec<CaRow>, StoreError> {
         .map_err(StoreError::sql("listing SSH CAs"))
 }
 
-pub fn insert(conn: &Conn, key_name: &str, kind: &str, state: &str) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO ssh_cas (key_name, kind, state, created) VALUES (?1, ?2, ?3, ?4)",
-        params![key_name, kind, state, now()],
-    )
-    .map_err(StoreError::sql("recording an SSH CA"))?;
-    Ok(())
+/// Records a CA key; false if the key was recorded already (by another
+/// server of a cluster starting at the same time).
+pub fn insert(conn: &Conn, key_name: &str, kind: &str, state: &str) -> Result<bool, StoreError> {
+    let n = conn
+        .execute(
+            "INSERT INTO ssh_cas (key_name, kind, state, created) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (key_name) DO NOTHING",
+            params![key_name, kind, state, now()],
+        )
+        .map_err(StoreError::sql("recording an SSH CA"))?;
+    Ok(n == 1)
 }
 
 /// Moves every CA of `kind` in state `from` to `to`; how many moved.

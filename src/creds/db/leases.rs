@@ -164,7 +164,14 @@ impl DbBroker {
         roles: &[DbRoleConfig],
     ) -> Result<Self, CredsError> {
         let sealer = Sealer::new(keys, KeyName::new(zeroth_hsm::STORE_KEK)?)?;
-        let earlier_run = leases::last_row(&store.lock())?;
+        // Leases still `creating` from before this start were left by a
+        // crash, unless other servers share the store: then only the grace
+        // tells an abandoned lease from one another server is making.
+        let earlier_run = if store.is_shared() {
+            0
+        } else {
+            leases::last_row(&store.lock())?
+        };
         Ok(Self {
             writer: Arc::new(GroupWriter::spawn(store.clone())),
             store,

@@ -64,6 +64,16 @@ struct CaSet {
 }
 
 impl CaSet {
+    /// Each key's name and rotation state, sorted: what the store's rows
+    /// for this kind must match.
+    fn states(&self) -> Vec<(String, &'static str)> {
+        let mut v = vec![(self.active.0.clone(), "active")];
+        v.extend(self.next.iter().map(|(n, _)| (n.clone(), "next")));
+        v.extend(self.retired.iter().map(|(n, _)| (n.clone(), "retired")));
+        v.sort();
+        v
+    }
+
     /// What verifiers should trust, the signing CA first.
     fn published(&self) -> impl Iterator<Item = &SshCa> {
         std::iter::once(&self.active.1)
@@ -197,6 +207,31 @@ impl SshIssuer {
         })
     }
 
+    /// Reloads the CA keys of each kind whose rotation another server of
+    /// the cluster moved on; whether any changed.
+    pub fn refresh(&self) -> Result<bool, SshCaError> {
+        let mut changed = false;
+        for kind in [CaKind::User, CaKind::Host] {
+            let mut rows: Vec<(String, String)> = ssh_cas::list(&self.store.lock(), kind.as_str())?
+                .into_iter()
+                .map(|r| (r.key_name, r.state))
+                .collect();
+            rows.sort();
+            let known: Vec<(String, String)> = self
+                .set(kind)
+                .states()
+                .into_iter()
+                .map(|(n, s)| (n, s.to_owned()))
+                .collect();
+            if rows != known {
+                let fresh = load(&self.store, &self.keys, self.algorithm, kind)?;
+                *self.set_mut(kind) = fresh;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
     /// The KRL of the user or host CA: every certificate of that kind
     /// revoked before its expiry.
     pub fn krl(&self, kind: CaKind) -> Result<Vec<u8>, CredsError> {
@@ -290,7 +325,7 @@ impl SshIssuer {
         let ca = SshCa::open(self.keys.clone(), &name, self.algorithm, kind.cert_type())?;
         let public_key = ca.public_openssh();
         self.record(kind, "ssh.ca.prepared", &name, |tx| {
-            ssh_cas::insert(tx, &name, kind.as_str(), "next")
+            ssh_cas::insert(tx, &name, kind.as_str(), "next").map(drop)
         })?;
         set.next = Some((name.clone(), ca));
         Ok(CaInfo {

@@ -8,7 +8,7 @@ use super::sql::Conn;
 
 use super::StoreError;
 
-pub const LATEST: i64 = 16;
+pub const LATEST: i64 = 17;
 
 pub fn current(conn: &Conn) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", (), |r| r.get(0))

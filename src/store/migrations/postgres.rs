@@ -6,7 +6,8 @@
 //! `entries` and `leases` carry an explicit `rowid` (insertion order), the
 //! column SQLite gives every table.
 
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
     16,
     "CREATE TABLE audit (
         seq        BIGINT PRIMARY KEY,
@@ -171,4 +172,14 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
         issued     BIGINT NOT NULL
      );
      CREATE INDEX workload_svids_by_expiry ON workload_svids (not_after);",
-)];
+    ),
+    (
+        17,
+        "CREATE TABLE leader (
+            id       BIGINT PRIMARY KEY CHECK (id = 1),
+            holder   TEXT NOT NULL,
+            epoch    BIGINT NOT NULL,
+            expires  BIGINT NOT NULL
+         );",
+    ),
+];

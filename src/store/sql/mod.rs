@@ -249,8 +249,18 @@ impl Conn {
     }
 
     /// Begins a transaction: rolled back when dropped uncommitted.
+    ///
+    /// On PostgreSQL every transaction first takes one cluster-wide lock
+    /// (an advisory lock held until it ends): the servers of a cluster
+    /// write one at a time, as SQLite's single writer does, so a
+    /// transaction's reads stay true until it commits (a challenge is used
+    /// once, the audit chain has one head, serial blocks never overlap).
+    /// Group commit keeps the cost to one lock per batch of requests.
     pub fn transaction(&mut self) -> Result<Tx<'_>, SqlError> {
-        self.execute_batch("BEGIN")?;
+        self.execute_batch(match self.engine {
+            Engine::Sqlite(_) => "BEGIN",
+            Engine::Postgres(_) => "BEGIN; SELECT pg_advisory_xact_lock(7305844173468954625)",
+        })?;
         self.failed.set(false);
         Ok(Tx {
             conn: self,

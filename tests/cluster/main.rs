@@ -1,0 +1,306 @@
+//! Several zeroth servers on one PostgreSQL store and one HSM token: real
+//! server processes, the lab's PostgreSQL (as the store and as a target of
+//! dynamic users), its SoftHSM token, a node enrolled through swtpm.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret;
+use zeroth::agent::enrol::{self, post_json, AgentError, Enrolment};
+use zeroth::lab::{LabDir, Postgres, SoftHsm, Swtpm, ZerothServer};
+use zeroth::wire::db::{CredsRequest, CredsResponse};
+use zeroth::wire::enrol::{BeginResponse, FinishResponse};
+
+const ROLES: &str = r#"
+[[db_role]]
+name = "app-ro"
+connection = "pg"
+schema = "public"
+access = "read-only"
+default_ttl = "10m"
+max_ttl = "1h"
+allow_groups = ["edge"]
+"#;
+
+struct Cluster {
+    tpm: Swtpm,
+    hsm: SoftHsm,
+    pg: Postgres,
+    a: ZerothServer,
+    b: ZerothServer,
+    agent: LabDir,
+    _dir: LabDir,
+}
+
+/// Two servers on one store (the lab PostgreSQL's database `zeroth`) and
+/// one SoftHSM token; A starts first.
+fn cluster() -> Cluster {
+    let tpm = Swtpm::start().unwrap();
+    let hsm = SoftHsm::start().unwrap();
+    let pg = Postgres::start().unwrap();
+    let dir = LabDir::new("cluster").unwrap();
+    let store = pg.zeroth_store(&dir, "zeroth").unwrap();
+    let roots = dir.subdir("roots", 0o755).unwrap();
+    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
+    let groups = format!(
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n{ROLES}",
+        roots.display(),
+        tpm.ca_intermediate_pem().display()
+    );
+    let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
+    let a = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
+    let b = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
+    Cluster {
+        tpm,
+        hsm,
+        pg,
+        a,
+        b,
+        agent: LabDir::new("agent").unwrap(),
+        _dir: dir,
+    }
+}
+
+/// `zeroth <args>` against `server`'s admin socket, `stdin` fed in.
+fn zeroth(server: &ZerothServer, args: &[&str], stdin: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(args)
+        .arg("--socket")
+        .arg(server.admin_socket())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+impl Cluster {
+    /// Enrols the node: the challenge from `begin_on`, the answer to
+    /// `finish_on`. Returns the node id and the finish request (for
+    /// replays).
+    fn enrol_across(
+        &self,
+        begin_on: &ZerothServer,
+        finish_on: &ZerothServer,
+    ) -> (String, zeroth::wire::enrol::FinishRequest) {
+        let client = enrol::client(&begin_on.bundle()).unwrap();
+        let e = Enrolment::open(&self.tpm.tcti(), self.agent.path()).unwrap();
+        let begin: BeginResponse = post_json(
+            &client,
+            &format!("{}/v1/enroll/begin", begin_on.url()),
+            &e.begin_request("edge").unwrap(),
+        )
+        .unwrap();
+        let finish = e.finish_request(&begin).unwrap();
+        drop(e);
+        let done: FinishResponse = post_json(
+            &client,
+            &format!("{}/v1/enroll/finish", finish_on.url()),
+            &finish,
+        )
+        .unwrap();
+        std::fs::write(self.agent.join("svid.pem"), done.svid.unwrap()).unwrap();
+        (done.node_id, finish)
+    }
+
+    fn mtls(&self, server: &ZerothServer) -> reqwest::blocking::Client {
+        let e = Enrolment::open(&self.tpm.tcti(), self.agent.path()).unwrap();
+        let svid = std::fs::read_to_string(self.agent.join("svid.pem")).unwrap();
+        e.mtls_client(&server.bundle(), &svid).unwrap()
+    }
+
+    fn creds(&self, on: &ZerothServer, ttl: Option<u64>) -> Result<CredsResponse, AgentError> {
+        post_json(
+            &self.mtls(on),
+            &format!("{}/v1/db/creds/app-ro", on.url()),
+            &CredsRequest { ttl_seconds: ttl },
+        )
+    }
+
+    fn add_connection(&self) {
+        let (ok, out) = zeroth(
+            &self.a,
+            &[
+                "db",
+                "connection",
+                "add",
+                "pg",
+                "--engine",
+                "postgres",
+                "--port",
+                &self.pg.port().to_string(),
+                "--admin-user",
+                "postgres",
+            ],
+            &format!("{}\n", self.pg.password().expose_secret()),
+        );
+        assert!(ok, "{out}");
+    }
+
+    fn role_exists(&self, user: &str) -> bool {
+        let out = self
+            .pg
+            .run_sql(&format!(
+                "SELECT count(*) FROM pg_roles WHERE rolname = '{user}'"
+            ))
+            .unwrap();
+        out.trim() == "1"
+    }
+}
+
+fn get(server: &ZerothServer, path: &str) -> Vec<u8> {
+    let client = enrol::client(&server.bundle()).unwrap();
+    let r = client
+        .get(format!("{}{path}", server.url()))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.bytes().unwrap().to_vec()
+}
+
+/// Waits up to `limit` for `ready`; how long it took.
+fn within(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+fn leads(server: &ZerothServer) -> bool {
+    server
+        .log()
+        .contains("this server now runs the cluster's jobs")
+}
+
+#[test]
+fn two_servers_on_one_store_serve_as_one() {
+    let c = cluster();
+    // One trust bundle, one set of SSH CAs, one KRL.
+    assert_eq!(
+        std::fs::read(c.a.bundle()).unwrap(),
+        std::fs::read(c.b.bundle()).unwrap()
+    );
+    for path in [
+        "/v1/bundle",
+        "/v1/ssh/ca/user",
+        "/v1/ssh/ca/host",
+        "/v1/ssh/krl",
+    ] {
+        assert_eq!(get(&c.a, path), get(&c.b, path), "{path} differs");
+    }
+    // A challenge begun on A is finished on B, and replayed on neither.
+    let (node, finish) = c.enrol_across(&c.a, &c.b);
+    for s in [&c.a, &c.b] {
+        let client = enrol::client(&s.bundle()).unwrap();
+        let replay: Result<FinishResponse, _> =
+            post_json(&client, &format!("{}/v1/enroll/finish", s.url()), &finish);
+        match replay {
+            Err(AgentError::Refused { status, reason }) => {
+                assert!((400..500).contains(&status), "{status} {reason}")
+            }
+            other => panic!("a replayed challenge must be refused, got {other:?}"),
+        }
+    }
+    // A lease issued on A is renewed and given back on B.
+    c.add_connection();
+    let lease = c.creds(&c.a, None).unwrap();
+    assert!(c.role_exists(&lease.username));
+    let renewed: serde_json::Value = post_json(
+        &c.mtls(&c.b),
+        &format!("{}/v1/leases/{}/renew", c.b.url(), lease.lease_id),
+        &serde_json::json!({ "increment_seconds": 600 }),
+    )
+    .unwrap();
+    assert!(renewed["expires"].as_i64().unwrap() > 0, "{renewed}");
+    let status = c
+        .mtls(&c.b)
+        .post(format!("{}/v1/leases/{}/revoke", c.b.url(), lease.lease_id))
+        .send()
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{status}");
+    assert!(!c.role_exists(&lease.username));
+    let (ok, leases) = zeroth(&c.a, &["lease", "list", "--json"], "");
+    assert!(ok, "{leases}");
+    assert_eq!(leases.trim(), "[]");
+    // The node revoked on B is refused by A at once.
+    let (ok, out) = zeroth(&c.b, &["node", "revoke", &node], "");
+    assert!(ok, "{out}");
+    match c.creds(&c.a, None) {
+        Err(AgentError::Refused { status, .. }) => assert_eq!(status, 403),
+        other => panic!("a revoked node must be refused on every server, got {other:?}"),
+    }
+    // One audit chain holds what both servers did, and verifies.
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["audit", "verify", "--config"])
+        .arg(c.b.config())
+        .env("SOFTHSM2_CONF", c.hsm.conf())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("audit chain intact"), "{said}");
+    let kinds: Vec<String> = ["node.enrolled", "db.creds.issued", "node.revoked"]
+        .into_iter()
+        .filter(|k| c.a.audit_details(k).unwrap().is_empty())
+        .map(String::from)
+        .collect();
+    assert!(
+        kinds.is_empty(),
+        "missing from the shared audit log: {kinds:?}"
+    );
+    // Exactly one server runs the cluster's jobs.
+    assert!(leads(&c.a) != leads(&c.b), "one leader, not two or none");
+}
+
+#[test]
+fn when_the_leader_dies_another_takes_over_and_revokes_what_falls_due() {
+    let mut c = cluster();
+    assert!(leads(&c.a), "the first server leads: {}", c.a.log());
+    assert!(!leads(&c.b), "the second waits: {}", c.b.log());
+    c.enrol_across(&c.a, &c.a);
+    c.add_connection();
+    let lease = c.creds(&c.a, Some(10)).unwrap();
+    assert!(c.role_exists(&lease.username));
+    c.a.kill();
+    let took = within(Duration::from_secs(10), "the takeover", || leads(&c.b));
+    println!("leadership moved to B {took:?} after A was killed");
+    // The lease A issued is revoked by B once it falls due: the user is
+    // dropped and the revocation audited once.
+    within(Duration::from_secs(20), "the revocation by B", || {
+        !c.role_exists(&lease.username)
+    });
+    let revoked: Vec<serde_json::Value> =
+        c.b.audit_details("db.creds.revoked")
+            .unwrap()
+            .into_iter()
+            .filter(|d| d["user"] == lease.username.as_str())
+            .collect();
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    let (ok, leases) = zeroth(&c.b, &["lease", "list", "--json"], "");
+    assert!(ok, "{leases}");
+    assert_eq!(leases.trim(), "[]");
+}
