@@ -23,6 +23,7 @@ mod node;
 mod printable;
 mod server;
 mod ssh;
+mod store;
 mod token;
 mod tpm;
 mod workload;
@@ -85,6 +86,8 @@ enum Command {
     Ssh(ssh::SshArgs),
     /// Verify and read the hash-chained audit log.
     Audit(audit::AuditArgs),
+    /// Move a server's SQLite store into PostgreSQL (to run several servers).
+    Store(store::StoreArgs),
     /// Inspect the machine's TPM and its endorsement key certificates.
     Tpm(tpm::TpmArgs),
     /// Measure zeroth against the raw speed of the hardware it drives.
@@ -131,6 +134,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Server(args) => server::run(&args),
         Command::Agent(args) => agent::run(&args),
         Command::Audit(args) => audit::run(&args),
+        Command::Store(args) => store::run(&args),
         Command::Node(args) => node::run(&args),
         Command::Token(args) => token::run(&args),
         Command::Entry(args) => entry::run(&args),

@@ -11,7 +11,8 @@ mod tests;
 pub use agent::{certificate_path, AgentConfig, AgentSshConfig, WorkloadApiConfig};
 pub use proxy::{ProxyConfig, ProxyEngine};
 pub use server::{
-    DbRoleConfig, EnrolmentLimits, GroupConfig, HsmConfig, ServerConfig, SshCertKind, SshRoleConfig,
+    DbRoleConfig, EnrolmentLimits, GroupConfig, HsmConfig, ServerConfig, SshCertKind,
+    SshRoleConfig, StoreConfig,
 };
 
 /// Why a configuration file was refused.

@@ -80,7 +80,7 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    fn problem(&self) -> Option<(&'static str, String)> {
+    pub fn problem(&self) -> Option<(&'static str, String)> {
         let cfg: tokio_postgres::Config = match self.url.parse() {
             Ok(c) => c,
             Err(e) => return Some(("store.url", format!("is not a PostgreSQL URL: {e}"))),

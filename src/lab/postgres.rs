@@ -15,6 +15,24 @@ use super::{accounts, ports, random_password, version_of, wait, LabDir, LabError
 /// The superuser the lab creates.
 pub const SUPERUSER: &str = "postgres";
 
+/// A database for a zeroth store on the lab's server.
+#[derive(Debug, Clone)]
+pub struct StoreDatabase {
+    pub url: String,
+    pub password_file: PathBuf,
+}
+
+impl StoreDatabase {
+    /// The `[store]` table for server.toml.
+    pub fn toml(&self) -> String {
+        format!(
+            "[store]\nurl = \"{}\"\npassword_file = \"{}\"\n",
+            self.url,
+            self.password_file.display()
+        )
+    }
+}
+
 /// A running PostgreSQL cluster on a random loopback port.
 #[derive(Debug)]
 pub struct Postgres {
@@ -177,23 +195,21 @@ impl Postgres {
     }
 
     /// A database `name` owned by a login role of the same name, for a
-    /// zeroth store: the `[store]` table for server.toml, its password in a
-    /// private file under `dir`.
-    pub fn zeroth_store(&self, dir: &LabDir, name: &str) -> Result<String, LabError> {
+    /// zeroth store; its password in a private file under `dir`.
+    pub fn zeroth_store(&self, dir: &LabDir, name: &str) -> Result<StoreDatabase, LabError> {
         let password = random_password();
         self.run_sql(&format!(
             "CREATE ROLE {name} LOGIN PASSWORD '{}';\nCREATE DATABASE {name} OWNER {name};",
             password.expose_secret()
         ))?;
-        let file = dir.write_private(
+        let password_file = dir.write_private(
             &format!("{name}.password"),
             password.expose_secret().as_bytes(),
         )?;
-        Ok(format!(
-            "[store]\nurl = \"postgres://{name}@127.0.0.1:{}/{name}\"\npassword_file = \"{}\"\n",
-            self.port,
-            file.display()
-        ))
+        Ok(StoreDatabase {
+            url: format!("postgres://{name}@127.0.0.1:{}/{name}", self.port),
+            password_file,
+        })
     }
 
     /// Stops the server (the database going away under zeroth).

@@ -10,6 +10,7 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod copy;
 pub mod entries;
 pub mod group_commit;
 pub mod leader;

@@ -25,13 +25,19 @@ allow_groups = ["edge"]
 "#;
 
 struct Cluster {
-    tpm: Swtpm,
+    node: Node,
     hsm: SoftHsm,
     pg: Postgres,
     a: ZerothServer,
     b: ZerothServer,
-    agent: LabDir,
     _dir: LabDir,
+}
+
+/// A machine with a TPM, enrolled by hand so each step can go to another
+/// server.
+struct Node {
+    tpm: Swtpm,
+    agent: LabDir,
 }
 
 /// Two servers on one store (the lab PostgreSQL's database `zeroth`) and
@@ -41,7 +47,7 @@ fn cluster() -> Cluster {
     let hsm = SoftHsm::start().unwrap();
     let pg = Postgres::start().unwrap();
     let dir = LabDir::new("cluster").unwrap();
-    let store = pg.zeroth_store(&dir, "zeroth").unwrap();
+    let store = pg.zeroth_store(&dir, "zeroth").unwrap().toml();
     let roots = dir.subdir("roots", 0o755).unwrap();
     std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
     let groups = format!(
@@ -53,12 +59,14 @@ fn cluster() -> Cluster {
     let a = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
     let b = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
     Cluster {
-        tpm,
+        node: Node {
+            tpm,
+            agent: LabDir::new("agent").unwrap(),
+        },
         hsm,
         pg,
         a,
         b,
-        agent: LabDir::new("agent").unwrap(),
         _dir: dir,
     }
 }
@@ -91,7 +99,7 @@ fn zeroth(server: &ZerothServer, args: &[&str], stdin: &str) -> (bool, String) {
     )
 }
 
-impl Cluster {
+impl Node {
     /// Enrols the node: the challenge from `begin_on`, the answer to
     /// `finish_on`. Returns the node id and the finish request (for
     /// replays).
@@ -133,36 +141,35 @@ impl Cluster {
             &CredsRequest { ttl_seconds: ttl },
         )
     }
+}
 
-    fn add_connection(&self) {
-        let (ok, out) = zeroth(
-            &self.a,
-            &[
-                "db",
-                "connection",
-                "add",
-                "pg",
-                "--engine",
-                "postgres",
-                "--port",
-                &self.pg.port().to_string(),
-                "--admin-user",
-                "postgres",
-            ],
-            &format!("{}\n", self.pg.password().expose_secret()),
-        );
-        assert!(ok, "{out}");
-    }
+fn add_connection(server: &ZerothServer, pg: &Postgres) {
+    let (ok, out) = zeroth(
+        server,
+        &[
+            "db",
+            "connection",
+            "add",
+            "pg",
+            "--engine",
+            "postgres",
+            "--port",
+            &pg.port().to_string(),
+            "--admin-user",
+            "postgres",
+        ],
+        &format!("{}\n", pg.password().expose_secret()),
+    );
+    assert!(ok, "{out}");
+}
 
-    fn role_exists(&self, user: &str) -> bool {
-        let out = self
-            .pg
-            .run_sql(&format!(
-                "SELECT count(*) FROM pg_roles WHERE rolname = '{user}'"
-            ))
-            .unwrap();
-        out.trim() == "1"
-    }
+fn role_exists(pg: &Postgres, user: &str) -> bool {
+    let out = pg
+        .run_sql(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname = '{user}'"
+        ))
+        .unwrap();
+    out.trim() == "1"
 }
 
 fn get(server: &ZerothServer, path: &str) -> Vec<u8> {
@@ -208,7 +215,7 @@ fn two_servers_on_one_store_serve_as_one() {
         assert_eq!(get(&c.a, path), get(&c.b, path), "{path} differs");
     }
     // A challenge begun on A is finished on B, and replayed on neither.
-    let (node, finish) = c.enrol_across(&c.a, &c.b);
+    let (node, finish) = c.node.enrol_across(&c.a, &c.b);
     for s in [&c.a, &c.b] {
         let client = enrol::client(&s.bundle()).unwrap();
         let replay: Result<FinishResponse, _> =
@@ -221,31 +228,32 @@ fn two_servers_on_one_store_serve_as_one() {
         }
     }
     // A lease issued on A is renewed and given back on B.
-    c.add_connection();
-    let lease = c.creds(&c.a, None).unwrap();
-    assert!(c.role_exists(&lease.username));
+    add_connection(&c.a, &c.pg);
+    let lease = c.node.creds(&c.a, None).unwrap();
+    assert!(role_exists(&c.pg, &lease.username));
     let renewed: serde_json::Value = post_json(
-        &c.mtls(&c.b),
+        &c.node.mtls(&c.b),
         &format!("{}/v1/leases/{}/renew", c.b.url(), lease.lease_id),
         &serde_json::json!({ "increment_seconds": 600 }),
     )
     .unwrap();
     assert!(renewed["expires"].as_i64().unwrap() > 0, "{renewed}");
     let status = c
+        .node
         .mtls(&c.b)
         .post(format!("{}/v1/leases/{}/revoke", c.b.url(), lease.lease_id))
         .send()
         .unwrap()
         .status();
     assert!(status.is_success(), "{status}");
-    assert!(!c.role_exists(&lease.username));
+    assert!(!role_exists(&c.pg, &lease.username));
     let (ok, leases) = zeroth(&c.a, &["lease", "list", "--json"], "");
     assert!(ok, "{leases}");
     assert_eq!(leases.trim(), "[]");
     // The node revoked on B is refused by A at once.
     let (ok, out) = zeroth(&c.b, &["node", "revoke", &node], "");
     assert!(ok, "{out}");
-    match c.creds(&c.a, None) {
+    match c.node.creds(&c.a, None) {
         Err(AgentError::Refused { status, .. }) => assert_eq!(status, 403),
         other => panic!("a revoked node must be refused on every server, got {other:?}"),
     }
@@ -281,17 +289,17 @@ fn when_the_leader_dies_another_takes_over_and_revokes_what_falls_due() {
     let mut c = cluster();
     assert!(leads(&c.a), "the first server leads: {}", c.a.log());
     assert!(!leads(&c.b), "the second waits: {}", c.b.log());
-    c.enrol_across(&c.a, &c.a);
-    c.add_connection();
-    let lease = c.creds(&c.a, Some(10)).unwrap();
-    assert!(c.role_exists(&lease.username));
+    c.node.enrol_across(&c.a, &c.a);
+    add_connection(&c.a, &c.pg);
+    let lease = c.node.creds(&c.a, Some(10)).unwrap();
+    assert!(role_exists(&c.pg, &lease.username));
     c.a.kill();
     let took = within(Duration::from_secs(10), "the takeover", || leads(&c.b));
     println!("leadership moved to B {took:?} after A was killed");
     // The lease A issued is revoked by B once it falls due: the user is
     // dropped and the revocation audited once.
     within(Duration::from_secs(20), "the revocation by B", || {
-        !c.role_exists(&lease.username)
+        !role_exists(&c.pg, &lease.username)
     });
     let revoked: Vec<serde_json::Value> =
         c.b.audit_details("db.creds.revoked")
@@ -303,4 +311,100 @@ fn when_the_leader_dies_another_takes_over_and_revokes_what_falls_due() {
     let (ok, leases) = zeroth(&c.b, &["lease", "list", "--json"], "");
     assert!(ok, "{leases}");
     assert_eq!(leases.trim(), "[]");
+}
+
+#[test]
+fn a_single_servers_sqlite_store_moves_into_postgres_whole() {
+    let tpm = Swtpm::start().unwrap();
+    let hsm = SoftHsm::start().unwrap();
+    let pg = Postgres::start().unwrap();
+    let dir = LabDir::new("migrate").unwrap();
+    let roots = dir.subdir("roots", 0o755).unwrap();
+    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
+    let groups = format!(
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n{ROLES}",
+        roots.display(),
+        tpm.ca_intermediate_pem().display()
+    );
+    let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
+    // A single server on SQLite, with a node, a lease and audit events.
+    let mut single = ZerothServer::start(exe, &hsm, &groups).unwrap();
+    let node = Node {
+        tpm,
+        agent: LabDir::new("agent").unwrap(),
+    };
+    let (node_id, _) = node.enrol_across(&single, &single);
+    add_connection(&single, &pg);
+    let lease = node.creds(&single, None).unwrap();
+    single.stop();
+    let target = pg.zeroth_store(&dir, "moved").unwrap();
+    let migrate = || {
+        Command::new(env!("CARGO_BIN_EXE_zeroth"))
+            .args(["store", "migrate", "--config"])
+            .arg(single.config())
+            .args(["--to", &target.url, "--password-file"])
+            .arg(&target.password_file)
+            .env("SOFTHSM2_CONF", hsm.conf())
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("audit chain intact in PostgreSQL"), "{said}");
+    // Once only: a store that holds anything is not written over.
+    let again = migrate();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is not empty"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // A server on the moved store knows the node and its lease, and the
+    // node's SVID (same CA) is good there.
+    let moved = ZerothServer::start_configured(exe, &hsm, &target.toml(), &groups, &[]).unwrap();
+    assert_eq!(
+        std::fs::read(single.bundle()).unwrap(),
+        std::fs::read(moved.bundle()).unwrap(),
+        "the CA moved with the store"
+    );
+    let (ok, nodes) = zeroth(&moved, &["node", "show", &node_id], "");
+    assert!(ok && nodes.contains("approved"), "{nodes}");
+    let (ok, leases) = zeroth(&moved, &["lease", "list", "--json"], "");
+    assert!(ok && leases.contains(&lease.lease_id), "{leases}");
+    let renewed: serde_json::Value = post_json(
+        &node.mtls(&moved),
+        &format!("{}/v1/leases/{}/renew", moved.url(), lease.lease_id),
+        &serde_json::json!({ "increment_seconds": 600 }),
+    )
+    .unwrap();
+    assert!(renewed["expires"].as_i64().unwrap() > 0, "{renewed}");
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["audit", "verify", "--config"])
+        .arg(moved.config())
+        .env("SOFTHSM2_CONF", hsm.conf())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The store over TLS, verified against its CA: a server starts; with
+    // another CA it does not, and says why.
+    let tls = format!("{}ca_file = \"{}\"\n", target.toml(), pg.tls_ca().display());
+    drop(ZerothServer::start_configured(exe, &hsm, &tls, &groups, &[]).unwrap());
+    let wrong = format!(
+        "{}ca_file = \"{}\"\n",
+        target.toml(),
+        roots.join("root.pem").display()
+    );
+    let refused = ZerothServer::start_configured(exe, &hsm, &wrong, &groups, &[])
+        .expect_err("a store whose certificate the CA did not sign is refused");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+    println!("refused as it should be: {refused}");
 }
