@@ -2,6 +2,7 @@
 //! credential activated in the TPM, a fresh quote and a certified identity
 //! key back, and an X.509-SVID in return.
 
+use super::servers::first_answer;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -319,15 +320,16 @@ pub fn enrol(opts: &EnrolOptions) -> Result<Outcome, AgentError> {
     let client = client(&opts.ca_bundle)?;
     let e =
         Enrolment::open(&opts.tcti, &opts.state_dir)?.with_event_log(opts.event_log.as_deref())?;
-    let base = opts.server.trim_end_matches('/');
-    let begin: BeginResponse = post_json(
-        &client,
-        &format!("{base}/v1/enroll/begin"),
-        &e.begin_request(&opts.group)?,
-    )?;
+    let begin_request = e.begin_request(&opts.group)?;
+    let begin: BeginResponse = first_answer(&opts.server, |base| {
+        post_json(&client, &format!("{base}/v1/enroll/begin"), &begin_request)
+    })?;
     let finish = e.finish_request(&begin)?;
     drop(e); // release the TPM before waiting on the network
-    let done: FinishResponse = post_json(&client, &format!("{base}/v1/enroll/finish"), &finish)?;
+             // Any server of a cluster finishes a challenge another began.
+    let done: FinishResponse = first_answer(&opts.server, |base| {
+        post_json(&client, &format!("{base}/v1/enroll/finish"), &finish)
+    })?;
     write(
         &opts.state_dir.join("bundle.pem"),
         "write",
@@ -360,14 +362,17 @@ pub fn renew(opts: &EnrolOptions) -> Result<Outcome, AgentError> {
     let e =
         Enrolment::open(&opts.tcti, &opts.state_dir)?.with_event_log(opts.event_log.as_deref())?;
     let client = e.mtls_client(&opts.ca_bundle, &current)?;
-    let base = opts.server.trim_end_matches('/');
-    let challenge: RenewChallenge = post_json(
-        &client,
-        &format!("{base}/v1/identity/challenge"),
-        &serde_json::json!({}),
-    )?;
+    let challenge: RenewChallenge = first_answer(&opts.server, |base| {
+        post_json(
+            &client,
+            &format!("{base}/v1/identity/challenge"),
+            &serde_json::json!({}),
+        )
+    })?;
     let request = e.renew_request(&challenge)?;
-    let done: RenewResponse = post_json(&client, &format!("{base}/v1/identity/renew"), &request)?;
+    let done: RenewResponse = first_answer(&opts.server, |base| {
+        post_json(&client, &format!("{base}/v1/identity/renew"), &request)
+    })?;
     write(
         &opts.state_dir.join("bundle.pem"),
         "write",

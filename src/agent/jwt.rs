@@ -13,12 +13,11 @@ pub fn jwt(
 ) -> Result<JwtResponse, AgentError> {
     let e = Enrolment::open(&opts.tcti, &opts.state_dir)?;
     let client = e.mtls_client(&opts.ca_bundle, svid_pem)?;
-    post_json(
-        &client,
-        &format!("{}/v1/jwt", opts.server.trim_end_matches('/')),
-        &JwtRequest {
-            audience: audience.to_vec(),
-            ttl_seconds,
-        },
-    )
+    let request = JwtRequest {
+        audience: audience.to_vec(),
+        ttl_seconds,
+    };
+    super::servers::first_answer(&opts.server, |base| {
+        post_json(&client, &format!("{base}/v1/jwt"), &request)
+    })
 }

@@ -8,6 +8,7 @@ pub mod jwt;
 pub mod mtls;
 pub mod proxy;
 pub mod run;
+pub mod servers;
 pub mod spiffe;
 pub mod ssh_agent;
 pub mod ssh_host;

@@ -26,15 +26,17 @@ pub use crate::config::certificate_path;
 /// One pass: fetch the CA keys and the KRL, certify host keys whose
 /// certificate is missing, for another key, or past half its lifetime.
 pub fn sync(cfg: &AgentSshConfig, opts: &EnrolOptions) -> Result<Synced, AgentError> {
-    let base = opts.server.trim_end_matches('/');
     let plain = client(&opts.ca_bundle)?;
+    let get = |path: &str| {
+        super::servers::first_answer(&opts.server, |base| get(&plain, &format!("{base}{path}")))
+    };
     let mut out = Synced::default();
     if let Some(path) = &cfg.trusted_user_ca_keys {
-        let keys = get(&plain, &format!("{base}/v1/ssh/ca/user"))?;
+        let keys = get("/v1/ssh/ca/user")?;
         out.user_ca_changed = replace_if_changed(path, &keys)?;
     }
     if let Some(path) = &cfg.revoked_keys {
-        let krl = get(&plain, &format!("{base}/v1/ssh/krl"))?;
+        let krl = get("/v1/ssh/krl")?;
         out.krl_changed = replace_if_changed(path, &krl)?;
     }
     let due: Vec<(&PathBuf, String)> = cfg
@@ -52,15 +54,14 @@ pub fn sync(cfg: &AgentSshConfig, opts: &EnrolOptions) -> Result<Synced, AgentEr
     let e = Enrolment::open(&opts.tcti, &opts.state_dir)?;
     let http = e.mtls_client(&opts.ca_bundle, &svid)?;
     for (key, public) in due {
-        let signed: SshSignResponse = post_json(
-            &http,
-            &format!("{base}/v1/ssh/sign/{role}"),
-            &SshSignRequest {
-                public_key: public.trim().to_owned(),
-                principals: (!cfg.host_principals.is_empty()).then(|| cfg.host_principals.clone()),
-                ttl_seconds: None,
-            },
-        )?;
+        let request = SshSignRequest {
+            public_key: public.trim().to_owned(),
+            principals: (!cfg.host_principals.is_empty()).then(|| cfg.host_principals.clone()),
+            ttl_seconds: None,
+        };
+        let signed: SshSignResponse = super::servers::first_answer(&opts.server, |base| {
+            post_json(&http, &format!("{base}/v1/ssh/sign/{role}"), &request)
+        })?;
         let path = cfg.certificate_path(key);
         write_public(&path, format!("{}\n", signed.certificate).as_bytes())?;
         out.certified.push(path);

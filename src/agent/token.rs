@@ -71,14 +71,16 @@ pub fn exchange(opts: &TokenOptions) -> Result<Rotated, AgentError> {
     })?;
     let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
     let http = client(&opts.ca_bundle)?;
-    let url = format!("{}/v1/token/exchange", opts.server.trim_end_matches('/'));
     let request = ExchangeRequest::new(token.clone(), &key);
     // A reply lost on the way is asked for again at once, with the same
     // token and key: the server answers a prompt retry with the same next
     // token (any later or different reuse would revoke the chain).
     let mut attempt = 0;
     let answer: ExchangeResponse = loop {
-        match post_json(&http, &url, &request) {
+        let sent = super::servers::first_answer(&opts.server, |base| {
+            post_json(&http, &format!("{base}/v1/token/exchange"), &request)
+        });
+        match sent {
             Err(AgentError::Unreachable { .. } | AgentError::BadAnswer(_)) if attempt < 2 => {
                 attempt += 1;
                 std::thread::sleep(Duration::from_secs(attempt));

@@ -74,7 +74,7 @@ impl Upstream {
     /// holding the current SVID).
     pub fn set(&self, server: &str, http: reqwest::blocking::Client) {
         let link = Link::Client {
-            base: server.trim_end_matches('/').to_owned(),
+            base: server.to_owned(),
             http,
         };
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(link);
@@ -105,7 +105,7 @@ impl Upstream {
                     .mtls_client(&opts.ca_bundle, &svid)
                     .map_err(|e| UpstreamError::Tpm(e.to_string()))?;
                 Ok(Connected {
-                    base: opts.server.trim_end_matches('/').to_owned(),
+                    base: opts.server.clone(),
                     http,
                 })
             }
@@ -126,6 +126,7 @@ impl Upstream {
 
 /// A client of the server holding this host's identity.
 pub struct Connected {
+    /// The server's base URL, or several (see `servers`).
     base: String,
     http: reqwest::blocking::Client,
 }
@@ -148,20 +149,24 @@ impl Connected {
         body: &impl serde::Serialize,
         who: &str,
     ) -> Result<(u16, String), UpstreamError> {
-        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
-        if !who.is_empty() {
-            request = request.header(crate::wire::db::WORKLOAD_HEADER, who);
-        }
-        request.send().map(answer).map_err(unreachable)
+        super::servers::first_answer(&self.base, |base| {
+            let mut request = self.http.post(format!("{base}{path}")).json(body);
+            if !who.is_empty() {
+                request = request.header(crate::wire::db::WORKLOAD_HEADER, who);
+            }
+            request.send().map(answer).map_err(unreachable)
+        })
     }
 
     /// GETs `path`: the answer's status and body.
     pub fn get(&self, path: &str) -> Result<(u16, String), UpstreamError> {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .map(answer)
-            .map_err(unreachable)
+        super::servers::first_answer(&self.base, |base| {
+            self.http
+                .get(format!("{base}{path}"))
+                .send()
+                .map(answer)
+                .map_err(unreachable)
+        })
     }
 }
 

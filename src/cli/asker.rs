@@ -45,7 +45,7 @@ impl Asker {
         let http = tpm.mtls_client(&c.ca_bundle, &svid)?;
         Ok(Self::Tpm {
             http,
-            base: c.server.trim_end_matches('/').to_owned(),
+            base: c.server.clone(),
             _tpm: tpm,
         })
     }
@@ -55,7 +55,9 @@ impl Asker {
         let answer = match self {
             Self::Tpm { http, base, .. } => {
                 let (path, body) = workload_api::route(req).map_err(anyhow::Error::msg)?;
-                post_json::<_, serde_json::Value>(http, &format!("{base}{path}"), &body)?
+                crate::agent::servers::first_answer(base, |b| {
+                    post_json::<_, serde_json::Value>(http, &format!("{b}{path}"), &body)
+                })?
             }
             Self::Agent(socket) => workload_api::call(socket, req)
                 .map_err(|(status, reason)| anyhow::anyhow!("refused ({status}): {reason}"))?,

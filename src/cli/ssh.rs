@@ -158,24 +158,39 @@ fn ca(step: &CaStep, kind: &str, socket: &std::path::Path) -> Result<()> {
 
 /// The server's KRL of revoked host certificates.
 fn host_krl(c: &crate::config::AgentConfig) -> Result<Vec<u8>> {
-    let url = format!("{}/v1/ssh/krl/host", c.server.trim_end_matches('/'));
-    let resp = crate::agent::enrol::client(&c.ca_bundle)?
-        .get(&url)
-        .send()
-        .with_context(|| format!("fetch {url}"))?;
-    anyhow::ensure!(resp.status().is_success(), "{url}: {}", resp.status());
-    Ok(resp.bytes()?.to_vec())
+    fetch(c, "/v1/ssh/krl/host")
+}
+
+/// GETs `path` from the first of the agent's servers that answers.
+fn fetch(c: &crate::config::AgentConfig, path: &str) -> Result<Vec<u8>> {
+    let http = crate::agent::enrol::client(&c.ca_bundle)?;
+    crate::agent::servers::first_answer(&c.server, |base| {
+        let url = format!("{base}{path}");
+        let resp =
+            http.get(&url)
+                .send()
+                .map_err(|e| crate::agent::enrol::AgentError::Unreachable {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .map_err(|e| crate::agent::enrol::AgentError::BadAnswer(e.to_string()))?;
+        if status != 200 {
+            return Err(crate::agent::enrol::AgentError::Refused {
+                status,
+                reason: format!("{url}: {}", String::from_utf8_lossy(&body)),
+            });
+        }
+        Ok(body.to_vec())
+    })
+    .map_err(anyhow::Error::from)
 }
 
 fn known_hosts(config: &std::path::Path, hosts: &str) -> Result<()> {
     let c = crate::config::AgentConfig::load(config)?;
-    let url = format!("{}/v1/ssh/ca/host", c.server.trim_end_matches('/'));
-    let resp = crate::agent::enrol::client(&c.ca_bundle)?
-        .get(&url)
-        .send()
-        .with_context(|| format!("fetch {url}"))?;
-    anyhow::ensure!(resp.status().is_success(), "{url}: {}", resp.status());
-    let keys = resp.text()?;
+    let keys = String::from_utf8(fetch(&c, "/v1/ssh/ca/host")?)?;
     for key in keys.lines().filter(|l| !l.trim().is_empty()) {
         println!("@cert-authority {hosts} {key}");
     }

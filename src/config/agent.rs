@@ -14,7 +14,10 @@ pub use super::proxy::ProxyConfig;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// The zeroth server, e.g. "https://zeroth.example.org:8443".
+    /// The zeroth server, e.g. "https://zeroth.example.org:8443", or
+    /// several servers of one cluster (a list, or URLs separated by
+    /// commas): requests fail over from one that cannot be reached.
+    #[serde(deserialize_with = "one_or_many")]
     pub server: String,
     /// The zeroth CA certificate (PEM) the server's certificate chains to.
     pub ca_bundle: PathBuf,
@@ -169,11 +172,12 @@ impl AgentConfig {
             path: p.clone(),
             message: e.to_string(),
         })?;
-        if !cfg.server.starts_with("https://") {
+        let urls: Vec<&str> = cfg.server.split(',').map(str::trim).collect();
+        if let Some(bad) = urls.iter().find(|u| !u.starts_with("https://")) {
             return Err(ConfigError::Invalid {
                 path: p,
                 key: "server".into(),
-                problem: format!("is {:?}; it must be an https:// URL", cfg.server),
+                problem: format!("names {bad:?}; each server must be an https:// URL"),
             });
         }
         if !cfg.ssh.host_keys.is_empty() && cfg.ssh.host_role.is_none() {
@@ -261,4 +265,18 @@ pub fn certificate_path(host_public_key: &Path) -> PathBuf {
     let s = host_public_key.to_string_lossy();
     let stem = s.strip_suffix(".pub").unwrap_or(&s);
     PathBuf::from(format!("{stem}-cert.pub"))
+}
+
+/// A string, or a list of strings kept joined by commas.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s,
+        OneOrMany::Many(v) => v.join(","),
+    })
 }

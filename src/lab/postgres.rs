@@ -47,6 +47,77 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn start() -> Result<Self, LabError> {
+        Self::start_with(&[])
+    }
+
+    /// A primary with a streaming standby (pg_basebackup), replicating
+    /// synchronously: a commit the primary acknowledged is on the standby.
+    /// The standby is a copy: same superuser password, same TLS CA.
+    pub fn start_replicated() -> Result<(Self, Self), LabError> {
+        let primary = Self::start_with(&["synchronous_commit=on", "synchronous_standby_names=*"])?;
+        let owner = accounts::unprivileged()?;
+        let dir = LabDir::new("postgres-standby")?;
+        let home = dir.subdir("pg", 0o700)?;
+        owner.chown(&home)?;
+        let data = home.join("data");
+        let socket_dir = home.join("sock");
+        std::fs::create_dir(&socket_dir)
+            .map_err(|e| LabError::io("create the socket directory", e))?;
+        owner.chown(&socket_dir)?;
+        let mut cmd = Command::new(super::tools::PG_BASEBACKUP.path()?);
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary.port.to_string(),
+            "-U",
+            SUPERUSER,
+            "-D",
+        ])
+        .arg(&data)
+        .args(["-R", "-X", "stream", "-c", "fast"])
+        .env("PGPASSWORD", primary.password.expose_secret())
+        .current_dir(&home);
+        owner.apply(&mut cmd);
+        run("copy the primary for a standby (pg_basebackup)", &mut cmd)?;
+        let (mut daemon, port) = serve(&dir, &owner, &home, &data, &socket_dir, &primary.tls, &[])?;
+        // The primary waits for its standby from here on.
+        wait::until(
+            "the standby streaming",
+            &mut daemon,
+            Duration::from_secs(30),
+            || {
+                let n = primary
+                    .run_sql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+                    .ok()?;
+                (n.trim() == "1").then_some(())
+            },
+        )?;
+        let standby = Self {
+            daemon,
+            port,
+            password: primary.password.clone(),
+            tls: primary.tls.clone(),
+            socket_dir,
+            version: primary.version.clone(),
+            _dir: dir,
+        };
+        Ok((primary, standby))
+    }
+
+    /// Makes a standby the primary (`pg_promote`), once it has.
+    pub fn promote(&self) -> Result<(), LabError> {
+        let done = self.run_sql("SELECT pg_promote(true, 30)")?;
+        if done.trim() != "t" {
+            return Err(LabError::Unsupported(format!(
+                "the standby was not promoted: {done}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A server with `settings` (`name=value`) on top of the lab's.
+    fn start_with(settings: &[&str]) -> Result<Self, LabError> {
         let initdb = INITDB.path()?;
         let postgres = POSTGRES.path()?;
         PG_ISREADY.path()?;
@@ -85,65 +156,16 @@ impl Postgres {
         // TLS offered (not required), with a certificate from a lab CA.
         let tls = super::tls::server_certificate(&dir, "pg")?;
         owner.chown(&tls.key)?;
-
-        let mut last = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = ports::free_port()?;
-            let mut cmd = Command::new(&postgres);
-            cmd.arg("-D")
-                .arg(&data)
-                .args([
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-k",
-                ])
-                .arg(&socket_dir)
-                // Durability is not under test here; speed is.
-                .args([
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "ssl=on",
-                ])
-                .arg("-c")
-                .arg(format!("ssl_cert_file={}", tls.cert.display()))
-                .arg("-c")
-                .arg(format!("ssl_key_file={}", tls.key.display()))
-                .current_dir(&home);
-            owner.apply(&mut cmd);
-            // SIGINT is PostgreSQL's "fast" shutdown: roll back and disconnect clients.
-            let mut daemon =
-                Daemon::spawn("postgres", cmd, &dir.join("postgres.log"), Signal::INT)?;
-            let ready = wait::until("postgres", &mut daemon, Duration::from_secs(30), || {
-                Command::new(PG_ISREADY.path().ok()?)
-                    .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-t", "1"])
-                    .status()
-                    .ok()
-                    .filter(|s| s.success())
-            });
-            match ready {
-                Ok(_) => {
-                    return Ok(Self {
-                        daemon,
-                        port,
-                        password,
-                        tls,
-                        socket_dir,
-                        version,
-                        _dir: dir,
-                    })
-                }
-                Err(e) if ports::lost_port_race(&e.to_string()) => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or(LabError::Spawner))
+        let (daemon, port) = serve(&dir, &owner, &home, &data, &socket_dir, &tls, settings)?;
+        Ok(Self {
+            daemon,
+            port,
+            password,
+            tls,
+            socket_dir,
+            version,
+            _dir: dir,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -216,4 +238,73 @@ impl Postgres {
     pub fn stop(&mut self) {
         self.daemon.stop(Duration::from_secs(10));
     }
+}
+
+/// Runs `postgres` on `data` on a free loopback port; `settings` on top
+/// of the lab's (speed over durability, TLS offered).
+fn serve(
+    dir: &LabDir,
+    owner: &accounts::Unprivileged,
+    home: &std::path::Path,
+    data: &std::path::Path,
+    socket_dir: &std::path::Path,
+    tls: &super::tls::LabTls,
+    settings: &[&str],
+) -> Result<(Daemon, u16), LabError> {
+    let postgres = POSTGRES.path()?;
+    let mut last = None;
+    for _ in 0..PORT_ATTEMPTS {
+        let port = ports::free_port()?;
+        let mut cmd = Command::new(&postgres);
+        cmd.arg("-D")
+            .arg(data)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-k",
+            ])
+            .arg(socket_dir)
+            // Durability is not under test here; speed is.
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "ssl=on",
+            ])
+            .arg("-c")
+            .arg(format!("ssl_cert_file={}", tls.cert.display()))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", tls.key.display()));
+        // Commits wait for nothing unless asked (a replicated primary).
+        if !settings
+            .iter()
+            .any(|s| s.starts_with("synchronous_commit="))
+        {
+            cmd.args(["-c", "synchronous_commit=off"]);
+        }
+        for s in settings {
+            cmd.args(["-c", s]);
+        }
+        cmd.current_dir(home);
+        owner.apply(&mut cmd);
+        // SIGINT is PostgreSQL's "fast" shutdown: roll back and disconnect clients.
+        let mut daemon = Daemon::spawn("postgres", cmd, &dir.join("postgres.log"), Signal::INT)?;
+        let ready = wait::until("postgres", &mut daemon, Duration::from_secs(30), || {
+            Command::new(PG_ISREADY.path().ok()?)
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-t", "1"])
+                .status()
+                .ok()
+                .filter(|s| s.success())
+        });
+        match ready {
+            Ok(_) => return Ok((daemon, port)),
+            Err(e) if ports::lost_port_race(&e.to_string()) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or(LabError::Spawner))
 }

@@ -8,7 +8,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType}
 use super::{LabDir, LabError};
 
 /// A server certificate and key (PEM files) under a private lab CA.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LabTls {
     pub ca: PathBuf,
     pub cert: PathBuf,

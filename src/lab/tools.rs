@@ -63,6 +63,7 @@ tool!(
 );
 tool!(PSQL, "psql", "postgresql-client");
 tool!(PG_ISREADY, "pg_isready", "postgresql-client");
+tool!(PG_BASEBACKUP, "pg_basebackup", "postgresql-client");
 tool!(MARIADB_INSTALL_DB, "mariadb-install-db", "mariadb-server");
 tool!(MARIADBD, "mariadbd", "mariadb-server", "/usr/sbin/mariadbd");
 tool!(MARIADB, "mariadb", "mariadb-client");

@@ -408,3 +408,180 @@ fn a_single_servers_sqlite_store_moves_into_postgres_whole() {
     assert!(refused.to_string().contains("certificate"), "{refused}");
     println!("refused as it should be: {refused}");
 }
+
+#[test]
+fn agents_and_clients_fail_over_to_a_server_that_answers() {
+    let mut c = cluster();
+    add_connection(&c.a, &c.pg);
+    // A is gone; the node lists A first.
+    c.a.stop();
+    let opts = zeroth::agent::EnrolOptions {
+        server: format!("{},{}", c.a.url(), c.b.url()),
+        ca_bundle: c.b.bundle(),
+        group: "edge".into(),
+        tcti: c.node.tpm.tcti(),
+        state_dir: c.node.agent.path().to_owned(),
+        event_log: None,
+    };
+    assert!(matches!(
+        zeroth::agent::enrol(&opts).unwrap(),
+        zeroth::agent::Outcome::Approved { .. }
+    ));
+    zeroth::agent::renew(&opts).unwrap();
+    // The stock command line too: `zeroth db creds` with both servers in
+    // agent.toml (as a list) gets its user from B.
+    let config = c.node.agent.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = [\"{}\", \"{}\"]\nca_bundle = \"{}\"\ngroup = \"edge\"\ntcti = \"{}\"\nstate_dir = \"{}\"\n",
+            c.a.url(),
+            c.b.url(),
+            c.b.bundle().display(),
+            c.node.tpm.tcti(),
+            c.node.agent.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["db", "creds", "--config"])
+        .arg(&config)
+        .arg("app-ro")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // postgresql://USER:PASSWORD@HOST:PORT/DB
+    let user = said
+        .trim()
+        .strip_prefix("postgresql://")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap();
+    assert!(role_exists(&c.pg, user), "{user}");
+}
+
+#[test]
+fn the_store_fails_over_to_its_standby_keeping_every_acknowledged_lease() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    let tpm = Swtpm::start().unwrap();
+    let hsm = SoftHsm::start().unwrap();
+    let (mut primary, standby) = Postgres::start_replicated().unwrap();
+    let target = Postgres::start().unwrap();
+    let dir = LabDir::new("failover").unwrap();
+    let db = primary.zeroth_store(&dir, "zeroth").unwrap();
+    // Both database hosts; the servers use whichever takes writes.
+    let store = format!(
+        "[store]\nurl = \"postgres://zeroth@127.0.0.1:{},127.0.0.1:{}/zeroth?target_session_attrs=read-write\"\npassword_file = \"{}\"\n",
+        primary.port(),
+        standby.port(),
+        db.password_file.display()
+    );
+    let roots = dir.subdir("roots", 0o755).unwrap();
+    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
+    let groups = format!(
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n{ROLES}",
+        roots.display(),
+        tpm.ca_intermediate_pem().display()
+    );
+    let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
+    let a = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
+    let b = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
+    let node = Node {
+        tpm,
+        agent: LabDir::new("agent").unwrap(),
+    };
+    node.enrol_across(&a, &b);
+    add_connection(&a, &target);
+    let clients = [(node.mtls(&a), a.url()), (node.mtls(&b), b.url())];
+    // Workloads keep asking both servers for users while the database
+    // fails over; every answer is noted with its time.
+    let acknowledged: Mutex<Vec<(Instant, CredsResponse)>> = Mutex::new(Vec::new());
+    let failed: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    let promoted_at = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                for (http, url) in &clients {
+                    let r: Result<CredsResponse, AgentError> = post_json(
+                        http,
+                        &format!("{url}/v1/db/creds/app-ro"),
+                        &CredsRequest { ttl_seconds: None },
+                    );
+                    match r {
+                        Ok(c) => acknowledged.lock().unwrap().push((Instant::now(), c)),
+                        Err(_) => failed.lock().unwrap().push(Instant::now()),
+                    }
+                }
+            }
+        });
+        within(
+            Duration::from_secs(20),
+            "issuance before the failover",
+            || acknowledged.lock().unwrap().len() >= 4,
+        );
+        primary.stop();
+        standby.promote().unwrap();
+        let promoted_at = Instant::now();
+        within(
+            Duration::from_secs(30),
+            "issuance after the failover",
+            || {
+                acknowledged
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(t, _)| *t > promoted_at)
+                    .count()
+                    >= 4
+            },
+        );
+        stop.store(true, Ordering::Relaxed);
+        promoted_at
+    });
+    let acknowledged = acknowledged.into_inner().unwrap();
+    let failed = failed.into_inner().unwrap();
+    // What a workload saw: the longest time without a user issued.
+    let mut times: Vec<Instant> = acknowledged.iter().map(|(t, _)| *t).collect();
+    times.sort();
+    let outage = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    println!(
+        "{} users issued, {} requests failed; the longest time without issuance was {outage:?} (the primary stopped, the standby promoted {:?} before the end)",
+        acknowledged.len(),
+        failed.len(),
+        promoted_at.elapsed()
+    );
+    // Every lease acknowledged is in the store on the new primary.
+    let (ok, listed) = zeroth(&b, &["lease", "list", "--json"], "");
+    assert!(ok, "{listed}");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["external_name"].as_str().unwrap())
+        .collect();
+    for (_, c) in &acknowledged {
+        assert!(
+            names.contains(&c.username.as_str()),
+            "lease {} of {} was acknowledged and lost",
+            c.lease_id,
+            c.username
+        );
+    }
+    // No user on the target database without a lease.
+    let users = target
+        .run_sql("SELECT rolname FROM pg_roles WHERE rolcanlogin AND rolname <> 'postgres'")
+        .unwrap();
+    for user in users.lines().filter(|u| !u.is_empty()) {
+        assert!(names.contains(&user), "user {user} has no lease");
+    }
+}
