@@ -62,6 +62,15 @@ enum BenchCommand {
         #[arg(long)]
         raw: Option<usize>,
     },
+    /// Several servers on one PostgreSQL store: users per second from one
+    /// server on SQLite, one and two on PostgreSQL; leader takeover time;
+    /// what workloads see when the store fails over to its standby.
+    Cluster {
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 50)]
+        per_client: usize,
+    },
     /// The agent's database proxies against direct connections with a
     /// static password: pgbench -S and sysbench oltp_read_only throughput,
     /// connection set-up p50/p99, agent CPU per transaction and memory per
@@ -125,6 +134,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             per_client,
             raw,
         } => super::bench_db::run(*clients, *per_client, *raw),
+        BenchCommand::Cluster {
+            clients,
+            per_client,
+        } => super::bench_cluster::run(*clients, *per_client),
         BenchCommand::Ssh {
             clients,
             per_client,

@@ -4,6 +4,7 @@ mod agent;
 mod asker;
 mod audit;
 mod bench;
+mod bench_cluster;
 mod bench_db;
 mod bench_load;
 mod bench_proxy;
