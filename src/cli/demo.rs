@@ -352,7 +352,8 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres, maria: &MariaDb) ->
         kinds.join(", "),
         report.checkpoints
     );
-    Ok(())
+    drop(store);
+    super::demo_cluster::show_cluster(&server, hsm, &group)
 }
 
 fn serial_of(pem: &str) -> Result<String> {

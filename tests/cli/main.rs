@@ -83,6 +83,10 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         "demo-billing.service (spiffe://lab.zeroth/app/billing) accepted spiffe://lab.zeroth/app/shop",
         "demo-shop.service (spiffe://lab.zeroth/app/shop) accepted spiffe://lab.zeroth/app/billing",
         "spiffe://lab.zeroth/app/shop served to uid 65534 pid ",
+        "rows; audit chain intact in PostgreSQL: ",
+        ": one trust bundle, one ledger (",
+        " runs the cluster's jobs (revoker, reconciler, audit checkpoints)",
+        " took the cluster's jobs over ",
         "lab stopped: every daemon reaped",
     ] {
         assert!(
