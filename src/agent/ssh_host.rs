@@ -93,7 +93,8 @@ fn needs_certificate(cert_path: &Path, public: &str) -> bool {
     now >= half
 }
 
-fn get(http: &reqwest::blocking::Client, url: &str) -> Result<Vec<u8>, AgentError> {
+/// GETs `url`: the body of a 200 answer.
+pub fn get(http: &reqwest::blocking::Client, url: &str) -> Result<Vec<u8>, AgentError> {
     let resp = http.get(url).send().map_err(|e| AgentError::Unreachable {
         url: url.to_owned(),
         reason: e.to_string(),

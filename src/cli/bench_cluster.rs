@@ -149,24 +149,15 @@ pub fn run(clients: usize, per_client: usize) -> Result<()> {
     }
 
     // The leader dies: how long until the other server runs the jobs.
-    let leads = |s: &ZerothServer| s.log().contains("this server now runs the cluster's jobs");
-    let (dead, heir) = if leads(&a) {
+    let (dead, heir) = if a.runs_cluster_jobs() {
         (&mut a, &b)
     } else {
         (&mut b, &a)
     };
-    let killed = Instant::now();
-    dead.kill();
-    while !leads(heir) {
-        anyhow::ensure!(
-            killed.elapsed() < Duration::from_secs(30),
-            "no server took the jobs over"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let took = dead.kill_and_wait_for(heir, Duration::from_secs(30))?;
     println!(
         "leader SIGKILLed: the other server runs the cluster's jobs {:.1} s later",
-        killed.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
 
     // The store's primary stops and its standby is promoted while a

@@ -11,12 +11,6 @@ use zeroth_hsm::{KeyName, KeyStore, Pkcs11KeyStore};
 use crate::lab::{LabDir, Postgres, SoftHsm, ZerothServer};
 use crate::store::{Location, Store};
 
-fn leads(server: &ZerothServer) -> bool {
-    server
-        .log()
-        .contains("this server now runs the cluster's jobs")
-}
-
 /// `single` has stopped; `groups` is its configuration's groups and roles.
 pub fn show_cluster(single: &ZerothServer, hsm: &SoftHsm, groups: &str) -> Result<()> {
     let dir = LabDir::new("demo-cluster")?;
@@ -73,14 +67,14 @@ pub fn show_cluster(single: &ZerothServer, hsm: &SoftHsm, groups: &str) -> Resul
         b.url()
     );
     let started = Instant::now();
-    while !(leads(&a) || leads(&b)) {
+    while !(a.runs_cluster_jobs() || b.runs_cluster_jobs()) {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(10),
             "no server runs the cluster's jobs"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (dead, heir) = if leads(&a) {
+    let (dead, heir) = if a.runs_cluster_jobs() {
         (&mut a, &b)
     } else {
         (&mut b, &a)
@@ -90,19 +84,11 @@ pub fn show_cluster(single: &ZerothServer, hsm: &SoftHsm, groups: &str) -> Resul
         dead.url()
     );
     println!("$ kill -9 <that server>");
-    let killed = Instant::now();
-    dead.kill();
-    while !leads(heir) {
-        anyhow::ensure!(
-            killed.elapsed() < Duration::from_secs(30),
-            "no server took the jobs over"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let took = dead.kill_and_wait_for(heir, Duration::from_secs(30))?;
     println!(
         "           {} took the cluster's jobs over {:.1} s later",
         heir.url(),
-        killed.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
     Ok(())
 }

@@ -165,25 +165,7 @@ fn host_krl(c: &crate::config::AgentConfig) -> Result<Vec<u8>> {
 fn fetch(c: &crate::config::AgentConfig, path: &str) -> Result<Vec<u8>> {
     let http = crate::agent::enrol::client(&c.ca_bundle)?;
     crate::agent::servers::first_answer(&c.server, |base| {
-        let url = format!("{base}{path}");
-        let resp =
-            http.get(&url)
-                .send()
-                .map_err(|e| crate::agent::enrol::AgentError::Unreachable {
-                    url: url.clone(),
-                    reason: e.to_string(),
-                })?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .map_err(|e| crate::agent::enrol::AgentError::BadAnswer(e.to_string()))?;
-        if status != 200 {
-            return Err(crate::agent::enrol::AgentError::Refused {
-                status,
-                reason: format!("{url}: {}", String::from_utf8_lossy(&body)),
-            });
-        }
-        Ok(body.to_vec())
+        crate::agent::ssh_host::get(&http, &format!("{base}{path}"))
     })
     .map_err(anyhow::Error::from)
 }

@@ -211,6 +211,66 @@ impl ZerothServer {
         self.daemon.kill();
     }
 
+    /// Whether this server has said it runs the cluster's jobs (it leads
+    /// the servers sharing its store).
+    pub fn runs_cluster_jobs(&self) -> bool {
+        self.log()
+            .contains("this server now runs the cluster's jobs")
+    }
+
+    /// SIGKILLs this server and waits (up to `within`) until `heir` says it
+    /// runs the cluster's jobs; how long that took.
+    pub fn kill_and_wait_for(
+        &mut self,
+        heir: &ZerothServer,
+        within: Duration,
+    ) -> Result<Duration, LabError> {
+        let killed = std::time::Instant::now();
+        self.kill();
+        while !heir.runs_cluster_jobs() {
+            if killed.elapsed() > within {
+                return Err(LabError::NotReady {
+                    what: "another server taking the cluster's jobs over".into(),
+                    after: within,
+                    log: heir.log(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(killed.elapsed())
+    }
+
+    /// Runs `zeroth ARGS --socket <admin socket>` with `stdin` fed in:
+    /// whether it succeeded, and what it printed (stdout, then stderr).
+    pub fn cli(&self, args: &[&str], stdin: &str) -> Result<(bool, String), LabError> {
+        use std::io::Write;
+        let mut child = Command::new(&self.launch.exe)
+            .args(args)
+            .arg("--socket")
+            .arg(self.admin_socket())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| LabError::io("run zeroth", e))?;
+        if let Some(mut input) = child.stdin.take() {
+            input
+                .write_all(stdin.as_bytes())
+                .map_err(|e| LabError::io("feed zeroth", e))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| LabError::io("run zeroth", e))?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.daemon.log_path()).unwrap_or_default()
     }

@@ -2,9 +2,8 @@
 //! server processes, the lab's PostgreSQL (as the store and as a target of
 //! dynamic users), its SoftHSM token, a node enrolled through swtpm.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
@@ -40,6 +39,18 @@ struct Node {
     agent: LabDir,
 }
 
+/// The group trusting `tpm`'s manufacturer CA (copied under `dir`), and
+/// the role.
+fn groups(tpm: &Swtpm, dir: &LabDir) -> String {
+    let roots = dir.subdir("roots", 0o755).unwrap();
+    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
+    format!(
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n{ROLES}",
+        roots.display(),
+        tpm.ca_intermediate_pem().display()
+    )
+}
+
 /// Two servers on one store (the lab PostgreSQL's database `zeroth`) and
 /// one SoftHSM token; A starts first.
 fn cluster() -> Cluster {
@@ -48,13 +59,7 @@ fn cluster() -> Cluster {
     let pg = Postgres::start().unwrap();
     let dir = LabDir::new("cluster").unwrap();
     let store = pg.zeroth_store(&dir, "zeroth").unwrap().toml();
-    let roots = dir.subdir("roots", 0o755).unwrap();
-    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
-    let groups = format!(
-        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n{ROLES}",
-        roots.display(),
-        tpm.ca_intermediate_pem().display()
-    );
+    let groups = groups(&tpm, &dir);
     let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
     let a = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
     let b = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
@@ -73,30 +78,7 @@ fn cluster() -> Cluster {
 
 /// `zeroth <args>` against `server`'s admin socket, `stdin` fed in.
 fn zeroth(server: &ZerothServer, args: &[&str], stdin: &str) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .args(args)
-        .arg("--socket")
-        .arg(server.admin_socket())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    server.cli(args, stdin).unwrap()
 }
 
 impl Node {
@@ -192,12 +174,6 @@ fn within(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) -> Durat
     start.elapsed()
 }
 
-fn leads(server: &ZerothServer) -> bool {
-    server
-        .log()
-        .contains("this server now runs the cluster's jobs")
-}
-
 #[test]
 fn two_servers_on_one_store_serve_as_one() {
     let c = cluster();
@@ -281,20 +257,28 @@ fn two_servers_on_one_store_serve_as_one() {
         "missing from the shared audit log: {kinds:?}"
     );
     // Exactly one server runs the cluster's jobs.
-    assert!(leads(&c.a) != leads(&c.b), "one leader, not two or none");
+    assert!(
+        c.a.runs_cluster_jobs() != c.b.runs_cluster_jobs(),
+        "one leader, not two or none"
+    );
 }
 
 #[test]
 fn when_the_leader_dies_another_takes_over_and_revokes_what_falls_due() {
     let mut c = cluster();
-    assert!(leads(&c.a), "the first server leads: {}", c.a.log());
-    assert!(!leads(&c.b), "the second waits: {}", c.b.log());
+    assert!(
+        c.a.runs_cluster_jobs(),
+        "the first server leads: {}",
+        c.a.log()
+    );
+    assert!(!c.b.runs_cluster_jobs(), "the second waits: {}", c.b.log());
     c.node.enrol_across(&c.a, &c.a);
     add_connection(&c.a, &c.pg);
     let lease = c.node.creds(&c.a, Some(10)).unwrap();
     assert!(role_exists(&c.pg, &lease.username));
-    c.a.kill();
-    let took = within(Duration::from_secs(10), "the takeover", || leads(&c.b));
+    let took =
+        c.a.kill_and_wait_for(&c.b, Duration::from_secs(10))
+            .unwrap();
     println!("leadership moved to B {took:?} after A was killed");
     // The lease A issued is revoked by B once it falls due: the user is
     // dropped and the revocation audited once.
@@ -319,13 +303,7 @@ fn a_single_servers_sqlite_store_moves_into_postgres_whole() {
     let hsm = SoftHsm::start().unwrap();
     let pg = Postgres::start().unwrap();
     let dir = LabDir::new("migrate").unwrap();
-    let roots = dir.subdir("roots", 0o755).unwrap();
-    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
-    let groups = format!(
-        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n{ROLES}",
-        roots.display(),
-        tpm.ca_intermediate_pem().display()
-    );
+    let groups = groups(&tpm, &dir);
     let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
     // A single server on SQLite, with a node, a lease and audit events.
     let mut single = ZerothServer::start(exe, &hsm, &groups).unwrap();
@@ -401,7 +379,7 @@ fn a_single_servers_sqlite_store_moves_into_postgres_whole() {
     let wrong = format!(
         "{}ca_file = \"{}\"\n",
         target.toml(),
-        roots.join("root.pem").display()
+        dir.join("roots/root.pem").display()
     );
     let refused = ZerothServer::start_configured(exe, &hsm, &wrong, &groups, &[])
         .expect_err("a store whose certificate the CA did not sign is refused");
@@ -481,13 +459,7 @@ fn the_store_fails_over_to_its_standby_keeping_every_acknowledged_lease() {
         standby.port(),
         db.password_file.display()
     );
-    let roots = dir.subdir("roots", 0o755).unwrap();
-    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
-    let groups = format!(
-        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n{ROLES}",
-        roots.display(),
-        tpm.ca_intermediate_pem().display()
-    );
+    let groups = groups(&tpm, &dir);
     let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
     let a = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
     let b = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();

@@ -10,6 +10,14 @@ use super::StoreError;
 
 pub const LATEST: i64 = 17;
 
+/// Migrations both engines run as written.
+const LEADER: &str = "CREATE TABLE leader (
+    id       BIGINT PRIMARY KEY CHECK (id = 1),
+    holder   TEXT NOT NULL,
+    epoch    BIGINT NOT NULL,
+    expires  BIGINT NOT NULL
+ );";
+
 pub fn current(conn: &Conn) -> Result<i64, StoreError> {
     conn.query_row("SELECT version FROM schema_version", (), |r| r.get(0))
         .map_err(StoreError::sql("reading the schema version"))

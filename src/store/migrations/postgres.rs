@@ -173,13 +173,5 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
      );
      CREATE INDEX workload_svids_by_expiry ON workload_svids (not_after);",
     ),
-    (
-        17,
-        "CREATE TABLE leader (
-            id       BIGINT PRIMARY KEY CHECK (id = 1),
-            holder   TEXT NOT NULL,
-            epoch    BIGINT NOT NULL,
-            expires  BIGINT NOT NULL
-         );",
-    ),
+    (17, super::LEADER),
 ];

@@ -69,37 +69,7 @@ macro_rules! integers {
         }
     )*};
 }
-integers!(i64, i32, i16, u8, u16, u32);
-
-impl ToVal for u64 {
-    fn to_val(&self) -> ValRef<'_> {
-        ValRef::Int(*self as i64)
-    }
-}
-
-impl FromVal for u64 {
-    fn from_val(v: Val) -> Result<Self, String> {
-        match v {
-            Val::Int(i) => u64::try_from(i).map_err(|_| format!("{i} is negative")),
-            other => wrong(&other, "an integer"),
-        }
-    }
-}
-
-impl ToVal for usize {
-    fn to_val(&self) -> ValRef<'_> {
-        ValRef::Int(*self as i64)
-    }
-}
-
-impl FromVal for usize {
-    fn from_val(v: Val) -> Result<Self, String> {
-        match v {
-            Val::Int(i) => usize::try_from(i).map_err(|_| format!("{i} is negative")),
-            other => wrong(&other, "an integer"),
-        }
-    }
-}
+integers!(i64, i32, i16, u8, u16, u32, u64, usize);
 
 impl ToVal for bool {
     fn to_val(&self) -> ValRef<'_> {
