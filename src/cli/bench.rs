@@ -49,6 +49,12 @@ enum BenchCommand {
         /// Runs, to see whether memory grows run over run.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Where the servers keep their state: "sqlite" or "postgres".
+        #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+        store: String,
+        /// Servers on the (PostgreSQL) store; nodes are spread over them.
+        #[arg(long, default_value_t = 1)]
+        servers: usize,
     },
     /// Dynamic database users per second through zeroth at N concurrent
     /// HTTPS clients, against CREATE ROLE/USER + grant on one raw connection.
@@ -128,7 +134,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             nodes,
             per_node,
             runs,
-        } => super::bench_server::run(*nodes, *per_node, *runs),
+            store,
+            servers,
+        } => super::bench_server::run(*nodes, *per_node, *runs, store == "postgres", *servers),
         BenchCommand::Db {
             clients,
             per_client,

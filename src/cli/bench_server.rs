@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::agent::enrol::{client, post_json, Enrolment};
-use crate::lab::{LabDir, SoftHsm, Swtpm, ZerothServer};
+use crate::lab::{LabDir, Postgres, SoftHsm, Swtpm, ZerothServer};
 use crate::wire::enrol::{BeginResponse, FinishRequest, FinishResponse};
 use crate::wire::enrol::{RenewChallenge, RenewRequest, RenewResponse};
 
@@ -164,8 +164,19 @@ fn phase(
     Ok(Phase::merge(parts))
 }
 
-pub fn run(nodes: usize, per_node: usize, runs: usize) -> Result<()> {
+pub fn run(
+    nodes: usize,
+    per_node: usize,
+    runs: usize,
+    postgres: bool,
+    servers: usize,
+) -> Result<()> {
     let nodes = nodes.max(1);
+    let servers = servers.max(1);
+    anyhow::ensure!(
+        postgres || servers == 1,
+        "several servers share a PostgreSQL store: add --store postgres"
+    );
     let hsm = SoftHsm::start().context("start a lab SoftHSM token")?;
     let tpms = (0..nodes)
         .map(|_| Swtpm::start())
@@ -188,8 +199,27 @@ pub fn run(nodes: usize, per_node: usize, runs: usize) -> Result<()> {
     // the enrolment meters would measure themselves, so they are lifted.
     let unmetered =
         "[enrolment_limits]\nper_address = 1e9\nper_ek_per_minute = 1e9\nopen_per_ek = 1000000\n";
-    let server = ZerothServer::start_configured(&exe, &hsm, unmetered, &group, &[])?;
-    let pid = server.pid().context("the server's pid")?;
+    // A PostgreSQL store replicates synchronously to a standby, so an
+    // acknowledged enrolment survives the loss of its primary.
+    let store_db = if postgres {
+        let (primary, standby) = Postgres::start_replicated()?;
+        let dir = LabDir::new("bench-store")?;
+        let db = primary.zeroth_store(&dir, "zeroth")?;
+        Some((primary, standby, dir, db))
+    } else {
+        None
+    };
+    let settings = match &store_db {
+        Some((_, _, _, db)) => format!("{unmetered}\n{}", db.toml()),
+        None => unmetered.to_owned(),
+    };
+    let cluster = (0..servers)
+        .map(|_| ZerothServer::start_configured(&exe, &hsm, &settings, &group, &[]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pids: Vec<u32> = cluster.iter().filter_map(ZerothServer::pid).collect();
+    let rss = || -> Result<f64> {
+        Ok(pids.iter().map(|p| rss_kib(*p)).sum::<Result<u64>>()? as f64 / 1024.0)
+    };
     let nodes: Vec<Node> = tpms
         .into_iter()
         .map(|tpm| {
@@ -199,22 +229,34 @@ pub fn run(nodes: usize, per_node: usize, runs: usize) -> Result<()> {
             })
         })
         .collect::<Result<_>>()?;
-    let (url, bundle) = (server.url().to_owned(), server.bundle());
+    // Node i talks to server i mod N.
+    let urls: Vec<String> = cluster.iter().map(|s| s.url().to_owned()).collect();
+    let url_of = |n: &Node| -> &str {
+        let i = nodes.iter().position(|m| std::ptr::eq(m, n)).unwrap_or(0);
+        &urls[i % urls.len()]
+    };
+    let bundle = cluster[0].bundle();
+    let store = if postgres {
+        "a PostgreSQL store with a synchronous standby"
+    } else {
+        "SQLite WAL + synchronous=FULL"
+    };
     println!(
-        "zeroth server (SoftHSM, SQLite WAL + synchronous=FULL, audit on), {} nodes (one swtpm each) in parallel, {per_node} requests per node per phase",
+        "{servers} zeroth server(s) (SoftHSM, {store}, audit on), {} nodes (one swtpm each) in parallel, {per_node} requests per node per phase",
         nodes.len()
     );
-    println!("server RSS idle: {:.1} MiB", rss_kib(pid)? as f64 / 1024.0);
+    println!("server RSS idle: {:.1} MiB", rss()?);
     for run in 1..=runs.max(1) {
-        let enrolments = phase(&nodes, |n, b| enrol_node(n, &url, &bundle, per_node, b))?;
-        let renewals = phase(&nodes, |n, b| renew_node(n, &url, &bundle, per_node, b))?;
+        let enrolments = phase(&nodes, |n, b| {
+            enrol_node(n, url_of(n), &bundle, per_node, b)
+        })?;
+        let renewals = phase(&nodes, |n, b| {
+            renew_node(n, url_of(n), &bundle, per_node, b)
+        })?;
         println!("run {run}:");
         enrolments.print("  enrolments");
         renewals.print("  renewals");
-        println!(
-            "  server RSS after run {run}: {:.1} MiB",
-            rss_kib(pid)? as f64 / 1024.0
-        );
+        println!("  server RSS after run {run}: {:.1} MiB", rss()?);
     }
     Ok(())
 }
