@@ -36,7 +36,7 @@ enum AuditCommand {
 
 pub fn run(args: &AuditArgs) -> Result<()> {
     let config = ServerConfig::load(&args.config)?;
-    let store = Store::open_at(&config.store_location().map_err(anyhow::Error::msg)?)?;
+    let store = Store::open_at(&config.store_location()?)?;
     match &args.command {
         AuditCommand::Verify => {
             let keys = Pkcs11KeyStore::open(&config.hsm.pkcs11()).context("open the HSM")?;

@@ -28,8 +28,7 @@ pub fn show_cluster(single: &ZerothServer, hsm: &SoftHsm, groups: &str) -> Resul
         password_credential: None,
         ca_file: None,
     }
-    .target()
-    .map_err(anyhow::Error::msg)?;
+    .target()?;
     let moved = {
         let source = Store::open(&single.database())?;
         let store = Store::open_at(&Location::Postgres(target))?;

@@ -74,10 +74,8 @@ pub fn run(args: &StoreArgs) -> Result<()> {
                 source_path.display()
             );
             let source = Store::open(&source_path)?;
-            let target = Store::open_at(&Location::Postgres(
-                target_config.target().map_err(anyhow::Error::msg)?,
-            ))
-            .context("open the PostgreSQL store")?;
+            let target = Store::open_at(&Location::Postgres(target_config.target()?))
+                .context("open the PostgreSQL store")?;
             let moved = crate::store::copy::copy_all(&source, &target)?;
             let rows: i64 = moved.iter().map(|(_, n)| n).sum();
             for (table, n) in &moved {

@@ -12,7 +12,7 @@ pub use agent::{certificate_path, AgentConfig, AgentSshConfig, WorkloadApiConfig
 pub use proxy::{ProxyConfig, ProxyEngine};
 pub use server::{
     DbRoleConfig, EnrolmentLimits, GroupConfig, HsmConfig, ServerConfig, SshCertKind,
-    SshRoleConfig, StoreConfig,
+    SshRoleConfig, StoreConfig, StoreSecretError,
 };
 
 /// Why a configuration file was refused.

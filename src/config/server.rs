@@ -62,6 +62,19 @@ pub struct ServerConfig {
     pub store: Option<StoreConfig>,
 }
 
+/// Why the store's password or CA could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreSecretError {
+    #[error("the store's password: {0}")]
+    Password(String),
+    #[error("the store's CA file {path}: {source}")]
+    Ca {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// `[store]`: where several servers keep their shared state.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,7 +124,7 @@ impl StoreConfig {
     }
 
     /// The database to connect to, with its password and CA read.
-    pub fn target(&self) -> Result<crate::store::sql::PgTarget, String> {
+    pub fn target(&self) -> Result<crate::store::sql::PgTarget, StoreSecretError> {
         let source = match (&self.password_file, &self.password_credential) {
             (Some(f), _) => Some(zeroth_hsm::PinSource::File(f.clone())),
             (None, Some(c)) => Some(zeroth_hsm::PinSource::SystemdCredential(c.clone())),
@@ -120,10 +133,7 @@ impl StoreConfig {
         let password = source
             .map(|s| {
                 s.read().map_err(|e| {
-                    format!(
-                        "the store's password: {}",
-                        e.to_string().replace("PIN", "password")
-                    )
+                    StoreSecretError::Password(e.to_string().replace("PIN", "password"))
                 })
             })
             .transpose()?;
@@ -131,7 +141,10 @@ impl StoreConfig {
             .ca_file
             .as_ref()
             .map(|f| {
-                std::fs::read(f).map_err(|e| format!("the store's CA file {}: {e}", f.display()))
+                std::fs::read(f).map_err(|source| StoreSecretError::Ca {
+                    path: f.clone(),
+                    source,
+                })
             })
             .transpose()?;
         Ok(crate::store::sql::PgTarget {
@@ -586,7 +599,7 @@ impl ServerConfig {
 
     /// Where the store is: `[store]`'s PostgreSQL database, or SQLite in
     /// the state directory.
-    pub fn store_location(&self) -> Result<crate::store::Location, String> {
+    pub fn store_location(&self) -> Result<crate::store::Location, StoreSecretError> {
         match &self.store {
             Some(s) => s.target().map(crate::store::Location::Postgres),
             None => Ok(crate::store::Location::File(

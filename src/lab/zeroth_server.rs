@@ -185,7 +185,7 @@ impl ZerothServer {
         };
         let config =
             crate::config::ServerConfig::load(&self.config).map_err(|e| failed(e.to_string()))?;
-        let at = config.store_location().map_err(failed)?;
+        let at = config.store_location().map_err(|e| failed(e.to_string()))?;
         let store = crate::store::Store::open_at(&at).map_err(|e| failed(e.to_string()))?;
         let events = crate::audit::tail(&store.lock(), 100).map_err(|e| failed(e.to_string()))?;
         Ok(events

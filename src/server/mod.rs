@@ -44,7 +44,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
     }
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("create {}", config.state_dir.display()))?;
-    let location = config.store_location().map_err(anyhow::Error::msg)?;
+    let location = config.store_location()?;
     let store = Arc::new(Store::open_at(&location)?);
     let existing = nodes::ca_certificate(&store.lock(), "x509")?;
     let ca =

@@ -154,6 +154,22 @@ fn role_exists(pg: &Postgres, user: &str) -> bool {
     out.trim() == "1"
 }
 
+/// `zeroth audit verify` with `server`'s configuration succeeds.
+fn audit_verifies(server: &ZerothServer, hsm: &SoftHsm) {
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["audit", "verify", "--config"])
+        .arg(server.config())
+        .env("SOFTHSM2_CONF", hsm.conf())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("audit chain intact"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn get(server: &ZerothServer, path: &str) -> Vec<u8> {
     let client = enrol::client(&server.bundle()).unwrap();
     let r = client
@@ -234,19 +250,7 @@ fn two_servers_on_one_store_serve_as_one() {
         other => panic!("a revoked node must be refused on every server, got {other:?}"),
     }
     // One audit chain holds what both servers did, and verifies.
-    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .args(["audit", "verify", "--config"])
-        .arg(c.b.config())
-        .env("SOFTHSM2_CONF", c.hsm.conf())
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(said.contains("audit chain intact"), "{said}");
+    audit_verifies(&c.b, &c.hsm);
     let kinds: Vec<String> = ["node.enrolled", "db.creds.issued", "node.revoked"]
         .into_iter()
         .filter(|k| c.a.audit_details(k).unwrap().is_empty())
@@ -361,17 +365,7 @@ fn a_single_servers_sqlite_store_moves_into_postgres_whole() {
     )
     .unwrap();
     assert!(renewed["expires"].as_i64().unwrap() > 0, "{renewed}");
-    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .args(["audit", "verify", "--config"])
-        .arg(moved.config())
-        .env("SOFTHSM2_CONF", hsm.conf())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    audit_verifies(&moved, &hsm);
     // The store over TLS, verified against its CA: a server starts; with
     // another CA it does not, and says why.
     let tls = format!("{}ca_file = \"{}\"\n", target.toml(), pg.tls_ca().display());
