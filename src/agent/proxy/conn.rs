@@ -1,7 +1,7 @@
 //! One end of a proxied session: the client's Unix or TCP socket, or the
 //! database's TCP connection with or without TLS. Handshakes use it as an
 //! async stream; once a session is authenticated, plain sockets are handed
-//! to the relay's threads (see `relay.rs`).
+//! to the relay thread (see `reactor.rs`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,7 +16,7 @@ pub enum Conn {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// A socket without TLS, in blocking mode, for a relay thread.
+/// A socket without TLS, non-blocking, for the relay thread.
 pub enum Plain {
     Unix(std::os::unix::net::UnixStream),
     Tcp(std::net::TcpStream),
@@ -28,10 +28,10 @@ impl Conn {
         !matches!(self, Conn::Tls(_))
     }
 
-    /// The plain socket under this end, taken off the async runtime and
-    /// made blocking. TLS ends cannot be (their state lives in memory).
+    /// The plain socket under this end, taken off the async runtime (still
+    /// non-blocking). TLS ends cannot be (their state lives in memory).
     pub fn into_plain(self) -> std::io::Result<Plain> {
-        let plain = match self {
+        Ok(match self {
             Conn::Tls(_) => {
                 return Err(std::io::Error::other(
                     "a TLS connection cannot be relayed as a plain socket",
@@ -39,29 +39,20 @@ impl Conn {
             }
             Conn::Unix(s) => Plain::Unix(s.into_std()?),
             Conn::Tcp(s) => Plain::Tcp(s.into_std()?),
-        };
-        plain.set_blocking()?;
-        Ok(plain)
+        })
     }
 }
 
 impl Plain {
-    fn set_blocking(&self) -> std::io::Result<()> {
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
         match self {
-            Plain::Unix(s) => s.set_nonblocking(false),
-            Plain::Tcp(s) => s.set_nonblocking(false),
+            Plain::Unix(s) => s.as_fd(),
+            Plain::Tcp(s) => s.as_fd(),
         }
     }
 
-    pub fn try_clone(&self) -> std::io::Result<Plain> {
-        Ok(match self {
-            Plain::Unix(s) => Plain::Unix(s.try_clone()?),
-            Plain::Tcp(s) => Plain::Tcp(s.try_clone()?),
-        })
-    }
-
-    /// Ends both directions: a thread blocked reading it wakes with the end
-    /// of the stream.
+    /// Ends both directions: the peer sees the end of its stream.
     pub fn close(&self) {
         let _ = match self {
             Plain::Unix(s) => s.shutdown(std::net::Shutdown::Both),

@@ -13,6 +13,7 @@ pub mod events;
 pub mod lease;
 pub mod mariadb;
 pub mod postgres;
+pub mod reactor;
 pub mod relay;
 mod session;
 pub mod tcp_owner;

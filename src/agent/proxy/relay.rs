@@ -3,9 +3,9 @@
 //! revocation) the client sees the end of its stream at once.
 //!
 //! Plain sockets (the usual case: a local client, a database without TLS)
-//! are relayed by two blocking threads, one per direction: a query costs a
-//! `read` and a `write` each way and no event-loop round, which halves the
-//! proxy's CPU per query next to an async copy. Sessions with TLS to the
+//! are relayed by one thread of their own for all sessions (`reactor.rs`):
+//! a query costs a `read` and a `write` each way and a share of one wait,
+//! with none of the async runtime's wake-ups. Sessions with TLS to the
 //! database are relayed on the runtime (tokio's `copy_bidirectional`).
 
 use std::pin::Pin;
@@ -13,17 +13,13 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::conn::{Conn, Plain};
+use super::conn::Conn;
+use super::reactor;
 
 /// Anything a handshake runs over: a Unix or TCP socket, with or without
 /// TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// Each relay thread's copy buffer.
-const BUFFER: usize = 16 * 1024;
-/// Each relay thread's stack: the copy loop needs little.
-const STACK: usize = 64 * 1024;
 
 /// Bytes relayed each way.
 #[derive(Debug, Default, Clone, Copy)]
@@ -73,7 +69,7 @@ impl<S: Io> AsyncWrite for Counted<'_, S> {
 /// Relays between `client` and `server` until either ends (or fails).
 pub async fn relay(client: Conn, server: Conn) -> Relayed {
     if client.is_plain() && server.is_plain() {
-        return threaded(client, server).await;
+        return on_relay_thread(client, server).await;
     }
     let (mut client, mut server) = (client, server);
     let mut c = Counted {
@@ -91,56 +87,10 @@ pub async fn relay(client: Conn, server: Conn) -> Relayed {
     }
 }
 
-/// Copies `from` into `to` until `from` ends or either fails, then closes
-/// both sockets so that the other direction's thread ends too.
-fn copy(mut from: Plain, mut to: Plain) -> u64 {
-    use std::io::{Read, Write};
-    let mut buf = vec![0u8; BUFFER];
-    let mut copied = 0u64;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-        copied += n as u64;
-    }
-    from.close();
-    to.close();
-    copied
-}
-
-/// One direction on a thread of its own; its count arrives on the receiver.
-fn spawn_copy(from: Plain, to: Plain) -> std::io::Result<tokio::sync::oneshot::Receiver<u64>> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("proxy-relay".into())
-        .stack_size(STACK)
-        .spawn(move || {
-            let _ = tx.send(copy(from, to));
-        })?;
-    Ok(rx)
-}
-
-async fn threaded(client: Conn, server: Conn) -> Relayed {
-    let started = (|| {
-        let (c, s) = (client.into_plain()?, server.into_plain()?);
-        let (c2, s2) = (c.try_clone()?, s.try_clone()?);
-        // Ends the first direction if the second cannot start.
-        let closer = c.try_clone()?;
-        let up = spawn_copy(c, s)?;
-        let down = spawn_copy(s2, c2).inspect_err(|_| closer.close())?;
-        Ok::<_, std::io::Error>((up, down))
-    })();
-    match started {
-        Ok((up, down)) => Relayed {
-            from_client: up.await.unwrap_or(0),
-            to_client: down.await.unwrap_or(0),
-        },
+async fn on_relay_thread(client: Conn, server: Conn) -> Relayed {
+    let handed = (|| reactor::relay(client.into_plain()?, server.into_plain()?))();
+    match handed {
+        Ok(done) => done.await.unwrap_or_default(),
         Err(e) => {
             tracing::warn!(error = %e, "the session could not be relayed");
             Relayed::default()
@@ -154,7 +104,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::UnixStream;
 
-    /// Plain sockets go through the relay threads: bytes pass both ways and
+    /// Plain sockets go through the relay thread: bytes pass both ways and
     /// are counted, and the database's end ends the client's stream.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn plain_sockets_are_relayed_and_the_servers_end_reaches_the_client() {
@@ -178,5 +128,91 @@ mod tests {
         let relayed = relay.await.unwrap();
         assert_eq!(relayed.from_client, 9);
         assert_eq!(relayed.to_client, 20);
+    }
+
+    /// More than the sockets can hold at once, both ways at the same time,
+    /// read slowly: the relay parks what a side cannot take, loses and
+    /// reorders nothing, and the client's end ends the database's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_transfers_both_ways_arrive_whole_and_in_order() {
+        const SIZE: usize = 8 * 1024 * 1024;
+        let (client_app, client_end) = UnixStream::pair().unwrap();
+        let (server_end, server_db) = UnixStream::pair().unwrap();
+        let relay = tokio::spawn(relay(Conn::Unix(client_end), Conn::Unix(server_end)));
+        let pattern = |seed: u8| {
+            (0..SIZE)
+                .map(|i| (i % 251) as u8 ^ seed)
+                .collect::<Vec<_>>()
+        };
+        let (up, down) = (pattern(0x5a), pattern(0xa5));
+        let (mut app_r, mut app_w) = client_app.into_split();
+        let (mut db_r, mut db_w) = server_db.into_split();
+        let send_up = {
+            let up = up.clone();
+            tokio::spawn(async move { app_w.write_all(&up).await.map(|_| app_w) })
+        };
+        let send_down = {
+            let down = down.clone();
+            tokio::spawn(async move { db_w.write_all(&down).await.map(|_| db_w) })
+        };
+        let mut got_up = vec![0u8; SIZE];
+        let mut got_down = vec![0u8; SIZE];
+        for chunk in got_up.chunks_mut(4096) {
+            db_r.read_exact(chunk).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        app_r.read_exact(&mut got_down).await.unwrap();
+        assert!(got_up == up, "the client's bytes arrived changed");
+        assert!(got_down == down, "the database's bytes arrived changed");
+        let app_w = send_up.await.unwrap().unwrap();
+        let _db_w = send_down.await.unwrap().unwrap();
+        drop(app_w);
+        drop(app_r);
+        let mut rest = Vec::new();
+        db_r.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        let relayed = relay.await.unwrap();
+        assert_eq!(relayed.from_client, SIZE as u64);
+        assert_eq!(relayed.to_client, SIZE as u64);
+    }
+
+    fn threads() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+        line["Threads:".len()..].trim().parse().unwrap()
+    }
+
+    /// Hundreds of open sessions add no thread per session: the relay's
+    /// threads are one per core, started once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_sessions_do_not_add_threads() {
+        // The relay threads start with the first session.
+        let mut open = Vec::new();
+        let start = |open: &mut Vec<(UnixStream, UnixStream)>| {
+            let (app, client_end) = UnixStream::pair().unwrap();
+            let (server_end, db) = UnixStream::pair().unwrap();
+            tokio::spawn(relay(Conn::Unix(client_end), Conn::Unix(server_end)));
+            open.push((app, db));
+        };
+        async fn ping(open: &mut [(UnixStream, UnixStream)]) {
+            for (app, db) in open.iter_mut() {
+                app.write_all(b"ping").await.unwrap();
+                let mut got = [0u8; 4];
+                db.read_exact(&mut got).await.unwrap();
+                assert_eq!(&got, b"ping");
+            }
+        }
+        start(&mut open);
+        ping(&mut open).await;
+        let before = threads();
+        for _ in 0..300 {
+            start(&mut open);
+        }
+        ping(&mut open).await;
+        let after = threads();
+        assert!(
+            after <= before + 2,
+            "{before} threads with one session, {after} with 301"
+        );
     }
 }
