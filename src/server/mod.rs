@@ -215,12 +215,12 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
                 if !leading {
                     // A start, or a takeover: sweep what is left over.
                     leading = true;
-                    let swept = revoker.revoke_due(10_000).await;
+                    let swept = revoker.revoke_due(10_000, &lead).await;
                     if swept > 0 {
                         tracing::info!(swept, "leftover leases revoked on taking the jobs over");
                     }
                 }
-                revoker.revoke_due(REVOKER_BATCH).await;
+                revoker.revoke_due(REVOKER_BATCH, &lead).await;
                 ticks += 1;
                 if ticks % RECONCILE_EVERY_TICKS == 0 {
                     if let Err(e) = revoker.reconcile().await {

@@ -63,6 +63,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         group_commit_keeps_every_job_and_drops_a_failed_one,
     ),
     ("readers", readers_see_commits_and_cannot_write),
+    ("leadership", a_deposed_leaders_jobs_change_nothing),
 ];
 
 fn run_all(open: impl Fn(usize) -> Location) {
@@ -773,4 +774,57 @@ fn readers_see_commits_and_cannot_write(f: &mut Fixture) {
         tx.commit().unwrap();
     }
     assert_eq!(read_v(&s.read().unwrap()), 9);
+}
+
+/// One leader at a time; a leader paused past its term (its own clock
+/// still says it leads) sees in its job's transaction that a successor
+/// took over, and a lease renewed after the job found it due is no longer
+/// as the job saw it. On SQLite the one server always leads.
+fn a_deposed_leaders_jobs_change_nothing(f: &mut Fixture) {
+    use super::leader::{Change, Leadership};
+    let s = f.store();
+    let shared = s.is_shared();
+    let (a, b) = (
+        Leadership::new("a".into(), shared),
+        Leadership::new("b".into(), shared),
+    );
+    let t = super::now();
+    add(s, lease("due", LeaseState::Active, t - 700));
+    let seen = leases::due(&s.lock(), t, 0, 10).unwrap().remove(0);
+    assert_eq!(seen.id, "due");
+    commit(s, |tx| assert!(leases::unchanged_since(tx, &seen).unwrap()));
+    // Renewed (say by a server that read it just before it fell due).
+    commit(s, |tx| {
+        assert!(leases::set_expires(tx, "due", t + 600).unwrap())
+    });
+    commit(
+        s,
+        |tx| assert!(!leases::unchanged_since(tx, &seen).unwrap()),
+    );
+    if !shared {
+        assert_eq!(a.renew(&mut s.lock()).unwrap(), Change::None);
+        assert!(a.is_leader() && b.is_leader());
+        commit(s, |tx| assert!(a.still_leads(tx).unwrap()));
+        return;
+    }
+    assert_eq!(a.renew(&mut s.lock()).unwrap(), Change::Gained { epoch: 1 });
+    assert_eq!(b.renew(&mut s.lock()).unwrap(), Change::None);
+    assert!(a.is_leader() && !b.is_leader());
+    commit(s, |tx| {
+        assert!(a.still_leads(tx).unwrap());
+        assert!(!b.still_leads(tx).unwrap());
+    });
+    // A's term runs out in the store while A is paused; B takes over.
+    s.lock()
+        .execute("UPDATE leader SET expires = 0 WHERE id = 1", ())
+        .unwrap();
+    assert_eq!(b.renew(&mut s.lock()).unwrap(), Change::Gained { epoch: 2 });
+    assert!(a.is_leader(), "A's own clock has not run out yet");
+    commit(s, |tx| {
+        assert!(!a.still_leads(tx).unwrap());
+        assert!(b.still_leads(tx).unwrap());
+    });
+    // A's next renewal finds it out.
+    assert_eq!(a.renew(&mut s.lock()).unwrap(), Change::Lost);
+    assert!(!a.is_leader());
 }

@@ -3,11 +3,13 @@
 //! in the store, renewed every second and taken over by another server
 //! once it has run out (a few seconds after its holder died).
 //!
-//! Every takeover raises the row's epoch. A leader acts only while the
-//! lease it last renewed is still running by its own clock, minus a margin;
-//! whatever it changes in the store names the state it expects (a lease's
-//! `revoking`, a challenge's `used = 0`), so a server that lost leadership
-//! mid-job cannot undo its successor's work.
+//! Every takeover raises the row's epoch. A leader starts a job only while
+//! the term it last renewed is still running by its own clock, minus a
+//! margin; and each change a job makes is fenced: its transaction checks
+//! that the store still names this server and epoch as the leader
+//! ([`Leadership::still_leads`]) and that the row it changes is as the job
+//! saw it, so a server that lost leadership mid-job (paused, partitioned)
+//! changes nothing.
 //!
 //! On SQLite there is one server: it always leads.
 
@@ -87,6 +89,30 @@ impl Leadership {
     pub fn epoch(&self) -> Option<i64> {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.filter(|h| Instant::now() < h.until).map(|h| h.epoch)
+    }
+
+    /// Whether this server still leads per the store, asked inside the
+    /// transaction of a job's change. Every write transaction takes the
+    /// cluster's write lock and a takeover is one, so a change made in a
+    /// transaction that saw this server's epoch was made before any
+    /// successor began: a server paused past its term (by its own clock or
+    /// not) changes nothing once another has taken over.
+    pub fn still_leads(&self, conn: &Conn) -> Result<bool, StoreError> {
+        if !self.shared {
+            return Ok(true);
+        }
+        let Some(epoch) = self.epoch() else {
+            return Ok(false);
+        };
+        let found = conn
+            .query_row(
+                "SELECT epoch FROM leader WHERE id = 1 AND holder = ?1 AND epoch = ?2",
+                params![self.me, epoch],
+                |r| r.get::<i64>(0),
+            )
+            .optional()
+            .map_err(StoreError::sql("reading the leader"))?;
+        Ok(found.is_some())
     }
 
     /// Renews this server's term or takes over an expired one; called

@@ -118,6 +118,13 @@ pub fn transition(
     Ok(n == 1)
 }
 
+/// Whether lease `seen` is still in the state and expiry it was read with
+/// (not renewed, finished or revoked since).
+pub fn unchanged_since(conn: &Conn, seen: &Lease) -> Result<bool, StoreError> {
+    Ok(get(conn, &seen.id)?
+        .is_some_and(|now| now.state == seen.state && now.expires == seen.expires))
+}
+
 /// Extends an active lease; false if it is no longer active.
 pub fn set_expires(tx: &Tx<'_>, id: &str, expires: i64) -> Result<bool, StoreError> {
     let n = tx

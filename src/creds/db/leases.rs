@@ -16,6 +16,7 @@ use super::{DbAdmin, DbError, Engine, NewUser, Target};
 use crate::audit::{self, Event};
 use crate::config::DbRoleConfig;
 use crate::store::group_commit::GroupWriter;
+use crate::store::leader::Leadership;
 use crate::store::leases::{self, DbConnectionRow, Lease, LeaseState};
 use crate::store::{now, Store, StoreError};
 
@@ -148,6 +149,24 @@ fn record(
     tx.commit()
         .map_err(StoreError::sql("committing a lease change"))?;
     Ok(true)
+}
+
+/// Whether a job's change to `seen` may go ahead in this transaction: a
+/// request (`job` None) always may; the revoker only while the store still
+/// names its server the leader and the lease's state and expiry are what it
+/// saw when it found the lease due.
+fn job_may_act(
+    tx: &crate::store::sql::Tx<'_>,
+    job: Option<&Leadership>,
+    seen: &Lease,
+) -> Result<bool, StoreError> {
+    let Some(lead) = job else {
+        return Ok(true);
+    };
+    if !lead.still_leads(tx)? {
+        return Ok(false);
+    }
+    leases::unchanged_since(tx, seen)
 }
 
 fn matches(pattern: &str, id: &str) -> bool {
@@ -501,31 +520,51 @@ impl DbBroker {
     /// as revoked. Revoking a lease someone else is revoking is harmless:
     /// whoever records it revoked writes the one audit event.
     pub async fn revoke(self: &Arc<Self>, lease: &Lease, reason: &str) -> Result<(), CredsError> {
+        self.revoke_as(lease, reason, None).await
+    }
+
+    /// Revokes `lease` for the caller: an operator or the lease's holder
+    /// (`job` None: whatever the lease's state now), or the cluster's
+    /// revoker, which acts only while it still leads and the lease is as it
+    /// saw it due (not renewed, finished or revoked since).
+    async fn revoke_as(
+        self: &Arc<Self>,
+        lease: &Lease,
+        reason: &str,
+        job: Option<Arc<Leadership>>,
+    ) -> Result<(), CredsError> {
         if lease.kind != "db" {
             // Nothing to undo on a database: the record (and the KRL built
             // from it) is the revocation.
             let detail = serde_json::json!({"serial": lease.external_name, "holder": lease.holder, "reason": reason});
             return self
-                .mark_revoked(lease, LeaseState::Active, "ssh.cert.revoked", detail)
+                .mark_revoked(lease, LeaseState::Active, "ssh.cert.revoked", detail, job)
                 .await;
         }
-        let (st, id, seen) = (self.store.clone(), lease.id.clone(), lease.state);
+        let (st, seen) = (self.store.clone(), lease.clone());
         let state = blocking(move || {
             let mut conn = st.lock();
             let tx = conn
                 .transaction()
                 .map_err(StoreError::sql("starting a transaction"))?;
+            if !job_may_act(&tx, job.as_deref(), &seen)? {
+                return Ok(None);
+            }
             // What the caller saw may be stale: move from what is there now.
-            let now_in = leases::get(&tx, &id)?.map_or(seen, |l| l.state);
+            let now_in = leases::get(&tx, &seen.id)?.map_or(seen.state, |l| l.state);
             if matches!(now_in, LeaseState::Creating | LeaseState::Active)
-                && leases::transition(&tx, &id, now_in, LeaseState::Revoking)?
+                && leases::transition(&tx, &seen.id, now_in, LeaseState::Revoking)?
             {
                 tx.commit().map_err(StoreError::sql("committing a lease"))?;
-                return Ok(LeaseState::Revoking);
+                return Ok(Some(LeaseState::Revoking));
             }
-            Ok(now_in)
+            Ok(Some(now_in))
         })
         .await?;
+        let Some(state) = state else {
+            tracing::info!(lease = %lease.id, "not revoked: this server no longer leads, or the lease changed since it fell due");
+            return Ok(());
+        };
         if state == LeaseState::Revoked {
             return Ok(());
         }
@@ -537,8 +576,14 @@ impl DbBroker {
             .unwrap_or_default();
         let existed = admin.revoke(&lease.external_name, &extra).await?;
         let detail = serde_json::json!({"user": lease.external_name, "holder": lease.holder, "reason": reason, "user_existed": existed});
-        self.mark_revoked(lease, LeaseState::Revoking, "db.creds.revoked", detail)
-            .await
+        self.mark_revoked(
+            lease,
+            LeaseState::Revoking,
+            "db.creds.revoked",
+            detail,
+            None,
+        )
+        .await
     }
 
     /// Records the lease revoked (from `from`), with its audit event, in
@@ -549,12 +594,16 @@ impl DbBroker {
         from: LeaseState,
         kind: &'static str,
         detail: serde_json::Value,
+        job: Option<Arc<Leadership>>,
     ) -> Result<(), CredsError> {
-        let (st, id) = (self.store.clone(), lease.id.clone());
+        let (st, id, seen) = (self.store.clone(), lease.id.clone(), lease.clone());
         blocking(move || {
             record(
                 &st,
-                |tx| leases::transition(tx, &id, from, LeaseState::Revoked),
+                |tx| {
+                    Ok(job_may_act(tx, job.as_deref(), &seen)?
+                        && leases::transition(tx, &id, from, LeaseState::Revoked)?)
+                },
                 Event {
                     kind,
                     subject: &format!("lease/{id}"),
@@ -570,7 +619,7 @@ impl DbBroker {
     /// holder was revoked, and unfinished work (`revoking`, and `creating`
     /// left by an earlier run or abandoned), each retried with backoff
     /// until it is done. Returns how many were revoked.
-    pub async fn revoke_due(self: &Arc<Self>, limit: usize) -> usize {
+    pub async fn revoke_due(self: &Arc<Self>, limit: usize, lead: &Arc<Leadership>) -> usize {
         let (st, earlier_run) = (self.store.clone(), self.earlier_run);
         let due = blocking(move || {
             let conn = st.read()?;
@@ -600,7 +649,7 @@ impl DbBroker {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
-            let me = self.clone();
+            let (me, lead) = (self.clone(), lead.clone());
             running.spawn(async move {
                 let _permit = permit;
                 let reason = match lease.state {
@@ -609,7 +658,7 @@ impl DbBroker {
                     _ if lease.expires <= now() => "expired",
                     _ => "holder revoked",
                 };
-                let result = me.revoke(&lease, reason).await;
+                let result = me.revoke_as(&lease, reason, Some(lead)).await;
                 if let Err(e) = &result {
                     tracing::warn!(lease = %lease.id, error = %e, "revocation failed; retrying later");
                     let (st, id) = (me.store.clone(), lease.id.clone());
