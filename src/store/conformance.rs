@@ -3,6 +3,7 @@
 //! private server). A behaviour that differs between the engines fails
 //! here, whatever the SQL looked like.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use secrecy::ExposeSecret;
@@ -747,12 +748,56 @@ fn group_commit_keeps_every_job_and_drops_a_failed_one(f: &mut Fixture) {
         })
         .await
         .unwrap();
+        // Three jobs queued while the writer is held by a fourth share one
+        // transaction; the failing one among them leaves no trace, the
+        // others are kept.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = w.write_async(move |_| {
+            let _ = held.recv();
+            Ok(())
+        });
+        let insert = |v: i64, fail: bool| {
+            w.write_async(move |tx| {
+                tx.execute("INSERT INTO t VALUES (?1)", [v])
+                    .map_err(StoreError::sql("test insert"))?;
+                if fail {
+                    tx.execute("INSERT INTO t VALUES (0)", ())
+                        .map_err(StoreError::sql("duplicate insert"))?;
+                }
+                Ok(())
+            })
+        };
+        type Queued<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + 'a>>;
+        let mut queued: Vec<Queued<'_>> = vec![
+            Box::pin(holder),
+            Box::pin(insert(-3, false)),
+            Box::pin(insert(-4, true)),
+            Box::pin(insert(-5, false)),
+        ];
+        // One poll each hands every job to the writer, in this order.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for q in queued.iter_mut() {
+            assert!(q.as_mut().poll(&mut cx).is_pending());
+        }
+        release.send(()).unwrap();
+        let mut results = Vec::new();
+        for q in queued {
+            results.push(q.await.is_ok());
+        }
+        assert_eq!(results, [true, true, false, true]);
     });
     let n: i64 = store
         .lock()
         .query_row("SELECT COUNT(*) FROM t", (), |r| r.get(0))
         .unwrap();
-    assert_eq!(n, 101);
+    assert_eq!(n, 103);
+    let gone: i64 = store
+        .lock()
+        .query_row("SELECT COUNT(*) FROM t WHERE v IN (-1, -4)", (), |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(gone, 0);
 }
 
 fn readers_see_commits_and_cannot_write(f: &mut Fixture) {
