@@ -3,6 +3,7 @@
 mod agent;
 mod asker;
 mod audit;
+mod backup;
 mod bench;
 mod bench_cluster;
 mod bench_db;
@@ -90,6 +91,12 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Move a server's SQLite store into PostgreSQL (to run several servers).
     Store(store::StoreArgs),
+    /// Write a consistent snapshot of a running server's store to a file
+    /// (its secrets stay sealed by the HSM).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty state directory, after checking it
+    /// against the server's HSM token.
+    Restore(backup::RestoreArgs),
     /// Inspect the machine's TPM and its endorsement key certificates.
     Tpm(tpm::TpmArgs),
     /// Measure zeroth against the raw speed of the hardware it drives.
@@ -137,6 +144,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Agent(args) => agent::run(&args),
         Command::Audit(args) => audit::run(&args),
         Command::Store(args) => store::run(&args),
+        Command::Backup(args) => backup::backup(&args),
+        Command::Restore(args) => backup::restore(&args),
         Command::Node(args) => node::run(&args),
         Command::Token(args) => token::run(&args),
         Command::Entry(args) => entry::run(&args),

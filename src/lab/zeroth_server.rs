@@ -89,40 +89,22 @@ impl ZerothServer {
         groups: &str,
         args: &[&str],
     ) -> Result<Self, LabError> {
-        let dir = LabDir::new("zeroth-server")?;
-        let state_dir = dir.subdir("state", 0o700)?;
-        let config = format!(
-            "listen = \"127.0.0.1:0\"\ntrust_domain = \"{TRUST_DOMAIN}\"\nstate_dir = \"{}\"\ntls_names = [\"localhost\", \"127.0.0.1\", \"10.0.2.2\"]\n{settings}\n\n[hsm]\nmodule = \"{}\"\ntoken_label = \"{}\"\npin_file = \"{}\"\n\n{groups}\n",
-            state_dir.display(),
-            hsm.module().display(),
-            hsm.token_label(),
-            hsm.pin_file().display()
-        );
-        let config_path = dir.write("server.toml", config.as_bytes(), 0o600)?;
-        let launch = Launch {
-            exe: exe.to_owned(),
-            config: config_path.clone(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            softhsm_conf: hsm.conf().to_owned(),
-            log: dir.join("server.log"),
-            env: Vec::new(),
-        };
-        let (daemon, url) = launch.run()?;
-        // Later starts reuse the port, so agents find the server again.
-        let port = url.rsplit(':').next().unwrap_or("0");
-        std::fs::write(
-            &config_path,
-            config.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
-        )
-        .map_err(|e| LabError::io("rewrite the server configuration", e))?;
-        Ok(Self {
-            daemon,
-            url,
-            state_dir,
-            config: config_path,
-            launch,
-            dir,
-        })
+        Configured::new(exe, hsm, settings, groups, args)?.launch()
+    }
+
+    /// A new server whose store is `backup`, put in place by
+    /// `zeroth restore` (which checks it against `hsm`'s token) before the
+    /// server starts. Returns what restore printed; a refused restore is an
+    /// error carrying its message, and starts nothing.
+    pub fn start_from_backup(
+        exe: &Path,
+        hsm: &SoftHsm,
+        groups: &str,
+        backup: &Path,
+    ) -> Result<(Self, String), LabError> {
+        let configured = Configured::new(exe, hsm, "", groups, &[])?;
+        let printed = configured.restore(backup)?;
+        Ok((configured.launch()?, printed))
     }
 
     /// Stops the server and starts it again on the same configuration,
@@ -281,5 +263,95 @@ impl ZerothServer {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// A server's directory, configuration and launch, before it starts.
+struct Configured {
+    dir: LabDir,
+    state_dir: PathBuf,
+    config: String,
+    config_path: PathBuf,
+    launch: Launch,
+}
+
+impl Configured {
+    fn new(
+        exe: &Path,
+        hsm: &SoftHsm,
+        settings: &str,
+        groups: &str,
+        args: &[&str],
+    ) -> Result<Self, LabError> {
+        let dir = LabDir::new("zeroth-server")?;
+        let state_dir = dir.subdir("state", 0o700)?;
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\ntrust_domain = \"{TRUST_DOMAIN}\"\nstate_dir = \"{}\"\ntls_names = [\"localhost\", \"127.0.0.1\", \"10.0.2.2\"]\n{settings}\n\n[hsm]\nmodule = \"{}\"\ntoken_label = \"{}\"\npin_file = \"{}\"\n\n{groups}\n",
+            state_dir.display(),
+            hsm.module().display(),
+            hsm.token_label(),
+            hsm.pin_file().display()
+        );
+        let config_path = dir.write("server.toml", config.as_bytes(), 0o600)?;
+        let launch = Launch {
+            exe: exe.to_owned(),
+            config: config_path.clone(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            softhsm_conf: hsm.conf().to_owned(),
+            log: dir.join("server.log"),
+            env: Vec::new(),
+        };
+        Ok(Self {
+            dir,
+            state_dir,
+            config,
+            config_path,
+            launch,
+        })
+    }
+
+    /// `zeroth restore BACKUP --config <this server's>`: what it printed.
+    fn restore(&self, backup: &Path) -> Result<String, LabError> {
+        let out = Command::new(&self.launch.exe)
+            .arg("restore")
+            .arg(backup)
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("SOFTHSM2_CONF", &self.launch.softhsm_conf)
+            .output()
+            .map_err(|e| LabError::io("run zeroth restore", e))?;
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            return Err(LabError::NotReady {
+                what: "zeroth restore".into(),
+                after: Duration::ZERO,
+                log: printed,
+            });
+        }
+        Ok(printed)
+    }
+
+    fn launch(self) -> Result<ZerothServer, LabError> {
+        let (daemon, url) = self.launch.run()?;
+        // Later starts reuse the port, so agents find the server again.
+        let port = url.rsplit(':').next().unwrap_or("0");
+        std::fs::write(
+            &self.config_path,
+            self.config
+                .replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+        )
+        .map_err(|e| LabError::io("rewrite the server configuration", e))?;
+        Ok(ZerothServer {
+            daemon,
+            url,
+            state_dir: self.state_dir,
+            config: self.config_path,
+            launch: self.launch,
+            dir: self.dir,
+        })
     }
 }

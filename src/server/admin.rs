@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Event};
 use crate::store::nodes::{self, NodeState};
-use crate::store::{Store, StoreError};
+use crate::store::{backup, Store, StoreError};
 
 /// One operator request.
 #[derive(Default, Serialize, Deserialize)]
@@ -119,6 +119,7 @@ fn handle(mut conn: UnixStream, store: &Store, access: &Access, names: &Names, e
     // Read the request first, so a refused caller still gets its answer.
     let mut line = String::new();
     let read = BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line);
+    let mut snapshot = None;
     let answer = match rustix::net::sockopt::socket_peercred(&conn) {
         Err(e) => {
             serde_json::json!({"ok": false, "error": format!("cannot identify the caller: {e}")})
@@ -136,6 +137,13 @@ fn handle(mut conn: UnixStream, store: &Store, access: &Access, names: &Names, e
                     serde_json::from_str::<AdminRequest>(&line)
                         .map_err(|e| format!("malformed request: {e}"))
                 }) {
+                    Ok(req) if req.op == "store.backup" => match backup(store, uid) {
+                        Ok((answer, snap)) => {
+                            snapshot = Some(snap);
+                            answer
+                        }
+                        Err(e) => serde_json::json!({"ok": false, "error": e}),
+                    },
                     Ok(req) => super::admin_db::execute(ext, &req, uid)
                         .or_else(|| super::admin_ssh::execute(ext, &req))
                         .or_else(|| super::admin_entry::execute(store, names, &req, uid))
@@ -147,6 +155,40 @@ fn handle(mut conn: UnixStream, store: &Store, access: &Access, names: &Names, e
         }
     };
     let _ = writeln!(conn, "{answer}");
+    if let Some(snap) = snapshot {
+        // The snapshot's bytes follow the answer line (which says how many).
+        let sent =
+            std::fs::File::open(snap.path()).and_then(|mut f| std::io::copy(&mut f, &mut conn));
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "a backup could not be sent whole");
+        }
+    }
+}
+
+/// `store.backup`: a consistent snapshot of the store, recorded in the
+/// audit log; its size goes in the answer, its bytes after it.
+fn backup(store: &Store, uid: u32) -> Result<(serde_json::Value, backup::Snapshot), String> {
+    let snap = backup::snapshot(store).map_err(|e| e.to_string())?;
+    let bytes = std::fs::metadata(snap.path())
+        .map_err(|e| format!("reading the snapshot: {e}"))?
+        .len();
+    let inspected = backup::inspect(snap.path()).map_err(|e| e.to_string())?;
+    let mut conn = store.lock();
+    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    audit::append(
+        &tx,
+        &Event {
+            kind: "store.backup",
+            subject: "store",
+            detail: serde_json::json!({"by_uid": uid, "bytes": bytes, "schema": inspected.schema, "nodes": inspected.nodes, "leases": inspected.leases, "audit_events": inspected.audit_events}),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok((
+        serde_json::json!({"ok": true, "bytes": bytes, "schema": inspected.schema, "nodes": inspected.nodes, "leases": inspected.leases, "audit_events": inspected.audit_events}),
+        snap,
+    ))
 }
 
 /// Admin requests are one line; a database connection's TLS CA (PEM)
@@ -318,6 +360,36 @@ fn unreachable(socket: &Path, e: &std::io::Error) -> String {
         ),
         _ => format!("cannot connect to the admin socket {at}: {e}"),
     }
+}
+
+/// Takes a backup through the admin socket into `out`: the answer, and
+/// the snapshot's bytes after it (exactly as many as it says).
+pub fn fetch_backup(socket: &Path, out: &mut impl Write) -> Result<serde_json::Value, String> {
+    let mut conn = UnixStream::connect(socket).map_err(|e| unreachable(socket, &e))?;
+    let req = AdminRequest {
+        op: "store.backup".into(),
+        ..Default::default()
+    };
+    let line = serde_json::to_string(&req).map_err(|e| e.to_string())?;
+    writeln!(conn, "{line}").map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(&conn);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).map_err(|e| e.to_string())?;
+    let v: serde_json::Value =
+        serde_json::from_str(&answer).map_err(|e| format!("malformed answer: {e}"))?;
+    if v["ok"] != true {
+        return Err(v["error"].as_str().unwrap_or("unknown error").to_owned());
+    }
+    let bytes = v["bytes"]
+        .as_u64()
+        .ok_or("the answer does not say the backup's size")?;
+    let got = std::io::copy(&mut reader.take(bytes), out).map_err(|e| e.to_string())?;
+    if got != bytes {
+        return Err(format!(
+            "the server sent {got} of the backup's {bytes} bytes"
+        ));
+    }
+    Ok(v)
 }
 
 /// Sends one request to the admin socket and returns the answer.

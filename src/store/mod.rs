@@ -8,6 +8,7 @@
 //! read-only connections that WAL lets run beside the writer, so they never
 //! wait for a commit's fsync.
 
+pub mod backup;
 #[cfg(test)]
 mod conformance;
 pub mod copy;
@@ -29,6 +30,7 @@ use rusqlite::Connection;
 
 use sql::{Conn, SqlError};
 
+pub use migrations::LATEST as LATEST_SCHEMA;
 pub use readers::Reader;
 
 /// Why the store failed. Never carries a secret: SQL errors name the
@@ -53,6 +55,9 @@ pub enum StoreError {
     },
     #[error("database error in a group commit: {0}")]
     Writer(String),
+    /// A backup or restore that cannot be done, and why.
+    #[error("{0}")]
+    Backup(String),
     /// The file system under the state directory has no room left.
     #[error("the state storage is full (while {doing}): free space in the state directory")]
     Full { doing: &'static str },
@@ -186,6 +191,11 @@ impl Store {
     /// writer (an in-memory store has none and lends its only connection).
     pub fn read(&self) -> Result<Reader<'_>, StoreError> {
         self.readers.get(self)
+    }
+
+    /// The SQLite file holding this store (None for PostgreSQL or memory).
+    pub fn file(&self) -> Option<&Path> {
+        self.readers.file()
     }
 
     /// The schema version in force.

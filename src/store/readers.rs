@@ -44,6 +44,14 @@ impl Readers {
         Self::with(Source::Postgres { target, runtime })
     }
 
+    /// The SQLite file the store keeps its data in, if it is one.
+    pub(super) fn file(&self) -> Option<&Path> {
+        match &self.source {
+            Source::File(path) => Some(path),
+            _ => None,
+        }
+    }
+
     pub(super) fn none() -> Self {
         Self::with(Source::None)
     }

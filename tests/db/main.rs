@@ -2,6 +2,7 @@
 //! through a real swtpm, and real PostgreSQL and MariaDB servers reached
 //! with the real psql and mariadb clients.
 
+mod backup;
 mod batch;
 mod mariadb_accounts;
 mod proxy;
@@ -61,10 +62,12 @@ allow_spiffe = ["spiffe://lab.zeroth/node/not-this-one"]
 
 struct Lab {
     tpm: Swtpm,
-    _hsm: SoftHsm,
+    hsm: SoftHsm,
     pg: Postgres,
     maria: MariaDb,
     server: ZerothServer,
+    /// The server's `[[group]]` and role tables.
+    groups: String,
     agent: LabDir,
     _roots: LabDir,
 }
@@ -86,10 +89,11 @@ fn lab() -> Lab {
     let lab = Lab {
         agent: LabDir::new("agent").unwrap(),
         tpm,
-        _hsm: hsm,
+        hsm,
         pg,
         maria,
         server,
+        groups,
         _roots: roots,
     };
     assert!(matches!(

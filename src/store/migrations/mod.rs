@@ -1,5 +1,6 @@
-//! Versioned schema migrations, applied in order, each in one transaction;
-//! one list per engine with the same version numbers.
+//! Versioned schema migrations, forward only: whatever a store lacks is
+//! applied in order in one transaction; one list per engine with the same
+//! version numbers. A store newer than this binary is refused.
 
 mod postgres;
 mod sqlite;
@@ -34,19 +35,24 @@ pub fn apply(conn: &mut Conn) -> Result<(), StoreError> {
     )
     .map_err(StoreError::sql("creating the schema_version table"))?;
     let found = checked(conn)?;
+    if found == LATEST {
+        return Ok(());
+    }
+    // Every pending migration in one transaction (SQLite's DDL is
+    // transactional): a store is at its old version or the new one, never
+    // in between, whatever stops the upgrade.
+    let tx = conn
+        .transaction()
+        .map_err(StoreError::sql("starting a migration"))?;
     for (version, sql) in sqlite::MIGRATIONS.iter().filter(|(v, _)| *v > found) {
-        let tx = conn
-            .transaction()
-            .map_err(StoreError::sql("starting a migration"))?;
         tx.execute_batch(sql)
             .map_err(StoreError::sql("applying a migration"))?;
         tx.execute("UPDATE schema_version SET version = ?1", [version])
             .map_err(StoreError::sql("recording a migration"))?;
-        tx.commit()
-            .map_err(StoreError::sql("committing a migration"))?;
         tracing::info!(version, "applied database migration");
     }
-    Ok(())
+    tx.commit()
+        .map_err(StoreError::sql("committing a migration"))
 }
 
 /// The version found, refused when newer than this zeroth.
