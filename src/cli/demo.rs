@@ -336,6 +336,8 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres, maria: &MariaDb) ->
     let (i, after) = limited.context("30 begins from one address were all served")?;
     println!("           request {i}: 429 Too Many Requests, Retry-After: {after}");
 
+    super::demo_backup::show_backup(&server, hsm, &group)?;
+
     server.stop();
     let store = crate::store::Store::open(&server.database())?;
     let keys = Pkcs11KeyStore::open(&hsm.pkcs11_config())?;

@@ -16,6 +16,7 @@ mod bench_workload;
 mod db;
 mod db_creds;
 mod demo;
+mod demo_backup;
 mod demo_cluster;
 mod demo_proxy;
 mod demo_spiffe;
