@@ -109,6 +109,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         fetches: usize,
     },
+    /// One server under a steady mix of enrolment, renewal, database
+    /// users, SSH certificates and revocations for N minutes, with its
+    /// memory, file descriptors, threads and store size every 10 s.
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// SSH certificate signings per second through zeroth at N concurrent
     /// HTTPS clients, for an Ed25519 and a P-256 CA, against the raw
     /// PKCS#11 sign rate of each key type on the same token.
@@ -125,6 +132,7 @@ enum BenchCommand {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.command {
+        BenchCommand::Soak { minutes } => super::bench_soak::run(*minutes),
         BenchCommand::Hsm { token, seconds } => hsm(token, Duration::from_secs(*seconds)),
         BenchCommand::Quote {
             seconds,

@@ -11,6 +11,7 @@ mod bench_load;
 mod bench_proxy;
 mod bench_quote;
 mod bench_server;
+mod bench_soak;
 mod bench_ssh;
 mod bench_workload;
 mod db;
