@@ -42,6 +42,11 @@ pub struct ServerConfig {
         with = "humantime_serde_compat"
     )]
     pub audit_checkpoint_interval: Duration,
+    /// How long records of what has ended (revoked leases, expired SSH
+    /// certificate and SVID records) stay in the store's tables before the
+    /// sweep removes them, each batch with an audit event (default "3d").
+    #[serde(default = "default_retention", with = "humantime_serde_compat")]
+    pub retention: Duration,
     /// Node groups: each holds the enrolment policy of its nodes.
     #[serde(rename = "group")]
     pub groups: Vec<GroupConfig>,
@@ -357,6 +362,10 @@ fn default_checkpoint_events() -> u32 {
 
 fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(60)
+}
+
+fn default_retention() -> Duration {
+    Duration::from_secs(3 * 24 * 3600)
 }
 
 fn default_jwt_max_ttl() -> Duration {

@@ -202,6 +202,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
             });
         }
         let (revoker, lead) = (db.clone(), leadership.clone());
+        let (sweep_store, retention) = (audit_store.clone(), config.retention);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REVOKER_TICK);
             let mut ticks = 0u64;
@@ -221,6 +222,19 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
                     }
                 }
                 revoker.revoke_due(REVOKER_BATCH, &lead).await;
+                if ticks % SWEEP_EVERY_TICKS == 0 {
+                    let st = sweep_store.clone();
+                    let horizon = crate::store::now() - retention.as_secs() as i64;
+                    let swept = tokio::task::spawn_blocking(move || {
+                        crate::store::retention::sweep(&mut st.lock(), horizon)
+                    })
+                    .await;
+                    match swept {
+                        Ok(Ok(s)) if s.total() > 0 => tracing::info!(leases = s.leases, ssh_certs = s.ssh_certs, svids = s.svids, workload_svids = s.workload_svids, "records of what ended before the retention period swept"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "the retention sweep failed"),
+                        _ => {}
+                    }
+                }
                 ticks += 1;
                 if ticks % RECONCILE_EVERY_TICKS == 0 {
                     if let Err(e) = revoker.reconcile().await {
@@ -325,6 +339,8 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
 /// How often the revoker looks for due leases, and how many it takes.
 const REVOKER_TICK: Duration = Duration::from_secs(1);
 const REVOKER_BATCH: usize = 256;
+/// The retention sweep runs at the first tick and every this many after.
+const SWEEP_EVERY_TICKS: u64 = 600;
 /// The reconciler compares ledger and databases every this many ticks.
 const RECONCILE_EVERY_TICKS: u64 = 300;
 

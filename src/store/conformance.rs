@@ -65,6 +65,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ),
     ("readers", readers_see_commits_and_cannot_write),
     ("leadership", a_deposed_leaders_jobs_change_nothing),
+    (
+        "retention",
+        what_ended_before_the_horizon_is_swept_and_audited,
+    ),
 ];
 
 fn run_all(open: impl Fn(usize) -> Location) {
@@ -872,4 +876,73 @@ fn a_deposed_leaders_jobs_change_nothing(f: &mut Fixture) {
     // A's next renewal finds it out.
     assert_eq!(a.renew(&mut s.lock()).unwrap(), Change::Lost);
     assert!(!a.is_leader());
+}
+
+/// The sweep removes revoked leases past their expiry and expired SSH
+/// certificate records, leaves everything that may still matter (live,
+/// not yet revoked, revoked but unexpired, the newest row), and says what
+/// it removed in one audit event.
+fn what_ended_before_the_horizon_is_swept_and_audited(f: &mut Fixture) {
+    use super::retention;
+    let s = f.store();
+    let t = super::now();
+    let ended = |id: &str, expires: i64, revoke: bool| {
+        add(
+            s,
+            Lease {
+                expires,
+                ..lease(id, LeaseState::Active, t - 1000)
+            },
+        );
+        if revoke {
+            commit(s, |tx| {
+                assert!(
+                    leases::transition(tx, id, LeaseState::Active, LeaseState::Revoked).unwrap()
+                )
+            });
+        }
+    };
+    for id in ["old1", "old2", "old3"] {
+        ended(id, t - 500, true);
+    }
+    ended("expired-not-yet-revoked", t - 500, false);
+    ended("revoked-not-yet-expired", t + 600, true);
+    ended("live", t + 600, false);
+    ended("newest", t - 500, true);
+    for (serial, valid_before) in [(1u64, t - 500), (2, t + 600)] {
+        commit(s, |tx| {
+            leases::record_ssh_cert(
+                tx,
+                serial,
+                "l",
+                "k",
+                "h",
+                "r",
+                &["ops".into()],
+                valid_before,
+            )
+            .unwrap()
+        });
+    }
+    let swept = retention::sweep(&mut s.lock(), t + 1).unwrap();
+    assert_eq!((swept.leases, swept.ssh_certs), (3, 1), "{swept:?}");
+    for id in ["old1", "old2", "old3"] {
+        assert!(leases::get(&s.lock(), id).unwrap().is_none(), "{id}");
+    }
+    for id in [
+        "expired-not-yet-revoked",
+        "revoked-not-yet-expired",
+        "live",
+        "newest",
+    ] {
+        assert!(leases::get(&s.lock(), id).unwrap().is_some(), "{id}");
+    }
+    let last = crate::audit::tail(&s.lock(), 1).unwrap().remove(0);
+    assert_eq!(last.kind, "store.swept");
+    let detail: serde_json::Value = serde_json::from_str(&last.detail).unwrap();
+    assert_eq!(detail["leases"], 3);
+    assert_eq!(detail["ssh_certs"], 1);
+    // Nothing more to sweep: no event either.
+    assert_eq!(retention::sweep(&mut s.lock(), t + 1).unwrap().total(), 0);
+    assert_eq!(crate::audit::tail(&s.lock(), 1).unwrap()[0].seq, last.seq);
 }

@@ -19,6 +19,7 @@ pub mod leases;
 mod migrations;
 pub mod nodes;
 mod readers;
+pub mod retention;
 pub mod sql;
 pub mod ssh_cas;
 pub mod tokens;

@@ -9,9 +9,14 @@ use super::sql::Conn;
 
 use super::StoreError;
 
-pub const LATEST: i64 = 17;
+pub const LATEST: i64 = 18;
 
 /// Migrations both engines run as written.
+///
+/// 18: what the retention sweep looks expired records up by.
+const RETENTION: &str = "CREATE INDEX ssh_certs_by_expiry ON ssh_certs (valid_before);
+ CREATE INDEX svids_by_expiry ON svids (not_after);";
+
 const LEADER: &str = "CREATE TABLE leader (
     id       BIGINT PRIMARY KEY CHECK (id = 1),
     holder   TEXT NOT NULL,

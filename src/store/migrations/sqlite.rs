@@ -209,4 +209,5 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
          CREATE INDEX workload_svids_by_expiry ON workload_svids (not_after);",
     ),
     (17, super::LEADER),
+    (18, super::RETENTION),
 ];
