@@ -109,6 +109,12 @@ enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         fetches: usize,
     },
+    /// Server CPU per SSH certificate and per database user at 0, 100 k
+    /// and 1 M lifetime leases, with the default retention and without.
+    Growth {
+        #[arg(long, default_value_t = 50)]
+        per_client: usize,
+    },
     /// One server under a steady mix of enrolment, renewal, database
     /// users, SSH certificates and revocations for N minutes, with its
     /// memory, file descriptors, threads and store size every 10 s.
@@ -133,6 +139,7 @@ enum BenchCommand {
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.command {
         BenchCommand::Soak { minutes } => super::bench_soak::run(*minutes),
+        BenchCommand::Growth { per_client } => super::bench_growth::run(*per_client),
         BenchCommand::Hsm { token, seconds } => hsm(token, Duration::from_secs(*seconds)),
         BenchCommand::Quote {
             seconds,

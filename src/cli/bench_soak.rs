@@ -217,8 +217,7 @@ pub fn run(minutes: u64) -> Result<()> {
             let url = format!("{}/v1/ssh/sign/bench", opts.server);
             while !stop.load(Ordering::Relaxed) {
                 counts.ssh_certs.record(
-                    post_json::<_, SshSignResponse>(http, &url, &body)
-                        .map_err(anyhow::Error::from),
+                    post_json::<_, SshSignResponse>(http, &url, &body).map_err(anyhow::Error::from),
                 );
             }
             Ok(())

@@ -14,7 +14,9 @@ pub fn show_backup(server: &ZerothServer, hsm: &SoftHsm, groups: &str) -> Result
     let (ok, printed) = server.cli(&["backup", "--out", out], "")?;
     anyhow::ensure!(ok, "zeroth backup failed: {printed}");
     println!("           {}", printed.trim());
-    println!("$ zeroth restore {out} --state-dir /var/lib/zeroth   # on a fresh machine, same HSM token");
+    println!(
+        "$ zeroth restore {out} --state-dir /var/lib/zeroth   # on a fresh machine, same HSM token"
+    );
     let exe = std::env::current_exe().context("find the zeroth binary")?;
     let (mut restored, printed) = ZerothServer::start_from_backup(&exe, hsm, groups, &file)?;
     println!("           {}", printed.trim());

@@ -7,6 +7,7 @@ mod backup;
 mod bench;
 mod bench_cluster;
 mod bench_db;
+mod bench_growth;
 mod bench_load;
 mod bench_proxy;
 mod bench_quote;

@@ -63,6 +63,44 @@ impl SoftHsm {
         })
     }
 
+    /// Saves this token (its directory of objects) and its PIN under `to`,
+    /// for a fixture that needs the very keys a store was made with.
+    pub fn save(&self, to: &Path) -> Result<(), LabError> {
+        copy_tree(&self.dir.join("tokens"), &to.join("tokens"))?;
+        std::fs::copy(&self.pin_file, to.join("user.pin"))
+            .map_err(|e| LabError::io("save the token's PIN", e))?;
+        Ok(())
+    }
+
+    /// A private copy of a token [saved](SoftHsm::save) under `saved`.
+    pub fn from_saved(saved: &Path) -> Result<Self, LabError> {
+        let module = SOFTHSM2_MODULE.path()?;
+        let util = SOFTHSM2_UTIL.path()?;
+        let dir = LabDir::new("softhsm")?;
+        let tokens = dir.subdir("tokens", 0o700)?;
+        copy_tree(&saved.join("tokens"), &tokens)?;
+        let conf = dir.write(
+            "softhsm2.conf",
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            )
+            .as_bytes(),
+            0o600,
+        )?;
+        let pin = std::fs::read(saved.join("user.pin"))
+            .map_err(|e| LabError::io("read the saved token's PIN", e))?;
+        let pin_file = dir.write_private("user.pin", &pin)?;
+        let version = version_of(&util, "--version")?;
+        Ok(Self {
+            conf,
+            module,
+            pin_file,
+            version,
+            dir,
+        })
+    }
+
     /// The softhsm2.conf to export as `SOFTHSM2_CONF` before loading the module.
     pub fn conf(&self) -> &Path {
         &self.conf
@@ -137,4 +175,25 @@ impl SoftHsm {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Copies the files and directories under `from` into `to` (private modes).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), LabError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let io = |e| LabError::io(format!("copy {} to {}", from.display(), to.display()), e);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(to)
+        .map_err(io)?;
+    for entry in std::fs::read_dir(from).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let target = to.join(entry.file_name());
+        if entry.file_type().map_err(io)?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).map_err(io)?;
+        }
+    }
+    Ok(())
 }

@@ -92,6 +92,21 @@ impl ZerothServer {
         Configured::new(exe, hsm, settings, groups, args)?.launch()
     }
 
+    /// A new server started on a copy of the store file `store` (a state
+    /// directory written by another version of zeroth: the server migrates
+    /// it as it starts).
+    pub fn start_on_store(
+        exe: &Path,
+        hsm: &SoftHsm,
+        groups: &str,
+        store: &Path,
+    ) -> Result<Self, LabError> {
+        let configured = Configured::new(exe, hsm, "", groups, &[])?;
+        std::fs::copy(store, configured.state_dir.join("zeroth.db"))
+            .map_err(|e| LabError::io("copy the store into the state directory", e))?;
+        configured.launch()
+    }
+
     /// A new server whose store is `backup`, put in place by
     /// `zeroth restore` (which checks it against `hsm`'s token) before the
     /// server starts. Returns what restore printed; a refused restore is an
