@@ -12,22 +12,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use secrecy::ExposeSecret;
 use zeroth::agent::enrol::{post_json, Enrolment};
 use zeroth::agent::{enrol, EnrolOptions, Outcome};
+use zeroth::lab::groups::{self, PG_READ_ONLY_ROLE};
 use zeroth::lab::{LabDir, Postgres, SoftHsm, Swtpm, ZerothServer};
 use zeroth::wire::db::{CredsRequest, CredsResponse};
-
-const ROLES: &str = r#"
-[[db_role]]
-name = "app-ro"
-connection = "pg"
-schema = "public"
-access = "read-only"
-default_ttl = "10m"
-max_ttl = "1h"
-allow_groups = ["edge"]
-"#;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -38,13 +27,8 @@ fn main() -> Result<()> {
     let tpm = Swtpm::start()?;
     let hsm = SoftHsm::start()?;
     let pg = Postgres::start()?;
-    let roots = LabDir::new("roots")?;
-    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem"))?;
-    let groups = format!(
-        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n{ROLES}",
-        roots.path().display(),
-        tpm.ca_intermediate_pem().display()
-    );
+    let (_trust, group) = groups::trusting("edge", &[&tpm], true)?;
+    let groups = format!("{group}{PG_READ_ONLY_ROLE}");
     let mut server = ZerothServer::start(&old, &hsm, &groups)?;
     let agent = LabDir::new("agent")?;
     let options = EnrolOptions {
@@ -65,22 +49,7 @@ fn main() -> Result<()> {
         }
         Ok(out)
     };
-    let port = pg.port().to_string();
-    cli(
-        &[
-            "db",
-            "connection",
-            "add",
-            "pg",
-            "--engine",
-            "postgres",
-            "--port",
-            &port,
-            "--admin-user",
-            "postgres",
-        ],
-        &format!("{}\n", pg.password().expose_secret()),
-    )?;
+    server.add_postgres("pg", &pg)?;
     let http = {
         let e = Enrolment::open(&tpm.tcti(), agent.path())?;
         let svid = std::fs::read_to_string(agent.join("svid.pem"))?;

@@ -7,11 +7,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use secrecy::ExposeSecret;
 
 use super::bench_load::{cpu_seconds, enrolled_node, requests};
 use crate::agent::enrol::post_json;
-use crate::lab::{LabDir, Postgres, SoftHsm, Swtpm, ZerothServer};
+use crate::lab::{Postgres, SoftHsm, Swtpm, ZerothServer};
 use crate::wire::db::{CredsRequest, CredsResponse};
 use crate::wire::ssh::{SshSignRequest, SshSignResponse};
 
@@ -42,12 +41,9 @@ pub fn run(per_client: usize) -> Result<()> {
     let tpm = Swtpm::start().context("start a lab TPM")?;
     let hsm = SoftHsm::start().context("start a lab SoftHSM token")?;
     let pg = Postgres::start().context("start a lab PostgreSQL")?;
-    let roots = LabDir::new("growth-roots")?;
-    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem"))?;
+    let (_trust, group) = crate::lab::groups::trusting("bench", &[&tpm], true)?;
     let groups = format!(
-        "[[group]]\nname = \"bench\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n\n[[ssh_role]]\nname = \"bench\"\nprincipals = [\"bench\"]\nallow_groups = [\"bench\"]\n\n[[db_role]]\nname = \"growth\"\nconnection = \"pg\"\nschema = \"public\"\naccess = \"read-only\"\nallow_groups = [\"bench\"]\n",
-        roots.path().display(),
-        tpm.ca_intermediate_pem().display()
+        "{group}\n[[ssh_role]]\nname = \"bench\"\nprincipals = [\"bench\"]\nallow_groups = [\"bench\"]\n\n[[db_role]]\nname = \"growth\"\nconnection = \"pg\"\nschema = \"public\"\naccess = \"read-only\"\nallow_groups = [\"bench\"]\n"
     );
     let exe = std::env::current_exe().context("find the zeroth binary")?;
     let key = ssh_key::PrivateKey::random(
@@ -74,22 +70,7 @@ pub fn run(per_client: usize) -> Result<()> {
             &groups,
             &[],
         )?;
-        let (ok, out) = server.cli(
-            &[
-                "db",
-                "connection",
-                "add",
-                "pg",
-                "--engine",
-                "postgres",
-                "--port",
-                &pg.port().to_string(),
-                "--admin-user",
-                "postgres",
-            ],
-            &format!("{}\n", pg.password().expose_secret()),
-        )?;
-        anyhow::ensure!(ok, "add the database connection: {out}");
+        server.add_postgres("pg", &pg)?;
         let (_agent, opts, e) = enrolled_node(&server, &tpm)?;
         let mut past = 0u64;
         for target in [0u64, 100_000, 1_000_000] {

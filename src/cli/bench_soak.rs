@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use secrecy::ExposeSecret;
 
 use super::bench_load::enrolled_node;
 use super::bench_server::rss_kib;
@@ -111,41 +110,21 @@ pub fn run(minutes: u64) -> Result<()> {
     let churn_tpm = Swtpm::start().context("start a second lab TPM")?;
     let hsm = SoftHsm::start().context("start a lab SoftHSM token")?;
     let pg = Postgres::start().context("start a lab PostgreSQL")?;
-    let roots = LabDir::new("soak-roots")?;
-    let mut intermediates = Vec::new();
-    for (i, t) in [&tpm, &churn_tpm].iter().enumerate() {
-        std::fs::copy(t.ca_root_pem(), roots.join(format!("root{i}.pem")))?;
-        intermediates.extend(std::fs::read(t.ca_intermediate_pem())?);
-    }
-    let intermediates = roots.write("intermediates.pem", &intermediates, 0o600)?;
+    let (_trust, group) = crate::lab::groups::trusting("bench", &[&tpm, &churn_tpm], true)?;
     let groups = format!(
-        "[[group]]\nname = \"bench\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n\n[[ssh_role]]\nname = \"bench\"\nprincipals = [\"bench\"]\nallow_groups = [\"bench\"]\n\n[[db_role]]\nname = \"soak\"\nconnection = \"pg\"\nschema = \"public\"\naccess = \"read-only\"\ndefault_ttl = \"1m\"\nmax_ttl = \"10m\"\nallow_groups = [\"bench\"]\n",
-        roots.path().display(),
-        intermediates.display()
+        "{group}\n[[ssh_role]]\nname = \"bench\"\nprincipals = [\"bench\"]\nallow_groups = [\"bench\"]\n\n[[db_role]]\nname = \"soak\"\nconnection = \"pg\"\nschema = \"public\"\naccess = \"read-only\"\ndefault_ttl = \"1m\"\nmax_ttl = \"10m\"\nallow_groups = [\"bench\"]\n"
     );
     let exe = std::env::current_exe().context("find the zeroth binary")?;
+    // The server runs as its systemd unit runs it (the lab's servers
+    // inherit this process's environment).
+    std::env::set_var("MALLOC_ARENA_MAX", "2");
     // One address enrols the same TPM again and again: the enrolment
     // meters would only measure themselves, so they are lifted.
     let unmetered =
         "[enrolment_limits]\nper_address = 1e9\nper_ek_per_minute = 1e9\nopen_per_ek = 1000000\n";
     let server =
         ZerothServer::start_configured(&exe, &hsm, "", &format!("{unmetered}\n{groups}"), &[])?;
-    let (ok, out) = server.cli(
-        &[
-            "db",
-            "connection",
-            "add",
-            "pg",
-            "--engine",
-            "postgres",
-            "--port",
-            &pg.port().to_string(),
-            "--admin-user",
-            "postgres",
-        ],
-        &format!("{}\n", pg.password().expose_secret()),
-    )?;
-    anyhow::ensure!(ok, "add the database connection: {out}");
+    server.add_postgres("pg", &pg)?;
     let (_agent, opts, e) = enrolled_node(&server, &tpm)?;
     let svid = std::fs::read_to_string(opts.state_dir.join("svid.pem"))?;
     // One TPM context for the node's clients: the TPM takes one at a time.
@@ -158,7 +137,7 @@ pub fn run(minutes: u64) -> Result<()> {
     let started = Instant::now();
     let until = started + Duration::from_secs(minutes * 60);
     println!(
-        "soak: one server (SQLite store, SoftHSM, PostgreSQL) for {minutes} min under a steady mix: database users given back or left to expire, SSH certificates, renewals, and a second node enrolled, given a user, revoked and readmitted in a loop; sampled every {} s",
+        "soak: one server (SQLite store, SoftHSM, PostgreSQL; MALLOC_ARENA_MAX=2 as in its unit) for {minutes} min under a steady mix: database users given back or left to expire, SSH certificates, renewals, and a second node enrolled, given a user, revoked and readmitted in a loop; sampled every {} s",
         SAMPLE_EVERY.as_secs()
     );
     println!(

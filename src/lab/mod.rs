@@ -13,6 +13,7 @@ pub mod clients;
 mod dir;
 mod error;
 pub mod event_log;
+pub mod groups;
 pub mod mariadb;
 pub mod ports;
 pub mod postgres;

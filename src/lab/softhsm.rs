@@ -31,15 +31,7 @@ impl SoftHsm {
         let module = SOFTHSM2_MODULE.path()?;
         let dir = LabDir::new("softhsm")?;
         let tokens = dir.subdir("tokens", 0o700)?;
-        let conf = dir.write(
-            "softhsm2.conf",
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-                tokens.display()
-            )
-            .as_bytes(),
-            0o600,
-        )?;
+        let conf = write_conf(&dir, &tokens)?;
         let pin = random_password();
         let so_pin = random_password();
         let pin_file = dir.write_private("user.pin", pin.expose_secret().as_bytes())?;
@@ -79,15 +71,7 @@ impl SoftHsm {
         let dir = LabDir::new("softhsm")?;
         let tokens = dir.subdir("tokens", 0o700)?;
         copy_tree(&saved.join("tokens"), &tokens)?;
-        let conf = dir.write(
-            "softhsm2.conf",
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-                tokens.display()
-            )
-            .as_bytes(),
-            0o600,
-        )?;
+        let conf = write_conf(&dir, &tokens)?;
         let pin = std::fs::read(saved.join("user.pin"))
             .map_err(|e| LabError::io("read the saved token's PIN", e))?;
         let pin_file = dir.write_private("user.pin", &pin)?;
@@ -196,4 +180,17 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), LabError> {
         }
     }
     Ok(())
+}
+
+/// A softhsm2.conf in `dir` whose tokens live in `tokens`.
+fn write_conf(dir: &LabDir, tokens: &Path) -> Result<PathBuf, LabError> {
+    dir.write(
+        "softhsm2.conf",
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+            tokens.display()
+        )
+        .as_bytes(),
+        0o600,
+    )
 }

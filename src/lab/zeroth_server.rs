@@ -237,6 +237,34 @@ impl ZerothServer {
         Ok(killed.elapsed())
     }
 
+    /// `zeroth db connection add NAME --engine postgres` for the lab's
+    /// PostgreSQL `pg`, with its superuser as the admin.
+    pub fn add_postgres(&self, name: &str, pg: &super::Postgres) -> Result<(), LabError> {
+        use secrecy::ExposeSecret;
+        let port = pg.port().to_string();
+        let args = [
+            "db",
+            "connection",
+            "add",
+            name,
+            "--engine",
+            "postgres",
+            "--port",
+            &port,
+            "--admin-user",
+            super::postgres::SUPERUSER,
+        ];
+        let (ok, output) = self.cli(&args, &format!("{}\n", pg.password().expose_secret()))?;
+        if !ok {
+            return Err(LabError::Command {
+                what: format!("zeroth {}", args.join(" ")),
+                status: "failed".into(),
+                output,
+            });
+        }
+        Ok(())
+    }
+
     /// Runs `zeroth ARGS --socket <admin socket>` with `stdin` fed in:
     /// whether it succeeded, and what it printed (stdout, then stderr).
     pub fn cli(&self, args: &[&str], stdin: &str) -> Result<(bool, String), LabError> {
@@ -341,10 +369,10 @@ impl Configured {
             String::from_utf8_lossy(&out.stderr)
         );
         if !out.status.success() {
-            return Err(LabError::NotReady {
+            return Err(LabError::Command {
                 what: "zeroth restore".into(),
-                after: Duration::ZERO,
-                log: printed,
+                status: out.status.to_string(),
+                output: printed,
             });
         }
         Ok(printed)

@@ -6,22 +6,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
 use zeroth::agent::enrol::{self, post_json, AgentError, Enrolment};
+use zeroth::lab::groups::{self as lab_groups, PG_READ_ONLY_ROLE};
 use zeroth::lab::{LabDir, Postgres, SoftHsm, Swtpm, ZerothServer};
 use zeroth::wire::db::{CredsRequest, CredsResponse};
 use zeroth::wire::enrol::{BeginResponse, FinishResponse};
-
-const ROLES: &str = r#"
-[[db_role]]
-name = "app-ro"
-connection = "pg"
-schema = "public"
-access = "read-only"
-default_ttl = "10m"
-max_ttl = "1h"
-allow_groups = ["edge"]
-"#;
 
 struct Cluster {
     node: Node,
@@ -39,16 +28,11 @@ struct Node {
     agent: LabDir,
 }
 
-/// The group trusting `tpm`'s manufacturer CA (copied under `dir`), and
+/// The group trusting `tpm`'s manufacturer CA (keep the directory), and
 /// the role.
-fn groups(tpm: &Swtpm, dir: &LabDir) -> String {
-    let roots = dir.subdir("roots", 0o755).unwrap();
-    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
-    format!(
-        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\n{ROLES}",
-        roots.display(),
-        tpm.ca_intermediate_pem().display()
-    )
+fn groups(tpm: &Swtpm) -> (LabDir, String) {
+    let (trust, group) = lab_groups::trusting("edge", &[tpm], true).unwrap();
+    (trust, format!("{group}{PG_READ_ONLY_ROLE}"))
 }
 
 /// Two servers on one store (the lab PostgreSQL's database `zeroth`) and
@@ -59,7 +43,7 @@ fn cluster() -> Cluster {
     let pg = Postgres::start().unwrap();
     let dir = LabDir::new("cluster").unwrap();
     let store = pg.zeroth_store(&dir, "zeroth").unwrap().toml();
-    let groups = groups(&tpm, &dir);
+    let (_trust, groups) = groups(&tpm);
     let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
     let a = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
     let b = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
@@ -126,23 +110,7 @@ impl Node {
 }
 
 fn add_connection(server: &ZerothServer, pg: &Postgres) {
-    let (ok, out) = zeroth(
-        server,
-        &[
-            "db",
-            "connection",
-            "add",
-            "pg",
-            "--engine",
-            "postgres",
-            "--port",
-            &pg.port().to_string(),
-            "--admin-user",
-            "postgres",
-        ],
-        &format!("{}\n", pg.password().expose_secret()),
-    );
-    assert!(ok, "{out}");
+    server.add_postgres("pg", pg).unwrap();
 }
 
 fn role_exists(pg: &Postgres, user: &str) -> bool {
@@ -307,7 +275,7 @@ fn a_single_servers_sqlite_store_moves_into_postgres_whole() {
     let hsm = SoftHsm::start().unwrap();
     let pg = Postgres::start().unwrap();
     let dir = LabDir::new("migrate").unwrap();
-    let groups = groups(&tpm, &dir);
+    let (_trust, groups) = groups(&tpm);
     let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
     // A single server on SQLite, with a node, a lease and audit events.
     let mut single = ZerothServer::start(exe, &hsm, &groups).unwrap();
@@ -453,7 +421,7 @@ fn the_store_fails_over_to_its_standby_keeping_every_acknowledged_lease() {
         standby.port(),
         db.password_file.display()
     );
-    let groups = groups(&tpm, &dir);
+    let (_trust, groups) = groups(&tpm);
     let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
     let a = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
     let b = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();

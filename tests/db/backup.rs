@@ -40,7 +40,7 @@ fn user_ca(server: &ZerothServer) -> String {
 
 fn refusal(restored: Result<(ZerothServer, String), LabError>) -> String {
     match restored {
-        Err(LabError::NotReady { log, .. }) => log,
+        Err(LabError::Command { output, .. }) => output,
         Err(e) => panic!("restore failed otherwise: {e}"),
         Ok((_, printed)) => panic!("restore was not refused: {printed}"),
     }

@@ -8,20 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use zeroth::lab::groups::{self, PG_READ_ONLY_ROLE};
 use zeroth::lab::{LabDir, SoftHsm, Swtpm, ZerothServer};
 use zeroth::store::{leases, nodes, Store, LATEST_SCHEMA};
 use zeroth_hsm::{KeyName, KeyStore, Pkcs11KeyStore};
-
-const ROLES: &str = r#"
-[[db_role]]
-name = "app-ro"
-connection = "pg"
-schema = "public"
-access = "read-only"
-default_ttl = "10m"
-max_ttl = "1h"
-allow_groups = ["edge"]
-"#;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/previous-release")
@@ -120,13 +110,8 @@ fn a_server_of_this_version_runs_on_the_previous_releases_state() {
     let want = expected();
     let hsm = SoftHsm::from_saved(&fixture().join("hsm")).unwrap();
     let tpm = Swtpm::start().unwrap();
-    let roots = LabDir::new("roots").unwrap();
-    std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
-    let groups = format!(
-        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\n{ROLES}",
-        roots.path().display(),
-        tpm.ca_intermediate_pem().display()
-    );
+    let (_trust, group) = groups::trusting("edge", &[&tpm], false).unwrap();
+    let groups = format!("{group}{PG_READ_ONLY_ROLE}");
     let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
     let mut server =
         ZerothServer::start_on_store(exe, &hsm, &groups, &fixture().join("zeroth.db")).unwrap();
