@@ -69,7 +69,13 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         ": 429 Too Many Requests, Retry-After: 1",
         // The count depends on how many polls the proxy step needed.
         "audit chain intact: ",
-        " events (ssh.host_cert.issued, ssh.cert.issued, ssh.cert.revoked, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied, enrol.rejected), 1 HSM-signed checkpoint",
+        " events (ssh.cert.issued, ssh.cert.revoked, ssh.cert.revoked, renew.denied, enrol.rejected, node.revoked, renew.denied, enrol.rejected, store.backup), 1 HSM-signed checkpoint",
+        // The backup step: taken online, restored on the same token.
+        "$ zeroth backup --out ",
+        "(secrets in it are sealed by the HSM)",
+        "checked against the HSM token: 6 keys present, ",
+        "sealed secrets open",
+        "serves the same CA bundle as the original",
         "sees hello from a user that lives 10 minutes",
         "while psql is connected, pg_roles has zt_app_ro_",
         "is gone ",

@@ -275,7 +275,7 @@ fn a_single_servers_sqlite_store_moves_into_postgres_whole() {
     let hsm = SoftHsm::start().unwrap();
     let pg = Postgres::start().unwrap();
     let dir = LabDir::new("migrate").unwrap();
-    let (_trust, groups) = groups(&tpm);
+    let (trust, groups) = groups(&tpm);
     let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
     // A single server on SQLite, with a node, a lease and audit events.
     let mut single = ZerothServer::start(exe, &hsm, &groups).unwrap();
@@ -341,7 +341,7 @@ fn a_single_servers_sqlite_store_moves_into_postgres_whole() {
     let wrong = format!(
         "{}ca_file = \"{}\"\n",
         target.toml(),
-        dir.join("roots/root.pem").display()
+        trust.join("roots/root-0.pem").display()
     );
     let refused = ZerothServer::start_configured(exe, &hsm, &wrong, &groups, &[])
         .expect_err("a store whose certificate the CA did not sign is refused");
