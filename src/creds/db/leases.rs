@@ -91,17 +91,19 @@ impl std::fmt::Debug for Issued {
 /// Opens every sealed admin password in `conn` with `sealer` (and drops
 /// it at once): how a restore proves the HSM's store key is the one the
 /// store was sealed with. The number opened, or the first that fails.
-pub fn open_every_sealed(conn: &crate::store::sql::Conn, sealer: &Sealer) -> Result<usize, String> {
-    let rows = leases::connections(conn).map_err(|e| e.to_string())?;
+pub fn open_every_sealed(
+    conn: &crate::store::sql::Conn,
+    sealer: &Sealer,
+) -> Result<usize, CredsError> {
     let mut opened = 0;
-    for row in rows {
+    for row in leases::connections(conn)? {
         let sealed = std::iter::once(&row.sealed_password).chain(row.pending_password.as_ref());
         for s in sealed {
             sealer.open(binding(&row.name), s).map_err(|e| {
-                format!(
+                CredsError::Unavailable(format!(
                     "the admin password of database connection {}: {e}",
                     row.name
-                )
+                ))
             })?;
             opened += 1;
         }
