@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: deps rust build demo test fuzz bench fmt clean deb image image-test
+.PHONY: deps rust build demo test fuzz fuzz-api bench fmt clean deb image image-test
 
 ## Install the Debian packages and the Rust toolchain zeroth builds and tests with.
 deps:
@@ -42,6 +42,12 @@ fuzz: deps
 	  grep -E 'stat::number_of_executed_units|stat::average_exec_per_sec' fuzz/logs/$$t.log; \
 	done
 
+## Fuzz the HTTP API against its OpenAPI document (schemathesis, from PyPI) on a live
+## lab server, over mTLS as a token host: FUZZ_API_EXAMPLES cases per operation.
+FUZZ_API_EXAMPLES ?= 1000
+fuzz-api: deps
+	ZEROTH_FUZZ_API_EXAMPLES=$(FUZZ_API_EXAMPLES) $(CARGO) nextest run --test api --no-capture -E 'test(fuzzer)'
+
 ## Throughput against the hardware's own limits (HSM signing, quote checks).
 bench: deps
 	$(CARGO) run --release --quiet --bin zeroth -- bench hsm
@@ -52,6 +58,7 @@ deb: deps
 	@$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-deb
 	$(CARGO) build --release --bin zeroth
 	rm -rf target/man && target/release/zeroth manpages target/man && gzip -9n target/man/*.1
+	target/release/zeroth openapi > target/openapi.json
 	$(CARGO) deb --no-build --output target/debian/zeroth.deb
 	@dpkg-deb --info target/debian/zeroth.deb | sed -n '/Package:/,/Description:/p'
 

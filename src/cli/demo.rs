@@ -220,6 +220,7 @@ fn show_enrolment(tpm: &Swtpm, hsm: &SoftHsm, pg: &Postgres, maria: &MariaDb) ->
         "           listening on {} (TLS 1.3, certificate from the HSM CA, key in the HSM)",
         server.url()
     );
+    show_api_document(&server)?;
 
     let agent_dir = LabDir::new("demo-agent")?;
     let options = EnrolOptions {
@@ -906,6 +907,34 @@ fn show_sshd(sshd: &Sshd) -> Result<()> {
         sshd.version(),
         sshd.addr(),
         sshd.login_user()
+    );
+    Ok(())
+}
+
+/// The API's OpenAPI document, as any client can fetch it.
+fn show_api_document(server: &crate::lab::ZerothServer) -> Result<()> {
+    println!("$ curl https://.../v1/openapi.json   # the HTTP API, described");
+    let doc: serde_json::Value = crate::agent::enrol::client(&server.bundle())?
+        .get(format!("{}/v1/openapi.json", server.url()))
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.json())
+        .context("fetch the OpenAPI document")?;
+    let operations: Vec<&serde_json::Value> = doc["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|paths| paths.values())
+        .filter_map(|item| item.as_object())
+        .flat_map(|item| item.values())
+        .collect();
+    let mtls = operations
+        .iter()
+        .filter(|op| op.get("security").is_some())
+        .count();
+    println!(
+        "           OpenAPI {}: {} operations, {mtls} of them for holders of an SVID (mTLS); `make fuzz-api` checks the server against it",
+        doc["openapi"].as_str().unwrap_or("?"),
+        operations.len()
     );
     Ok(())
 }

@@ -104,6 +104,9 @@ enum Command {
     Tpm(tpm::TpmArgs),
     /// Measure zeroth against the raw speed of the hardware it drives.
     Bench(bench::BenchArgs),
+    /// Print the HTTP API's OpenAPI 3.1 document (what a server serves at
+    /// /v1/openapi.json).
+    Openapi,
     /// Write the manual pages (zeroth.1, zeroth-server.1, …) into DIR.
     #[command(hide = true)]
     Manpages { dir: std::path::PathBuf },
@@ -156,6 +159,11 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Db(args) => db::run(&args),
         Command::Lease(args) => db::run_lease(&args),
         Command::Ssh(args) => ssh::run(&args),
+        Command::Openapi => {
+            let doc = crate::server::api::openapi::document();
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(())
+        }
         Command::Manpages { dir } => manpages(&dir),
     }
 }

@@ -7,7 +7,7 @@ use crate::store::sql::{params, Conn, OptionalExtension, Tx};
 
 use super::{now, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LeaseState {
     Creating,
@@ -36,7 +36,8 @@ impl LeaseState {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// A lease as the API reports it (`POST /v1/leases/{id}/renew`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Lease {
     pub id: String,
     pub kind: String,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// The header a holder's agent names the local program with.
 pub const WORKLOAD_HEADER: &str = "zeroth-workload";
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredsRequest {
     /// Lease lifetime in seconds (the role's default when absent; never
@@ -14,11 +14,12 @@ pub struct CredsRequest {
     pub ttl_seconds: Option<u64>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CredsResponse {
     pub lease_id: String,
     pub username: String,
     #[serde(with = "crate::wire::secret")]
+    #[schema(value_type = String)]
     pub password: secrecy::SecretString,
     pub expires: i64,
     pub engine: String,
@@ -42,7 +43,7 @@ impl std::fmt::Debug for CredsResponse {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewLeaseRequest {
     pub increment_seconds: Option<u64>,
@@ -50,7 +51,7 @@ pub struct RenewLeaseRequest {
 
 /// Use of a proxied database session, reported by the agent that relays
 /// it (`POST /v1/db/session-events`). Holds no secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionEvent {
     /// Unique per event: a redelivered event is recorded once.
@@ -75,7 +76,7 @@ pub struct SessionEvent {
     pub bytes_to_client: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionEventKind {
     Opened,
@@ -93,7 +94,7 @@ impl SessionEventKind {
 }
 
 /// A local program, as the agent's kernel attribution named it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     pub uid: u32,
@@ -103,14 +104,14 @@ pub struct Workload {
     pub unit: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionEvents {
     pub events: Vec<SessionEvent>,
 }
 
 /// What the server did with a batch of session events.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionEventsRecorded {
     /// Newly written to the audit.
     pub recorded: usize,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::node::NodeState;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BeginRequest {
     pub group: String,
@@ -18,7 +18,7 @@ pub struct BeginRequest {
     pub ak_public: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BeginResponse {
     pub challenge_id: String,
     /// TPM2B_ID_OBJECT contents, base64.
@@ -31,7 +31,7 @@ pub struct BeginResponse {
     pub pcrs: Vec<u8>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FinishRequest {
     pub challenge_id: String,
@@ -63,7 +63,7 @@ impl std::fmt::Debug for FinishRequest {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FinishResponse {
     pub node_id: String,
     pub state: NodeState,
@@ -74,7 +74,7 @@ pub struct FinishResponse {
     pub bundle: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RenewChallenge {
     pub challenge_id: String,
     /// Qualifying data for the quote, base64.
@@ -83,7 +83,7 @@ pub struct RenewChallenge {
     pub pcrs: Vec<u8>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     pub challenge_id: String,
@@ -98,7 +98,7 @@ pub struct RenewRequest {
     pub event_log: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RenewResponse {
     pub spiffe_id: String,
     /// The new X.509-SVID (PEM).

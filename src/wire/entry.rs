@@ -147,7 +147,7 @@ impl<'de> Deserialize<'de> for Selector {
 }
 
 /// Whose programs an entry is for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Parent {
     /// One enrolled node (by its id).
@@ -166,13 +166,14 @@ impl fmt::Display for Parent {
 }
 
 /// A registration entry, as the server stores it and sends it to agents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
     pub id: String,
     pub spiffe_id: String,
     pub parent: Parent,
     /// Every one must hold for a program to match; sorted, no repeats.
+    #[schema(value_type = Vec<String>, example = json!(["unix:uid:1000", "systemd:unit:app.service"]))]
     pub selectors: Vec<Selector>,
     /// Lifetime of the entry's X.509-SVIDs, in seconds.
     pub ttl_seconds: u64,
@@ -198,7 +199,7 @@ impl Entry {
 
 /// `GET /v1/entries`: the entries for the calling node, and a revision
 /// that changes whenever they do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EntriesResponse {
     pub revision: String,
     pub entries: Vec<Entry>,
@@ -206,7 +207,7 @@ pub struct EntriesResponse {
 
 /// `POST /v1/workload/x509`: sign an X.509-SVID for a program of the
 /// calling node that matches `entry_id`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadSvidRequest {
     pub entry_id: String,
@@ -216,7 +217,7 @@ pub struct WorkloadSvidRequest {
     pub csr: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkloadSvidResponse {
     pub spiffe_id: String,
     /// The X.509-SVID (PEM).
@@ -227,7 +228,7 @@ pub struct WorkloadSvidResponse {
 }
 
 /// `POST /v1/workload/jwt`: a JWT-SVID naming `entry_id`'s SPIFFE ID.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadJwtRequest {
     pub entry_id: String,

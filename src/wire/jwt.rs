@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtRequest {
     /// Who the token is for: its `aud` claim.
@@ -11,7 +11,7 @@ pub struct JwtRequest {
     pub ttl_seconds: Option<u64>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JwtResponse {
     pub token: String,
     pub spiffe_id: String,

@@ -1,7 +1,9 @@
 //! A node's standing, as the server reports it to agents and operators.
 
 /// Where a node stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeState {
     Pending,

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SshSignRequest {
     /// OpenSSH public key line.
@@ -12,7 +12,7 @@ pub struct SshSignRequest {
     pub ttl_seconds: Option<u64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SshSignResponse {
     /// OpenSSH certificate line (`…-cert-v01@openssh.com …`).
     pub certificate: String,

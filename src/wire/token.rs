@@ -5,10 +5,11 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeRequest {
     #[serde(with = "crate::wire::secret")]
+    #[schema(value_type = String)]
     pub token: SecretString,
     /// The host's ECDSA P-256 public key, uncompressed SEC1 point, base64.
     pub public_key: String,
@@ -46,10 +47,11 @@ impl std::fmt::Debug for ExchangeRequest {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExchangeResponse {
     /// The next token; the one presented no longer works.
     #[serde(with = "crate::wire::secret")]
+    #[schema(value_type = String)]
     pub token: SecretString,
     pub token_expires: i64,
     pub spiffe_id: String,

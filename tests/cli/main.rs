@@ -42,6 +42,7 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         "ed25519-dalek verified it",
         "it opens in its row and not in another",
         "event_scheduler=ON",
+        "OpenAPI 3.1.0: 25 operations, 11 of them for holders of an SVID (mTLS)",
         "enrolled: spiffe://lab.zeroth/node/",
         "for a key that never leaves the TPM",
         "renewed over mTLS: serial ",

@@ -414,6 +414,29 @@ fn a_server_installed_as_the_readme_says_runs_under_systemd() {
     };
     assert!(matches!(enrol(&options).unwrap(), Outcome::Approved { .. }));
 
+    // The API document the package ships is the one the server serves.
+    let unpacked = LabDir::new("deb-contents").unwrap();
+    let status = std::process::Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(unpacked.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let shipped: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(unpacked.join("usr/share/doc/zeroth/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    let served: serde_json::Value = zeroth::agent::enrol::client(&options.ca_bundle)
+        .unwrap()
+        .get(format!("{}/v1/openapi.json", options.server))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(shipped, served);
+    assert_eq!(served["openapi"], "3.1.0");
+
     // The server hangs (SIGSTOP): systemd's watchdog restarts it, and it serves again.
     device.ask(&mut vm, "stop-server", Duration::from_secs(180));
     let (before, after) = (m("before.txt"), m("after.txt"));

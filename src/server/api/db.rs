@@ -8,6 +8,7 @@ use axum::Json;
 
 use super::caller::{Caller, CallerKind};
 use super::error::{ApiError, JsonBody};
+use super::openapi::HolderRefusals;
 use crate::creds::db::leases::{CredsError, Holder};
 use crate::server::state::Shared;
 use crate::store::leases::Lease;
@@ -93,6 +94,9 @@ pub(super) fn holder_for(
 }
 
 /// `POST /v1/db/creds/{role}`.
+#[utoipa::path(post, path = "/v1/db/creds/{role}", summary = "Issue a database user for a role", tag = "database",
+    security(("svid" = [])), params(("role" = String, Path, description = "A database role of server.toml", example = "app_readonly")), request_body = CredsRequest,
+    responses((status = 200, description = "A new database user, dropped when its lease ends", body = CredsResponse), HolderRefusals))]
 pub async fn creds(
     State(s): State<Shared>,
     Path(role): Path<String>,
@@ -125,6 +129,9 @@ pub async fn creds(
 }
 
 /// `POST /v1/leases/{id}/renew`.
+#[utoipa::path(post, path = "/v1/leases/{id}/renew", summary = "Extend a lease", tag = "database",
+    security(("svid" = [])), params(("id" = String, Path, description = "The lease's id")), request_body = RenewLeaseRequest,
+    responses((status = 200, description = "The lease with its new expiry", body = Lease), HolderRefusals))]
 pub async fn renew(
     State(s): State<Shared>,
     Path(id): Path<String>,
@@ -144,6 +151,9 @@ pub async fn renew(
 }
 
 /// `POST /v1/leases/{id}/revoke`: a holder may always give its lease back.
+#[utoipa::path(post, path = "/v1/leases/{id}/revoke", summary = "Give a lease back before it expires", tag = "database",
+    security(("svid" = [])), params(("id" = String, Path, description = "The lease's id")),
+    responses((status = 204, description = "Revoked: the user is dropped, or the certificate is in the KRL"), HolderRefusals))]
 pub async fn revoke(
     State(s): State<Shared>,
     Path(id): Path<String>,
@@ -159,6 +169,9 @@ pub async fn revoke(
 
 /// `POST /v1/db/session-events`: an agent reports the use of the sessions
 /// its proxies relay.
+#[utoipa::path(post, path = "/v1/db/session-events", summary = "Report the use of proxied database sessions", tag = "database",
+    security(("svid" = [])), request_body = crate::wire::db::SessionEvents,
+    responses((status = 200, description = "What was recorded in the audit", body = crate::wire::db::SessionEventsRecorded), HolderRefusals))]
 pub async fn session_events(
     State(s): State<Shared>,
     caller: Caller,

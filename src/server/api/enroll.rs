@@ -19,6 +19,7 @@ use zeroth_attest::verify::public::{KeyMaterial, Public};
 use zeroth_attest::verify::quote::{check_ak, verify_certify, Ak};
 
 use super::error::{b64, ApiError, JsonBody};
+use super::openapi::EnrolmentRefusals;
 use crate::audit::{self, Event};
 use crate::identity::x509_ca::pem_encode;
 use crate::identity::{P256Subject, SpiffeId};
@@ -49,6 +50,9 @@ fn refuse(s: &AppState, subject: &str, err: ApiError) -> ApiError {
     super::refusal::refuse(s, "enrol.rejected", "enrolment", subject, err)
 }
 
+#[utoipa::path(post, path = "/v1/enroll/begin", summary = "Start enrolment: send the EK and AK, get a credential to activate", tag = "enrolment",
+    request_body = BeginRequest,
+    responses((status = 200, description = "A credential only the TPM that holds the EK can activate, and the nonce to quote over", body = BeginResponse), EnrolmentRefusals))]
 pub async fn begin(
     State(s): State<Shared>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -182,6 +186,12 @@ fn begin_blocking(s: &AppState, req: BeginRequest) -> Result<BeginResponse, ApiE
     })
 }
 
+#[utoipa::path(post, path = "/v1/enroll/finish", summary = "Finish enrolment: prove the activation, quote the PCRs, certify the identity key", tag = "enrolment",
+    request_body = FinishRequest,
+    responses(
+        (status = 200, description = "Enrolled and approved: the node's X.509-SVID", body = FinishResponse),
+        (status = 202, description = "Enrolled, waiting for an operator's approval", body = FinishResponse),
+        EnrolmentRefusals))]
 pub async fn finish(
     State(s): State<Shared>,
     JsonBody(req): JsonBody<FinishRequest>,

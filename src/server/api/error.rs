@@ -73,7 +73,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (
             self.status,
-            Json(serde_json::json!({"error": self.code, "reason": self.reason})),
+            Json(super::openapi::ErrorBody {
+                error: self.code,
+                reason: self.reason,
+            }),
         )
             .into_response();
         if let Some(secs) = self.retry_after {
@@ -122,12 +125,10 @@ where
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Self(v)),
+            // The body is already whole and within its limit (see
+            // `whole_body`): what is left is a malformed one.
             Err(rejection) => Err(ApiError {
-                status: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    StatusCode::PAYLOAD_TOO_LARGE
-                } else {
-                    StatusCode::BAD_REQUEST
-                },
+                status: StatusCode::BAD_REQUEST,
                 code: "bad_request",
                 reason: rejection.body_text(),
                 retry_after: None,

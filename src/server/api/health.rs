@@ -3,16 +3,21 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::error::ApiError;
+use super::openapi::Unavailable;
 use std::time::Instant;
 
 use crate::server::state::{AppState, Shared};
 
+#[utoipa::path(get, path = "/healthz", summary = "Liveness", tag = "health",
+    responses((status = 200, description = "The process is up", body = String, content_type = "text/plain", example = "ok\n")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Ready when the database answers and the HSM signs (checked at most
 /// once a second, whoever asks).
+#[utoipa::path(get, path = "/readyz", summary = "Readiness: the store answers and the HSM signs", tag = "health",
+    responses((status = 200, description = "The store answers and the HSM signs", body = String, content_type = "text/plain", example = "ready\n"), Unavailable))]
 pub async fn readyz(State(s): State<Shared>) -> Result<&'static str, ApiError> {
     let outcome = match s.readiness.fresh(Instant::now()) {
         Some(outcome) => outcome,
@@ -47,6 +52,8 @@ fn check(s: &AppState) -> Result<(), ApiError> {
 }
 
 /// The X.509 trust bundle (PEM): the CA that signs every SVID.
+#[utoipa::path(get, path = "/v1/bundle", summary = "The X.509 trust bundle", tag = "health",
+    responses((status = 200, description = "The X.509 trust bundle: the CA certificate that signs every SVID", body = String, content_type = "application/x-pem-file")))]
 pub async fn bundle(State(s): State<Shared>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
@@ -55,6 +62,8 @@ pub async fn bundle(State(s): State<Shared>) -> impl IntoResponse {
 }
 
 /// Prometheus exposition.
+#[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"), Unavailable))]
 pub async fn metrics(State(s): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let text = s
         .blocking(|s| crate::server::metrics::render(&s.metrics, &s.store))

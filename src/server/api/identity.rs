@@ -15,6 +15,7 @@ use zeroth_attest::verify::quote::Ak;
 use super::caller::NodeCaller;
 use super::enroll::{check_structures, parse_pcrs, CHALLENGE_TTL};
 use super::error::{b64, ApiError, JsonBody};
+use super::openapi::NodeRefusals;
 use crate::audit::{self, Event};
 use crate::identity::x509_ca::pem_encode;
 use crate::identity::{P256Subject, SpiffeId};
@@ -69,6 +70,9 @@ fn approved_node<'a>(
 }
 
 /// `POST /v1/identity/challenge`.
+#[utoipa::path(post, path = "/v1/identity/challenge", summary = "Ask for a nonce to renew the node's X.509-SVID", tag = "enrolment",
+    security(("svid" = [])),
+    responses((status = 200, description = "A nonce to quote the group's PCRs over", body = RenewChallenge), NodeRefusals))]
 pub async fn challenge(
     State(s): State<Shared>,
     caller: NodeCaller,
@@ -97,6 +101,9 @@ pub async fn challenge(
 }
 
 /// `POST /v1/identity/renew`.
+#[utoipa::path(post, path = "/v1/identity/renew", summary = "Renew the node's X.509-SVID with a fresh quote", tag = "enrolment",
+    security(("svid" = [])), request_body = RenewRequest,
+    responses((status = 200, description = "A new X.509-SVID for the same TPM-resident key", body = RenewResponse), NodeRefusals))]
 pub async fn renew(
     State(s): State<Shared>,
     caller: NodeCaller,

@@ -8,6 +8,7 @@ use axum::Json;
 
 use super::caller::NodeCaller;
 use super::error::{ApiError, JsonBody};
+use super::openapi::NodeRefusals;
 use crate::audit::{self, Event};
 use crate::identity::jwt::JwtError;
 use crate::server::state::{AppState, Shared};
@@ -15,6 +16,9 @@ use crate::store::nodes::{self, NodeState};
 use crate::wire::jwt::{JwtRequest, JwtResponse};
 
 /// `POST /v1/jwt`.
+#[utoipa::path(post, path = "/v1/jwt", summary = "Issue a JWT-SVID for the node", tag = "jwt",
+    security(("svid" = [])), request_body = JwtRequest,
+    responses((status = 200, description = "A JWT-SVID naming the node", body = JwtResponse), NodeRefusals))]
 pub async fn issue(
     State(s): State<Shared>,
     caller: NodeCaller,
@@ -82,11 +86,15 @@ pub(super) fn lifetime(s: &AppState, asked: Option<u64>) -> Result<Duration, Api
 }
 
 /// `GET /.well-known/openid-configuration`.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", summary = "OpenID Connect discovery document for JWT-SVIDs", tag = "jwt",
+    responses((status = 200, description = "OpenID Connect discovery: the issuer and where its keys are", body = Object)))]
 pub async fn discovery(State(s): State<Shared>) -> Json<serde_json::Value> {
     Json(s.jwt.discovery())
 }
 
 /// `GET /v1/jwks`.
+#[utoipa::path(get, path = "/v1/jwks", summary = "The keys that verify JWT-SVIDs", tag = "jwt",
+    responses((status = 200, description = "The JSON Web Key Set that verifies JWT-SVIDs", body = Object)))]
 pub async fn jwks(State(s): State<Shared>) -> Json<serde_json::Value> {
     Json(s.jwt.jwks())
 }

@@ -7,14 +7,17 @@ pub mod error;
 mod health;
 pub mod identity;
 pub mod jwt;
+pub mod openapi;
 mod refusal;
 pub mod ssh;
 pub mod token;
+mod whole_body;
 pub mod workload;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::state::Shared;
 
@@ -22,32 +25,41 @@ use super::state::Shared;
 /// are a few kilobytes.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Every route with its OpenAPI description: the router and the document
+/// are made from the same list.
+pub(crate) fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::bundle))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi::serve))
+        .routes(routes!(enroll::begin))
+        .routes(routes!(enroll::finish))
+        .routes(routes!(identity::challenge))
+        .routes(routes!(identity::renew))
+        .routes(routes!(jwt::issue))
+        .routes(routes!(jwt::discovery))
+        .routes(routes!(jwt::jwks))
+        .routes(routes!(token::exchange))
+        .routes(routes!(db::creds))
+        .routes(routes!(db::renew))
+        .routes(routes!(db::revoke))
+        .routes(routes!(db::session_events))
+        .routes(routes!(ssh::sign))
+        .routes(routes!(ssh::user_ca))
+        .routes(routes!(ssh::host_ca))
+        .routes(routes!(ssh::krl))
+        .routes(routes!(ssh::host_krl))
+        .routes(routes!(workload::list))
+        .routes(routes!(workload::x509))
+        .routes(routes!(workload::jwt))
+}
+
 pub fn router(state: Shared) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/v1/bundle", get(health::bundle))
-        .route("/metrics", get(health::metrics))
-        .route("/v1/enroll/begin", post(enroll::begin))
-        .route("/v1/enroll/finish", post(enroll::finish))
-        .route("/v1/identity/challenge", post(identity::challenge))
-        .route("/v1/identity/renew", post(identity::renew))
-        .route("/v1/jwt", post(jwt::issue))
-        .route("/.well-known/openid-configuration", get(jwt::discovery))
-        .route("/v1/jwks", get(jwt::jwks))
-        .route("/v1/token/exchange", post(token::exchange))
-        .route("/v1/db/creds/{role}", post(db::creds))
-        .route("/v1/ssh/sign/{role}", post(ssh::sign))
-        .route("/v1/ssh/ca/user", get(ssh::user_ca))
-        .route("/v1/ssh/ca/host", get(ssh::host_ca))
-        .route("/v1/ssh/krl", get(ssh::krl))
-        .route("/v1/ssh/krl/host", get(ssh::host_krl))
-        .route("/v1/db/session-events", post(db::session_events))
-        .route("/v1/leases/{id}/renew", post(db::renew))
-        .route("/v1/leases/{id}/revoke", post(db::revoke))
-        .route("/v1/entries", get(workload::list))
-        .route("/v1/workload/x509", post(workload::x509))
-        .route("/v1/workload/jwt", post(workload::jwt))
+    let (router, _) = routes().split_for_parts();
+    router
+        .layer(axum::middleware::from_fn(whole_body::read_whole_body))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

@@ -8,6 +8,7 @@ use axum::Json;
 use sha2::{Digest, Sha256};
 
 use super::error::{b64, ApiError, JsonBody};
+use super::openapi::ExchangeRefusals;
 use crate::audit::{self, Event};
 use crate::identity::x509_ca::pem_encode;
 use crate::identity::{P256Subject, SpiffeId};
@@ -37,6 +38,9 @@ pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+#[utoipa::path(post, path = "/v1/token/exchange", summary = "Exchange a rotating token for an X.509-SVID and the next token", tag = "token",
+    request_body = ExchangeRequest,
+    responses((status = 200, description = "An X.509-SVID for the proven key, and the next token", body = ExchangeResponse), ExchangeRefusals))]
 pub async fn exchange(
     State(s): State<Shared>,
     JsonBody(req): JsonBody<ExchangeRequest>,

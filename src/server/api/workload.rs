@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::caller::{Caller, CallerKind};
 use super::error::{ApiError, JsonBody};
+use super::openapi::HolderRefusals;
 use crate::audit::{self, Event};
 use crate::identity::csr::p256_key;
 use crate::identity::jwt::JwtError;
@@ -56,6 +57,9 @@ pub fn revision(entries: &[Entry]) -> String {
 }
 
 /// `GET /v1/entries`.
+#[utoipa::path(get, path = "/v1/entries", summary = "The registration entries for the caller's programs", tag = "workload",
+    security(("svid" = [])),
+    responses((status = 200, description = "The registration entries for the caller's programs", body = EntriesResponse), HolderRefusals))]
 pub async fn list(
     State(s): State<Shared>,
     caller: Caller,
@@ -106,6 +110,9 @@ async fn record_issue(
 }
 
 /// `POST /v1/workload/x509`.
+#[utoipa::path(post, path = "/v1/workload/x509", summary = "Issue an X.509-SVID for a program's registration entry", tag = "workload",
+    security(("svid" = [])), request_body = WorkloadSvidRequest,
+    responses((status = 200, description = "An X.509-SVID for a program's key", body = WorkloadSvidResponse), HolderRefusals))]
 pub async fn x509(
     State(s): State<Shared>,
     caller: Caller,
@@ -158,6 +165,9 @@ pub async fn x509(
 }
 
 /// `POST /v1/workload/jwt`.
+#[utoipa::path(post, path = "/v1/workload/jwt", summary = "Issue a JWT-SVID for a program's registration entry", tag = "workload",
+    security(("svid" = [])), request_body = WorkloadJwtRequest,
+    responses((status = 200, description = "A JWT-SVID naming the entry's SPIFFE ID", body = JwtResponse), HolderRefusals))]
 pub async fn jwt(
     State(s): State<Shared>,
     caller: Caller,
