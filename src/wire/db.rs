@@ -11,6 +11,8 @@ pub const WORKLOAD_HEADER: &str = "zeroth-workload";
 pub struct CredsRequest {
     /// Lease lifetime in seconds (the role's default when absent; never
     /// beyond its maximum).
+    #[serde(default, deserialize_with = "crate::wire::seconds::deserialize")]
+    #[schema(maximum = 4294967295.0)]
     pub ttl_seconds: Option<u64>,
 }
 
@@ -46,6 +48,8 @@ impl std::fmt::Debug for CredsResponse {
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewLeaseRequest {
+    #[serde(default, deserialize_with = "crate::wire::seconds::deserialize")]
+    #[schema(maximum = 4294967295.0)]
     pub increment_seconds: Option<u64>,
 }
 

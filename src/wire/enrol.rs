@@ -8,13 +8,19 @@ pub use super::node::NodeState;
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BeginRequest {
+    #[schema(example = "edge")]
     pub group: String,
+    /// The node's name for itself (shown to operators).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,253}$", example = "web-01")]
     pub hostname: String,
     /// TPM2B_PUBLIC of the EK, base64.
+    #[schema(format = Byte)]
     pub ek_public: String,
     /// DER EK certificate from NV, base64.
+    #[schema(format = Byte)]
     pub ek_certificate: Option<String>,
     /// TPM2B_PUBLIC of the AK, base64.
+    #[schema(format = Byte)]
     pub ak_public: String,
 }
 
@@ -22,10 +28,13 @@ pub struct BeginRequest {
 pub struct BeginResponse {
     pub challenge_id: String,
     /// TPM2B_ID_OBJECT contents, base64.
+    #[schema(format = Byte)]
     pub credential_blob: String,
     /// TPM2B_ENCRYPTED_SECRET contents, base64.
+    #[schema(format = Byte)]
     pub encrypted_secret: String,
     /// Qualifying data for the quote and the certification, base64.
+    #[schema(format = Byte)]
     pub nonce: String,
     /// SHA-256 PCRs to quote.
     pub pcrs: Vec<u8>,
@@ -36,18 +45,24 @@ pub struct BeginResponse {
 pub struct FinishRequest {
     pub challenge_id: String,
     /// The secret ActivateCredential recovered, base64.
+    #[schema(format = Byte)]
     pub secret: String,
     /// TPMS_ATTEST of the quote, base64.
+    #[schema(format = Byte)]
     pub quote_attest: String,
     /// TPMT_SIGNATURE of the quote, base64.
+    #[schema(format = Byte)]
     pub quote_signature: String,
     /// "sha256:<index>" -> hex value of each quoted PCR.
     pub pcrs: std::collections::BTreeMap<String, String>,
     /// TPM2B_PUBLIC of the TPM-resident identity key, base64.
+    #[schema(format = Byte)]
     pub identity_key: String,
     /// TPMS_ATTEST of TPM2_Certify(identity key, AK), base64.
+    #[schema(format = Byte)]
     pub certify_attest: String,
     /// TPMT_SIGNATURE of the certification, base64.
+    #[schema(format = Byte)]
     pub certify_signature: String,
     /// The node's TCG event log, base64, for groups whose policy reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +93,7 @@ pub struct FinishResponse {
 pub struct RenewChallenge {
     pub challenge_id: String,
     /// Qualifying data for the quote, base64.
+    #[schema(format = Byte)]
     pub nonce: String,
     /// SHA-256 PCRs to quote.
     pub pcrs: Vec<u8>,
@@ -88,8 +104,10 @@ pub struct RenewChallenge {
 pub struct RenewRequest {
     pub challenge_id: String,
     /// TPMS_ATTEST of the quote, base64.
+    #[schema(format = Byte)]
     pub quote_attest: String,
     /// TPMT_SIGNATURE of the quote, base64.
+    #[schema(format = Byte)]
     pub quote_signature: String,
     /// "sha256:<index>" -> hex value of each quoted PCR.
     pub pcrs: std::collections::BTreeMap<String, String>,

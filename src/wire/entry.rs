@@ -214,6 +214,7 @@ pub struct WorkloadSvidRequest {
     /// PKCS#10 certification request (DER, base64) for a P-256 key made in
     /// the agent's memory; its signature proves the key is held. Only the
     /// key is taken from it: names come from the entry.
+    #[schema(format = Byte)]
     pub csr: String,
 }
 
@@ -232,7 +233,11 @@ pub struct WorkloadSvidResponse {
 #[serde(deny_unknown_fields)]
 pub struct WorkloadJwtRequest {
     pub entry_id: String,
+    /// Who the token is for (its `aud` claim): 1 to 8 audiences.
+    #[schema(min_items = 1, max_items = 8, example = json!(["payments-db"]))]
     pub audience: Vec<String>,
+    #[serde(default, deserialize_with = "crate::wire::seconds::deserialize")]
+    #[schema(maximum = 4294967295.0)]
     pub ttl_seconds: Option<u64>,
 }
 

@@ -5,9 +5,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtRequest {
-    /// Who the token is for: its `aud` claim.
+    /// Who the token is for (its `aud` claim): 1 to 8 audiences.
+    #[schema(min_items = 1, max_items = 8, example = json!(["payments-db"]))]
     pub audience: Vec<String>,
     /// Lifetime in seconds (default and maximum: the server's `jwt_max_ttl`).
+    #[serde(default, deserialize_with = "crate::wire::seconds::deserialize")]
+    #[schema(maximum = 4294967295.0)]
     pub ttl_seconds: Option<u64>,
 }
 

@@ -10,6 +10,7 @@ pub mod entry;
 pub mod jwt;
 pub mod node;
 pub mod pg_tls;
+pub mod seconds;
 pub mod secret;
 pub mod ssh;
 pub mod token;

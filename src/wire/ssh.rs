@@ -9,6 +9,8 @@ pub struct SshSignRequest {
     pub public_key: String,
     /// Principals wanted (default: all the role allows).
     pub principals: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::wire::seconds::deserialize")]
+    #[schema(maximum = 4294967295.0)]
     pub ttl_seconds: Option<u64>,
 }
 

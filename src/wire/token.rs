@@ -12,9 +12,11 @@ pub struct ExchangeRequest {
     #[schema(value_type = String)]
     pub token: SecretString,
     /// The host's ECDSA P-256 public key, uncompressed SEC1 point, base64.
+    #[schema(format = Byte)]
     pub public_key: String,
     /// Proof that the caller holds the key: its ECDSA signature (r || s,
     /// base64) over [`proof_message`] of the token.
+    #[schema(format = Byte)]
     pub proof: String,
 }
 

@@ -95,7 +95,7 @@ pub(super) fn holder_for(
 
 /// `POST /v1/db/creds/{role}`.
 #[utoipa::path(post, path = "/v1/db/creds/{role}", summary = "Issue a database user for a role", tag = "database",
-    security(("svid" = [])), params(("role" = String, Path, description = "A database role of server.toml", example = "app_readonly")), request_body = CredsRequest,
+    security(("svid" = [])), params(("role" = String, Path, description = "A database role of server.toml", example = "app-ro")), request_body = CredsRequest,
     responses((status = 200, description = "A new database user, dropped when its lease ends", body = CredsResponse), HolderRefusals))]
 pub async fn creds(
     State(s): State<Shared>,
