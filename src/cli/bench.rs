@@ -121,6 +121,9 @@ enum BenchCommand {
     Soak {
         #[arg(long, default_value_t = 10)]
         minutes: u64,
+        /// The SSH CA's key type: `ed25519` or `ecdsa-p256`.
+        #[arg(long, default_value = "ed25519")]
+        ssh_ca: String,
     },
     /// SSH certificate signings per second through zeroth at N concurrent
     /// HTTPS clients, for an Ed25519 and a P-256 CA, against the raw
@@ -138,7 +141,7 @@ enum BenchCommand {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.command {
-        BenchCommand::Soak { minutes } => super::bench_soak::run(*minutes),
+        BenchCommand::Soak { minutes, ssh_ca } => super::bench_soak::run(*minutes, ssh_ca),
         BenchCommand::Growth { per_client } => super::bench_growth::run(*per_client),
         BenchCommand::Hsm { token, seconds } => hsm(token, Duration::from_secs(*seconds)),
         BenchCommand::Quote {

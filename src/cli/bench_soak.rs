@@ -105,7 +105,7 @@ fn admin(server: &ZerothServer, op: &str, id: &str) -> Result<()> {
     .map_err(anyhow::Error::msg)
 }
 
-pub fn run(minutes: u64) -> Result<()> {
+pub fn run(minutes: u64, ssh_ca: &str) -> Result<()> {
     let tpm = Swtpm::start().context("start a lab TPM")?;
     let churn_tpm = Swtpm::start().context("start a second lab TPM")?;
     let hsm = SoftHsm::start().context("start a lab SoftHSM token")?;
@@ -122,8 +122,13 @@ pub fn run(minutes: u64) -> Result<()> {
     // meters would only measure themselves, so they are lifted.
     let unmetered =
         "[enrolment_limits]\nper_address = 1e9\nper_ek_per_minute = 1e9\nopen_per_ek = 1000000\n";
-    let server =
-        ZerothServer::start_configured(&exe, &hsm, "", &format!("{unmetered}\n{groups}"), &[])?;
+    let server = ZerothServer::start_configured(
+        &exe,
+        &hsm,
+        &format!("ssh_ca_algorithm = \"{ssh_ca}\""),
+        &format!("{unmetered}\n{groups}"),
+        &[],
+    )?;
     server.add_postgres("pg", &pg)?;
     let (_agent, opts, e) = enrolled_node(&server, &tpm)?;
     let svid = std::fs::read_to_string(opts.state_dir.join("svid.pem"))?;
@@ -137,7 +142,7 @@ pub fn run(minutes: u64) -> Result<()> {
     let started = Instant::now();
     let until = started + Duration::from_secs(minutes * 60);
     println!(
-        "soak: one server (SQLite store, SoftHSM, PostgreSQL; MALLOC_ARENA_MAX=2 as in its unit) for {minutes} min under a steady mix: database users given back or left to expire, SSH certificates, renewals, and a second node enrolled, given a user, revoked and readmitted in a loop; sampled every {} s",
+        "soak: one server (SQLite store, SoftHSM, {ssh_ca} SSH CA, PostgreSQL; MALLOC_ARENA_MAX=2 as in its unit) for {minutes} min under a steady mix: database users given back or left to expire, SSH certificates, renewals, and a second node enrolled, given a user, revoked and readmitted in a loop; sampled every {} s",
         SAMPLE_EVERY.as_secs()
     );
     println!(

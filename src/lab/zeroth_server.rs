@@ -36,6 +36,18 @@ struct Launch {
     env: Vec<(String, String)>,
 }
 
+/// `ZEROTH_LAB_SERVER_ENV="K=V K2=V2"`: environment for the lab's zeroth
+/// servers alone, not for the clients and databases around them (a heap
+/// profiler's `LD_PRELOAD`, say, when a bench runs).
+fn extra_server_env() -> Vec<(String, String)> {
+    std::env::var("ZEROTH_LAB_SERVER_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 impl Launch {
     fn run(&self) -> Result<(Daemon, String), LabError> {
         let mut cmd = Command::new(&self.exe);
@@ -45,7 +57,8 @@ impl Launch {
             .args(&self.args)
             .env("SOFTHSM2_CONF", &self.softhsm_conf)
             .env("ZEROTH_LOG", "info")
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(extra_server_env());
         let mut daemon = Daemon::spawn("zeroth server", cmd, &self.log, Signal::TERM)?;
         let log = &self.log;
         let url = wait::until(
