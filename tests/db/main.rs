@@ -253,6 +253,10 @@ impl Lab {
 
     /// Renews `lease` by `increment` seconds, as its holder, over mTLS.
     fn renew(&self, lease: &str, increment: u64) -> serde_json::Value {
+        self.try_renew(lease, increment).unwrap()
+    }
+
+    fn try_renew(&self, lease: &str, increment: u64) -> Result<serde_json::Value, AgentError> {
         let e = Enrolment::open(&self.tpm.tcti(), self.agent.path()).unwrap();
         let svid = std::fs::read_to_string(self.agent.join("svid.pem")).unwrap();
         let http = e.mtls_client(&self.server.bundle(), &svid).unwrap();
@@ -261,7 +265,6 @@ impl Lab {
             &format!("{}/v1/leases/{lease}/renew", self.server.url()),
             &serde_json::json!({ "increment_seconds": increment }),
         )
-        .unwrap()
     }
 
     fn give_back(&self, lease: &str) -> u16 {

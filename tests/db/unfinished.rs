@@ -101,7 +101,19 @@ fn a_huge_renewal_increment_is_clamped_to_the_lease_maximum() {
     let lab = lab();
     lab.add_connections();
     let c = lab.creds("app-ro", Some(60)).unwrap();
-    let renewed = lab.renew(&c.lease_id, u64::MAX);
+    // Beyond what a body may ask for: refused, naming the limit.
+    match lab.try_renew(&c.lease_id, u64::MAX) {
+        Err(zeroth::agent::enrol::AgentError::Refused { status, reason }) => {
+            assert_eq!(status, 400);
+            assert!(
+                reason.contains("more than the most a request may ask for"),
+                "{reason}"
+            );
+        }
+        other => panic!("an increment of u64::MAX seconds: {other:?}"),
+    }
+    // The most a body may ask for: clamped to the lease's maximum.
+    let renewed = lab.renew(&c.lease_id, zeroth::wire::seconds::MAX);
     let db = rusqlite::Connection::open(lab.server.database()).unwrap();
     let max: i64 = db
         .query_row(
