@@ -114,6 +114,10 @@ enum BenchCommand {
     Growth {
         #[arg(long, default_value_t = 50)]
         per_client: usize,
+        /// Rounds per point: each figure is the least CPU per request of
+        /// its rounds (noise from the shared cores only ever adds).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// One server under a steady mix of enrolment, renewal, database
     /// users, SSH certificates and revocations for N minutes, with its
@@ -142,7 +146,9 @@ enum BenchCommand {
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.command {
         BenchCommand::Soak { minutes, ssh_ca } => super::bench_soak::run(*minutes, ssh_ca),
-        BenchCommand::Growth { per_client } => super::bench_growth::run(*per_client),
+        BenchCommand::Growth { per_client, rounds } => {
+            super::bench_growth::run(*per_client, (*rounds).max(1))
+        }
         BenchCommand::Hsm { token, seconds } => hsm(token, Duration::from_secs(*seconds)),
         BenchCommand::Quote {
             seconds,
