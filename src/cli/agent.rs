@@ -132,12 +132,11 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                                 c.state_dir.join("session-events").display()
                             )
                         })?;
-                Some(Proxies::serve(
-                    &c.proxies,
-                    &upstream,
-                    &Arc::new(queue),
-                    ids.clone(),
-                )?)
+                let queue = Arc::new(queue);
+                Some((
+                    Proxies::serve(&c.proxies, &upstream, &queue, ids.clone())?,
+                    queue,
+                ))
             };
             match &c.token_file {
                 Some(bootstrap) => crate::agent::token::run(
@@ -152,6 +151,12 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                     &rx,
                 ),
                 None => crate::agent::run::run(&options(&c), &c.ssh, retry_max, &rx),
+            }
+            // Session events being written as the stop came are finished.
+            if let Some((_, queue)) = &_proxies {
+                if !queue.settle(std::time::Duration::from_secs(5)) {
+                    tracing::warn!("a session event was still being written at the stop");
+                }
             }
             println!("agent stopped");
             Ok(())

@@ -622,7 +622,8 @@ fn with_the_server_down_open_sessions_go_on_new_ones_are_told_why_and_use_events
         (n == 1).then_some(()).ok_or(format!("{n} events queued"))
     });
     // The agent may be stopped while it still writes the event (a `.tmp`
-    // file): the next start queues it all the same.
+    // file): it finishes the write before it exits, and the next start
+    // queues it.
     // The agent restarts meanwhile: the queue is on its disk.
     let ProxyHost { dir, agent } = host;
     agent.stop().unwrap();

@@ -23,6 +23,34 @@ const RETRY_MAX: Duration = Duration::from_secs(8);
 pub struct EventQueue {
     dir: PathBuf,
     wake: Mutex<Sender<()>>,
+    /// Pushes under way, so a stop can let them finish (see [`Self::settle`]).
+    writing: Mutex<usize>,
+    written: std::sync::Condvar,
+}
+
+/// Counts one push under way for as long as it lives.
+struct Writing<'a>(&'a EventQueue);
+
+impl<'a> Writing<'a> {
+    fn new(queue: &'a EventQueue) -> Self {
+        *queue
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        Self(queue)
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut n = self
+            .0
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n -= 1;
+        self.0.written.notify_all();
+    }
 }
 
 impl EventQueue {
@@ -43,12 +71,30 @@ impl EventQueue {
         Ok(Self {
             dir: dir.to_owned(),
             wake: Mutex::new(wake),
+            writing: Mutex::new(0),
+            written: std::sync::Condvar::new(),
         })
+    }
+
+    /// Waits, at most `within`, for the pushes under way to be on disk: a
+    /// stopping agent would otherwise leave an event half written, to be
+    /// set aside at the next start. True when none is left.
+    pub fn settle(&self, within: Duration) -> bool {
+        let n = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (n, _) = self
+            .written
+            .wait_timeout_while(n, within, |n| *n > 0)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n == 0
     }
 
     /// Queues `event` durably (blocking: call off the reactor).
     pub fn push(&self, event: &SessionEvent) -> std::io::Result<()> {
         use std::io::Write;
+        let _writing = Writing::new(self);
         let json = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         // Named by time, so delivery keeps the order they happened in.
         let stamp = std::time::SystemTime::now()
@@ -219,6 +265,25 @@ fn deliver(dir: &Path, upstream: &Upstream, wake: &Receiver<()>) {
 mod tests {
     use super::*;
     use crate::wire::db::{SessionEventKind, Workload};
+
+    #[test]
+    fn a_stop_waits_for_the_pushes_under_way_and_no_longer() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = EventQueue {
+            dir: dir.path().to_owned(),
+            wake: Mutex::new(std::sync::mpsc::channel().0),
+            writing: Mutex::new(0),
+            written: std::sync::Condvar::new(),
+        };
+        assert!(queue.settle(Duration::ZERO), "nothing under way");
+        let writing = Writing::new(&queue);
+        assert!(!queue.settle(Duration::from_millis(20)), "a push under way");
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| queue.settle(Duration::from_secs(30)));
+            drop(writing);
+            assert!(waiter.join().unwrap(), "settled once the push ended");
+        });
+    }
 
     #[test]
     fn an_interrupted_write_is_queued_if_whole_and_set_aside_if_torn() {
