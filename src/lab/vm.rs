@@ -149,6 +149,14 @@ impl EdgeVm {
         String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned()
     }
 
+    /// The console's last `lines` lines, where a failure shows (the
+    /// whole console of a boot is mostly the kernel's early messages).
+    pub fn console_tail(&self, lines: usize) -> String {
+        let console = self.console();
+        let all: Vec<&str> = console.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// Fails with the console's end if qemu has exited.
     pub fn ensure_running(&mut self) -> Result<(), LabError> {
         if let Some(status) = self.qemu.exited() {

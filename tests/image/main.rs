@@ -47,6 +47,10 @@ while :; do
 done
 "#;
 
+/// How much of a guest's console a failure shows: its end, where the agent's
+/// and systemd's last words are.
+const CONSOLE_TAIL: usize = 120;
+
 struct Device {
     medium: LabDir,
     run: LabDir,
@@ -86,7 +90,7 @@ impl Device {
             assert!(
                 Instant::now() < deadline,
                 "the guest did not {action}:\n{}",
-                vm.console()
+                vm.console_tail(CONSOLE_TAIL)
             );
             std::thread::sleep(Duration::from_millis(200)); // polling the share
         }
@@ -94,10 +98,16 @@ impl Device {
 }
 
 /// Polls the server's store until `want` holds for the only node.
-fn wait_node(db: &Path, vm: &mut EdgeVm, within: Duration, want: impl Fn(&Node) -> bool) -> Node {
+fn wait_node(
+    server: &ZerothServer,
+    vm: &mut EdgeVm,
+    within: Duration,
+    want: impl Fn(&Node) -> bool,
+) -> Node {
+    let db = server.database();
     let deadline = Instant::now() + within;
     loop {
-        if let Ok(store) = Store::open(db) {
+        if let Ok(store) = Store::open(&db) {
             if let Ok(list) = nodes::nodes(&store.lock()) {
                 if let Some(n) = list.into_iter().find(|n| want(n)) {
                     return n;
@@ -107,11 +117,17 @@ fn wait_node(db: &Path, vm: &mut EdgeVm, within: Duration, want: impl Fn(&Node) 
         vm.ensure_running().unwrap();
         assert!(
             Instant::now() < deadline,
-            "no node as expected within {within:?}; console:\n{}",
-            vm.console()
+            "no node as expected within {within:?}; console:\n{}\nserver log:\n{}",
+            vm.console_tail(CONSOLE_TAIL),
+            last_lines(&server.log(), 40)
         );
         std::thread::sleep(Duration::from_millis(500)); // polling the store
     }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(n)..].join("\n")
 }
 
 fn audit_kinds(db: &Path, subject: &str) -> Vec<(String, String)> {
@@ -170,7 +186,7 @@ fn an_edge_device_enrols_itself_re_attests_after_reboot_and_is_refused_after_pcr
     // First boot: systemd starts zeroth-agent, which enrols through the vTPM.
     let started = Instant::now();
     let mut vm = device.boot(&mut tpm, "boot1");
-    let first = wait_node(&db, &mut vm, Duration::from_secs(300), |n| {
+    let first = wait_node(&server, &mut vm, Duration::from_secs(300), |n| {
         n.state == NodeState::Approved
     });
     println!(
@@ -189,7 +205,7 @@ fn an_edge_device_enrols_itself_re_attests_after_reboot_and_is_refused_after_pcr
         vm.console()
             .contains("zeroth-provision: configuration installed"),
         "{}",
-        vm.console()
+        vm.console_tail(CONSOLE_TAIL)
     );
     device.ask(&mut vm, "poweroff", Duration::from_secs(60));
     assert!(vm
@@ -201,7 +217,7 @@ fn an_edge_device_enrols_itself_re_attests_after_reboot_and_is_refused_after_pcr
     // fresh quote, and the server sees the TPM's resetCount move.
     let rebooted = Instant::now();
     let mut vm = device.boot(&mut tpm, "boot2");
-    let again = wait_node(&db, &mut vm, Duration::from_secs(300), |n| {
+    let again = wait_node(&server, &mut vm, Duration::from_secs(300), |n| {
         n.id == first.id && n.reset_count > first.reset_count
     });
     println!(
@@ -223,7 +239,11 @@ fn an_edge_device_enrols_itself_re_attests_after_reboot_and_is_refused_after_pcr
             break d;
         }
         vm.ensure_running().unwrap();
-        assert!(Instant::now() < deadline, "no refusal:\n{}", vm.console());
+        assert!(
+            Instant::now() < deadline,
+            "no refusal:\n{}",
+            vm.console_tail(CONSOLE_TAIL)
+        );
         std::thread::sleep(Duration::from_millis(500)); // polling the audit log
     };
     println!("after the PCR change: {} {}", denied.0, denied.1);
@@ -372,7 +392,7 @@ fn a_server_installed_as_the_readme_says_runs_under_systemd() {
             Instant::now() < deadline,
             "the server did not come up:\n{}\n{}",
             m("install.log"),
-            vm.console()
+            vm.console_tail(CONSOLE_TAIL)
         );
         std::thread::sleep(Duration::from_millis(500)); // polling the share
     }
