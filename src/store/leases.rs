@@ -109,12 +109,16 @@ pub fn transition(
     to: LeaseState,
 ) -> Result<bool, StoreError> {
     let revoked = (to == LeaseState::Revoked).then(now);
+    // Whoever moves a lease to `revoking` is about to revoke it: the
+    // revoker leaves it to them for a while rather than race them.
+    let retry_at = (to == LeaseState::Revoking).then(|| now() + REVOKING_GRACE);
     let n = tx
         .prepare_cached(
-            "UPDATE leases SET state = ?1, revoked = COALESCE(?2, revoked)
+            "UPDATE leases SET state = ?1, revoked = COALESCE(?2, revoked),
+                retry_at = COALESCE(?5, retry_at)
              WHERE id = ?3 AND state = ?4",
         )
-        .and_then(|mut s| s.execute(params![to.as_str(), revoked, id, from.as_str()]))
+        .and_then(|mut s| s.execute(params![to.as_str(), revoked, id, from.as_str(), retry_at]))
         .map_err(StoreError::sql("changing a lease's state"))?;
     Ok(n == 1)
 }
@@ -154,6 +158,11 @@ pub fn retry_later(conn: &Conn, id: &str, at: i64) -> Result<(), StoreError> {
 /// How long an issuance may keep its lease `creating` before the revoker
 /// takes it for abandoned (a write that failed after the user was made).
 pub const CREATING_GRACE: i64 = 60;
+
+/// How long a revocation under way keeps its lease from the revoker
+/// (which takes it over if it is still `revoking` then: the revocation
+/// failed, or its server stopped midway).
+pub const REVOKING_GRACE: i64 = 10;
 
 /// Leases to revoke now: active ones past their expiry, `revoking` ones
 /// (a revocation that failed or was cut short), and `creating` ones left

@@ -4,6 +4,7 @@
 
 mod backup;
 mod batch;
+mod collisions;
 mod mariadb_accounts;
 mod proxy;
 mod unfinished;

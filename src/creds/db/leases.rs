@@ -46,7 +46,11 @@ pub enum CredsError {
 impl From<DbError> for CredsError {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::Unavailable { .. } => Self::Unavailable(e.to_string()),
+            // A collision still there after its retries is as passing as
+            // an unreachable database: ask again later (503).
+            DbError::Unavailable { .. } | DbError::Collision { .. } => {
+                Self::Unavailable(e.to_string())
+            }
             DbError::Statement { .. } | DbError::Template(_) => Self::Refused(e.to_string()),
         }
     }

@@ -52,8 +52,49 @@ pub enum DbError {
         index: usize,
         reason: String,
     },
+    /// Another session changed the same catalogue row meanwhile, or the
+    /// engine chose this transaction as a deadlock's victim: nothing is
+    /// wrong with the statement, and trying again is the remedy.
+    #[error(
+        "statement {index} of the {stage} statements collided with a concurrent change: {reason}"
+    )]
+    Collision {
+        stage: &'static str,
+        index: usize,
+        reason: String,
+    },
     #[error("{0}")]
     Template(String),
+}
+
+/// Attempts at work whose statements keep colliding with concurrent
+/// changes, before the collision is the caller's answer.
+const COLLISION_ATTEMPTS: u32 = 5;
+
+/// Runs `attempt` until it does not collide with a concurrent change, at
+/// most [`COLLISION_ATTEMPTS`] times, pausing 10, 20, 40, 80 ms (plus up
+/// to 10 ms at random, so two colliding sides do not meet again).
+/// `attempt` must be safe to run again after a collision: each of its
+/// transactions was rolled back whole.
+pub(crate) async fn retrying_collisions<T, F>(
+    what: &'static str,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, DbError>
+where
+    F: std::future::Future<Output = Result<T, DbError>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(e @ DbError::Collision { .. }) if tries < COLLISION_ATTEMPTS => {
+                tracing::info!(error = %e, attempt = tries, "{what}: trying again");
+                let pause = (10u64 << (tries - 1)) + rand::random_range(0..10u64);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Where and as whom zeroth administers one database.
@@ -177,5 +218,61 @@ impl DbAdmin {
             Self::Postgres(a) => a.set_admin_password(new).await,
             Self::MariaDb(a) => a.set_admin_password(new).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn collision() -> DbError {
+        DbError::Collision {
+            stage: "renewal",
+            index: 1,
+            reason: "tuple concurrently updated".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_collision_is_tried_again_until_the_work_gets_through() {
+        let calls = AtomicU32::new(0);
+        let got = retrying_collisions("a renewal", || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(collision()),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn collisions_that_do_not_stop_are_the_answer_after_the_last_attempt() {
+        let calls = AtomicU32::new(0);
+        let got: Result<(), _> = retrying_collisions("a renewal", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(collision())
+        })
+        .await;
+        assert!(matches!(got, Err(DbError::Collision { .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), COLLISION_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn any_other_failure_is_not_tried_again() {
+        let calls = AtomicU32::new(0);
+        let got: Result<(), _> = retrying_collisions("a renewal", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(DbError::Statement {
+                stage: "renewal",
+                index: 1,
+                reason: "permission denied".into(),
+            })
+        })
+        .await;
+        assert!(matches!(got, Err(DbError::Statement { .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

@@ -5,12 +5,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 use super::role::RoleStatements;
 use super::secret::{scram_verifier, USER_PREFIX};
 use super::template::{render, Values};
-use super::{DbError, Engine, NewUser, Target};
+use super::{retrying_collisions, DbError, Engine, NewUser, Target};
 
 /// Admin connections kept open per database.
 const POOL: usize = 8;
@@ -23,10 +24,16 @@ pub struct PgAdmin {
     set_up: tokio::sync::Mutex<HashSet<String>>,
 }
 
-/// A refusal by the server is the statement's fault; anything else (a
-/// closed connection, I/O) means the database is unavailable.
+/// A refusal by the server is the statement's fault, unless it collided
+/// with a concurrent change; anything else (a closed connection, I/O)
+/// means the database is unavailable.
 fn failed(stage: &'static str, index: usize) -> impl FnOnce(tokio_postgres::Error) -> DbError {
     move |e| match e.as_db_error() {
+        Some(d) if collided(d) => DbError::Collision {
+            stage,
+            index,
+            reason: d.message().to_owned(),
+        },
         Some(d) => DbError::Statement {
             stage,
             index,
@@ -37,6 +44,17 @@ fn failed(stage: &'static str, index: usize) -> impl FnOnce(tokio_postgres::Erro
             reason: e.to_string(),
         },
     }
+}
+
+/// Whether the server refused a statement only because another session
+/// got there first: a serialization failure, a deadlock's victim, or a
+/// catalogue row (a role's, a schema's ACL) changed by a transaction that
+/// committed while this one waited for it.
+fn collided(e: &tokio_postgres::error::DbError) -> bool {
+    let code = e.code();
+    *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || (*code == SqlState::INTERNAL_ERROR && e.message().starts_with("tuple concurrently"))
 }
 
 impl PgAdmin {
@@ -176,13 +194,17 @@ impl PgAdmin {
         if !setup.is_empty() {
             let mut done = self.set_up.lock().await;
             if !done.contains(&role.group) {
-                self.with(async |c| Self::transaction(c, "setup", &setup).await)
-                    .await?;
+                retrying_collisions("a role's setup", || {
+                    self.with(async |c| Self::transaction(c, "setup", &setup).await)
+                })
+                .await?;
                 done.insert(role.group.clone());
             }
         }
-        self.with(async |c| Self::transaction(c, "creation", &creation).await)
-            .await
+        retrying_collisions("a user's creation", || {
+            self.with(async |c| Self::transaction(c, "creation", &creation).await)
+        })
+        .await
     }
 
     pub async fn renew(&self, name: &str, expires: i64, extra: &[String]) -> Result<(), DbError> {
@@ -198,8 +220,10 @@ impl PgAdmin {
         )
         .map_err(DbError::Template)?];
         statements.extend(Self::render_all(extra, &v)?);
-        self.with(async |c| Self::transaction(c, "renewal", &statements).await)
-            .await
+        retrying_collisions("a renewal", || {
+            self.with(async |c| Self::transaction(c, "renewal", &statements).await)
+        })
+        .await
     }
 
     pub async fn revoke(&self, name: &str, extra: &[String]) -> Result<bool, DbError> {
@@ -215,29 +239,50 @@ impl PgAdmin {
         ] {
             statements.push(render(Engine::Postgres, t, &v).map_err(DbError::Template)?);
         }
-        self.with(async |c| {
-            let exists = c
-                .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
-                .await
-                .map_err(failed("revocation", 0))?
-                .is_some();
-            if !exists {
-                return Ok(false);
-            }
-            // Locked first, so no new session starts while the old ones end.
-            c.batch_execute(&statements[..extra.len() + 1].join(";\n"))
-                .await
-                .map_err(failed("revocation", 1))?;
-            c.query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-                &[&name],
-            )
-            .await
-            .map_err(failed("revocation", 2))?;
-            Self::transaction(c, "revocation", &statements[extra.len() + 1..]).await?;
-            Ok(true)
+        retrying_collisions("a revocation", || {
+            self.with(async |c| {
+                if !Self::exists(c, name).await? {
+                    return Ok(false);
+                }
+                match Self::revoke_existing(c, name, &statements, extra.len()).await {
+                    // Dropped meanwhile by another revocation of the same
+                    // user (the revoker's and the holder's, say): done.
+                    Err(DbError::Statement { .. }) if !Self::exists(c, name).await? => Ok(false),
+                    other => other.map(|()| true),
+                }
+            })
         })
         .await
+    }
+
+    async fn exists(c: &Client, name: &str) -> Result<bool, DbError> {
+        Ok(
+            c.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
+                .await
+                .map_err(failed("revocation", 0))?
+                .is_some(),
+        )
+    }
+
+    /// Locks `name` out, ends its sessions, runs the rest of `statements`
+    /// (the first `extra` + 1 are the role's own and the lock-out).
+    async fn revoke_existing(
+        c: &Client,
+        name: &str,
+        statements: &[String],
+        extra: usize,
+    ) -> Result<(), DbError> {
+        // Locked first, so no new session starts while the old ones end.
+        c.batch_execute(&statements[..extra + 1].join(";\n"))
+            .await
+            .map_err(failed("revocation", 1))?;
+        c.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&name],
+        )
+        .await
+        .map_err(failed("revocation", 2))?;
+        Self::transaction(c, "revocation", &statements[extra + 1..]).await
     }
 
     pub async fn dynamic_users(&self) -> Result<Vec<String>, DbError> {
