@@ -114,7 +114,9 @@ impl EdgeVm {
             .arg("-initrd")
             .arg(image.dir.join("initrd.img"))
             .arg("-append")
-            .arg("root=/dev/vda rw console=ttyS0 panic=-1 zeroth.provision=9p systemd.log_color=0")
+            // The journal on the console too: what the agent says is in
+            // the serial log a failing test shows.
+            .arg("root=/dev/vda rw console=ttyS0 panic=-1 zeroth.provision=9p systemd.log_color=0 systemd.journald.forward_to_console=1")
             .arg("-drive")
             .arg(format!("file={},if=virtio,format=raw", disk.display()))
             .arg("-netdev")
