@@ -14,8 +14,7 @@ use zeroth_hsm::{HsmError, KeyKind, KeyName, KeyStore, PublicKey};
 /// The HSM key that signs JWT-SVIDs.
 pub const JWT_KEY: &str = "jwt-signing";
 
-/// Most audiences one JWT-SVID may carry.
-pub const MAX_AUDIENCES: usize = 8;
+pub use crate::wire::jwt::{MAX_AUDIENCES, MAX_AUDIENCE_CHARS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwtError {
@@ -122,12 +121,13 @@ impl JwtIssuer {
                 "`audience` must list 1 to {MAX_AUDIENCES} audiences"
             )));
         }
-        if let Some(a) = audience
-            .iter()
-            .find(|a| a.is_empty() || a.len() > 256 || a.chars().any(char::is_control))
-        {
+        if let Some(i) = audience.iter().position(|a| {
+            a.is_empty()
+                || a.chars().count() > MAX_AUDIENCE_CHARS
+                || a.chars().any(char::is_control)
+        }) {
             return Err(JwtError::BadRequest(format!(
-                "`audience` entry {a:?} must be 1 to 256 printable characters"
+                "`audience` entry {i} must be 1 to {MAX_AUDIENCE_CHARS} characters, none of them a control character"
             )));
         }
         let now = SystemTime::now()

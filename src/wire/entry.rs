@@ -233,11 +233,12 @@ pub struct WorkloadSvidResponse {
 #[serde(deny_unknown_fields)]
 pub struct WorkloadJwtRequest {
     pub entry_id: String,
-    /// Who the token is for (its `aud` claim): 1 to 8 audiences.
-    #[schema(min_items = 1, max_items = 8, example = json!(["payments-db"]))]
+    #[schema(schema_with = crate::wire::jwt::audiences)]
     pub audience: Vec<String>,
+    /// Lifetime in seconds, at least 10 (default and maximum: the server's
+    /// `jwt_max_ttl`).
     #[serde(default, deserialize_with = "crate::wire::seconds::deserialize")]
-    #[schema(maximum = 4294967295.0)]
+    #[schema(minimum = 10, maximum = 4294967295.0)]
     pub ttl_seconds: Option<u64>,
 }
 

@@ -5,13 +5,40 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtRequest {
-    /// Who the token is for (its `aud` claim): 1 to 8 audiences.
-    #[schema(min_items = 1, max_items = 8, example = json!(["payments-db"]))]
+    #[schema(schema_with = audiences)]
     pub audience: Vec<String>,
-    /// Lifetime in seconds (default and maximum: the server's `jwt_max_ttl`).
+    /// Lifetime in seconds, at least 10 (default and maximum: the server's
+    /// `jwt_max_ttl`).
     #[serde(default, deserialize_with = "crate::wire::seconds::deserialize")]
-    #[schema(maximum = 4294967295.0)]
+    #[schema(minimum = 10, maximum = 4294967295.0)]
     pub ttl_seconds: Option<u64>,
+}
+
+/// The most audiences one JWT-SVID may name.
+pub const MAX_AUDIENCES: usize = 8;
+/// The most characters one audience may have.
+pub const MAX_AUDIENCE_CHARS: usize = 256;
+
+/// The `audience` of a JWT-SVID request, as the server checks it: 1 to
+/// [`MAX_AUDIENCES`] entries of 1 to [`MAX_AUDIENCE_CHARS`] characters,
+/// none of them a control character.
+pub fn audiences() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .description(Some(
+            "Who the token is for (its `aud` claim): 1 to 8 audiences of 1 to 256 characters, none of them a control character",
+        ))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_AUDIENCE_CHARS))
+                .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f]*$")),
+        )
+        .min_items(Some(1))
+        .max_items(Some(MAX_AUDIENCES))
+        .examples([serde_json::json!(["payments-db"])])
+        .build()
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
