@@ -7,10 +7,13 @@
 //! `make test` runs a short pass; `make fuzz-api` a long one
 //! (`ZEROTH_FUZZ_API_EXAMPLES` cases per operation).
 
+mod forwarder;
+
 use std::path::Path;
 use std::process::Command;
 
-use zeroth::agent::enrol::{client, post_json};
+use zeroth::agent::enrol::{client, post_json, Enrolment};
+use zeroth::agent::{enrol, EnrolOptions, Outcome};
 use zeroth::lab::{groups, LabDir, Postgres, SoftHsm, Swtpm, ZerothServer};
 use zeroth::wire::token::{ExchangeRequest, ExchangeResponse};
 
@@ -56,18 +59,7 @@ fn token_host_credentials(
 
 #[test]
 fn a_property_based_fuzzer_finds_no_5xx_and_every_answer_matches_the_openapi_document() {
-    assert!(
-        Path::new(SCHEMATHESIS).exists(),
-        "schemathesis is not installed at {SCHEMATHESIS}: run `make deps` as root \
-         (scripts/clients.sh installs it from PyPI)"
-    );
-    let examples = std::env::var("ZEROTH_FUZZ_API_EXAMPLES")
-        .ok()
-        .map(|v| {
-            v.parse::<u32>()
-                .expect("ZEROTH_FUZZ_API_EXAMPLES is a count")
-        })
-        .unwrap_or(SHORT_PASS);
+    let examples = examples();
     let tpm = Swtpm::start().unwrap();
     let hsm = SoftHsm::start().unwrap();
     let pg = Postgres::start().unwrap();
@@ -100,10 +92,89 @@ fn a_property_based_fuzzer_finds_no_5xx_and_every_answer_matches_the_openapi_doc
     assert_eq!(served, printed);
     assert_eq!(served["openapi"], "3.1.0");
 
+    let out = schemathesis(&dir, &format!("{}/v1/openapi.json", server.url()), examples)
+        .arg("--tls-verify")
+        .arg(server.bundle())
+        .arg("--request-cert")
+        .arg(&cert)
+        .arg("--request-cert-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    passed(&out, &server);
+}
+
+/// The operations only an SVID holder may call, fuzzed as an enrolled node:
+/// its key is in the TPM, so the fuzzer speaks plain HTTP to a forwarder
+/// that holds the node's mTLS connection. Renewal with a fresh quote and
+/// JWT-SVIDs are the node's alone; the rest answer a node differently from a
+/// token host (its group, its leases).
+#[test]
+fn the_same_fuzzer_speaking_as_an_enrolled_node_finds_no_5xx_in_the_operations_for_svid_holders() {
+    let tpm = Swtpm::start().unwrap();
+    let hsm = SoftHsm::start().unwrap();
+    let pg = Postgres::start().unwrap();
+    let (_trust, group) = groups::trusting("edge", &[&tpm], true).unwrap();
+    let server = ZerothServer::start(
+        Path::new(env!("CARGO_BIN_EXE_zeroth")),
+        &hsm,
+        &format!("{group}{}{SSH_ROLE}", groups::PG_READ_ONLY_ROLE),
+    )
+    .unwrap();
+    server.add_postgres("pg", &pg).unwrap();
+    let dir = LabDir::new("api-fuzz-node").unwrap();
+    let state = dir.subdir("agent", 0o700).unwrap();
+    let options = EnrolOptions {
+        server: server.url().to_owned(),
+        ca_bundle: server.bundle(),
+        group: "edge".into(),
+        tcti: tpm.tcti(),
+        state_dir: state.clone(),
+        event_log: None,
+    };
+    assert!(matches!(enrol(&options).unwrap(), Outcome::Approved { .. }));
+    let node = Enrolment::open(&tpm.tcti(), &state).unwrap();
+    let svid = std::fs::read_to_string(state.join("svid.pem")).unwrap();
+    let http = node.mtls_client(&server.bundle(), &svid).unwrap();
+    let forwarder = forwarder::Forwarder::start(http, server.url().to_owned());
+
+    let out = schemathesis(
+        &dir,
+        &format!("{}/v1/openapi.json", forwarder.url()),
+        examples(),
+    )
+    .args([
+        "--include-path-regex",
+        "^/v1/(identity/|jwt$|db/|leases/|ssh/sign/|entries$|workload/)",
+    ])
+    .output()
+    .unwrap();
+    passed(&out, &server);
+}
+
+/// Cases per operation: `ZEROTH_FUZZ_API_EXAMPLES`, or the short pass.
+fn examples() -> u32 {
+    std::env::var("ZEROTH_FUZZ_API_EXAMPLES")
+        .ok()
+        .map(|v| {
+            v.parse::<u32>()
+                .expect("ZEROTH_FUZZ_API_EXAMPLES is a count")
+        })
+        .unwrap_or(SHORT_PASS)
+}
+
+/// `schemathesis run` of the document at `schema` with every check, its
+/// report in `dir`.
+fn schemathesis(dir: &LabDir, schema: &str, examples: u32) -> Command {
+    assert!(
+        Path::new(SCHEMATHESIS).exists(),
+        "schemathesis is not installed at {SCHEMATHESIS}: run `make deps` as root \
+         (scripts/clients.sh installs it from PyPI)"
+    );
     let report = dir.subdir("report", 0o700).unwrap();
-    let out = Command::new(SCHEMATHESIS)
-        .arg("run")
-        .arg(format!("{}/v1/openapi.json", server.url()))
+    let mut cmd = Command::new(SCHEMATHESIS);
+    cmd.arg("run")
+        .arg(schema)
         .args(["--checks", "all"])
         // A well-formed request may still name a role, lease or entry that
         // does not exist: 4xx is the right answer, not a failure.
@@ -115,17 +186,14 @@ fn a_property_based_fuzzer_finds_no_5xx_and_every_answer_matches_the_openapi_doc
                 .map(|seed| vec!["--seed".to_owned(), seed])
                 .unwrap_or_default(),
         )
-        .arg("--tls-verify")
-        .arg(server.bundle())
-        .arg("--request-cert")
-        .arg(&cert)
-        .arg("--request-cert-key")
-        .arg(&key)
         .arg("--report-dir")
         .arg(&report)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+        .current_dir(dir.path());
+    cmd
+}
+
+/// Schemathesis found nothing, and the server did not panic.
+fn passed(out: &std::process::Output, server: &ZerothServer) {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
