@@ -60,6 +60,9 @@ struct Counts {
 struct Sample {
     at: Duration,
     rss_kib: u64,
+    /// The anonymous part of RSS: the heaps and stacks, without the
+    /// binary's and libraries' pages mapped from their files.
+    anon_kib: u64,
     fds: usize,
     threads: u64,
     store_kib: u64,
@@ -72,6 +75,11 @@ fn sample(server: &ZerothServer, pid: u32, at: Duration) -> Result<Sample> {
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|v| v.trim().parse().ok())
         .context("no Threads in /proc/PID/status")?;
+    let anon_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no RssAnon in /proc/PID/status")?;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
     let db = server.database();
     let store_kib = ["", "-wal"]
@@ -86,6 +94,7 @@ fn sample(server: &ZerothServer, pid: u32, at: Duration) -> Result<Sample> {
     Ok(Sample {
         at,
         rss_kib: rss_kib(pid)?,
+        anon_kib,
         fds,
         threads,
         store_kib,
@@ -146,8 +155,17 @@ pub fn run(minutes: u64, ssh_ca: &str) -> Result<()> {
         SAMPLE_EVERY.as_secs()
     );
     println!(
-        "{:>6} {:>9} {:>5} {:>7} {:>9} {:>8} {:>8} {:>6} {:>7}",
-        "min", "RSS KiB", "fds", "threads", "store KiB", "db users", "ssh", "enrol", "renew"
+        "{:>6} {:>9} {:>9} {:>5} {:>7} {:>9} {:>8} {:>8} {:>6} {:>7}",
+        "min",
+        "RSS KiB",
+        "anon KiB",
+        "fds",
+        "threads",
+        "store KiB",
+        "db users",
+        "ssh",
+        "enrol",
+        "renew"
     );
     let mut samples = Vec::new();
     std::thread::scope(|s| -> Result<()> {
@@ -266,9 +284,10 @@ pub fn run(minutes: u64, ssh_ca: &str) -> Result<()> {
             let now = Instant::now();
             let row = sample(&server, pid, now - started)?;
             println!(
-                "{:>6.1} {:>9} {:>5} {:>7} {:>9} {:>8} {:>8} {:>6} {:>7}",
+                "{:>6.1} {:>9} {:>9} {:>5} {:>7} {:>9} {:>8} {:>8} {:>6} {:>7}",
                 row.at.as_secs_f64() / 60.0,
                 row.rss_kib,
+                row.anon_kib,
                 row.fds,
                 row.threads,
                 row.store_kib,
@@ -320,9 +339,12 @@ fn summarise(samples: &[Sample], counts: &Counts, took: Duration) {
         let (lo, hi) = warm.iter().fold((u64::MAX, 0), |(lo, hi), s| {
             (lo.min(s.rss_kib), hi.max(s.rss_kib))
         });
+        let (alo, ahi) = warm.iter().fold((u64::MAX, 0), |(lo, hi), s| {
+            (lo.min(s.anon_kib), hi.max(s.anon_kib))
+        });
         println!(
-            "after the first minute: RSS {} -> {} KiB (min {lo}, max {hi}), fds {} -> {}, threads {} -> {}, store {} -> {} KiB",
-            first.rss_kib, last.rss_kib, first.fds, last.fds, first.threads, last.threads, first.store_kib, last.store_kib
+            "after the first minute: RSS {} -> {} KiB (min {lo}, max {hi}), of it anonymous {} -> {} KiB (min {alo}, max {ahi}), fds {} -> {}, threads {} -> {}, store {} -> {} KiB",
+            first.rss_kib, last.rss_kib, first.anon_kib, last.anon_kib, first.fds, last.fds, first.threads, last.threads, first.store_kib, last.store_kib
         );
     }
 }

@@ -5,6 +5,7 @@ mod admin_db;
 mod admin_entry;
 mod admin_ssh;
 pub mod api;
+mod memory;
 pub mod metrics;
 pub mod peer;
 pub mod rate_limit;
@@ -241,6 +242,13 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
                         tracing::warn!(error = %e, "reconciling database users failed");
                     }
                 }
+            }
+        });
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(memory::TRIM_EVERY);
+            loop {
+                tick.tick().await;
+                let _ = tokio::task::spawn_blocking(memory::trim).await;
             }
         });
         let handle = axum_server::Handle::new();
