@@ -30,6 +30,40 @@ principals = ["ops"]
 allow_groups = ["edge"]
 "#;
 
+/// A live server whose node group trusts `tpm`, with a PostgreSQL
+/// connection, a database role and an SSH role to be asked for.
+struct Lab {
+    // Dropped in this order: the server before the parts it uses.
+    server: ZerothServer,
+    _hsm: SoftHsm,
+    _pg: Postgres,
+    tpm: Swtpm,
+    _trust: LabDir,
+}
+
+impl Lab {
+    fn start() -> Self {
+        let tpm = Swtpm::start().unwrap();
+        let hsm = SoftHsm::start().unwrap();
+        let pg = Postgres::start().unwrap();
+        let (trust, group) = groups::trusting("edge", &[&tpm], true).unwrap();
+        let server = ZerothServer::start(
+            Path::new(env!("CARGO_BIN_EXE_zeroth")),
+            &hsm,
+            &format!("{group}{}{SSH_ROLE}", groups::PG_READ_ONLY_ROLE),
+        )
+        .unwrap();
+        server.add_postgres("pg", &pg).unwrap();
+        Self {
+            server,
+            _hsm: hsm,
+            _pg: pg,
+            tpm,
+            _trust: trust,
+        }
+    }
+}
+
 /// A token host's SVID and key, as files a TLS client can present.
 fn token_host_credentials(
     server: &ZerothServer,
@@ -60,19 +94,10 @@ fn token_host_credentials(
 #[test]
 fn a_property_based_fuzzer_finds_no_5xx_and_every_answer_matches_the_openapi_document() {
     let examples = examples();
-    let tpm = Swtpm::start().unwrap();
-    let hsm = SoftHsm::start().unwrap();
-    let pg = Postgres::start().unwrap();
-    let (_trust, group) = groups::trusting("edge", &[&tpm], true).unwrap();
-    let server = ZerothServer::start(
-        Path::new(env!("CARGO_BIN_EXE_zeroth")),
-        &hsm,
-        &format!("{group}{}{SSH_ROLE}", groups::PG_READ_ONLY_ROLE),
-    )
-    .unwrap();
-    server.add_postgres("pg", &pg).unwrap();
+    let lab = Lab::start();
+    let server = &lab.server;
     let dir = LabDir::new("api-fuzz").unwrap();
-    let (spiffe_id, cert, key) = token_host_credentials(&server, &dir);
+    let (spiffe_id, cert, key) = token_host_credentials(server, &dir);
     assert!(spiffe_id.contains("/token/"), "{spiffe_id}");
 
     // What the server serves is what `zeroth openapi` prints.
@@ -101,7 +126,7 @@ fn a_property_based_fuzzer_finds_no_5xx_and_every_answer_matches_the_openapi_doc
         .arg(&key)
         .output()
         .unwrap();
-    passed(&out, &server);
+    passed(&out, server);
 }
 
 /// The operations only an SVID holder may call, fuzzed as an enrolled node:
@@ -111,17 +136,8 @@ fn a_property_based_fuzzer_finds_no_5xx_and_every_answer_matches_the_openapi_doc
 /// token host (its group, its leases).
 #[test]
 fn the_same_fuzzer_speaking_as_an_enrolled_node_finds_no_5xx_in_the_operations_for_svid_holders() {
-    let tpm = Swtpm::start().unwrap();
-    let hsm = SoftHsm::start().unwrap();
-    let pg = Postgres::start().unwrap();
-    let (_trust, group) = groups::trusting("edge", &[&tpm], true).unwrap();
-    let server = ZerothServer::start(
-        Path::new(env!("CARGO_BIN_EXE_zeroth")),
-        &hsm,
-        &format!("{group}{}{SSH_ROLE}", groups::PG_READ_ONLY_ROLE),
-    )
-    .unwrap();
-    server.add_postgres("pg", &pg).unwrap();
+    let lab = Lab::start();
+    let (tpm, server) = (&lab.tpm, &lab.server);
     let dir = LabDir::new("api-fuzz-node").unwrap();
     let state = dir.subdir("agent", 0o700).unwrap();
     let options = EnrolOptions {
@@ -149,7 +165,7 @@ fn the_same_fuzzer_speaking_as_an_enrolled_node_finds_no_5xx_in_the_operations_f
     ])
     .output()
     .unwrap();
-    passed(&out, &server);
+    passed(&out, server);
 }
 
 /// Cases per operation: `ZEROTH_FUZZ_API_EXAMPLES`, or the short pass.
