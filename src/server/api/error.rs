@@ -112,7 +112,9 @@ impl From<crate::audit::AuditError> for ApiError {
 }
 
 /// A JSON body that, when malformed, is answered 400 with serde's reason
-/// (which names the field), in the API's error format.
+/// (which names the field), in the API's error format. Every request body
+/// of the API is a JSON object: an array, which serde would otherwise take
+/// for a struct's fields in order, is refused too.
 pub struct JsonBody<T>(pub T);
 
 impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
@@ -123,8 +125,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        // The body is already whole in memory (see `whole_body`): holding
+        // on to it is a reference count.
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, super::MAX_BODY)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        let req = axum::extract::Request::from_parts(parts, bytes.clone().into());
         match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
+            Ok(Json(v)) if is_object(&bytes) => Ok(Self(v)),
+            Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
             // The body is already whole and within its limit (see
             // `whole_body`): what is left is a malformed one.
             Err(rejection) => Err(ApiError {
@@ -135,6 +145,11 @@ where
             }),
         }
     }
+}
+
+/// Whether a JSON text is an object (it starts with `{`).
+fn is_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// Decodes a base64 field, naming it when it is not base64.
@@ -149,6 +164,44 @@ pub fn b64(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
 mod tests {
     use super::*;
     use crate::store::StoreError;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct AllOptional {
+        #[serde(default)]
+        ttl_seconds: Option<u64>,
+    }
+
+    async fn body(text: &'static str) -> Result<AllOptional, ApiError> {
+        use axum::extract::FromRequest;
+        let req = axum::extract::Request::builder()
+            .method("POST")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(text))
+            .unwrap();
+        JsonBody::<AllOptional>::from_request(req, &())
+            .await
+            .map(|b| b.0)
+    }
+
+    #[tokio::test]
+    async fn a_body_is_a_json_object_even_where_serde_would_take_an_array() {
+        assert_eq!(body("{}").await.unwrap().ttl_seconds, None);
+        assert_eq!(
+            body(" \n{\"ttl_seconds\": 60}").await.unwrap().ttl_seconds,
+            Some(60)
+        );
+        for not_an_object in ["[]", "[60]", " [null]"] {
+            let e = body(not_an_object).await.unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{not_an_object}");
+            assert_eq!(
+                e.reason, "the body must be a JSON object",
+                "{not_an_object}"
+            );
+        }
+        // Malformed JSON keeps serde's own reason.
+        let e = body("{\"ttl_seconds\": \"x\"}").await.unwrap_err();
+        assert!(e.reason.contains("ttl_seconds"), "{}", e.reason);
+    }
 
     #[test]
     fn a_full_state_storage_is_a_503_that_says_so() {
