@@ -336,12 +336,12 @@ fn summarise(samples: &[Sample], counts: &Counts, took: Duration) {
         .filter(|s| s.at >= Duration::from_secs(60))
         .collect();
     if let (Some(first), Some(last)) = (warm.first(), warm.last()) {
-        let (lo, hi) = warm.iter().fold((u64::MAX, 0), |(lo, hi), s| {
-            (lo.min(s.rss_kib), hi.max(s.rss_kib))
-        });
-        let (alo, ahi) = warm.iter().fold((u64::MAX, 0), |(lo, hi), s| {
-            (lo.min(s.anon_kib), hi.max(s.anon_kib))
-        });
+        let range = |of: fn(&Sample) -> u64| {
+            warm.iter()
+                .fold((u64::MAX, 0), |(lo, hi), s| (lo.min(of(s)), hi.max(of(s))))
+        };
+        let (lo, hi) = range(|s| s.rss_kib);
+        let (alo, ahi) = range(|s| s.anon_kib);
         println!(
             "after the first minute: RSS {} -> {} KiB (min {lo}, max {hi}), of it anonymous {} -> {} KiB (min {alo}, max {ahi}), fds {} -> {}, threads {} -> {}, store {} -> {} KiB",
             first.rss_kib, last.rss_kib, first.anon_kib, last.anon_kib, first.fds, last.fds, first.threads, last.threads, first.store_kib, last.store_kib
