@@ -19,6 +19,10 @@ pub enum HsmError {
     },
     #[error("the HSM token is no longer present (removed or failed): {0}")]
     TokenGone(String),
+    /// The module no longer shows what the token holds (a key found before
+    /// is not found now): its view must be built afresh, by reinitialising.
+    #[error("the PKCS#11 module's view of the token is stale: {0}")]
+    TokenStale(String),
     #[error("the PIN for token {token} was refused (wrong PIN)")]
     WrongPin { token: String },
     #[error("the PIN of token {token} is locked; reset it with the SO PIN")]
@@ -71,7 +75,9 @@ impl HsmError {
     }
 
     /// True for failures a fresh session and login may cure: the module
-    /// dropped our sessions or our login (token re-inserted, module restarted).
+    /// dropped our sessions or our login (token re-inserted, module
+    /// restarted), or the slot we knew the token by is gone (a module
+    /// reinitialised while the token was away numbers its slots afresh).
     pub(crate) fn needs_new_session(&self) -> bool {
         matches!(
             self.rv(),
@@ -83,7 +89,9 @@ impl HsmError {
                     | RvError::TokenNotPresent
                     | RvError::DeviceError
                     | RvError::CryptokiNotInitialized
+                    | RvError::SlotIdInvalid
+                    | RvError::TokenNotRecognized
             )
-        ) || matches!(self, Self::TokenGone(_))
+        ) || matches!(self, Self::TokenGone(_) | Self::TokenStale(_))
     }
 }

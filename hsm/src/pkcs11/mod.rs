@@ -7,7 +7,7 @@ mod module;
 mod pool;
 mod templates;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
 
 use cryptoki::error::RvError;
@@ -46,6 +46,11 @@ pub struct Pkcs11KeyStore {
     /// Private/secret key handles by name; handles stay valid while the
     /// module stays initialised, so lookups cost one hash probe.
     handles: RwLock<HashMap<KeyName, KeyObject>>,
+    /// Keys this process has seen on the token: one no longer found is a
+    /// module whose view went stale (SoftHSM, after its token directory
+    /// went away and came back, shows an empty token until reinitialised),
+    /// never a reason to make the key again.
+    known: RwLock<HashSet<KeyName>>,
     /// Serialises key generation so two callers never create the same label twice.
     generating: Mutex<()>,
     /// One recovery at a time, and when the next may be tried.
@@ -63,7 +68,7 @@ struct Recovery {
 }
 
 const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
-const LAST_RETRY: std::time::Duration = std::time::Duration::from_secs(8);
+const LAST_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl std::fmt::Debug for Pkcs11KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,6 +103,7 @@ impl Pkcs11KeyStore {
             pin_source: config.pin.clone(),
             mechanisms,
             handles: RwLock::new(HashMap::new()),
+            known: RwLock::new(HashSet::new()),
             generating: Mutex::new(()),
             recovery: Mutex::new(Recovery {
                 not_before: std::time::Instant::now(),
@@ -192,7 +198,7 @@ impl Pkcs11KeyStore {
     /// Drops every pooled session and cached handle and logs in again; if
     /// that fails, reinitialises the module and finds the token anew (it
     /// may have gone away and come back). While the token stays away, tries
-    /// at most every 250 ms, doubling to 8 s, and fails fast in between.
+    /// at most every 250 ms, doubling to 2 s (so a token back is found within 2 s), and fails fast in between.
     /// `seen` is the recovery generation the caller started under: if
     /// another caller recovered since, there is nothing left to do.
     fn recover(&self, cause: &HsmError, seen: u64) -> Result<(), HsmError> {
@@ -210,11 +216,17 @@ impl Pkcs11KeyStore {
         tracing::warn!(error = %cause, "HSM sessions or key handles lost; logging in again");
         self.pool.drain();
         self.forget_handles();
-        let outcome = self.login().or_else(|e| {
+        let login = match cause {
+            // A login would succeed and change nothing.
+            HsmError::TokenStale(_) => Err(HsmError::TokenStale(String::new())),
+            _ => self.login(),
+        };
+        let outcome = login.or_else(|e| {
             tracing::warn!(error = %e, "logging in again failed; reinitialising the PKCS#11 module");
-            self.pool.drain();
-            self.module.reinitialize()?;
-            self.pool.move_to(self.module.find_slot(&self.token)?);
+            self.pool.reinitialize(|| {
+                self.module.reinitialize()?;
+                self.module.find_slot(&self.token)
+            })?;
             self.login()
         });
         match &outcome {
@@ -268,13 +280,34 @@ impl Pkcs11KeyStore {
             logged_in(s)?;
             find_key(s, name)
         })?;
-        if let Some(k) = found {
-            self.handles
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(name.clone(), k);
+        match found {
+            Some(k) => {
+                self.remember(name, k);
+                Ok(Some(k))
+            }
+            None if self.is_known(name) => Err(HsmError::TokenStale(format!(
+                "key {name} was on the token and is not found now"
+            ))),
+            None => Ok(None),
         }
-        Ok(found)
+    }
+
+    fn remember(&self, name: &KeyName, k: KeyObject) {
+        self.handles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), k);
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        if !known.contains(name) {
+            known.insert(name.clone());
+        }
+    }
+
+    fn is_known(&self, name: &KeyName) -> bool {
+        self.known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
     }
 
     fn signing_kind(name: &KeyName) -> impl Fn(KeyKind) -> Result<(), HsmError> + '_ {
@@ -335,10 +368,7 @@ impl KeyStore for Pkcs11KeyStore {
             Some(k) => k,
             None => {
                 let k = self.generate(name, kind)?;
-                self.handles
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name.clone(), k);
+                self.remember(name, k);
                 k
             }
         };
@@ -509,6 +539,10 @@ impl KeyStore for Pkcs11KeyStore {
             Ok(objs.len())
         })?;
         self.handles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.known
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);

@@ -4,8 +4,15 @@
 //! Sync), so each concurrent caller needs its own. Sessions are opened on
 //! demand up to a bound and reused; the login is per application, so a
 //! session opened after the login is already authorised.
+//!
+//! Reinitialising the module (C_Finalize, C_Initialize: what a token that
+//! went away and came back needs) is done only while no session is in use
+//! (PKCS#11 leaves C_Finalize during other calls undefined), and every
+//! session opened before it is forgotten, never closed: after C_Initialize
+//! the module hands out handles afresh, so closing an old handle could end
+//! another thread's new session.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, RwLock};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::session::Session;
@@ -19,6 +26,8 @@ pub(crate) struct SessionPool {
     max: usize,
     state: Mutex<PoolState>,
     returned: Condvar,
+    /// Held shared by every use of a session, exclusively to reinitialise.
+    gate: RwLock<()>,
 }
 
 struct PoolState {
@@ -36,6 +45,7 @@ impl SessionPool {
                 open: 0,
             }),
             returned: Condvar::new(),
+            gate: RwLock::new(()),
         }
     }
 
@@ -46,6 +56,7 @@ impl SessionPool {
         ctx: &Pkcs11,
         f: impl FnOnce(&Session) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
+        let _in_use = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let session = self.checkout(ctx)?;
         let result = f(&session);
         match &result {
@@ -97,16 +108,35 @@ impl SessionPool {
         *self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens later sessions on `slot` (the token was found again there).
-    pub(crate) fn move_to(&self, slot: Slot) {
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = slot;
-    }
-
     /// Closes every idle session (after the token failed, before a re-login).
     pub(crate) fn drain(&self) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let n = st.idle.len();
         st.idle.clear();
         st.open = st.open.saturating_sub(n);
+    }
+
+    /// Waits until no session is in use, then runs `reinit` (which
+    /// finalises and initialises the module and finds the token's slot
+    /// again) with no other caller inside the module. Every session from
+    /// before is forgotten without C_CloseSession.
+    pub(crate) fn reinitialize(
+        &self,
+        reinit: impl FnOnce() -> Result<Slot, HsmError>,
+    ) -> Result<(), HsmError> {
+        let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // No session is checked out while the gate is held exclusively.
+        for old in st.idle.drain(..) {
+            std::mem::forget(old);
+        }
+        st.open = 0;
+        drop(st);
+        let found = reinit();
+        if let Ok(slot) = &found {
+            *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = *slot;
+        }
+        self.returned.notify_all();
+        found.map(drop)
     }
 }
