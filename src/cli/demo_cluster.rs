@@ -65,6 +65,23 @@ pub fn show_cluster(single: &ZerothServer, hsm: &SoftHsm, groups: &str) -> Resul
         a.url(),
         b.url()
     );
+    println!("$ zeroth server   # a third, on the same store but with another HSM token");
+    let other = SoftHsm::start()?;
+    match ZerothServer::start_configured(&exe, &other, &store, groups, &[]) {
+        Ok(_) => anyhow::bail!("a server with another HSM token joined the cluster"),
+        Err(e) => {
+            let said = e.to_string();
+            let refusal = said
+                .lines()
+                .find(|l| l.contains("another HSM token"))
+                .context("the third server stopped, but not for its token")?;
+            let refusal = refusal
+                .split_once("Error: ")
+                .map_or(refusal, |(_, r)| r)
+                .trim();
+            println!("           refused before writing anything: {refusal}");
+        }
+    }
     let started = Instant::now();
     while !(a.runs_cluster_jobs() || b.runs_cluster_jobs()) {
         anyhow::ensure!(

@@ -105,6 +105,25 @@ impl ZerothServer {
         Configured::new(exe, hsm, settings, groups, args)?.launch()
     }
 
+    /// As [`ZerothServer::start_configured`], in `trust_domain` instead of
+    /// the lab's.
+    pub fn start_in_domain(
+        exe: &Path,
+        hsm: &SoftHsm,
+        trust_domain: &str,
+        settings: &str,
+        groups: &str,
+    ) -> Result<Self, LabError> {
+        let mut configured = Configured::new(exe, hsm, settings, groups, &[])?;
+        configured.config = configured.config.replace(
+            &format!("trust_domain = \"{TRUST_DOMAIN}\""),
+            &format!("trust_domain = \"{trust_domain}\""),
+        );
+        std::fs::write(&configured.config_path, &configured.config)
+            .map_err(|e| LabError::io("write the server configuration", e))?;
+        configured.launch()
+    }
+
     /// A new server started on a copy of the store file `store` (a state
     /// directory written by another version of zeroth: the server migrates
     /// it as it starts).

@@ -12,6 +12,7 @@ pub mod rate_limit;
 pub mod readiness;
 pub mod state;
 pub mod tls;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,16 +38,26 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
     } else {
         Arc::new(Pkcs11KeyStore::open(&config.hsm.pkcs11()).context("open the HSM")?)
     };
-    // zeroth's standard keys (CA, audit checkpoints, store KEK…), generated
-    // in the HSM on first start and found there afterwards.
-    for (name, kind) in zeroth_hsm::STANDARD_KEYS {
-        keys.get_or_generate(&zeroth_hsm::KeyName::new(name)?, kind)
-            .with_context(|| format!("HSM key {name}"))?;
-    }
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("create {}", config.state_dir.display()))?;
     let location = config.store_location()?;
     let store = Arc::new(Store::open_at(&location)?);
+    // zeroth's keys (CA, audit checkpoints, store key…): made in the HSM
+    // by the first server of a store and recorded there; every later
+    // server checks its token holds the very same keys before going on.
+    match trust::bind(
+        &store,
+        &*keys,
+        &config.trust_domain,
+        config.ssh_ca_algorithm,
+    )? {
+        trust::Joined::Made => {
+            tracing::info!(trust_domain = %config.trust_domain, "recorded this store's trust domain and HSM keys")
+        }
+        trust::Joined::Found => {
+            tracing::info!(trust_domain = %config.trust_domain, "this token holds the store's HSM keys")
+        }
+    }
     let existing = nodes::ca_certificate(&store.lock(), "x509")?;
     let ca =
         X509Ca::open(keys.clone(), &config.trust_domain, existing).context("open the X.509 CA")?;

@@ -26,6 +26,7 @@ const TABLES: &[(&str, &str)] = &[
     ("workload_svids", ""),
     ("audit", " ORDER BY seq"),
     ("audit_checkpoints", " ORDER BY seq"),
+    ("trust", ""),
 ];
 
 /// Tables that stay behind: the schema's own version, and which server

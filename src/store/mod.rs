@@ -23,6 +23,7 @@ pub mod retention;
 pub mod sql;
 pub mod ssh_cas;
 pub mod tokens;
+pub mod trust;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -59,6 +60,9 @@ pub enum StoreError {
     /// A backup or restore that cannot be done, and why.
     #[error("{0}")]
     Backup(String),
+    /// A record the store holds cannot be read back (edited by hand?).
+    #[error("the store's {what} is malformed: {reason}")]
+    Malformed { what: &'static str, reason: String },
     /// The file system under the state directory has no room left.
     #[error("the state storage is full (while {doing}): free space in the state directory")]
     Full { doing: &'static str },

@@ -12,6 +12,8 @@ use zeroth::lab::{LabDir, Postgres, SoftHsm, Swtpm, ZerothServer};
 use zeroth::wire::db::{CredsRequest, CredsResponse};
 use zeroth::wire::enrol::{BeginResponse, FinishResponse};
 
+mod trust;
+
 struct Cluster {
     node: Node,
     hsm: SoftHsm,

@@ -30,7 +30,7 @@ impl CaAlgorithm {
         }
     }
 
-    fn kind(self) -> KeyKind {
+    pub fn kind(self) -> KeyKind {
         match self {
             Self::Ed25519 => KeyKind::Ed25519,
             Self::EcdsaP256 => KeyKind::EcdsaP256,

@@ -9,13 +9,21 @@ use super::sql::Conn;
 
 use super::StoreError;
 
-pub const LATEST: i64 = 18;
+pub const LATEST: i64 = 19;
 
 /// Migrations both engines run as written.
 ///
 /// 18: what the retention sweep looks expired records up by.
 const RETENTION: &str = "CREATE INDEX ssh_certs_by_expiry ON ssh_certs (valid_before);
  CREATE INDEX svids_by_expiry ON svids (not_after);";
+
+/// 19: the trust a store belongs to (its trust domain and HSM keys).
+const TRUST: &str = "CREATE TABLE trust (
+    id            BIGINT PRIMARY KEY CHECK (id = 1),
+    trust_domain  TEXT NOT NULL,
+    keys          TEXT NOT NULL,
+    created       BIGINT NOT NULL
+ );";
 
 const LEADER: &str = "CREATE TABLE leader (
     id       BIGINT PRIMARY KEY CHECK (id = 1),
