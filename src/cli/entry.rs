@@ -39,7 +39,12 @@ enum EntryCommand {
         group: Option<String>,
         /// unix:uid:N, unix:gid:N, unix:supplementary_gid:N,
         /// systemd:unit:NAME.service, unix:path:/abs/exe, unix:sha256:HEX
-        /// (repeat; every one must hold).
+        /// (repeat; every one must hold). unix:path and unix:sha256 only
+        /// refine unix:uid or systemd:unit, the boundaries a process cannot
+        /// leave: they tell one user's programs apart against mistakes,
+        /// not against that user, who can exec, ptrace or LD_PRELOAD its
+        /// own processes. Matching another user's programs by path or hash
+        /// needs the agent to hold CAP_SYS_PTRACE.
         #[arg(long = "selector", required = true)]
         selectors: Vec<String>,
         /// Lifetime of its X.509-SVIDs (rotated at half-life).

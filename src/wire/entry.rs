@@ -39,6 +39,32 @@ pub enum Selector {
     Sha256([u8; 32]),
 }
 
+/// Why an entry's selectors do not name a boundary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unix:path and unix:sha256 name a file, not the process running it: a program can connect \
+     and then exec another, or have its own code loaded into one (LD_PRELOAD). Add unix:uid:N or \
+     systemd:unit:NAME, which a process cannot leave; path and hash then tell that user's or \
+     unit's programs apart"
+)]
+pub struct Unbounded;
+
+/// Checks that selectors on the executable refine a boundary a process
+/// cannot leave after it connected: its uid (from the socket's
+/// credentials) or its systemd unit (its cgroup, kept by the kernel).
+pub fn bounded(selectors: &[Selector]) -> Result<(), Unbounded> {
+    let on_file = selectors
+        .iter()
+        .any(|s| matches!(s, Selector::Path(_) | Selector::Sha256(_)));
+    let boundary = selectors
+        .iter()
+        .any(|s| matches!(s, Selector::Uid(_) | Selector::Unit(_)));
+    match on_file && !boundary {
+        true => Err(Unbounded),
+        false => Ok(()),
+    }
+}
+
 /// Longest accepted path or unit name, in bytes.
 const MAX_VALUE: usize = 4096;
 
@@ -245,6 +271,30 @@ pub struct WorkloadJwtRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_and_hash_only_refine_a_uid_or_a_unit() {
+        let parse =
+            |v: &[&str]| -> Vec<Selector> { v.iter().map(|s| s.parse().unwrap()).collect() };
+        let hash = format!("unix:sha256:{}", "a".repeat(64));
+        for alone in [
+            vec!["unix:path:/usr/bin/app"],
+            vec![hash.as_str()],
+            vec!["unix:path:/usr/bin/app", hash.as_str()],
+            vec!["unix:gid:100", "unix:path:/usr/bin/app"],
+            vec!["unix:supplementary_gid:100", hash.as_str()],
+        ] {
+            assert_eq!(bounded(&parse(&alone)), Err(Unbounded), "{alone:?}");
+        }
+        for ok in [
+            vec!["unix:uid:1000", "unix:path:/usr/bin/app"],
+            vec!["systemd:unit:app.service", hash.as_str()],
+            vec!["unix:gid:100"],
+            vec!["unix:uid:0"],
+        ] {
+            assert_eq!(bounded(&parse(&ok)), Ok(()), "{ok:?}");
+        }
+    }
 
     #[test]
     fn selectors_round_trip_through_their_text() {

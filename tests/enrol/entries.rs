@@ -130,6 +130,32 @@ fn entries_give_programs_their_own_svids_and_only_on_their_node() {
             ],
             "no database or SSH role",
         ),
+        // A path or a hash names a file, not the process: alone (or with
+        // a group id only) it is no boundary.
+        (
+            vec![
+                "--spiffe-id",
+                "spiffe://lab.zeroth/app/by-path",
+                "--group",
+                "edge",
+                "--selector",
+                "unix:path:/usr/bin/python3",
+            ],
+            "Add unix:uid:N or systemd:unit:NAME",
+        ),
+        (
+            vec![
+                "--spiffe-id",
+                "spiffe://lab.zeroth/app/by-hash",
+                "--group",
+                "edge",
+                "--selector",
+                "unix:gid:0",
+                "--selector",
+                "unix:sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            ],
+            "exec another",
+        ),
     ] {
         let mut full = vec!["create"];
         full.extend(args);

@@ -66,8 +66,9 @@ impl Attested {
 #[derive(Default)]
 pub struct HashCache(Mutex<HashMap<FileIdentity, [u8; 32]>>);
 
-/// A file's device, inode, size, mtime and ctime: a changed file is a new key.
-type FileIdentity = (u64, u64, u64, i64, i64);
+/// A file's device, inode, size, and mtime and ctime to the nanosecond: a
+/// changed file is a new key, also when it was rewritten within a second.
+type FileIdentity = (u64, u64, u64, (i64, i64), (i64, i64));
 
 impl HashCache {
     fn digest(&self, file: &mut std::fs::File) -> Option<[u8; 32]> {
@@ -75,7 +76,13 @@ impl HashCache {
         if m.len() > MAX_HASHED {
             return None;
         }
-        let key = (m.dev(), m.ino(), m.len(), m.mtime(), m.ctime());
+        let key = (
+            m.dev(),
+            m.ino(),
+            m.len(),
+            (m.mtime(), m.mtime_nsec()),
+            (m.ctime(), m.ctime_nsec()),
+        );
         if let Some(d) = self.0.lock().ok()?.get(&key) {
             return Some(*d);
         }
@@ -248,6 +255,33 @@ fn attest_with(
 mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn a_file_rewritten_within_one_second_is_hashed_again() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("program");
+        let second = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let write = |content: &[u8], nanos: u64| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap();
+            f.write_all(content).unwrap();
+            f.set_modified(second + std::time::Duration::from_nanos(nanos))
+                .unwrap();
+        };
+        let hashes = HashCache::default();
+        write(b"first program", 100);
+        let first = hashes.digest(&mut std::fs::File::open(&path).unwrap());
+        // Same inode, same size, same whole second: only the nanoseconds differ.
+        write(b"other program", 200);
+        let second_digest = hashes.digest(&mut std::fs::File::open(&path).unwrap());
+        assert_eq!(first, Some(Sha256::digest(b"first program").into()));
+        assert_eq!(second_digest, Some(Sha256::digest(b"other program").into()));
+    }
 
     #[test]
     fn this_process_attests_as_itself_with_its_executable() {

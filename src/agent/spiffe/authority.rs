@@ -34,6 +34,15 @@ const MAX_FRAME: usize = 16_384;
 const MAX_BLOCK: usize = 64 * 1024;
 /// The dynamic table size `h2` advertises (SETTINGS_HEADER_TABLE_SIZE).
 const TABLE_SIZE: usize = 4096;
+/// The largest decoded header list, counted as RFC 9113 §6.5.2 counts it
+/// (name + value + 32 per field): the SETTINGS_MAX_HEADER_LIST_SIZE the
+/// server behind (hyper) enforces. A one-byte index can name a 4 KiB table
+/// entry, so without this bound a 64 KiB block decodes to 256 MiB.
+pub const MAX_HEADER_LIST: usize = 16 * 1024;
+/// Frames are taken from the client only while less than this much is
+/// waiting for `h2`: what one read can make the agent hold is bounded
+/// however small the frames that each expand to a whole header list.
+pub const MAX_READY: usize = 64 * 1024;
 
 /// Why a client's byte stream was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +51,8 @@ pub enum AuthorityError {
     FrameTooLarge(usize),
     #[error("HTTP/2 header block exceeds {MAX_BLOCK} bytes")]
     BlockTooLarge,
+    #[error("HTTP/2 header list decodes to more than {MAX_HEADER_LIST} bytes")]
+    ListTooLarge,
     #[error("HTTP/2 {0} frame inside another stream's header block")]
     Interleaved(&'static str),
     #[error("HTTP/2 HEADERS frame with padding or priority longer than itself")]
@@ -145,7 +156,7 @@ impl Rewriter {
             self.preface_seen += take;
         }
         let mut at = 0;
-        while self.pending.len() - at >= 9 {
+        while self.pending.len() - at >= 9 && out.len() < MAX_READY {
             let h = &self.pending[at..at + 9];
             let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
             if len > MAX_FRAME {
@@ -233,13 +244,31 @@ impl Rewriter {
         Ok(())
     }
 
+    /// Whether whole frames are waiting for room in the output (a read
+    /// from the client would only add to them).
+    pub fn has_frames(&self) -> bool {
+        !self.passthrough
+            && self.preface_seen == PREFACE.len()
+            && self.pending.len() >= 9
+            && self.pending.len()
+                >= 9 + u32::from_be_bytes([0, self.pending[0], self.pending[1], self.pending[2]])
+                    as usize
+    }
+
     /// Decodes a whole header block and writes it out re-encoded, with an
     /// authority `h2` would refuse replaced by `localhost`.
     fn emit(&mut self, block: Block, out: &mut Vec<u8>) -> Result<(), AuthorityError> {
         let mut encoded = Vec::with_capacity(block.fragment.len() + 64);
         let mut rewritten = false;
+        let mut size = 0usize;
         self.decoder
             .decode_with_cb(&block.fragment, |name, value| {
+                // Past the bound, keep decoding (the table must stay in
+                // step) but hold nothing more; the block is refused below.
+                size = size.saturating_add(name.len() + value.len() + 32);
+                if size > MAX_HEADER_LIST {
+                    return;
+                }
                 if name.as_ref() == b":authority" && !acceptable(&value) {
                     rewritten = true;
                     put_literal(&mut encoded, &name, b"localhost");
@@ -248,6 +277,9 @@ impl Rewriter {
                 }
             })
             .map_err(|e| AuthorityError::Hpack(format!("{e:?}")))?;
+        if size > MAX_HEADER_LIST {
+            return Err(AuthorityError::ListTooLarge);
+        }
         if rewritten {
             self.rewritten += 1;
         }
@@ -324,6 +356,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                     me.taken = 0;
                 }
                 return Poll::Ready(Ok(()));
+            }
+            if me.rewriter.has_frames() {
+                me.rewriter
+                    .feed(&[], &mut me.ready)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                continue;
             }
             let mut raw = [0u8; 16 * 1024];
             let mut rb = ReadBuf::new(&mut raw);
@@ -458,7 +496,8 @@ mod tests {
     #[test]
     fn continuations_padding_and_priority_are_handled() {
         let mut enc = loona_hpack::Encoder::new();
-        let big = vec![b'v'; 20_000];
+        // Under the header list bound, and cut into several frames below.
+        let big = vec![b'v'; 12_000];
         let block = enc.encode([(&b":authority"[..], &b"/x.sock"[..]), (b"big", &big[..])]);
         let (a, b) = block.split_at(100);
         let mut input = PREFACE.to_vec();
@@ -475,7 +514,8 @@ mod tests {
             [0, 0, 0, 1],
         );
         input.extend_from_slice(&payload);
-        for chunk in b.chunks(MAX_FRAME) {
+        assert!(b.len() > 8_000, "{}", b.len());
+        for chunk in b.chunks(4_000) {
             let last = chunk.as_ptr_range().end == b.as_ptr_range().end;
             let flags = if last { END_HEADERS } else { 0 };
             frame_header(&mut input, chunk.len(), CONTINUATION, flags, [0, 0, 0, 1]);
@@ -524,5 +564,71 @@ mod tests {
             .feed(b"GET / HTTP/1.1\r\n", &mut out)
             .unwrap();
         assert_eq!(out, b"GET / HTTP/1.1\r\n");
+    }
+
+    /// One 4 KiB header put in the dynamic table, then blocks of one-byte
+    /// references to it: each byte decodes to 4 KiB.
+    fn bomb(references: usize, blocks: usize) -> Vec<u8> {
+        let mut input = PREFACE.to_vec();
+        let mut first = vec![0x40, 0x01, b'x'];
+        put_int(&mut first, 0x00, 7, 4000);
+        first.extend(std::iter::repeat_n(b'v', 4000));
+        frame_header(&mut input, first.len(), HEADERS, END_HEADERS, [0, 0, 0, 1]);
+        input.extend_from_slice(&first);
+        for b in 0..blocks {
+            let stream = [0, 0, 0, 3 + 2 * b as u8];
+            let mut flags = 0;
+            for (i, chunk) in vec![0xbe; references].chunks(MAX_FRAME).enumerate() {
+                let kind = if i == 0 { HEADERS } else { CONTINUATION };
+                if (i + 1) * MAX_FRAME >= references {
+                    flags |= END_HEADERS;
+                }
+                frame_header(&mut input, chunk.len(), kind, flags, stream);
+                input.extend_from_slice(chunk);
+            }
+        }
+        input
+    }
+
+    #[test]
+    fn a_header_list_that_decodes_past_the_bound_is_refused_holding_little() {
+        // 64 KiB of references: 256 MiB once decoded.
+        let input = bomb(MAX_BLOCK - 1, 1);
+        let mut r = Rewriter::default();
+        let mut out = Vec::new();
+        let mut refused = None;
+        for chunk in input.chunks(16 * 1024) {
+            if let Err(e) = r.feed(chunk, &mut out) {
+                refused = Some(e);
+                break;
+            }
+        }
+        assert_eq!(refused, Some(AuthorityError::ListTooLarge));
+        assert!(out.len() < 2 * MAX_HEADER_LIST, "{} bytes held", out.len());
+        // Just under the bound still passes, as h2 would take it.
+        let fits = (MAX_HEADER_LIST - 4033) / (4000 + 1 + 32);
+        let mut out = Vec::new();
+        Rewriter::default().feed(&bomb(fits, 1), &mut out).unwrap();
+        assert_eq!(decoded(&out)[1].len(), fits);
+    }
+
+    #[test]
+    fn many_small_blocks_are_taken_only_as_h2_reads_them() {
+        // 100 blocks of 3 references each: 12 KiB out per 12 bytes in.
+        let input = bomb(3, 100);
+        let mut r = Rewriter::default();
+        let mut out = Vec::new();
+        r.feed(&input, &mut out).unwrap();
+        assert!(out.len() < MAX_READY + 2 * MAX_HEADER_LIST, "{}", out.len());
+        assert!(r.has_frames(), "the rest waits for room");
+        let mut blocks = decoded(&out).len();
+        while r.has_frames() {
+            let mut more = Vec::new();
+            r.feed(&[], &mut more).unwrap();
+            assert!(more.len() < MAX_READY + 2 * MAX_HEADER_LIST);
+            out.extend_from_slice(&more);
+            blocks = decoded(&out).len();
+        }
+        assert_eq!(blocks, 101, "every block arrives in the end");
     }
 }
