@@ -35,29 +35,37 @@ const EXPIRY_SETUP: [&str; 3] = [
         expires BIGINT NOT NULL,
         KEY by_expiry (expires)
      ) ENGINE=InnoDB"#,
+    // Due users go in batches: one DROP USER names up to 500 accounts, so
+    // MariaDB rebuilds its privilege caches once per batch, not once per
+    // user (which, with thousands of users, cannot keep up with issuance).
     r#"CREATE OR REPLACE PROCEDURE `zeroth`.`expire_users`()
      BEGIN
-        DECLARE done INT DEFAULT 0;
-        DECLARE u VARCHAR(80);
-        DECLARE due CURSOR FOR
-            SELECT user FROM `zeroth`.`expiry` WHERE expires <= UNIX_TIMESTAMP();
-        DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
-        OPEN due;
-        each_user: LOOP
-            FETCH due INTO u;
-            IF done THEN LEAVE each_user; END IF;
-            SET @zeroth_accounts = NULL;
-            SELECT GROUP_CONCAT(CONCAT(QUOTE(User), '@', QUOTE(Host))) INTO @zeroth_accounts
-                FROM mysql.user WHERE User = u;
-            IF @zeroth_accounts IS NOT NULL THEN
-                SET @zeroth_drop = CONCAT('DROP USER IF EXISTS ', @zeroth_accounts);
-                PREPARE stmt FROM @zeroth_drop;
+        DECLARE n INT DEFAULT 1;
+        SET SESSION group_concat_max_len = 4194304;
+        WHILE n > 0 DO
+            SET @zeroth_due = NULL, @zeroth_accounts = NULL;
+            SELECT GROUP_CONCAT(QUOTE(d.user)), COUNT(*) INTO @zeroth_due, n
+                FROM (SELECT user FROM `zeroth`.`expiry`
+                      WHERE expires <= UNIX_TIMESTAMP() ORDER BY expires LIMIT 500) d;
+            IF n > 0 THEN
+                SET @zeroth_sql = CONCAT(
+                    'SELECT GROUP_CONCAT(CONCAT(QUOTE(User), ''@'', QUOTE(Host))) ',
+                    'INTO @zeroth_accounts FROM mysql.user WHERE User IN (', @zeroth_due, ')');
+                PREPARE stmt FROM @zeroth_sql;
+                EXECUTE stmt;
+                DEALLOCATE PREPARE stmt;
+                IF @zeroth_accounts IS NOT NULL THEN
+                    SET @zeroth_sql = CONCAT('DROP USER IF EXISTS ', @zeroth_accounts);
+                    PREPARE stmt FROM @zeroth_sql;
+                    EXECUTE stmt;
+                    DEALLOCATE PREPARE stmt;
+                END IF;
+                SET @zeroth_sql = CONCAT('DELETE FROM `zeroth`.`expiry` WHERE user IN (', @zeroth_due, ')');
+                PREPARE stmt FROM @zeroth_sql;
                 EXECUTE stmt;
                 DEALLOCATE PREPARE stmt;
             END IF;
-            DELETE FROM `zeroth`.`expiry` WHERE user = u;
-        END LOOP;
-        CLOSE due;
+        END WHILE;
      END"#,
     r#"CREATE EVENT IF NOT EXISTS `zeroth`.`expire_users`
         ON SCHEDULE EVERY 1 SECOND ON COMPLETION PRESERVE
