@@ -10,6 +10,34 @@ use zeroth::lab::{LabDir, Postgres, SoftHsm, Swtpm, ZerothServer};
 
 use super::{audit_verifies, groups};
 
+/// A fresh token and an empty PostgreSQL store, and the groups a server
+/// of them is configured with.
+struct Fresh {
+    hsm: SoftHsm,
+    pg: Postgres,
+    store: String,
+    groups: String,
+    _kept: (Swtpm, LabDir, LabDir),
+}
+
+impl Fresh {
+    fn new() -> Self {
+        let tpm = Swtpm::start().unwrap();
+        let hsm = SoftHsm::start().unwrap();
+        let pg = Postgres::start().unwrap();
+        let dir = LabDir::new("cluster").unwrap();
+        let store = pg.zeroth_store(&dir, "zeroth").unwrap().toml();
+        let (trust, groups) = groups(&tpm);
+        Self {
+            hsm,
+            pg,
+            store,
+            groups,
+            _kept: (tpm, dir, trust),
+        }
+    }
+}
+
 /// How many private or secret key objects carry each zeroth label.
 fn keys_per_label(hsm: &SoftHsm) -> BTreeMap<String, usize> {
     let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
@@ -43,23 +71,19 @@ fn rows(pg: &Postgres, table: &str) -> String {
 
 #[test]
 fn three_servers_started_together_on_a_fresh_token_make_each_key_once() {
-    let tpm = Swtpm::start().unwrap();
-    let hsm = SoftHsm::start().unwrap();
-    let pg = Postgres::start().unwrap();
-    let dir = LabDir::new("cluster").unwrap();
-    let store = pg.zeroth_store(&dir, "zeroth").unwrap().toml();
-    let (_trust, groups) = groups(&tpm);
+    let f = Fresh::new();
+    let (hsm, pg, store, groups) = (&f.hsm, &f.pg, f.store.as_str(), f.groups.as_str());
     let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
     let mut servers: Vec<ZerothServer> = std::thread::scope(|s| {
         let starting: Vec<_> = (0..3)
-            .map(|_| s.spawn(|| ZerothServer::start_configured(exe, &hsm, &store, &groups, &[])))
+            .map(|_| s.spawn(|| ZerothServer::start_configured(exe, hsm, store, groups, &[])))
             .collect();
         starting
             .into_iter()
             .map(|t| t.join().unwrap().unwrap())
             .collect()
     });
-    let counts = keys_per_label(&hsm);
+    let counts = keys_per_label(hsm);
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "keys made more than once: {twice:?}");
     for k in [
@@ -84,29 +108,25 @@ fn three_servers_started_together_on_a_fresh_token_make_each_key_once() {
         assert!(status.is_success(), "{status}");
     }
     // One audit chain, checkpointed by one key, before and after restarts.
-    audit_verifies(&servers[0], &hsm);
+    audit_verifies(&servers[0], hsm);
     for s in &mut servers {
         s.restart().unwrap();
     }
-    audit_verifies(&servers[2], &hsm);
-    assert_eq!(rows(&pg, "trust"), "1");
+    audit_verifies(&servers[2], hsm);
+    assert_eq!(rows(pg, "trust"), "1");
 }
 
 #[test]
 fn a_server_with_another_token_or_trust_domain_is_refused_before_it_writes() {
-    let tpm = Swtpm::start().unwrap();
-    let hsm = SoftHsm::start().unwrap();
-    let pg = Postgres::start().unwrap();
-    let dir = LabDir::new("cluster").unwrap();
-    let store = pg.zeroth_store(&dir, "zeroth").unwrap().toml();
-    let (_trust, groups) = groups(&tpm);
+    let f = Fresh::new();
+    let (hsm, pg, store, groups) = (&f.hsm, &f.pg, f.store.as_str(), f.groups.as_str());
     let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
-    let first = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
-    let audit_before = rows(&pg, "audit");
+    let first = ZerothServer::start_configured(exe, hsm, store, groups, &[]).unwrap();
+    let audit_before = rows(pg, "audit");
 
     // Another token, with the same label and its own keys.
     let other = SoftHsm::start().unwrap();
-    let refused = ZerothServer::start_configured(exe, &other, &store, &groups, &[])
+    let refused = ZerothServer::start_configured(exe, &other, store, groups, &[])
         .expect_err("a server with another token must not start")
         .to_string();
     assert!(
@@ -117,7 +137,7 @@ fn a_server_with_another_token_or_trust_domain_is_refused_before_it_writes() {
     assert_eq!(counts_of(&other), 0, "the refused server made no key");
 
     // The same token but another trust domain.
-    let refused = ZerothServer::start_in_domain(exe, &hsm, "elsewhere.test", &store, &groups)
+    let refused = ZerothServer::start_in_domain(exe, hsm, "elsewhere.test", store, groups)
         .expect_err("a server of another trust domain must not start")
         .to_string();
     assert!(
@@ -128,8 +148,8 @@ fn a_server_with_another_token_or_trust_domain_is_refused_before_it_writes() {
 
     // Nothing was written by either; the first server still serves, and
     // the chain it keeps verifies.
-    assert_eq!(rows(&pg, "audit"), audit_before);
-    assert_eq!(rows(&pg, "trust"), "1");
+    assert_eq!(rows(pg, "audit"), audit_before);
+    assert_eq!(rows(pg, "trust"), "1");
     let client = zeroth::agent::enrol::client(&first.bundle()).unwrap();
     let status = client
         .get(format!("{}/readyz", first.url()))
@@ -137,7 +157,7 @@ fn a_server_with_another_token_or_trust_domain_is_refused_before_it_writes() {
         .unwrap()
         .status();
     assert!(status.is_success(), "{status}");
-    audit_verifies(&first, &hsm);
+    audit_verifies(&first, hsm);
 }
 
 fn counts_of(hsm: &SoftHsm) -> usize {
