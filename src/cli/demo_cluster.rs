@@ -76,8 +76,8 @@ pub fn show_cluster(single: &ZerothServer, hsm: &SoftHsm, groups: &str) -> Resul
                 .find(|l| l.contains("another HSM token"))
                 .context("the third server stopped, but not for its token")?;
             let refusal = refusal
-                .split_once("Error: ")
-                .map_or(refusal, |(_, r)| r)
+                .find("this store")
+                .map_or(refusal, |at| &refusal[at..])
                 .trim();
             println!("           refused before writing anything: {refusal}");
         }

@@ -92,6 +92,7 @@ fn demo_shows_every_part_working_and_leaves_nothing_behind() {
         "spiffe://lab.zeroth/app/shop served to uid 65534 pid ",
         "rows; audit chain intact in PostgreSQL: ",
         ": one trust bundle, one ledger (",
+        "refused before writing anything: this store was made with another HSM token: it has no key x509-ca",
         " runs the cluster's jobs (revoker, reconciler, audit checkpoints)",
         " took the cluster's jobs over ",
         "lab stopped: every daemon reaped",
