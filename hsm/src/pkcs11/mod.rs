@@ -85,12 +85,8 @@ impl Pkcs11KeyStore {
     /// One per process: PKCS#11 modules are initialised once per process.
     pub fn open(config: &Pkcs11Config) -> Result<Self, HsmError> {
         let module = Module::load(&config.module)?;
-        let slot = module.find_slot(&config.token)?;
+        let (slot, mechanisms) = reach_patiently(&module, &config.token)?;
         let pin = config.pin.read()?;
-        let mechanisms = module
-            .ctx()
-            .get_mechanism_list(slot)
-            .map_err(HsmError::pkcs11("C_GetMechanismList"))?;
         let max = match config.max_sessions {
             0 => 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -550,6 +546,39 @@ impl KeyStore for Pkcs11KeyStore {
             tracing::info!(key = %name, "destroyed a key in the HSM");
         }
         Ok(n > 0)
+    }
+}
+
+/// How long a token not seen at start is looked for again.
+const OPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Finds the token and its mechanisms, looking again for a few seconds if
+/// that fails: a token another process is writing at that moment
+/// (SoftHSM's file store, while another server makes keys in it) can be
+/// missing from the slot list a module builds then, or fail to describe
+/// itself, and is there once the module looks afresh.
+fn reach_patiently(
+    module: &Module,
+    token: &TokenSelector,
+) -> Result<(Slot, Vec<MechanismType>), HsmError> {
+    let deadline = std::time::Instant::now() + OPEN_PATIENCE;
+    loop {
+        let reached = module.find_slot(token).and_then(|slot| {
+            let mechanisms = module
+                .ctx()
+                .get_mechanism_list(slot)
+                .map_err(HsmError::pkcs11("C_GetMechanismList"))?;
+            Ok((slot, mechanisms))
+        });
+        match reached {
+            Err(HsmError::TokenAbsent { .. } | HsmError::Pkcs11 { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                module.reinitialize()?;
+            }
+            found => return found,
+        }
     }
 }
 
