@@ -12,6 +12,7 @@ use zeroth::lab::{LabDir, Postgres, SoftHsm, Swtpm, ZerothServer};
 use zeroth::wire::db::{CredsRequest, CredsResponse};
 use zeroth::wire::enrol::{BeginResponse, FinishResponse};
 
+mod rotation;
 mod trust;
 
 struct Cluster {

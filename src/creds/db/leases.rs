@@ -69,6 +69,9 @@ pub struct Holder {
 /// Revocations run at once by the background revoker (of the admin pool's
 /// eight connections per database, the rest stay free for issuance).
 const REVOKE_CONCURRENCY: usize = 4;
+/// How often a server compares an open pool's admin password with the
+/// store's.
+const PASSWORD_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Credentials handed out once, to their holder only.
 pub struct Issued {
@@ -142,6 +145,8 @@ pub struct DbBroker {
     roles: BTreeMap<String, DbRoleConfig>,
     /// Open admin pools and the connection rows they were opened from.
     admins: tokio::sync::Mutex<HashMap<String, (Arc<DbAdmin>, DbConnectionRow)>>,
+    /// When each open pool's row was last compared with the store's.
+    checked: std::sync::Mutex<HashMap<String, std::time::Instant>>,
     /// Issuance's ledger writes share commits with concurrent issuances.
     writer: Arc<GroupWriter>,
     /// The newest lease row when this server started: `creating` leases up
@@ -224,6 +229,7 @@ impl DbBroker {
             sealer,
             roles: roles.iter().map(|r| (r.name.clone(), r.clone())).collect(),
             admins: tokio::sync::Mutex::new(HashMap::new()),
+            checked: std::sync::Mutex::new(HashMap::new()),
             earlier_run,
         })
     }
@@ -263,8 +269,13 @@ impl DbBroker {
         self: &Arc<Self>,
         connection: &str,
     ) -> Result<(Arc<DbAdmin>, DbConnectionRow), CredsError> {
-        if let Some((a, row)) = self.admins.lock().await.get(connection) {
-            return Ok((a.clone(), row.clone()));
+        let cached = self.admins.lock().await.get(connection).cloned();
+        if let Some((a, row)) = cached {
+            if self.still_current(connection, &row).await {
+                return Ok((a, row));
+            }
+            tracing::info!(connection, "the admin password changed in the store (rotated by another server?); reopening the pool");
+            self.admins.lock().await.remove(connection);
         }
         let (me, name) = (self.clone(), connection.to_owned());
         let (row, target) = blocking(move || {
@@ -286,6 +297,46 @@ impl DbBroker {
         let admin = Arc::new(admin);
         admins.insert(connection.to_owned(), (admin.clone(), row.clone()));
         Ok((admin, row))
+    }
+
+    /// Whether the admin password `row` holds is still the store's. The
+    /// store is asked at most every second per connection: another server
+    /// of a cluster may have rotated it, and the pool's new connections
+    /// would then fail to log in.
+    async fn still_current(self: &Arc<Self>, connection: &str, row: &DbConnectionRow) -> bool {
+        {
+            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            match checked.get(connection) {
+                Some(at) if now.duration_since(*at) < PASSWORD_CHECK => return true,
+                _ => checked.insert(connection.to_owned(), now),
+            };
+        }
+        let (st, name) = (self.store.clone(), connection.to_owned());
+        let stored = blocking(move || {
+            let reader = st.read()?;
+            Ok(leases::connection(&reader, &name)?)
+        })
+        .await;
+        match stored {
+            Ok(Some(now)) => {
+                now.sealed_password == row.sealed_password
+                    && now.pending_password == row.pending_password
+            }
+            // Removed: the caller finds out when it reopens.
+            Ok(None) => false,
+            // The store is unreachable: keep what works.
+            Err(_) => true,
+        }
+    }
+
+    /// Makes the next use of `connection` compare its password with the
+    /// store's (after the database refused the pool's login, say).
+    fn recheck(&self, connection: &str) {
+        self.checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(connection);
     }
 
     /// A rotation cut short after the database took the new password: the
@@ -403,6 +454,10 @@ impl DbBroker {
                 },
             )
             .await;
+        if let Err(DbError::Unavailable { .. }) = &made {
+            // A pool that cannot log in may hold a password rotated since.
+            self.recheck(&role.connection);
+        }
         // Either way the outcome is one state change and one audit event.
         let (w, l, workload) = (self.writer.clone(), lease.clone(), holder.workload.clone());
         let (state, kind, outcome) = match &made {
@@ -601,7 +656,14 @@ impl DbBroker {
             .get(&lease.role)
             .map(|r| r.revocation_statements.clone())
             .unwrap_or_default();
-        let existed = admin.revoke(&lease.external_name, &extra).await?;
+        let existed = admin
+            .revoke(&lease.external_name, &extra)
+            .await
+            .inspect_err(|e| {
+                if matches!(e, DbError::Unavailable { .. }) {
+                    self.recheck(&lease.connection);
+                }
+            })?;
         let detail = serde_json::json!({"user": lease.external_name, "holder": lease.holder, "reason": reason, "user_existed": existed});
         self.mark_revoked(
             lease,
