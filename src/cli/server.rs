@@ -1,13 +1,15 @@
-//! `zeroth server`.
+//! `zeroth server`: run the server, or ask a running one where it stands.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::config::ServerConfig;
+use crate::server::admin::{call, AdminRequest};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
     /// Configuration file.
     #[arg(long, default_value = "/etc/zeroth/server.toml")]
@@ -16,9 +18,62 @@ pub struct ServerArgs {
     /// Logs a warning; every key (and so every identity) is lost at exit.
     #[arg(long)]
     dev: bool,
+    #[command(subcommand)]
+    command: Option<ServerCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerCommand {
+    /// A running server's place in its cluster: leader (and its epoch),
+    /// follower, or the single server of a SQLite store; whether the store
+    /// answered its last leadership renewal, and when.
+    Status {
+        /// The server's admin socket.
+        #[arg(long, default_value = "/var/lib/zeroth/admin.sock")]
+        socket: PathBuf,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(args: &ServerArgs) -> Result<()> {
-    let config = ServerConfig::load(&args.config)?;
-    crate::server::run(config, args.dev)
+    match &args.command {
+        Some(ServerCommand::Status { socket, json }) => status(socket, *json),
+        None => {
+            let config = ServerConfig::load(&args.config)?;
+            crate::server::run(config, args.dev)
+        }
+    }
+}
+
+fn status(socket: &std::path::Path, json: bool) -> Result<()> {
+    let request = AdminRequest {
+        op: "server.status".into(),
+        ..Default::default()
+    };
+    let answer = call(socket, &request).map_err(anyhow::Error::msg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    let text = |k: &str| answer[k].as_str().unwrap_or("-").to_owned();
+    println!("server    {}", text("me"));
+    match answer["epoch"].as_i64() {
+        Some(epoch) => println!("role      {} (epoch {epoch})", text("role")),
+        None => println!("role      {}", text("role")),
+    }
+    let when = answer["last_renewal_ms"]
+        .as_u64()
+        .map_or("never".to_owned(), |ms| {
+            format!("{:.1} s ago", ms as f64 / 1000.0)
+        });
+    match answer["store_reachable"].as_bool() {
+        Some(true) => println!("store     reachable (asked {when})"),
+        _ => println!(
+            "store     UNREACHABLE (asked {when}): {}",
+            answer["error"].as_str().unwrap_or("no answer yet")
+        ),
+    }
+    Ok(())
 }

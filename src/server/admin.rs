@@ -56,6 +56,7 @@ pub struct Extensions {
     pub db: Arc<crate::creds::db::leases::DbBroker>,
     pub ssh: Arc<crate::creds::ssh::issuer::SshIssuer>,
     pub runtime: tokio::runtime::Handle,
+    pub leadership: Arc<crate::store::leader::Leadership>,
 }
 
 /// What operator requests are checked against: the configured node
@@ -137,6 +138,11 @@ fn handle(mut conn: UnixStream, store: &Store, access: &Access, names: &Names, e
                     serde_json::from_str::<AdminRequest>(&line)
                         .map_err(|e| format!("malformed request: {e}"))
                 }) {
+                    Ok(req) if req.op == "server.status" => {
+                        let mut status = serde_json::json!(ext.leadership.status());
+                        status["ok"] = true.into();
+                        status
+                    }
                     Ok(req) if req.op == "store.backup" => match backup(store, uid) {
                         Ok((answer, snap)) => {
                             snapshot = Some(snap);

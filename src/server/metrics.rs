@@ -3,6 +3,7 @@
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::store::leader::Leadership;
 use crate::store::leases::{self, LeaseState};
 use crate::store::nodes::{self, NodeState};
 use crate::store::Store;
@@ -36,9 +37,18 @@ pub fn token_theft() {
     metrics::counter!("zeroth_token_thefts_total").increment(1);
 }
 
-/// The exposition text, with the node and lease gauges refreshed from the
-/// store (through a read-only connection: a scrape never waits for a commit).
-pub fn render(handle: &PrometheusHandle, store: &Store) -> String {
+/// The exposition text, with this server's role in the cluster (leader and
+/// its epoch, follower, or the single server of a SQLite store; whether
+/// the store answered its last renewal) and the node and lease gauges
+/// refreshed from the store (through a read-only connection: a scrape never waits for a commit).
+pub fn render(handle: &PrometheusHandle, store: &Store, leadership: &Leadership) -> String {
+    let status = leadership.status();
+    for role in ["leader", "follower", "single"] {
+        let on = if status.role == role { 1.0 } else { 0.0 };
+        metrics::gauge!("zeroth_cluster_role", "role" => role).set(on);
+    }
+    metrics::gauge!("zeroth_cluster_leader_epoch").set(status.epoch.unwrap_or(0) as f64);
+    metrics::gauge!("zeroth_store_reachable").set(if status.store_reachable { 1.0 } else { 0.0 });
     if let Ok(conn) = store.read() {
         for state in NodeState::ALL {
             if let Ok(n) = nodes::count(&conn, state) {

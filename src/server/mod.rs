@@ -116,6 +116,15 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         )
         .context("open the SSH CAs")?,
     );
+    let leadership = Arc::new(leader::Leadership::new(
+        format!(
+            "{}/{}/{}",
+            rustix::system::uname().nodename().to_string_lossy(),
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 4]>())
+        ),
+        store.is_shared(),
+    ));
     admin::serve(
         &config.admin_socket(),
         store.clone(),
@@ -134,19 +143,11 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
             db: db.clone(),
             ssh: ssh.clone(),
             runtime: runtime.handle().clone(),
+            leadership: leadership.clone(),
         }),
     )
     .with_context(|| format!("bind the admin socket {}", config.admin_socket().display()))?;
     let audit_store = store.clone();
-    let leadership = Arc::new(leader::Leadership::new(
-        format!(
-            "{}/{}/{}",
-            rustix::system::uname().nodename().to_string_lossy(),
-            std::process::id(),
-            hex::encode(rand::random::<[u8; 4]>())
-        ),
-        store.is_shared(),
-    ));
     let audit_keys = keys.clone();
     let metrics = metrics::install().context("install the metrics recorder")?;
     let sealer = zeroth_hsm::Sealer::new(
@@ -168,6 +169,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         groups,
         db: db.clone(),
         ssh: ssh.clone(),
+        leadership: leadership.clone(),
     });
 
     runtime.block_on(async move {

@@ -27,6 +27,8 @@ pub struct AppState {
     pub groups: BTreeMap<String, GroupPolicy>,
     pub db: Arc<crate::creds::db::leases::DbBroker>,
     pub ssh: Arc<crate::creds::ssh::issuer::SshIssuer>,
+    /// This server's place in the cluster.
+    pub leadership: Arc<crate::store::leader::Leadership>,
 }
 
 pub type Shared = Arc<AppState>;

@@ -41,6 +41,24 @@ pub struct Leadership {
     me: String,
     shared: bool,
     held: Mutex<Option<Held>>,
+    /// When leadership was last renewed or claimed, and why that failed.
+    last: Mutex<Option<(Instant, Option<String>)>>,
+}
+
+/// What a server knows of its place in the cluster, for operators.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub me: String,
+    /// `leader`, `follower`, or `single` (a SQLite store: always leads).
+    pub role: &'static str,
+    /// The epoch this server leads in.
+    pub epoch: Option<i64>,
+    /// Whether the last renewal reached the store.
+    pub store_reachable: bool,
+    /// How long ago the store was last asked.
+    pub last_renewal_ms: Option<u64>,
+    /// Why the last renewal failed.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +82,7 @@ impl Leadership {
             me,
             shared,
             held: Mutex::new(None),
+            last: Mutex::new(None),
         }
     }
 
@@ -135,6 +154,8 @@ impl Leadership {
         };
         let now_epoch = held.map(|h| h.epoch);
         drop(held);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((asked, outcome.as_ref().err().map(|e| e.to_string())));
         let change = match (was, now_epoch) {
             (None, Some(epoch)) => Change::Gained { epoch },
             (Some(a), Some(b)) if a != b => Change::Gained { epoch: b },
@@ -142,6 +163,25 @@ impl Leadership {
             _ => Change::None,
         };
         outcome.map(|_| change)
+    }
+
+    /// Where this server stands, for `/metrics` and `zeroth server status`.
+    pub fn status(&self) -> Status {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let epoch = self.epoch();
+        let role = match (self.shared, epoch) {
+            (false, _) => "single",
+            (true, Some(_)) => "leader",
+            (true, None) => "follower",
+        };
+        Status {
+            me: self.me.clone(),
+            role,
+            epoch,
+            store_reachable: !self.shared || last.as_ref().is_some_and(|(_, e)| e.is_none()),
+            last_renewal_ms: last.as_ref().map(|(at, _)| at.elapsed().as_millis() as u64),
+            error: last.and_then(|(_, e)| e),
+        }
     }
 
     /// Gives the term up (at shutdown), so another server takes over at

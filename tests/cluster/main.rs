@@ -13,6 +13,7 @@ use zeroth::wire::db::{CredsRequest, CredsResponse};
 use zeroth::wire::enrol::{BeginResponse, FinishResponse};
 
 mod rotation;
+mod status;
 mod trust;
 
 struct Cluster {

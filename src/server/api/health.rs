@@ -66,7 +66,7 @@ pub async fn bundle(State(s): State<Shared>) -> impl IntoResponse {
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"), Unavailable))]
 pub async fn metrics(State(s): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let text = s
-        .blocking(|s| crate::server::metrics::render(&s.metrics, &s.store))
+        .blocking(|s| crate::server::metrics::render(&s.metrics, &s.store, &s.leadership))
         .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
