@@ -97,8 +97,16 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
         Arc::new(Pkcs11KeyStore::open(&config.hsm.pkcs11()).context("open the HSM")?);
     let checked = token_holds_what_the_store_needs(&keys, staged.store())
         .context("restore refused, nothing was written")?;
-    let placed = staged.install()?;
-    give_to_directory_owner(&placed, &state_dir);
+    let taken = record_restore(staged.store(), &args.file)?;
+    // The restored file belongs to whoever owns the state directory (the
+    // server's user), as the store the server makes itself would.
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&state_dir)
+            .ok()
+            .map(|m| (m.uid(), m.gid()))
+    };
+    let placed = staged.install(owner)?;
     println!(
         "restored {} nodes, {} leases and {} audit events (schema {} -> {}) into {}; {checked}. Start the server: leases that expired meanwhile are revoked by it",
         inspected.nodes,
@@ -108,16 +116,67 @@ pub fn restore(args: &RestoreArgs) -> Result<()> {
         crate::store::LATEST_SCHEMA,
         placed.display()
     );
+    println!(
+        "the store is as it was at {taken}; what happened since is undone: nodes and token chains revoked since are live again (revoke them again), token hosts whose tokens rotated since must be given new ones, database users made since are dropped by the reconciler, SSH serials continue past any issued since"
+    );
     Ok(())
 }
 
-/// The restored file belongs to whoever owns the state directory (the
-/// server's user), as the store the server makes itself would.
-fn give_to_directory_owner(file: &Path, dir: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    if let Ok(meta) = std::fs::metadata(dir) {
-        let _ = std::os::unix::fs::chown(file, Some(meta.uid()), Some(meta.gid()));
-    }
+/// Serials an SSH CA may have issued after a backup was taken, and which
+/// the restored store does not know: reservations jump past them.
+const SERIALS_SINCE_A_BACKUP: i64 = 1 << 40;
+
+/// Prepares a staged store to take over: SSH serial reservations move past
+/// any the server may have issued after the backup (a serial issued twice
+/// would make the serial-based KRL revoke two certificates), and the
+/// restore is an audit event. Returns when the backup was taken (its last
+/// audit event).
+fn record_restore(store: &Store, file: &Path) -> Result<String> {
+    let mut conn = store.lock();
+    let tx = conn
+        .transaction()
+        .context("open the restored store for writing")?;
+    let taken: Option<i64> = tx
+        .query_row("SELECT MAX(time) FROM audit", (), |r| r.get(0))
+        .context("read the backup's last audit event")?;
+    let reserved: i64 = tx
+        .query_row(
+            "SELECT MAX(v) FROM (
+                SELECT up_to AS v FROM ssh_serial_reservations WHERE id = 1
+                UNION ALL SELECT MAX(serial) FROM ssh_certs
+                UNION ALL SELECT 0) AS highest",
+            (),
+            |r| r.get(0),
+        )
+        .context("read the SSH serial reservations")?;
+    let up_to = reserved.saturating_add(SERIALS_SINCE_A_BACKUP);
+    tx.execute(
+        "INSERT INTO ssh_serial_reservations (id, up_to) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET up_to = excluded.up_to",
+        [up_to],
+    )
+    .context("move the SSH serial reservations")?;
+    crate::audit::append(
+        &tx,
+        &crate::audit::Event {
+            kind: "store.restored",
+            subject: "store",
+            detail: serde_json::json!({
+                "from": file.display().to_string(),
+                "backup_taken": taken,
+                "ssh_serials_from": up_to + 1,
+                "by_uid": rustix::process::getuid().as_raw(),
+            }),
+        },
+    )
+    .context("record the restore in the audit log")?;
+    tx.commit().context("commit the restore's records")?;
+    Ok(taken.map_or("an unknown time".into(), |t| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
+        )
+        .to_string()
+    }))
 }
 
 /// Checks that `keys` is the token `store` was written with: every key it

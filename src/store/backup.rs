@@ -144,13 +144,39 @@ impl Staged {
             .expect("a staged store is open until installed")
     }
 
-    /// Closes the staged store and moves it into place.
-    pub fn install(mut self) -> Result<PathBuf, StoreError> {
+    /// Closes the staged store, gives it to `owner` (uid, gid) and moves
+    /// it into place. The owner is set through the opened file, never by
+    /// path: the state directory belongs to the service account, which
+    /// could put a symlink where the file was and so have root give it
+    /// whatever the link names.
+    pub fn install(mut self, owner: Option<(u32, u32)>) -> Result<PathBuf, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
         // Closing the last connection folds the WAL into the file.
         self.store = None;
         let io = |doing: &str, e: std::io::Error| refused(format!("{doing}: {e}"));
-        std::fs::File::open(&self.staged)
-            .and_then(|f| f.sync_all())
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.staged)
+            .map_err(|e| io("opening the restored store (not following links)", e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| io("reading the restored store", e))?;
+        if !meta.is_file() {
+            return Err(refused(format!(
+                "{} is not a regular file any more; nothing was replaced",
+                self.staged.display()
+            )));
+        }
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|e| {
+                io(
+                    "giving the restored store to the state directory's owner",
+                    e,
+                )
+            })?;
+        }
+        file.sync_all()
             .map_err(|e| io("syncing the restored store", e))?;
         if self.target.exists() {
             return Err(refused(format!(
@@ -218,4 +244,31 @@ pub fn stage(file: &Path, state_dir: &Path) -> Result<(Inspected, Staged), Store
     }
     staging.store = Some(Store::open(&staged)?);
     Ok((inspected, staging))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staged_store_swapped_for_a_link_is_refused_and_its_target_untouched() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"not zeroth's").unwrap();
+        let before = std::fs::metadata(&victim).unwrap();
+        let staged = dir.path().join(".restoring-zeroth.db");
+        std::os::unix::fs::symlink(&victim, &staged).unwrap();
+        let swapped = Staged {
+            store: None,
+            staged: staged.clone(),
+            target: dir.path().join(STORE_FILE),
+        };
+        let owner = (before.uid() + 1, before.gid() + 1);
+        let err = swapped.install(Some(owner)).unwrap_err().to_string();
+        assert!(err.contains("not following links"), "{err}");
+        let after = std::fs::metadata(&victim).unwrap();
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        assert!(!dir.path().join(STORE_FILE).exists());
+    }
 }

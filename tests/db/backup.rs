@@ -127,6 +127,18 @@ fn a_backup_taken_under_issuance_restores_on_its_token_and_nowhere_else() {
         ZerothServer::start_from_backup(exe(), &lab.hsm, &lab.groups, &file).unwrap();
     assert!(printed.contains("restored 1 nodes"), "{printed}");
     assert!(printed.contains("sealed secrets open"), "{printed}");
+    // What a rollback undoes is said, and the restore is on the record,
+    // with SSH serials moved past any issued after the backup.
+    assert!(
+        printed.contains("what happened since is undone") && printed.contains("revoke them again"),
+        "{printed}"
+    );
+    let restored_events = restored.audit_details("store.restored").unwrap();
+    assert_eq!(restored_events.len(), 1, "{restored_events:?}");
+    assert!(
+        restored_events[0]["ssh_serials_from"].as_i64().unwrap() > 1 << 40,
+        "{restored_events:?}"
+    );
     // Never over a store.
     let again = Command::new(exe())
         .arg("restore")
