@@ -145,6 +145,11 @@ impl MariaDb {
         self.port
     }
 
+    /// Stops the server (the database going away under zeroth).
+    pub fn stop(&mut self) {
+        self.daemon.stop(Duration::from_secs(10));
+    }
+
     /// The unix socket path (root logs in over it with the password too).
     pub fn socket(&self) -> &Path {
         &self.socket

@@ -884,3 +884,55 @@ fn a_registration_entry_naming_the_role_admits_its_programs_to_the_proxy() {
     let (ok, _, err) = psql_as(65533, &host.pg_dir(), "SELECT current_user");
     assert!(!ok && err.contains("refuses uid 65533"), "{err}");
 }
+
+/// PyMySQL (Debian's) on the proxy's socket: what it says when refused.
+const PYMYSQL_REFUSED: &str = r#"
+import sys, pymysql
+try:
+    pymysql.connect(unix_socket=sys.argv[1], user="anyone", connect_timeout=5)
+    print("connected")
+except pymysql.err.MySQLError as e:
+    print(repr(e))
+"#;
+
+#[test]
+fn mariadb_clients_print_each_refusal_in_the_proxys_words() {
+    let mut lab = lab();
+    lab.add_connections();
+    let tcp = zeroth::lab::ports::free_port().unwrap();
+    let host = ProxyHost::start(&lab, &proxies(tcp));
+    let refused = |what: &str, why: &str| {
+        let out = mariadb_via(&host.maria_socket())
+            .args(["-e", "SELECT 1"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success()
+                && err.contains("ERROR 1105")
+                && err.contains("zeroth proxy lab-maria")
+                && err.contains(why)
+                && !err.contains("malformed"),
+            "{what}: the mariadb client printed: {err}"
+        );
+        let py = Command::new(tools::DEBIAN_PYTHON3.path().unwrap())
+            .args(["-c", PYMYSQL_REFUSED])
+            .arg(host.maria_socket())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&py.stdout);
+        assert!(
+            said.contains("(1105, ")
+                && said.contains("zeroth proxy lab-maria")
+                && said.contains(why),
+            "{what}: PyMySQL said: {said}{}",
+            String::from_utf8_lossy(&py.stderr)
+        );
+    };
+    // The database is down: the server cannot make a user.
+    lab.maria.stop();
+    refused("database down", "no database user");
+    // The zeroth server is down too.
+    lab.server.stop();
+    refused("server down", "unreachable");
+}

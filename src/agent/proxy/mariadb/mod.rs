@@ -23,9 +23,12 @@ use handshake::ClientHello;
 /// A client has this long to answer the greeting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// ER_ACCESS_DENIED_ERROR, and ER_CONNECTION_ERROR... for the proxy's own.
+/// ER_ACCESS_DENIED_ERROR, and ER_UNKNOWN_ERROR for every other refusal:
+/// codes from 2000 up are the client library's own, and libmariadb takes
+/// one from a server for a malformed packet (ERROR 2027) instead of
+/// printing the proxy's reason.
 const ACCESS_DENIED: u16 = 1045;
-const CANNOT_CONNECT: u16 = 2013;
+const CANNOT_CONNECT: u16 = 1105;
 
 /// Greets the client standalone, reads its answer, then refuses it with
 /// `code` and `message` (so the client prints a proper error).
