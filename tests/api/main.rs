@@ -153,6 +153,26 @@ fn the_same_fuzzer_speaking_as_an_enrolled_node_finds_no_5xx_in_the_operations_f
     let svid = std::fs::read_to_string(state.join("svid.pem")).unwrap();
     let http = node.mtls_client(&server.bundle(), &svid).unwrap();
     let forwarder = forwarder::Forwarder::start(http, server.url().to_owned());
+    // The forwarder speaks as the node: a valid call is answered as the
+    // node's, before the pass and after it (a pass that lost the node's
+    // identity would otherwise find only 4xx, and no 5xx).
+    let as_node = || {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/jwt", forwarder.url()))
+            .json(&serde_json::json!({"audience": ["fuzz-check"]}))
+            .send()
+            .unwrap();
+        let status = r.status();
+        let body: serde_json::Value = r.json().unwrap_or_default();
+        assert!(
+            status.is_success()
+                && body["spiffe_id"]
+                    .as_str()
+                    .is_some_and(|id| id.contains("/node/")),
+            "{status} {body}"
+        );
+    };
+    as_node();
 
     let out = schemathesis(
         &dir,
@@ -166,6 +186,7 @@ fn the_same_fuzzer_speaking_as_an_enrolled_node_finds_no_5xx_in_the_operations_f
     .output()
     .unwrap();
     passed(&out, server);
+    as_node();
 }
 
 /// Cases per operation: `ZEROTH_FUZZ_API_EXAMPLES`, or the short pass.

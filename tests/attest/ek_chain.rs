@@ -238,17 +238,23 @@ fn a_sound_chain_verifies_and_each_flaw_is_named() {
 
 #[test]
 fn a_chain_deeper_than_six_certificates_is_refused() {
-    let pki = Pki::new();
-    let root = pki.root("root", CA);
-    let mut intermediates = Vec::new();
-    let mut issuer = "root".to_owned();
-    for i in 0..6 {
-        let name = format!("mid{i}");
-        intermediates.push(pki.issue(&name, &issuer, CA, "sha256"));
-        issuer = name;
-    }
-    let ek = pki.issue("ek", &issuer, LEAF, "sha256");
-    let err =
-        verify_ek_chain(&ek, &anchors(vec![root], intermediates), SystemTime::now()).unwrap_err();
-    assert_eq!(err, ChainError::TooDeep);
+    // EK, then `n` intermediates, up to the root.
+    let chain = |n: usize| {
+        let pki = Pki::new();
+        let root = pki.root("root", CA);
+        let mut intermediates = Vec::new();
+        let mut issuer = "root".to_owned();
+        for i in 0..n {
+            let name = format!("mid{i}");
+            intermediates.push(pki.issue(&name, &issuer, CA, "sha256"));
+            issuer = name;
+        }
+        let ek = pki.issue("ek", &issuer, LEAF, "sha256");
+        verify_ek_chain(&ek, &anchors(vec![root], intermediates), SystemTime::now())
+    };
+    // Six certificates below the root (the EK and five intermediates) are
+    // the most taken; one more is refused.
+    let at_limit = chain(5).unwrap();
+    assert_eq!(at_limit.path.len(), 7, "{:?}", at_limit.path);
+    assert_eq!(chain(6).unwrap_err(), ChainError::TooDeep);
 }

@@ -198,4 +198,93 @@ mod tests {
             Err(JwtCheckError::Encoding("header"))
         );
     }
+
+    /// A token with `header` and `claims` as given, signed by the issuer's
+    /// key (the one its JWKS names first).
+    fn signed(
+        keys: &Arc<dyn zeroth_hsm::KeyStore>,
+        jwks: &Value,
+        header: Value,
+        claims: Value,
+    ) -> String {
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let mut header = header;
+        header["kid"] = jwks["keys"][0]["kid"].clone();
+        let input = format!("{}.{}", b64(&header), b64(&claims));
+        let name = zeroth_hsm::KeyName::new(crate::identity::jwt::JWT_KEY).unwrap();
+        let sig = keys.sign(&name, input.as_bytes()).unwrap();
+        format!(
+            "{input}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+        )
+    }
+
+    #[test]
+    fn algorithm_not_before_and_missing_claims_are_each_refused() {
+        let keys: Arc<dyn zeroth_hsm::KeyStore> =
+            Arc::new(zeroth_hsm::SoftwareKeyStore::new_insecure());
+        let iss = crate::identity::JwtIssuer::open(keys.clone(), "https://z.example").unwrap();
+        let jwks = iss.jwks();
+        let now = crate::wire::now();
+        let es256 = serde_json::json!({"alg": "ES256", "typ": "JWT"});
+        let good = serde_json::json!({"sub": "spiffe://td/app", "aud": "api", "exp": now + 60});
+        // The helper makes tokens the check takes as they are.
+        let token = signed(&keys, &jwks, es256.clone(), good.clone());
+        assert!(validate(&token, "api", &jwks, "td", now).is_ok());
+        // Any other algorithm, whatever the signature.
+        for alg in ["none", "HS256", "RS256", "ES384"] {
+            let token = signed(&keys, &jwks, serde_json::json!({"alg": alg}), good.clone());
+            assert_eq!(
+                validate(&token, "api", &jwks, "td", now),
+                Err(JwtCheckError::Algorithm(alg.into()))
+            );
+        }
+        let token = signed(
+            &keys,
+            &jwks,
+            serde_json::json!({"typ": "JWT"}),
+            good.clone(),
+        );
+        assert_eq!(
+            validate(&token, "api", &jwks, "td", now),
+            Err(JwtCheckError::Algorithm(String::new()))
+        );
+        // Not before: refused past the leeway, taken within it.
+        let mut later = good.clone();
+        later["nbf"] = (now + LEEWAY + 5).into();
+        let token = signed(&keys, &jwks, es256.clone(), later);
+        assert_eq!(
+            validate(&token, "api", &jwks, "td", now),
+            Err(JwtCheckError::NotYetValid)
+        );
+        let mut soon = good.clone();
+        soon["nbf"] = (now + LEEWAY - 5).into();
+        let token = signed(&keys, &jwks, es256.clone(), soon);
+        assert!(validate(&token, "api", &jwks, "td", now).is_ok());
+        // Expiry at the edge of the leeway.
+        let mut edge = good.clone();
+        edge["exp"] = (now - LEEWAY).into();
+        let token = signed(&keys, &jwks, es256.clone(), edge);
+        assert!(validate(&token, "api", &jwks, "td", now).is_ok());
+        // Each required claim, missing.
+        for claim in ["exp", "aud", "sub"] {
+            let mut claims = good.clone();
+            claims.as_object_mut().unwrap().remove(claim);
+            let token = signed(&keys, &jwks, es256.clone(), claims);
+            assert_eq!(
+                validate(&token, "api", &jwks, "td", now),
+                Err(JwtCheckError::Missing(claim)),
+                "{claim}"
+            );
+        }
+        // The trust domain alone is no workload's SPIFFE ID.
+        let mut bare = good.clone();
+        bare["sub"] = "spiffe://td/".into();
+        let token = signed(&keys, &jwks, es256, bare);
+        assert!(matches!(
+            validate(&token, "api", &jwks, "td", now),
+            Err(JwtCheckError::Subject(..))
+        ));
+    }
 }

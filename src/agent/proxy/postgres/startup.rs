@@ -154,7 +154,27 @@ mod tests {
 
     #[test]
     fn a_session_keeps_its_parameters_in_order() {
-        let s = parse(&session(&[("user", "app"), ("database", "shop")])).unwrap();
+        let sent = [
+            ("user", "app"),
+            ("database", "shop"),
+            ("application_name", "psql"),
+            ("client_encoding", "UTF8"),
+        ];
+        let s = parse(&session(&sent)).unwrap();
+        // As sent, in the order sent (the proxy passes them on so).
+        let Startup::Session { params } = &s else {
+            panic!("not a session: {s:?}");
+        };
+        let got: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, sent);
+        let reversed: Vec<_> = sent.iter().rev().cloned().collect();
+        let Startup::Session { params } = parse(&session(&reversed)).unwrap() else {
+            panic!("not a session");
+        };
+        assert_eq!(params[0].0, "client_encoding");
         assert_eq!(s.param("database"), Some("shop"));
         assert_eq!(s.param("user"), Some("app"));
         assert_eq!(s.param("options"), None);
