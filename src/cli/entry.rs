@@ -48,7 +48,7 @@ enum EntryCommand {
         #[arg(long = "selector", required = true)]
         selectors: Vec<String>,
         /// Lifetime of its X.509-SVIDs (rotated at half-life).
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         ttl: Duration,
         /// A DNS name its X.509-SVID also carries (repeat).
         #[arg(long = "dns-name")]

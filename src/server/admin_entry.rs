@@ -92,7 +92,9 @@ fn entry_of(store: &Store, names: &Names, req: &AdminRequest) -> Result<Entry, S
     selectors.sort();
     selectors.dedup();
     crate::wire::entry::bounded(&selectors).map_err(|e| e.to_string())?;
-    let ttl = req.ttl_secs.unwrap_or(3600);
+    // Short by default: an SVID already handed out stays valid until it
+    // expires, also after its node is revoked.
+    let ttl = req.ttl_secs.unwrap_or(600);
     if !TTL_RANGE.contains(&ttl) {
         return Err("the SVID lifetime must be between 1 minute and 7 days".into());
     }

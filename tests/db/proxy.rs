@@ -936,3 +936,36 @@ fn mariadb_clients_print_each_refusal_in_the_proxys_words() {
     lab.server.stop();
     refused("server down", "unreachable");
 }
+
+#[test]
+fn session_events_of_a_revoked_host_leave_its_queue() {
+    let lab = lab();
+    lab.add_connections();
+    let mut host = ProxyHost::short_pg(&lab);
+    let mut open = Interactive::start(psql_via(&host.pg_dir()));
+    let _user = open.ask("SELECT current_user;");
+    // The host's one token chain is revoked while the session is open.
+    let chain: String = rusqlite::Connection::open(lab.server.database())
+        .unwrap()
+        .query_row("SELECT DISTINCT chain_id FROM tokens", [], |r| r.get(0))
+        .unwrap();
+    let (ok, out) = lab.zeroth(&["token", "revoke", &chain], "");
+    assert!(ok, "{out}");
+    // The session's end is refused by the server (403): the event leaves
+    // the queue rather than waiting on the host's disk for ever.
+    let _ = open.finish();
+    let queue = host.dir.join("state").join("session-events");
+    host.agent
+        .expect(Duration::from_secs(30), |l| {
+            l.starts_with("session events: the server refuses them")
+        })
+        .unwrap();
+    eventually(Duration::from_secs(10), || {
+        let left: Vec<_> = std::fs::read_dir(&queue)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        left.is_empty()
+            .then_some(())
+            .ok_or(format!("still queued: {left:?}"))
+    });
+}

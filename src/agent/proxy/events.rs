@@ -215,6 +215,20 @@ fn deliver_batch(dir: &Path, upstream: &Upstream) -> Result<bool, DeliveryError>
             }
             return Ok(files.len() <= MAX_BATCH);
         }
+        if status == 403 {
+            // This host is revoked (or its chain is): the server will never
+            // take its events, and they must not wait on its disk forever.
+            let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+            tracing::error!(%text, events = ?ids, "the server refuses this host's session events (403: revoked?); dropped from the queue");
+            println!(
+                "session events: the server refuses them ({text}); {} dropped",
+                ids.len()
+            );
+            for path in &batch {
+                let _ = std::fs::remove_file(path);
+            }
+            return Ok(files.len() <= MAX_BATCH);
+        }
         if !(200..300).contains(&status) {
             return Err(DeliveryError::Answer { status, text });
         }
