@@ -1054,3 +1054,44 @@ fn a_failing_template_is_a_clear_error_and_leaves_nothing_behind() {
         .collect();
     assert_eq!(states, ["revoked"]);
 }
+
+#[test]
+fn an_admin_that_cannot_drop_what_it_makes_is_refused_when_added() {
+    let lab = lab();
+    // PostgreSQL 15: CREATEROLE makes roles, but DROP OWNED BY them needs
+    // more, so every revocation would fail.
+    lab.pg
+        .run_sql("CREATE ROLE weak_admin LOGIN CREATEROLE PASSWORD 'weak-password'")
+        .unwrap();
+    let port = lab.pg.port().to_string();
+    let (ok, out) = lab.zeroth(
+        &[
+            "db",
+            "connection",
+            "add",
+            "weak",
+            "--engine",
+            "postgres",
+            "--port",
+            &port,
+            "--admin-user",
+            "weak_admin",
+        ],
+        "weak-password\n",
+    );
+    assert!(
+        !ok && out.contains("can make a user but not remove it completely")
+            && out.contains("SUPERUSER"),
+        "{out}"
+    );
+    // The probe is not left behind, and the connection was not added.
+    let left = lab
+        .pg
+        .run_sql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'zt\\_probe%'")
+        .unwrap();
+    assert_eq!(left.trim(), "0");
+    let (ok, list) = lab.zeroth(&["db", "connection", "list"], "");
+    assert!(ok && !list.contains("weak"), "{list}");
+    // The lab's superuser passes the same probe.
+    lab.add_connections();
+}

@@ -815,6 +815,21 @@ impl DbBroker {
             tls_ca: spec.tls_ca.clone(),
         };
         let admin = Arc::new(DbAdmin::connect(target).await?);
+        // Checked now, not at the first revocation: an admin that can make
+        // users but not drop them would leave every lease `revoking`.
+        admin.probe().await.map_err(|e| match e {
+            DbError::Statement { reason, .. } => CredsError::BadRequest(format!(
+                "{} on {}:{} can make a user but not remove it completely ({reason}); {}",
+                spec.admin_user,
+                spec.host,
+                spec.port,
+                match spec.engine {
+                    Engine::Postgres => "PostgreSQL needs an admin that is SUPERUSER, or (PostgreSQL 16 and later) has CREATEROLE with ADMIN on the roles it makes, to run DROP OWNED BY on them",
+                    Engine::MariaDb => "MariaDB needs CREATE USER, the privileges it grants WITH GRANT OPTION, CONNECTION ADMIN (or SUPER) to end sessions, and rights on the zeroth schema",
+                }
+            )),
+            other => other.into(),
+        })?;
         let me = self.clone();
         let s = spec.clone();
         blocking(move || {

@@ -312,6 +312,17 @@ impl MariaAdmin {
         Ok(!hosts.is_empty())
     }
 
+    /// A bare, locked account `name` (a probe of the admin's privileges),
+    /// or, with `make` false, its plain removal.
+    pub async fn bare_user(&self, name: &str, make: bool) -> Result<(), DbError> {
+        let sql = match make {
+            true => format!("CREATE USER '{name}'@'%' ACCOUNT LOCK"),
+            false => format!("DROP USER IF EXISTS '{name}'@'%'"),
+        };
+        let mut conn = self.conn().await?;
+        conn.query_drop(sql).await.map_err(failed("probe", 0))
+    }
+
     pub async fn dynamic_users(&self) -> Result<Vec<String>, DbError> {
         let mut conn = self.conn().await?;
         conn.exec(

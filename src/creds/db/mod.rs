@@ -204,6 +204,31 @@ impl DbAdmin {
         }
     }
 
+    /// Proves the admin can do what zeroth will ask of it: make a user and
+    /// revoke it completely, by the very revocation leases get. A probe
+    /// that could not be revoked is removed plainly if it can be; the
+    /// answer says what the database refused.
+    pub async fn probe(&self) -> Result<(), DbError> {
+        let name = format!(
+            "{}probe_{}",
+            secret::USER_PREFIX,
+            hex::encode(rand::random::<[u8; 6]>())
+        );
+        self.bare_user(&name, true).await?;
+        let revoked = self.revoke(&name, &[]).await;
+        if revoked.is_err() {
+            let _ = self.bare_user(&name, false).await;
+        }
+        revoked.map(drop)
+    }
+
+    async fn bare_user(&self, name: &str, make: bool) -> Result<(), DbError> {
+        match self {
+            Self::Postgres(a) => a.bare_user(name, make).await,
+            Self::MariaDb(a) => a.bare_user(name, make).await,
+        }
+    }
+
     /// Users whose name starts with [`secret::USER_PREFIX`].
     pub async fn dynamic_users(&self) -> Result<Vec<String>, DbError> {
         match self {

@@ -285,6 +285,18 @@ impl PgAdmin {
         Self::transaction(c, "revocation", &statements[extra + 1..]).await
     }
 
+    /// A bare login role `name` (a probe of the admin's privileges), or,
+    /// with `make` false, its plain removal (what an admin that may create
+    /// roles can do even where it cannot drop what they own).
+    pub async fn bare_user(&self, name: &str, make: bool) -> Result<(), DbError> {
+        let sql = match make {
+            true => format!("CREATE ROLE {name} LOGIN"),
+            false => format!("DROP ROLE IF EXISTS {name}"),
+        };
+        self.with(async |c| c.batch_execute(&sql).await.map_err(failed("probe", 0)))
+            .await
+    }
+
     pub async fn dynamic_users(&self) -> Result<Vec<String>, DbError> {
         self.with(async |c| {
             let rows = c
