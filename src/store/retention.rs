@@ -13,11 +13,15 @@
 use crate::audit::{self, Event};
 use crate::store::sql::{params, Conn};
 
-use super::StoreError;
+use super::{Store, StoreError};
 
-/// Rows each table gives up per transaction, so that writers never wait
-/// long behind a sweep.
-pub const BATCH: i64 = 5_000;
+/// Rows each table gives up per transaction: one batch is what a writer
+/// may wait behind a sweep.
+pub const BATCH: i64 = 2_000;
+
+/// The pause between batches, with the store's lock released, so writers
+/// waiting for it go first.
+const BETWEEN_BATCHES: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// What one sweep removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -42,11 +46,16 @@ impl Swept {
 }
 
 /// Removes what ended before `horizon` (Unix seconds), batch after batch
-/// until a batch finds nothing more.
-pub fn sweep(conn: &mut Conn, horizon: i64) -> Result<Swept, StoreError> {
+/// until a batch finds nothing more. The store's connection is taken for
+/// one batch at a time and given back between them.
+pub fn sweep(store: &Store, horizon: i64) -> Result<Swept, StoreError> {
     let mut all = Swept::default();
+    let mut first = true;
     loop {
-        let batch = sweep_batch(conn, horizon)?;
+        if !std::mem::take(&mut first) {
+            std::thread::sleep(BETWEEN_BATCHES);
+        }
+        let batch = sweep_batch(&mut store.lock(), horizon)?;
         all.add(batch);
         let full = [
             batch.leases,

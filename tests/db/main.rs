@@ -8,6 +8,7 @@ mod collisions;
 mod expiry_load;
 mod mariadb_accounts;
 mod proxy;
+mod retention;
 mod unfinished;
 mod workload_api;
 
