@@ -71,19 +71,21 @@ pub fn exchange(opts: &TokenOptions) -> Result<Rotated, AgentError> {
     })?;
     let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
     let http = client(&opts.ca_bundle)?;
-    let request = ExchangeRequest::new(token.clone(), &key);
     // A reply lost on the way is asked for again at once, with the same
-    // token and key: the server answers a prompt retry with the same next
-    // token (any later or different reuse would revoke the chain).
+    // token and key and the next attempt number, signed anew: the server
+    // answers a prompt retry with the same next token, and refuses a copy
+    // of a request it answered (any later or other reuse of the token
+    // revokes the chain).
     let mut attempt = 0;
     let answer: ExchangeResponse = loop {
+        let request = ExchangeRequest::attempt(token.clone(), &key, attempt);
         let sent = super::servers::first_answer(&opts.server, |base| {
             post_json(&http, &format!("{base}/v1/token/exchange"), &request)
         });
         match sent {
             Err(AgentError::Unreachable { .. } | AgentError::BadAnswer(_)) if attempt < 2 => {
                 attempt += 1;
-                std::thread::sleep(Duration::from_secs(attempt));
+                std::thread::sleep(Duration::from_secs(u64::from(attempt)));
             }
             other => break other?,
         }

@@ -271,14 +271,20 @@ fn token_chains_rotate_and_revoke(f: &mut Fixture) {
         );
         assert!(row.rotation.is_none());
         tokens::insert_token(tx, "ch", 2, &[2; 32], t + 60).unwrap();
-        tokens::mark_rotated(tx, &[1; 32], &[7; 32], &[8; 40]).unwrap();
+        tokens::mark_rotated(tx, &[1; 32], &[7; 32], &[8; 40], Some(0)).unwrap();
         let row = tokens::find(tx, &[1; 32]).unwrap().unwrap();
         assert!(row.rotated);
         let rotation = row.rotation.unwrap();
         assert_eq!(
-            (rotation.key_hash, rotation.next_sealed),
-            (vec![7; 32], vec![8; 40])
+            (rotation.key_hash, rotation.next_sealed, rotation.last_attempt),
+            (vec![7; 32], vec![8; 40], Some(0))
         );
+        // Each attempt is taken once, and only upwards.
+        assert!(!tokens::take_attempt(tx, &[1; 32], 0).unwrap());
+        assert!(tokens::take_attempt(tx, &[1; 32], 2).unwrap());
+        assert!(!tokens::take_attempt(tx, &[1; 32], 1).unwrap());
+        assert!(!tokens::take_attempt(tx, &[1; 32], 2).unwrap());
+        assert!(tokens::take_attempt(tx, &[1; 32], 3).unwrap());
         assert_eq!(tokens::unused(tx, "ch", 2).unwrap(), Some(t + 60));
         assert_eq!(tokens::unused(tx, "ch", 1).unwrap(), None);
         assert!(tokens::find(tx, &[5; 32]).unwrap().is_none());

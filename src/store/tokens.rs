@@ -26,6 +26,8 @@ pub struct Rotation {
     pub at: i64,
     pub key_hash: Vec<u8>,
     pub next_sealed: Vec<u8>,
+    /// The highest attempt number taken (None: requests without one).
+    pub last_attempt: Option<i64>,
 }
 
 impl std::fmt::Debug for Rotation {
@@ -71,7 +73,7 @@ pub fn insert_token(
 pub fn find(tx: &Tx<'_>, hash: &[u8]) -> Result<Option<TokenRow>, StoreError> {
     tx.query_row(
         "SELECT t.chain_id, c.grp, t.generation, t.state, t.expires, c.state, c.ttl,
-                t.rotated_at, t.rotated_for, t.next_sealed
+                t.rotated_at, t.rotated_for, t.next_sealed, t.last_attempt
          FROM tokens t JOIN token_chains c ON c.id = t.chain_id WHERE t.hash = ?1",
         [hash],
         |r| {
@@ -80,6 +82,7 @@ pub fn find(tx: &Tx<'_>, hash: &[u8]) -> Result<Option<TokenRow>, StoreError> {
                     at,
                     key_hash,
                     next_sealed,
+                    last_attempt: r.get(10)?,
                 }),
                 _ => None,
             };
@@ -106,14 +109,30 @@ pub fn mark_rotated(
     hash: &[u8],
     key_hash: &[u8],
     next_sealed: &[u8],
+    attempt: Option<i64>,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "UPDATE tokens SET state = 'rotated', rotated_at = ?2, rotated_for = ?3, next_sealed = ?4
+        "UPDATE tokens SET state = 'rotated', rotated_at = ?2, rotated_for = ?3, next_sealed = ?4,
+                           last_attempt = ?5
          WHERE hash = ?1 AND state = 'active'",
-        params![hash, now(), key_hash, next_sealed],
+        params![hash, now(), key_hash, next_sealed, attempt],
     )
     .map_err(StoreError::sql("rotating a token"))?;
     Ok(())
+}
+
+/// Records that a retried exchange of the rotated token `hash` took
+/// `attempt`, so no request may take it (or an earlier one) again; false if
+/// a higher or equal attempt was taken first.
+pub fn take_attempt(tx: &Tx<'_>, hash: &[u8], attempt: i64) -> Result<bool, StoreError> {
+    let n = tx
+        .execute(
+            "UPDATE tokens SET last_attempt = ?2
+             WHERE hash = ?1 AND state = 'rotated' AND last_attempt < ?2",
+            params![hash, attempt],
+        )
+        .map_err(StoreError::sql("recording an exchange attempt"))?;
+    Ok(n == 1)
 }
 
 /// When generation `generation` of `chain` expires, if it is still unused.

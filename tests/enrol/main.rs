@@ -806,11 +806,21 @@ fn a_lost_exchange_reply_is_answered_again_for_the_same_key_until_the_next_token
     let (status, reason) = refusal(send(&forged).unwrap_err());
     assert_eq!(status, 403);
     assert!(reason.contains("`proof` is not a signature"), "{reason}");
-    // The reply was lost: the agent asks again with the same token and key,
-    // and gets the same next token (and an SVID for its key).
-    let again = exchange(&first, &mine).unwrap();
+    // A copy of the request, sent again unchanged (from a log, a proxy…),
+    // is refused: it would hand the copier the next token.
+    let (status, reason) = refusal(exchange(&first, &mine).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(reason.contains("answered already"), "{reason}");
+    // The reply was lost: the agent asks again with the same token and key
+    // and the next attempt, signed anew, and gets the same next token (and
+    // an SVID for its key); that retry, copied, is refused in turn.
+    let retry = ExchangeRequest::attempt(first.clone().into(), &mine, 1);
+    let again = send(&retry).unwrap();
     assert_eq!(again.token.expose_secret(), second.token.expose_secret());
     assert_eq!(again.token_expires, second.token_expires);
+    let (status, reason) = refusal(send(&retry).unwrap_err());
+    assert_eq!(status, 403);
+    assert!(reason.contains("answered already"), "{reason}");
     let third = exchange(second.token.expose_secret(), &mine).unwrap();
     // Once the next token was used, the old one is theft again, even with
     // the same key.

@@ -103,7 +103,12 @@ fn check_proof(point: &[u8; 65], req: &ExchangeRequest) -> Result<(), ApiError> 
     let signature = p256::ecdsa::Signature::from_slice(&proof)
         .map_err(|_| ApiError::bad_request("`proof` is not a 64-byte ECDSA P-256 signature"))?;
     p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
-        .and_then(|k| k.verify(&proof_message(req.token.expose_secret()), &signature))
+        .and_then(|k| {
+            k.verify(
+                &proof_message(req.token.expose_secret(), req.attempt),
+                &signature,
+            )
+        })
         .map_err(|_| ApiError::rejected("`proof` is not a signature of this token by `public_key`"))
 }
 
@@ -141,6 +146,24 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
         true => retried_exchange(s, &tx, &row, &hash, &key_hash)?,
         false => None,
     };
+    if retried.is_some() {
+        // The host's own retry carries an attempt not taken yet; a copy of
+        // a request already answered does not, and cannot make one.
+        let last = row.rotation.as_ref().and_then(|r| r.last_attempt);
+        let fresh = match (req.attempt, last) {
+            (Some(a), Some(_)) => tokens::take_attempt(&tx, &hash, i64::from(a))?,
+            (None, None) => true,
+            _ => false,
+        };
+        if !fresh {
+            tx.commit()
+                .map_err(StoreError::sql("committing an exchange"))?;
+            tracing::warn!(chain = %row.chain_id, generation = row.generation, "an exchange request was sent again unchanged (a copy?); refused");
+            return Err(ApiError::rejected(
+                "this exchange request was answered already: a retry carries the next attempt number, signed anew",
+            ));
+        }
+    }
     if row.rotated && retried.is_none() {
         // Someone else already exchanged this token: one of the two copies
         // is stolen. Revoke the chain; every holder must be re-provisioned.
@@ -189,7 +212,7 @@ fn exchange_blocking(s: &AppState, req: ExchangeRequest) -> Result<ExchangeRespo
                     next.expose_secret().as_bytes(),
                 )
                 .map_err(|e| ApiError::unavailable("the HSM", e))?;
-            tokens::mark_rotated(&tx, &hash, &key_hash, &sealed)?;
+            tokens::mark_rotated(&tx, &hash, &key_hash, &sealed, req.attempt.map(i64::from))?;
             tokens::insert_token(&tx, &row.chain_id, row.generation + 1, &next_hash, expires)?;
             (next, expires, "token.rotated")
         }

@@ -9,7 +9,7 @@ use super::sql::Conn;
 
 use super::StoreError;
 
-pub const LATEST: i64 = 19;
+pub const LATEST: i64 = 20;
 
 /// Migrations both engines run as written.
 ///
@@ -24,6 +24,10 @@ const TRUST: &str = "CREATE TABLE trust (
     keys          TEXT NOT NULL,
     created       BIGINT NOT NULL
  );";
+
+/// 20: the highest exchange attempt taken for a rotated token, so a
+/// replayed request (an attempt already seen) is refused.
+const EXCHANGE_ATTEMPT: &str = "ALTER TABLE tokens ADD COLUMN last_attempt BIGINT;";
 
 const LEADER: &str = "CREATE TABLE leader (
     id       BIGINT PRIMARY KEY CHECK (id = 1),

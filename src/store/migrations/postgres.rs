@@ -176,4 +176,5 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (17, super::LEADER),
     (18, super::RETENTION),
     (19, super::TRUST),
+    (20, super::EXCHANGE_ATTEMPT),
 ];
