@@ -5,6 +5,7 @@
 pub mod caller;
 pub mod enrol;
 pub mod jwt;
+pub mod lease_owners;
 pub mod mtls;
 pub mod proxy;
 pub mod run;

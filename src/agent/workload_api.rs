@@ -317,6 +317,7 @@ impl WorkloadApi {
             }
         });
         let hashes = Arc::new(super::spiffe::attest::HashCache::default());
+        let owners = Arc::new(super::lease_owners::LeaseOwners::default());
         runtime.spawn(async move {
             loop {
                 let conn = match listener.accept().await {
@@ -327,14 +328,15 @@ impl WorkloadApi {
                         continue;
                     }
                 };
-                let (access, upstream, grpc, hashes, ids) = (
+                let (access, upstream, grpc, hashes, ids, owners) = (
                     access.clone(),
                     upstream.clone(),
                     grpc.clone(),
                     hashes.clone(),
                     ids.clone(),
+                    owners.clone(),
                 );
-                tokio::spawn(dispatch(conn, access, upstream, grpc, hashes, ids));
+                tokio::spawn(dispatch(conn, access, upstream, grpc, hashes, ids, owners));
             }
         });
         Ok(Self {
@@ -353,6 +355,7 @@ async fn dispatch(
     grpc: tokio::sync::mpsc::Sender<std::io::Result<super::spiffe::GrpcConn>>,
     hashes: Arc<super::spiffe::attest::HashCache>,
     ids: super::spiffe::Identities,
+    owners: Arc<super::lease_owners::LeaseOwners>,
 ) {
     let peer = super::spiffe::attest_peer(&conn, hashes).await;
     let first = tokio::time::timeout(Duration::from_secs(10), super::spiffe::peek_first(&conn));
@@ -374,7 +377,15 @@ async fn dispatch(
             let Ok(conn) = conn.into_std() else { return };
             if conn.set_nonblocking(false).is_ok() {
                 tokio::task::spawn_blocking(move || {
-                    handle(conn, &access, &upstream, &peer.0, &entry_roles, &ids)
+                    handle(
+                        conn,
+                        &access,
+                        &upstream,
+                        &peer.0,
+                        &entry_roles,
+                        &ids,
+                        &owners,
+                    )
                 });
             }
         }
@@ -403,6 +414,7 @@ fn handle(
     peer: &Result<Attested, AttestError>,
     entry_roles: &[String],
     ids: &super::spiffe::Identities,
+    owners: &super::lease_owners::LeaseOwners,
 ) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let mut line = String::new();
@@ -441,7 +453,7 @@ fn handle(
                     },
                     Ok(req) => match access.refuses(&who, &req, entry_roles) {
                         Some(why) => refusal(403, why),
-                        None => forward(&req, &who.describe(), upstream),
+                        None => owned(&req, &who, owners, upstream),
                     },
                 }
             }
@@ -489,6 +501,46 @@ pub fn route(req: &WorkloadRequest) -> Result<(String, serde_json::Value), Strin
         ),
         other => return Err(format!("unknown operation {other:?}")),
     })
+}
+
+/// Forwards `req` for `who`, acting on a lease only for the program it was
+/// issued to, and remembering whose each new lease is.
+fn owned(
+    req: &WorkloadRequest,
+    who: &Caller,
+    owners: &super::lease_owners::LeaseOwners,
+    upstream: &Upstream,
+) -> serde_json::Value {
+    let on_lease = matches!(req.op.as_str(), "lease.renew" | "lease.revoke");
+    if on_lease {
+        if let Err(why) = owners.check(req.id.as_deref().unwrap_or_default(), who) {
+            return refusal(403, why);
+        }
+    }
+    let answer = forward(req, &who.describe(), upstream);
+    if answer["ok"] != true {
+        return answer;
+    }
+    let id = req.id.as_deref().unwrap_or_default();
+    match req.op.as_str() {
+        "db.creds" | "ssh.sign" => {
+            let expires = answer["expires"]
+                .as_i64()
+                .or_else(|| answer["valid_before"].as_i64())
+                .unwrap_or_else(|| crate::wire::now() + 24 * 3600);
+            if let Some(lease) = answer["lease_id"].as_str() {
+                owners.record(lease, who, expires);
+            }
+        }
+        "lease.renew" => {
+            if let Some(expires) = answer["expires"].as_i64() {
+                owners.extend(id, expires);
+            }
+        }
+        "lease.revoke" => owners.forget(id),
+        _ => {}
+    }
+    answer
 }
 
 /// Asks the server for `req`, naming the local program `who` for its audit.

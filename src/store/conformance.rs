@@ -276,7 +276,11 @@ fn token_chains_rotate_and_revoke(f: &mut Fixture) {
         assert!(row.rotated);
         let rotation = row.rotation.unwrap();
         assert_eq!(
-            (rotation.key_hash, rotation.next_sealed, rotation.last_attempt),
+            (
+                rotation.key_hash,
+                rotation.next_sealed,
+                rotation.last_attempt
+            ),
             (vec![7; 32], vec![8; 40], Some(0))
         );
         // Each attempt is taken once, and only upwards.

@@ -969,3 +969,82 @@ fn session_events_of_a_revoked_host_leave_its_queue() {
             .ok_or(format!("still queued: {left:?}"))
     });
 }
+
+/// Sends one JSON request to an agent's workload API as `uid` (python3,
+/// so the kernel reports that uid); the answer line.
+fn workload_request_as(uid: u32, socket: &Path, request: &serde_json::Value) -> serde_json::Value {
+    let out = Command::new("setpriv")
+        .args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups"])
+        .arg(tools::DEBIAN_PYTHON3.path().unwrap())
+        .args([
+            "-c",
+            "import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.sendall(sys.argv[2].encode() + b'\\n')\nprint(s.makefile().readline())",
+        ])
+        .arg(socket)
+        .arg(request.to_string())
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn another_program_cannot_end_or_renew_a_proxied_session_or_another_programs_lease() {
+    let lab = lab();
+    lab.add_connections();
+    let tcp = zeroth::lab::ports::free_port().unwrap();
+    let host = ProxyHost::start(
+        &lab,
+        &format!(
+            "[workload_api]\nsocket = \"@DIR@/api.sock\"\n[workload_api.roles]\n65533 = [\"shop-rw\"]\n65532 = [\"shop-rw\"]\n\n{}",
+            proxies(tcp)
+        ),
+    );
+    let api = host.dir.join("api.sock");
+    // Program A's proxied session, and its lease (which A never sees).
+    let mut open = Interactive::start(psql_via(&host.pg_dir()));
+    let user = open.ask("SELECT current_user;");
+    let lease = lease_of(&lab, &user).expect("the session's lease");
+    let id = lease["id"].as_str().unwrap().to_owned();
+    // Program B, admitted to the agent for a role of its own, knows the id.
+    for op in ["lease.revoke", "lease.renew"] {
+        let answer = workload_request_as(65533, &api, &serde_json::json!({"op": op, "id": id}));
+        assert_eq!(answer["ok"], false, "{op}: {answer}");
+        assert_eq!(answer["status"], 403, "{op}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("only its own leases"),
+            "{op}: {answer}"
+        );
+    }
+    assert_eq!(open.ask("SELECT 'still mine';"), "still mine");
+    assert_eq!(lease_of(&lab, &user).unwrap()["state"], "active");
+    // A lease one program got through the API is that program's alone.
+    let got = workload_request_as(
+        65532,
+        &api,
+        &serde_json::json!({"op": "db.creds", "role": "shop-rw"}),
+    );
+    assert_eq!(got["ok"], true, "{got}");
+    let theirs = got["lease_id"].as_str().unwrap();
+    let stolen = workload_request_as(
+        65533,
+        &api,
+        &serde_json::json!({"op": "lease.revoke", "id": theirs}),
+    );
+    assert_eq!(stolen["status"], 403, "{stolen}");
+    let given_back = workload_request_as(
+        65532,
+        &api,
+        &serde_json::json!({"op": "lease.revoke", "id": theirs}),
+    );
+    assert_eq!(given_back["ok"], true, "{given_back}");
+    let _ = open.finish();
+}
