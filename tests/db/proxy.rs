@@ -1048,3 +1048,57 @@ fn another_program_cannot_end_or_renew_a_proxied_session_or_another_programs_lea
     assert_eq!(given_back["ok"], true, "{given_back}");
     let _ = open.finish();
 }
+
+#[test]
+fn the_postgres_proxy_passes_only_the_roles_database_and_stock_parameters() {
+    let lab = lab();
+    lab.add_connections();
+    let tcp = zeroth::lab::ports::free_port().unwrap();
+    let host = ProxyHost::start(&lab, &proxies(tcp));
+    // `options` may set any server setting: refused before any user is made.
+    let out = psql_via(&host.pg_dir())
+        .env("PGOPTIONS", "-c work_mem=64kB")
+        .args(["-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("the start-up parameter \"options\" is not passed on"),
+        "{err}"
+    );
+    // Another database than the role's: refused, and its user given back.
+    let out = Command::new(tools::PSQL.path().unwrap())
+        .arg(format!(
+            "host={} port=5432 dbname=template1 user=anyone connect_timeout=5",
+            host.pg_dir().display()
+        ))
+        .args(["-XAtqc", "SELECT 1"])
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("reaches database \"postgres\", not \"template1\""),
+        "{err}"
+    );
+    eventually(Duration::from_secs(10), || {
+        let (ok, leases) = lab.zeroth(&["lease", "list", "--json"], "");
+        (ok && leases.trim() == "[]")
+            .then_some(())
+            .ok_or(format!("leases left: {leases}"))
+    });
+    // Stock clients with their usual parameters still pass.
+    let out = psql_via(&host.pg_dir())
+        .env("PGAPPNAME", "shop")
+        .env("PGCLIENTENCODING", "UTF8")
+        .args(["-c", "SELECT current_setting('application_name')"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "shop");
+}

@@ -34,6 +34,21 @@ const MAX_READY_MESSAGE: usize = 1024 * 1024;
 const INVALID_AUTHORIZATION: &str = "28000";
 const CANNOT_CONNECT: &str = "08001";
 const PROTOCOL_VIOLATION: &str = "08P01";
+/// Start-up parameters passed on to the database (what psql, libpq,
+/// psycopg, asyncpg and JDBC send).
+const PASSED_PARAMETERS: [&str; 11] = [
+    "user",
+    "database",
+    "application_name",
+    "fallback_application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "IntervalStyle",
+    "extra_float_digits",
+    "search_path",
+    "standard_conforming_strings",
+];
 
 /// Live sessions' cancel keys: (backend pid, secret key) → database
 /// address, so a cancel on a new connection reaches the right backend.
@@ -118,6 +133,20 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, who: Result<Attested, String
         let why = format!("zeroth proxy {name}: replication connections are not proxied");
         return refuse(&mut client, INVALID_AUTHORIZATION, &why).await;
     }
+    // Every other start-up parameter sets a server setting for the
+    // session: only those of stock drivers pass (not `options`, which can
+    // set any).
+    if let Some((k, _)) = params
+        .iter()
+        .find(|(k, _)| !PASSED_PARAMETERS.contains(&k.as_str()))
+    {
+        let why = format!(
+            "zeroth proxy {name}: the start-up parameter {k:?} is not passed on (passed: {})",
+            PASSED_PARAMETERS.join(", ")
+        );
+        println!("proxy {name}: {why}");
+        return refuse(&mut client, INVALID_AUTHORIZATION, &why).await;
+    }
     let session = match session::open(&ctx, who).await {
         Ok(s) => s,
         Err(e) => {
@@ -130,6 +159,19 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, who: Result<Attested, String
             return refuse(&mut client, code, &why).await;
         }
     };
+    // The user is made for the role's database, and only that one is
+    // reached.
+    let asked = params.iter().find(|(k, _)| k == "database").map(|(_, v)| v);
+    if let Some(db) = asked.filter(|db| **db != session.creds.database) {
+        let why = format!(
+            "zeroth proxy {name}: this proxy reaches database {:?}, not {db:?}",
+            session.creds.database
+        );
+        println!("proxy {name}: {why}");
+        let _ = client.write_all(&fatal(INVALID_AUTHORIZATION, &why)).await;
+        session::abandon(&ctx, session).await;
+        return;
+    }
     let mut server = match connect(&session.creds, &params).await {
         Ok(s) => s,
         Err(e) => {

@@ -123,6 +123,17 @@ pub async fn authenticate(
     up.write_all(&buf).await.map_err(io)?;
     let password = creds.password.expose_secret().as_bytes();
     let mut scram: Option<ScramSha256> = None;
+    // The database proved it knows the password (SCRAM's server
+    // signature), or was sent it over TLS verified against its CA: only
+    // then is its AuthenticationOk believed. An impostor on the path that
+    // answers Ok at once would otherwise get the session.
+    let mut proved = false;
+    let tls = matches!(up, Conn::Tls(_));
+    let in_clear = |how: &str| {
+        UpstreamError::Auth(format!(
+            "the database asks for the password {how} on a connection without TLS; zeroth sends it only by SCRAM-SHA-256, or over TLS verified against the connection's CA"
+        ))
+    };
     loop {
         let frame = read_frame(up, MAX_AUTH_MESSAGE).await.map_err(io)?;
         if frame.tag == b'E' {
@@ -134,7 +145,12 @@ pub async fn authenticate(
             .map_err(|e| UpstreamError::Protocol(format!("a malformed message: {e}")))?;
         let mut out = BytesMut::new();
         match message {
-            Some(Message::AuthenticationOk) => return Ok(()),
+            Some(Message::AuthenticationOk) if proved => return Ok(()),
+            Some(Message::AuthenticationOk) => {
+                return Err(UpstreamError::Auth(
+                    "the database said AuthenticationOk without proving it knows the user's password (no SCRAM server signature): not the database zeroth made the user on".into(),
+                ))
+            }
             Some(Message::AuthenticationSasl(body)) => {
                 let mut mechanisms = body.mechanisms();
                 let mut offered = false;
@@ -166,9 +182,15 @@ pub async fn authenticate(
                 // Proves the database knew the password: not an impostor.
                 s.finish(body.data())
                     .map_err(|e| UpstreamError::Auth(format!("the server's SCRAM proof: {e}")))?;
+                proved = true;
                 continue;
             }
+            Some(Message::AuthenticationMd5Password(_)) if !tls => return Err(in_clear("as MD5")),
+            Some(Message::AuthenticationCleartextPassword) if !tls => {
+                return Err(in_clear("in clear"))
+            }
             Some(Message::AuthenticationMd5Password(body)) => {
+                proved = true;
                 let hash = postgres_protocol::authentication::md5_hash(
                     creds.username.as_bytes(),
                     password,
@@ -177,6 +199,7 @@ pub async fn authenticate(
                 frontend::password_message(hash.as_bytes(), &mut out).map_err(io)?;
             }
             Some(Message::AuthenticationCleartextPassword) => {
+                proved = true;
                 frontend::password_message(password, &mut out).map_err(io)?;
             }
             _ => {
@@ -187,5 +210,79 @@ pub async fn authenticate(
             }
         }
         up.write_all(&out).await.map_err(io)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds() -> CredsResponse {
+        CredsResponse {
+            lease_id: "l".into(),
+            username: "zt_app_ro_x".into(),
+            password: "a password".to_owned().into(),
+            expires: 0,
+            engine: "postgres".into(),
+            host: "127.0.0.1".into(),
+            port: 5432,
+            database: "postgres".into(),
+            tls_ca: None,
+        }
+    }
+
+    /// What `authenticate` makes of a server that answers its start-up
+    /// with `reply` (an authentication request).
+    async fn against(reply: Vec<u8>) -> Result<(), UpstreamError> {
+        let (ours, mut theirs) = tokio::net::UnixStream::pair().unwrap();
+        let server = tokio::spawn(async move {
+            let mut len = [0u8; 4];
+            theirs.read_exact(&mut len).await.unwrap();
+            let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+            theirs.read_exact(&mut startup).await.unwrap();
+            theirs.write_all(&reply).await.unwrap();
+            // Whatever the client sends next (a password, say), kept.
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_millis(200), theirs.read_to_end(&mut rest))
+                .await;
+            rest
+        });
+        let mut up = Conn::Unix(ours);
+        let result = authenticate(&mut up, &creds(), &[]).await;
+        drop(up);
+        let sent = server.await.unwrap();
+        assert!(
+            !sent.windows(10).any(|w| w == b"a password"),
+            "the password went out in clear"
+        );
+        result
+    }
+
+    fn auth(code: u32, extra: &[u8]) -> Vec<u8> {
+        let mut m = vec![b'R'];
+        m.extend_from_slice(&(8 + extra.len() as u32).to_be_bytes());
+        m.extend_from_slice(&code.to_be_bytes());
+        m.extend_from_slice(extra);
+        m
+    }
+
+    #[tokio::test]
+    async fn an_authentication_ok_without_a_scram_proof_is_an_impostor() {
+        let err = against(auth(0, &[])).await.unwrap_err().to_string();
+        assert!(err.contains("without proving it knows"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn no_password_goes_out_in_clear_or_as_md5_without_tls() {
+        let err = against(auth(3, &[])).await.unwrap_err().to_string();
+        assert!(
+            err.contains("in clear on a connection without TLS"),
+            "{err}"
+        );
+        let err = against(auth(5, &[1, 2, 3, 4]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("as MD5 on a connection without TLS"), "{err}");
     }
 }
