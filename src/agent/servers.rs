@@ -72,6 +72,43 @@ pub fn first_answer<T, E: Failover>(
     last.unwrap_or_else(|| call(""))
 }
 
+/// As [`first_answer`] for calls whose answer is an HTTP status and body:
+/// a server that answers 503 (its store or HSM is away) is passed over for
+/// the next too, and its 503 is the answer only when no other server does
+/// better.
+pub fn first_served<E: Failover>(
+    server: &str,
+    mut call: impl FnMut(&str) -> Result<(u16, String), E>,
+) -> Result<(u16, String), E> {
+    let bases = bases(server);
+    let mut unavailable = None;
+    let answer = first_answer(server, |base| match call(base) {
+        Ok((503, text)) if bases.len() > 1 => {
+            tracing::warn!(server = %base, "zeroth server answered 503; trying the next");
+            unavailable = Some((503, text));
+            Err(None)
+        }
+        Ok(answer) => Ok(answer),
+        Err(e) => Err(Some(e)),
+    });
+    match answer {
+        Ok(a) => Ok(a),
+        Err(Some(e)) => match unavailable {
+            // One server was away, another answered 503: say what a server said.
+            Some(a) => Ok(a),
+            None => Err(e),
+        },
+        Err(None) => Ok(unavailable.unwrap_or((503, String::new()))),
+    }
+}
+
+/// A call passed over for the next server: its error, or None for a 503.
+impl<E: Failover> Failover for Option<E> {
+    fn try_next(&self) -> bool {
+        self.as_ref().is_none_or(|e| e.try_next())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +144,42 @@ mod tests {
         });
         assert!(r.is_err());
         assert_eq!(asked, 1);
+    }
+
+    #[test]
+    fn a_server_answering_503_is_passed_over_for_one_that_serves() {
+        let server = "https://c:1, https://d:2";
+        let mut asked = Vec::new();
+        let r: Result<(u16, String), AgentError> = first_served(server, |base| {
+            asked.push(base.to_owned());
+            match base {
+                "https://c:1" => Ok((503, "the HSM is unavailable".into())),
+                _ => Ok((200, "{}".into())),
+            }
+        });
+        assert_eq!(r.unwrap().0, 200);
+        assert_eq!(asked, ["https://c:1", "https://d:2"]);
+        // Every server answers 503: that is the answer, not an error.
+        let r: Result<(u16, String), AgentError> =
+            first_served(server, |_| Ok((503, "away".into())));
+        assert_eq!(r.unwrap(), (503, "away".to_owned()));
+        // One alone answering 503 is asked once.
+        let mut asked = 0;
+        let r: Result<(u16, String), AgentError> = first_served("https://e:1", |_| {
+            asked += 1;
+            Ok((503, "away".into()))
+        });
+        assert_eq!(r.unwrap().0, 503);
+        assert_eq!(asked, 1);
+        // One unreachable, the other 503: the 503 is the answer.
+        let r: Result<(u16, String), AgentError> =
+            first_served("https://f:1, https://g:2", |b| match b {
+                "https://f:1" => Err(AgentError::Unreachable {
+                    url: b.into(),
+                    reason: "refused".into(),
+                }),
+                _ => Ok((503, "away".into())),
+            });
+        assert_eq!(r.unwrap().0, 503);
     }
 }

@@ -149,7 +149,7 @@ impl Connected {
         body: &impl serde::Serialize,
         who: &str,
     ) -> Result<(u16, String), UpstreamError> {
-        super::servers::first_answer(&self.base, |base| {
+        super::servers::first_served(&self.base, |base| {
             let mut request = self.http.post(format!("{base}{path}")).json(body);
             if !who.is_empty() {
                 request = request.header(crate::wire::db::WORKLOAD_HEADER, who);
@@ -160,7 +160,7 @@ impl Connected {
 
     /// GETs `path`: the answer's status and body.
     pub fn get(&self, path: &str) -> Result<(u16, String), UpstreamError> {
-        super::servers::first_answer(&self.base, |base| {
+        super::servers::first_served(&self.base, |base| {
             self.http
                 .get(format!("{base}{path}"))
                 .send()

@@ -1102,3 +1102,40 @@ fn the_postgres_proxy_passes_only_the_roles_database_and_stock_parameters() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "shop");
 }
+
+#[test]
+fn a_give_back_the_server_missed_arrives_with_the_sessions_closed_event() {
+    let mut lab = lab();
+    lab.add_connections();
+    let tcp = zeroth::lab::ports::free_port().unwrap();
+    let host = ProxyHost::start(&lab, &proxies(tcp));
+    let mut open = Interactive::start(psql_via(&host.pg_dir()));
+    let user = open.ask("SELECT current_user;");
+    // The session ends while the server is away: the give-back fails, the
+    // closed event waits on the agent's disk.
+    lab.server.stop();
+    let _ = open.finish();
+    let queue = host.dir.join("state").join("session-events");
+    eventually(Duration::from_secs(10), || {
+        let n = std::fs::read_dir(&queue).map(|d| d.count()).unwrap_or(0);
+        (n >= 1).then_some(()).ok_or(format!("{n} events queued"))
+    });
+    lab.server.resume().unwrap();
+    // The lease had ten minutes left; the user goes with the event.
+    eventually(Duration::from_secs(60), || {
+        match pg_user_exists(&lab, &user) {
+            false => Ok(()),
+            true => Err(format!(
+                "{user} still exists after its session's end was reported"
+            )),
+        }
+    });
+    assert_eq!(lease_of(&lab, &user).map(|l| l["state"].clone()), None);
+    let revoked = lab.server.audit_details("db.creds.revoked").unwrap();
+    assert!(
+        revoked
+            .iter()
+            .any(|d| d["user"] == user.as_str() && d["reason"] == "session closed"),
+        "{revoked:?}"
+    );
+}

@@ -78,6 +78,14 @@ pub async fn record(
     if accepted.is_empty() {
         return Ok(outcome);
     }
+    // A closed session's user is given back here too: the agent's own
+    // give-back may have failed (a server away, a 503), and this report,
+    // queued on the agent's disk until a server takes it, is durable.
+    let closed: Vec<String> = accepted
+        .iter()
+        .filter(|e| e.kind == crate::wire::db::SessionEventKind::Closed)
+        .map(|e| e.lease.clone())
+        .collect();
     let written = Arc::new(AtomicUsize::new(0));
     let (count, holder) = (written.clone(), holder.to_owned());
     let total = accepted.len();
@@ -117,5 +125,16 @@ pub async fn record(
         .await?;
     outcome.recorded = written.load(Ordering::Relaxed);
     outcome.duplicates = total - outcome.recorded;
+    for id in closed {
+        let lease = {
+            let reader = broker.store().read()?;
+            leases::get(&reader, &id)?
+        };
+        if let Some(l) = lease.filter(|l| l.state == leases::LeaseState::Active) {
+            // A failure here fails the report: the agent sends it again
+            // (its events are recorded once), and the give-back with it.
+            broker.revoke(&l, "session closed").await?;
+        }
+    }
     Ok(outcome)
 }
