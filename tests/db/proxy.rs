@@ -1139,3 +1139,82 @@ fn a_give_back_the_server_missed_arrives_with_the_sessions_closed_event() {
         "{revoked:?}"
     );
 }
+
+/// Python, as uid 65534 (which no proxy admits): opens `n` connections to
+/// the socket and sends nothing; prints how many the agent had closed after
+/// 0.3 s and after 2 s.
+const IDLE_CONNECTIONS: &str = r#"
+import socket, sys, time, select
+path, n = sys.argv[1], int(sys.argv[2])
+conns = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    conns.append(s)
+def closed():
+    r, _, _ = select.select(conns, [], [], 0)
+    gone = 0
+    for s in r:
+        try:
+            if s.recv(65536, socket.MSG_PEEK) == b"":
+                gone += 1
+            else:
+                # An answer (a refusal) then the close: read it all.
+                while s.recv(65536):
+                    pass
+                gone += 1
+        except OSError:
+            gone += 1
+    return gone
+time.sleep(0.3)
+print(closed())
+time.sleep(1.7)
+print(closed())
+"#;
+
+#[test]
+fn a_uid_no_proxy_admits_cannot_hold_the_proxy_with_idle_connections() {
+    let lab = lab();
+    lab.add_connections();
+    let tcp = zeroth::lab::ports::free_port().unwrap();
+    let host = ProxyHost::start(&lab, &proxies(tcp));
+    let socket = host.pg_dir().join(".s.PGSQL.5432");
+    let mut attacker = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(tools::DEBIAN_PYTHON3.path().unwrap())
+        .args(["-c", IDLE_CONNECTIONS])
+        .arg(&socket)
+        .arg("100")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Meanwhile an admitted program connects and is served.
+    let started = Instant::now();
+    let out = psql_via(&host.pg_dir())
+        .args(["-c", "SELECT 'served'"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "served");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut said = String::new();
+    attacker
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(attacker.wait().unwrap().success(), "{said}");
+    let counts: Vec<usize> = said.lines().map(|l| l.trim().parse().unwrap()).collect();
+    // All but a few closed at once; the few refused within a second.
+    assert!(counts[0] >= 100 - 8, "closed at once: {counts:?}");
+    assert_eq!(counts[1], 100, "closed after 2 s: {counts:?}");
+}

@@ -16,6 +16,7 @@ pub mod postgres;
 pub mod reactor;
 pub mod relay;
 mod session;
+pub mod slots;
 pub mod tcp_owner;
 mod tls;
 
@@ -43,6 +44,8 @@ pub struct Ctx {
     /// Registration entries: a program whose entry names this proxy's
     /// role is admitted too.
     pub ids: Option<Identities>,
+    /// Open connections per uid.
+    pub slots: slots::Slots,
 }
 
 impl Ctx {
@@ -138,6 +141,7 @@ impl Proxies {
                 events: events.clone(),
                 cancels: postgres::CancelKeys::default(),
                 ids: ids.clone(),
+                slots: slots::Slots::default(),
             });
             let (unix, path) = bind_unix(config)?;
             sockets.push(path.clone());
@@ -177,10 +181,19 @@ impl Proxies {
     }
 }
 
+/// After a failed accept (out of descriptors, most often), a pause before
+/// the next: a busy loop would take a core and help no one.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 async fn accept_unix(ctx: Arc<Ctx>, listener: UnixListener, hashes: Arc<HashCache>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(proxy = %ctx.config.name, error = %e, "accept failed; pausing");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let (ctx, hashes) = (ctx.clone(), hashes.clone());
         tokio::spawn(async move {
@@ -200,8 +213,13 @@ async fn accept_unix(ctx: Arc<Ctx>, listener: UnixListener, hashes: Arc<HashCach
 
 async fn accept_tcp(ctx: Arc<Ctx>, listener: TcpListener) {
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(proxy = %ctx.config.name, error = %e, "accept failed; pausing");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr();
@@ -222,6 +240,17 @@ async fn accept_tcp(ctx: Arc<Ctx>, listener: TcpListener) {
 }
 
 async fn serve(ctx: Arc<Ctx>, stream: conn::Conn, who: Result<Attested, String>) {
+    // Counted per uid; a caller that cannot be attested counts as uid
+    // u32::MAX (nobody's), with the not-admitted limit.
+    let uid = who.as_ref().map_or(u32::MAX, |w| w.uid);
+    let limit = match ctx.admit(who.clone()) {
+        Ok(_) => slots::ADMITTED,
+        Err(_) => slots::NOT_ADMITTED,
+    };
+    let Some(_slot) = ctx.slots.take(uid, limit) else {
+        // Closed at once: no read, no answer, no descriptor kept.
+        return;
+    };
     match ctx.config.engine {
         ProxyEngine::Postgres => postgres::serve(ctx, stream, who).await,
         ProxyEngine::Mariadb => mariadb::serve(ctx, stream, who).await,

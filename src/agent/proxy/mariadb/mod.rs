@@ -40,7 +40,9 @@ async fn refuse(client: &mut impl Io, code: u16, message: &str) {
     {
         return;
     }
-    let seq = match tokio::time::timeout(HELLO_TIMEOUT, packet::read(client)).await {
+    // A second to answer the greeting: enough for any client, and all a
+    // caller about to be refused may hold the agent for.
+    let seq = match tokio::time::timeout(Duration::from_secs(1), packet::read(client)).await {
         Ok(Ok((seq, _))) => seq.wrapping_add(1),
         _ => 2,
     };

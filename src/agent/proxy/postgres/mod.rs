@@ -27,6 +27,8 @@ use upstream::UpstreamError;
 
 /// A client has this long to send its start-up packet.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a caller about to be refused has to send its start-up.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Messages between authentication and ReadyForQuery are small.
 const MAX_READY_MESSAGE: usize = 1024 * 1024;
 
@@ -99,7 +101,14 @@ async fn refuse(client: &mut impl Io, code: &str, message: &str) {
 /// Serves one local connection.
 pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, who: Result<Attested, String>) {
     let name = ctx.config.name.clone();
-    let startup = match tokio::time::timeout(STARTUP_TIMEOUT, read_startup(&mut client)).await {
+    // Decided before anything is read: a caller the proxy does not admit
+    // has a second to send its start-up (to be told why, in its protocol).
+    let admitted = ctx.admit(who);
+    let wait = match admitted {
+        Ok(_) => STARTUP_TIMEOUT,
+        Err(_) => REFUSAL_TIMEOUT,
+    };
+    let startup = match tokio::time::timeout(wait, read_startup(&mut client)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             println!("proxy {name}: a malformed start-up was refused: {e}");
@@ -114,7 +123,7 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, who: Result<Attested, String
     };
     let params = match startup {
         Startup::Cancel { pid, key } => {
-            if ctx.admit(who).is_ok() {
+            if admitted.is_ok() {
                 forward_cancel(&ctx, pid, key).await;
             }
             return;
@@ -122,7 +131,7 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, who: Result<Attested, String
         Startup::Session { params } => params,
         Startup::Ssl | Startup::GssEnc => return,
     };
-    let who = match ctx.admit(who) {
+    let who = match admitted {
         Ok(w) => w,
         Err(why) => {
             println!("proxy {name}: refused: {why}");
