@@ -411,3 +411,79 @@ fn a_revoked_nodes_programs_lose_their_svids_at_once() {
         "{refused}"
     );
 }
+
+/// An HTTP/2 frame header.
+fn h2_frame(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32) {
+    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    out.push(kind);
+    out.push(flags);
+    out.extend_from_slice(&stream.to_be_bytes());
+}
+
+/// The agent's peak resident memory (VmHWM), KiB.
+fn peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn an_hpack_bomb_on_the_workload_socket_is_refused_with_little_memory() {
+    use std::io::{Read, Write};
+    let mut n = ApiNode::start("");
+    n.entry("spiffe://lab.zeroth/app/nobody", &["unix:uid:65534"], &[]);
+    n.await_svid("spiffe://lab.zeroth/app/nobody");
+    let before = peak_kib(n.agent.pid());
+    // One 4,000-byte header put in the decoder's table, then a 64,000-byte
+    // block of one-byte references to it: 256 MB once decoded.
+    let mut bomb = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2_frame(&mut bomb, 0, 0x4, 0, 0);
+    let mut entry = vec![
+        0x40,
+        0x01,
+        b'x',
+        0x7f,
+        (3873 % 128) as u8 | 0x80,
+        (3873 / 128) as u8,
+    ];
+    entry.extend(std::iter::repeat_n(b'v', 4000));
+    h2_frame(&mut bomb, entry.len(), 0x1, 0x4, 1);
+    bomb.extend_from_slice(&entry);
+    for i in 0..4 {
+        let (kind, flags) = match i {
+            0 => (0x1, 0),
+            3 => (0x9, 0x4),
+            _ => (0x9, 0),
+        };
+        h2_frame(&mut bomb, 16_000, kind, flags, 3);
+        bomb.extend(std::iter::repeat_n(0xbe, 16_000));
+    }
+    // Four callers at once.
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (socket, bomb) = (n.socket.clone(), bomb.clone());
+            std::thread::spawn(move || {
+                let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let _ = s.write_all(&bomb);
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+            })
+        })
+        .collect();
+    for c in callers {
+        c.join().unwrap();
+    }
+    let grew = peak_kib(n.agent.pid()).saturating_sub(before);
+    assert!(
+        grew < 32 * 1024,
+        "the agent's peak memory grew by {grew} KiB"
+    );
+    // And it still serves.
+    let (ok, v) = n.py_spiffe(65534, &["x509"]);
+    assert!(ok, "{v}");
+    assert_eq!(v["spiffe_id"], "spiffe://lab.zeroth/app/nobody");
+}
