@@ -134,6 +134,12 @@ pub fn unsigned_events(conn: &Conn) -> Result<i64, AuditError> {
     .map_err(|e| StoreError::sql("counting unsigned audit events")(e).into())
 }
 
+/// When the newest event was written (Unix seconds), if there is one.
+pub fn last_time(conn: &Conn) -> Result<Option<i64>, AuditError> {
+    conn.query_row("SELECT MAX(time) FROM audit", (), |r| r.get(0))
+        .map_err(|e| StoreError::sql("reading the last audit event's time")(e).into())
+}
+
 /// What a verification of the whole chain found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReport {

@@ -136,26 +136,9 @@ fn record_restore(store: &Store, file: &Path) -> Result<String> {
     let tx = conn
         .transaction()
         .context("open the restored store for writing")?;
-    let taken: Option<i64> = tx
-        .query_row("SELECT MAX(time) FROM audit", (), |r| r.get(0))
-        .context("read the backup's last audit event")?;
-    let reserved: i64 = tx
-        .query_row(
-            "SELECT MAX(v) FROM (
-                SELECT up_to AS v FROM ssh_serial_reservations WHERE id = 1
-                UNION ALL SELECT MAX(serial) FROM ssh_certs
-                UNION ALL SELECT 0) AS highest",
-            (),
-            |r| r.get(0),
-        )
-        .context("read the SSH serial reservations")?;
-    let up_to = reserved.saturating_add(SERIALS_SINCE_A_BACKUP);
-    tx.execute(
-        "INSERT INTO ssh_serial_reservations (id, up_to) VALUES (1, ?1)
-         ON CONFLICT (id) DO UPDATE SET up_to = excluded.up_to",
-        [up_to],
-    )
-    .context("move the SSH serial reservations")?;
+    let taken = crate::audit::last_time(&tx).context("read the backup's last audit event")?;
+    let up_to = crate::store::leases::reserve_past(&tx, SERIALS_SINCE_A_BACKUP)
+        .context("move the SSH serial reservations")?;
     crate::audit::append(
         &tx,
         &crate::audit::Event {

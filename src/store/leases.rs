@@ -412,6 +412,15 @@ pub fn reserve_ssh_serials(conn: &mut Conn, n: u64) -> Result<(u64, u64), StoreE
     let tx = conn
         .transaction()
         .map_err(StoreError::sql("starting a transaction"))?;
+    let last = reserve_past(&tx, n as i64)?;
+    tx.commit()
+        .map_err(StoreError::sql("committing SSH serial reservations"))?;
+    Ok((last as u64 - n + 1, last as u64))
+}
+
+/// Moves the SSH serial reservations `n` past every serial reserved or
+/// recorded, in the caller's transaction: the new highest reserved.
+pub fn reserve_past(tx: &Tx<'_>, n: i64) -> Result<i64, StoreError> {
     let current: i64 = tx
         .query_row(
             "SELECT MAX(v) FROM (
@@ -422,17 +431,14 @@ pub fn reserve_ssh_serials(conn: &mut Conn, n: u64) -> Result<(u64, u64), StoreE
             |r| r.get(0),
         )
         .map_err(StoreError::sql("reading SSH serial reservations"))?;
-    let first = current as u64 + 1;
-    let last = current as u64 + n;
+    let last = current.saturating_add(n);
     tx.execute(
         "INSERT INTO ssh_serial_reservations (id, up_to) VALUES (1, ?1)
          ON CONFLICT (id) DO UPDATE SET up_to = excluded.up_to",
-        [last as i64],
+        [last],
     )
     .map_err(StoreError::sql("reserving SSH serials"))?;
-    tx.commit()
-        .map_err(StoreError::sql("committing SSH serial reservations"))?;
-    Ok((first, last))
+    Ok(last)
 }
 
 /// Records what certificate `serial` was issued for, in the caller's
