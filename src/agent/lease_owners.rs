@@ -15,6 +15,15 @@ const MAX_LEASES: usize = 100_000;
 #[derive(Debug, Default)]
 pub struct LeaseOwners(Mutex<HashMap<String, Owner>>);
 
+/// Why a program may not act on a lease.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("lease {lease} was not issued to {who} through this agent: a program may renew or give back only its own leases")]
+pub struct NotYours {
+    pub lease: String,
+    /// "uid 1001", or "uid 1001 in unit shop.service".
+    pub who: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Owner {
     uid: u32,
@@ -45,17 +54,17 @@ impl LeaseOwners {
 
     /// Whether `who` may act on lease `id`: it was issued to the same uid
     /// and unit through this agent.
-    pub fn check(&self, id: &str, who: &Caller) -> Result<(), String> {
+    pub fn check(&self, id: &str, who: &Caller) -> Result<(), NotYours> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(id) {
             Some(o) if o.uid == who.uid && o.unit == who.unit => Ok(()),
-            _ => Err(format!(
-                "lease {id} was not issued to {} through this agent: a program may renew or give back only its own leases",
-                match &who.unit {
+            _ => Err(NotYours {
+                lease: id.to_owned(),
+                who: match &who.unit {
                     Some(u) => format!("uid {} in unit {u}", who.uid),
                     None => format!("uid {}", who.uid),
-                }
-            )),
+                },
+            }),
         }
     }
 
@@ -101,7 +110,8 @@ mod tests {
             caller(1001, Some("other.service")),
         ] {
             let why = owners.check("l1", &other).unwrap_err();
-            assert!(why.contains("only its own leases"), "{why}");
+            assert_eq!(why.lease, "l1");
+            assert!(why.to_string().contains("only its own leases"), "{why}");
         }
         // A lease the agent never issued to anyone (a proxy's): no one's.
         assert!(owners.check("proxied", &a).is_err());

@@ -514,7 +514,7 @@ fn owned(
     let on_lease = matches!(req.op.as_str(), "lease.renew" | "lease.revoke");
     if on_lease {
         if let Err(why) = owners.check(req.id.as_deref().unwrap_or_default(), who) {
-            return refusal(403, why);
+            return refusal(403, why.to_string());
         }
     }
     let answer = forward(req, &who.describe(), upstream);

@@ -72,13 +72,13 @@ pub fn bind(
     let tx = conn.transaction().map_err(StoreError::sql(
         "taking the store's lock to check its trust",
     ))?;
-    let recorded = trust::read(&tx)?;
+    let binding = trust::read(&tx)?;
     let aad = kek_aad(trust_domain);
-    let joined = match recorded {
+    let joined = match &binding {
         Some(b) => {
             if b.trust_domain != trust_domain {
                 return Err(TrustError::TrustDomain {
-                    recorded: b.trust_domain,
+                    recorded: b.trust_domain.clone(),
                     configured: trust_domain.to_owned(),
                 });
             }
@@ -102,7 +102,7 @@ pub fn bind(
     };
     // Keys not yet recorded (a new store, or one made by an older release):
     // made here if missing, under the lock, then recorded.
-    let recorded = trust::read(&tx)?.map(|b| b.keys).unwrap_or_default();
+    let recorded = binding.map(|b| b.keys).unwrap_or_default();
     let mut identities: BTreeMap<String, String> = recorded.clone();
     let ssh_cas = [USER_CA_KEY, HOST_CA_KEY].map(|base| ssh_ca_algorithm.key_name(base));
     let wanted = zeroth_hsm::STANDARD_KEYS

@@ -93,6 +93,16 @@ fn a_server_whose_token_went_away_is_ready_again_by_itself() {
     assert!(log.contains("the HSM is back"), "{log}");
 }
 
+/// Waits (up to 30 s) until every time `last` reports is after `started`:
+/// each caller of a load has been served once.
+fn served_since(started: Instant, last: impl Fn() -> Vec<Instant>) {
+    let deadline = started + Duration::from_secs(30);
+    while last().iter().any(|t| *t <= started) {
+        assert!(Instant::now() < deadline, "the load never got going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Signs and seals from several threads at once while the token goes away
 /// for `away` and comes back: every thread is served again within 10 s of
 /// the token's return, with the same keys.
@@ -123,6 +133,7 @@ fn recovers_under_load(away: Duration) {
             .map(|_| std::sync::Mutex::new(String::new()))
             .collect(),
     );
+    let started = Instant::now();
     let workers: Vec<_> = (0..6)
         .map(|i| {
             let (store, stop, last_ok) = (store.clone(), stop.clone(), last_ok.clone());
@@ -143,15 +154,16 @@ fn recovers_under_load(away: Duration) {
                         std::thread::sleep(Duration::from_millis(5));
                     } else {
                         *last_ok[i].lock().unwrap() = Instant::now();
-                        // Fail fast while away; do not spin a core meanwhile.
-                        std::thread::sleep(Duration::from_millis(5));
                     }
                 }
             })
         })
         .collect();
 
-    std::thread::sleep(Duration::from_millis(300));
+    // Under load: every worker served at least once before the token goes.
+    served_since(started, || {
+        last_ok.iter().map(|t| *t.lock().unwrap()).collect()
+    });
     let tokens = lab.dir().join("tokens");
     let hidden = lab.dir().join("tokens.away");
     std::fs::rename(&tokens, &hidden).unwrap();
@@ -271,6 +283,7 @@ fn server_recovers_under_load(away: Duration) {
             .collect(),
     );
     let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
     let (url, bundle) = (server.url().to_owned(), server.bundle());
     // Three callers of each kind, so signing overlaps as on a busy server.
     let workers: Vec<_> = (0..3 * KINDS.len())
@@ -322,7 +335,9 @@ fn server_recovers_under_load(away: Duration) {
         })
         .collect();
 
-    std::thread::sleep(Duration::from_millis(500));
+    served_since(started, || {
+        last.iter().map(|l| l.lock().unwrap().0).collect()
+    });
     let tokens = hsm.dir().join("tokens");
     let hidden = hsm.dir().join("tokens.away");
     std::fs::rename(&tokens, &hidden).unwrap();

@@ -212,19 +212,22 @@ impl Pkcs11KeyStore {
         tracing::warn!(error = %cause, "HSM sessions or key handles lost; logging in again");
         self.pool.drain();
         self.forget_handles();
-        let login = match cause {
-            // A login would succeed and change nothing.
-            HsmError::TokenStale(_) => Err(HsmError::TokenStale(String::new())),
-            _ => self.login(),
-        };
-        let outcome = login.or_else(|e| {
-            tracing::warn!(error = %e, "logging in again failed; reinitialising the PKCS#11 module");
+        let afresh = || {
             self.pool.reinitialize(|| {
                 self.module.reinitialize()?;
                 self.module.find_slot(&self.token)
             })?;
             self.login()
-        });
+        };
+        let outcome = match cause {
+            // A login would succeed and change nothing: only a module
+            // reinitialised sees the token's objects again.
+            HsmError::TokenStale(_) => afresh(),
+            _ => self.login().or_else(|e| {
+                tracing::warn!(error = %e, "logging in again failed; reinitialising the PKCS#11 module");
+                afresh()
+            }),
+        };
         match &outcome {
             Ok(()) => {
                 tracing::info!("the HSM is back");

@@ -243,7 +243,9 @@ async fn serve(ctx: Arc<Ctx>, stream: conn::Conn, who: Result<Attested, String>)
     // Counted per uid; a caller that cannot be attested counts as uid
     // u32::MAX (nobody's), with the not-admitted limit.
     let uid = who.as_ref().map_or(u32::MAX, |w| w.uid);
-    let limit = match ctx.admit(who.clone()) {
+    // Admission is decided once, here, before anything is read.
+    let admitted = ctx.admit(who);
+    let limit = match admitted {
         Ok(_) => slots::ADMITTED,
         Err(_) => slots::NOT_ADMITTED,
     };
@@ -252,7 +254,7 @@ async fn serve(ctx: Arc<Ctx>, stream: conn::Conn, who: Result<Attested, String>)
         return;
     };
     match ctx.config.engine {
-        ProxyEngine::Postgres => postgres::serve(ctx, stream, who).await,
-        ProxyEngine::Mariadb => mariadb::serve(ctx, stream, who).await,
+        ProxyEngine::Postgres => postgres::serve(ctx, stream, admitted).await,
+        ProxyEngine::Mariadb => mariadb::serve(ctx, stream, admitted).await,
     }
 }

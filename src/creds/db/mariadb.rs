@@ -29,74 +29,63 @@ pub const SESSION_INIT: [&str; 2] = [
 ];
 
 /// What `connect` installs (idempotently) on every MariaDB it administers.
-const EXPIRY_SETUP: [&str; 4] = [
+const EXPIRY_SETUP: [&str; 5] = [
     r#"CREATE TABLE IF NOT EXISTS `zeroth`.`expiry` (
         user    VARCHAR(80) NOT NULL PRIMARY KEY,
         expires BIGINT NOT NULL,
         KEY by_expiry (expires)
      ) ENGINE=InnoDB"#,
     r#"ALTER TABLE `zeroth`.`expiry` ADD COLUMN IF NOT EXISTS locked TINYINT NOT NULL DEFAULT 0"#,
-    // Every second: first every due account is locked, in statements of up
-    // to 1,000 accounts (a lock costs MariaDB little, and a locked account
-    // logs in no more); then locked accounts are dropped, 100 to a
-    // statement, for at most 0.8 s (a drop costs about 2 ms an account
-    // however they are grouped, so under a storm of expiries the drops
-    // trail the locks, never the other way round).
+    // One step of the expiry: up to `size` due users not yet locked (with
+    // `locking`) are locked, or up to `size` locked ones dropped, each in
+    // one statement; `n` says how many were due.
+    r#"CREATE OR REPLACE PROCEDURE `zeroth`.`expire_step`(IN locking TINYINT, IN size INT, OUT n INT)
+     BEGIN
+        SET @zeroth_due = NULL, @zeroth_accounts = NULL;
+        SELECT GROUP_CONCAT(QUOTE(d.user)), COUNT(*) INTO @zeroth_due, n
+            FROM (SELECT user FROM `zeroth`.`expiry`
+                  WHERE locked = IF(locking, 0, 1) AND expires <= UNIX_TIMESTAMP()
+                  ORDER BY expires LIMIT size) d;
+        IF n > 0 THEN
+            SET @zeroth_sql = CONCAT(
+                'SELECT GROUP_CONCAT(CONCAT(QUOTE(User), ''@'', QUOTE(Host))) ',
+                'INTO @zeroth_accounts FROM mysql.user WHERE User IN (', @zeroth_due, ')');
+            PREPARE stmt FROM @zeroth_sql;
+            EXECUTE stmt;
+            DEALLOCATE PREPARE stmt;
+            IF @zeroth_accounts IS NOT NULL THEN
+                SET @zeroth_sql = IF(locking,
+                    CONCAT('ALTER USER IF EXISTS ', @zeroth_accounts, ' ACCOUNT LOCK'),
+                    CONCAT('DROP USER IF EXISTS ', @zeroth_accounts));
+                PREPARE stmt FROM @zeroth_sql;
+                EXECUTE stmt;
+                DEALLOCATE PREPARE stmt;
+            END IF;
+            SET @zeroth_sql = IF(locking,
+                CONCAT('UPDATE `zeroth`.`expiry` SET locked = 1 WHERE user IN (', @zeroth_due, ')'),
+                CONCAT('DELETE FROM `zeroth`.`expiry` WHERE user IN (', @zeroth_due, ')'));
+            PREPARE stmt FROM @zeroth_sql;
+            EXECUTE stmt;
+            DEALLOCATE PREPARE stmt;
+        END IF;
+     END"#,
+    // Every second: first every due account is locked, up to 1,000 to a
+    // statement (a lock costs MariaDB little, and a locked account logs in
+    // no more); then locked accounts are dropped, 100 to a statement, for
+    // at most 0.8 s (a drop costs about 2 ms an account however they are
+    // grouped, so under a storm of expiries the drops trail the locks,
+    // never the other way round).
     r#"CREATE OR REPLACE PROCEDURE `zeroth`.`expire_users`()
      BEGIN
         DECLARE n INT DEFAULT 1;
         DECLARE started DOUBLE DEFAULT UNIX_TIMESTAMP(SYSDATE(6));
         SET SESSION group_concat_max_len = 4194304;
         WHILE n > 0 DO
-            SET @zeroth_due = NULL, @zeroth_accounts = NULL;
-            SELECT GROUP_CONCAT(QUOTE(d.user)), COUNT(*) INTO @zeroth_due, n
-                FROM (SELECT user FROM `zeroth`.`expiry`
-                      WHERE locked = 0 AND expires <= UNIX_TIMESTAMP()
-                      ORDER BY expires LIMIT 1000) d;
-            IF n > 0 THEN
-                SET @zeroth_sql = CONCAT(
-                    'SELECT GROUP_CONCAT(CONCAT(QUOTE(User), ''@'', QUOTE(Host))) ',
-                    'INTO @zeroth_accounts FROM mysql.user WHERE User IN (', @zeroth_due, ')');
-                PREPARE stmt FROM @zeroth_sql;
-                EXECUTE stmt;
-                DEALLOCATE PREPARE stmt;
-                IF @zeroth_accounts IS NOT NULL THEN
-                    SET @zeroth_sql = CONCAT('ALTER USER IF EXISTS ', @zeroth_accounts, ' ACCOUNT LOCK');
-                    PREPARE stmt FROM @zeroth_sql;
-                    EXECUTE stmt;
-                    DEALLOCATE PREPARE stmt;
-                END IF;
-                SET @zeroth_sql = CONCAT('UPDATE `zeroth`.`expiry` SET locked = 1 WHERE user IN (', @zeroth_due, ')');
-                PREPARE stmt FROM @zeroth_sql;
-                EXECUTE stmt;
-                DEALLOCATE PREPARE stmt;
-            END IF;
+            CALL `zeroth`.`expire_step`(1, 1000, n);
         END WHILE;
         SET n = 1;
         WHILE n > 0 AND UNIX_TIMESTAMP(SYSDATE(6)) - started < 0.8 DO
-            SET @zeroth_due = NULL, @zeroth_accounts = NULL;
-            SELECT GROUP_CONCAT(QUOTE(d.user)), COUNT(*) INTO @zeroth_due, n
-                FROM (SELECT user FROM `zeroth`.`expiry`
-                      WHERE locked = 1 AND expires <= UNIX_TIMESTAMP()
-                      ORDER BY expires LIMIT 100) d;
-            IF n > 0 THEN
-                SET @zeroth_sql = CONCAT(
-                    'SELECT GROUP_CONCAT(CONCAT(QUOTE(User), ''@'', QUOTE(Host))) ',
-                    'INTO @zeroth_accounts FROM mysql.user WHERE User IN (', @zeroth_due, ')');
-                PREPARE stmt FROM @zeroth_sql;
-                EXECUTE stmt;
-                DEALLOCATE PREPARE stmt;
-                IF @zeroth_accounts IS NOT NULL THEN
-                    SET @zeroth_sql = CONCAT('DROP USER IF EXISTS ', @zeroth_accounts);
-                    PREPARE stmt FROM @zeroth_sql;
-                    EXECUTE stmt;
-                    DEALLOCATE PREPARE stmt;
-                END IF;
-                SET @zeroth_sql = CONCAT('DELETE FROM `zeroth`.`expiry` WHERE user IN (', @zeroth_due, ')');
-                PREPARE stmt FROM @zeroth_sql;
-                EXECUTE stmt;
-                DEALLOCATE PREPARE stmt;
-            END IF;
+            CALL `zeroth`.`expire_step`(0, 100, n);
         END WHILE;
      END"#,
     r#"CREATE EVENT IF NOT EXISTS `zeroth`.`expire_users`

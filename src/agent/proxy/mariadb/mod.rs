@@ -17,7 +17,7 @@ use super::conn::Conn;
 use super::relay::Io;
 use super::session::{self, Session};
 use super::Ctx;
-use crate::agent::spiffe::attest::Attested;
+use crate::agent::caller::Caller;
 use handshake::ClientHello;
 
 /// A client has this long to answer the greeting.
@@ -54,10 +54,10 @@ async fn refuse(client: &mut impl Io, code: u16, message: &str) {
     let _ = packet::write(client, seq, &packet::err(code, state, message)).await;
 }
 
-/// Serves one local connection.
-pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, who: Result<Attested, String>) {
+/// Serves one local connection of a caller `admitted` (or refused, why).
+pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Caller, String>) {
     let name = ctx.config.name.clone();
-    let who = match ctx.admit(who) {
+    let who = match admitted {
         Ok(w) => w,
         Err(why) => {
             println!("proxy {name}: refused: {why}");

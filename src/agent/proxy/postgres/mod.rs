@@ -20,7 +20,7 @@ use super::conn::Conn;
 use super::lease::IssueError;
 use super::relay::Io;
 use super::{session, Ctx};
-use crate::agent::spiffe::attest::Attested;
+use crate::agent::caller::Caller;
 use frame::{fatal, read_frame, AUTHENTICATION_OK};
 use startup::Startup;
 use upstream::UpstreamError;
@@ -98,12 +98,11 @@ async fn refuse(client: &mut impl Io, code: &str, message: &str) {
     let _ = client.shutdown().await;
 }
 
-/// Serves one local connection.
-pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, who: Result<Attested, String>) {
+/// Serves one local connection of a caller `admitted` (or refused, why).
+pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Caller, String>) {
     let name = ctx.config.name.clone();
-    // Decided before anything is read: a caller the proxy does not admit
-    // has a second to send its start-up (to be told why, in its protocol).
-    let admitted = ctx.admit(who);
+    // A caller the proxy does not admit has a second to send its start-up
+    // (to be told why, in its protocol).
     let wait = match admitted {
         Ok(_) => STARTUP_TIMEOUT,
         Err(_) => REFUSAL_TIMEOUT,
