@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use secrecy::ExposeSecret;
-use zeroth::agent::enrol::{post_json, Enrolment};
+use zeroth::agent::enrol::post_json;
 use zeroth::wire::db::{CredsRequest, CredsResponse};
 
 use super::lab;
@@ -23,12 +23,7 @@ fn unix_now() -> f64 {
 fn mariadb_users_made_under_load_log_in_no_more_5_s_after_their_expiry() {
     let lab = lab();
     lab.add_connections();
-    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
-    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
-    let clients: Vec<_> = (0..8)
-        .map(|_| e.mtls_client(&lab.server.bundle(), &svid).unwrap())
-        .collect();
-    drop(e);
+    let clients = lab.node_clients(8);
     let url = format!("{}/v1/db/creds/shop-rw", lab.server.url());
     let issued: Mutex<Vec<CredsResponse>> = Mutex::new(Vec::new());
     let until = Instant::now() + Duration::from_secs(15);

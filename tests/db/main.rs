@@ -242,6 +242,15 @@ impl Lab {
         assert!(ok, "{out}");
     }
 
+    /// `n` mTLS clients of the enrolled node (its key stays in the TPM).
+    fn node_clients(&self, n: usize) -> Vec<reqwest::blocking::Client> {
+        let e = Enrolment::open(&self.tpm.tcti(), self.agent.path()).unwrap();
+        let svid = std::fs::read_to_string(self.agent.join("svid.pem")).unwrap();
+        (0..n)
+            .map(|_| e.mtls_client(&self.server.bundle(), &svid).unwrap())
+            .collect()
+    }
+
     /// Credentials of `role` for the enrolled node, over mTLS.
     fn creds(&self, role: &str, ttl: Option<u64>) -> Result<CredsResponse, AgentError> {
         let e = Enrolment::open(&self.tpm.tcti(), self.agent.path()).unwrap();
@@ -777,13 +786,9 @@ fn clients_hanging_up_mid_request_under_load_leave_no_user_without_a_lease() {
     use rand::Rng;
     let lab = lab();
     lab.add_connections();
-    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
-    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
     // Eight clients, each giving up after a random few milliseconds: many
     // requests are cut between the database and the reply.
-    let clients: Vec<_> = (0..8)
-        .map(|_| e.mtls_client(&lab.server.bundle(), &svid).unwrap())
-        .collect();
+    let clients = lab.node_clients(8);
     // Rounds until some request was cut after its user was made (how the
     // cuts fall depends on timing; a loaded machine may need more).
     let (mut answered, mut cut, mut leases) = (0, 0, 0);

@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use zeroth::agent::enrol::{post_json, Enrolment};
+use zeroth::agent::enrol::post_json;
 use zeroth::wire::db::{CredsRequest, CredsResponse};
 
 use super::lab;
@@ -33,12 +33,7 @@ fn issuance_goes_on_while_a_million_old_leases_are_swept() {
     lab.server.stop();
     add_past_leases(&lab.server.database(), 1_000_000);
     lab.server.resume().unwrap();
-    let e = Enrolment::open(&lab.tpm.tcti(), lab.agent.path()).unwrap();
-    let svid = std::fs::read_to_string(lab.agent.join("svid.pem")).unwrap();
-    let clients: Vec<_> = (0..4)
-        .map(|_| e.mtls_client(&lab.server.bundle(), &svid).unwrap())
-        .collect();
-    drop(e);
+    let clients = lab.node_clients(4);
     let url = format!("{}/v1/db/creds/app-ro", lab.server.url());
     let waits: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
     let started = Instant::now();
