@@ -453,13 +453,43 @@ fn handle(
                     },
                     Ok(req) => match access.refuses(&who, &req, entry_roles) {
                         Some(why) => refusal(403, why),
-                        None => owned(&req, &who, owners, upstream),
+                        None => match a.still_same() {
+                            Err(e) => refusal(403, e.to_string()),
+                            Ok(()) => {
+                                let answer = owned(&req, &who, owners, upstream);
+                                unless_changed(answer, a, &who, owners, upstream)
+                            }
+                        },
                     },
                 }
             }
         }
     };
     let _ = writeln!(conn, "{answer}");
+}
+
+/// `answer`, unless the caller ran another program while the server was
+/// asked: then a refusal, and a credential issued meanwhile is given back.
+fn unless_changed(
+    answer: serde_json::Value,
+    attested: &Attested,
+    who: &Caller,
+    owners: &super::lease_owners::LeaseOwners,
+    upstream: &Upstream,
+) -> serde_json::Value {
+    let Err(e) = attested.still_same() else {
+        return answer;
+    };
+    tracing::warn!(caller = %who.describe(), error = %e, "workload API: refused");
+    if let Some(lease) = answer["lease_id"].as_str() {
+        let back = WorkloadRequest {
+            op: "lease.revoke".into(),
+            id: Some(lease.to_owned()),
+            ..Default::default()
+        };
+        let _ = owned(&back, who, owners, upstream);
+    }
+    refusal(403, e.to_string())
 }
 
 /// The server call a request stands for: path and JSON body.

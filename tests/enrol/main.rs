@@ -7,6 +7,7 @@ use std::path::Path;
 mod entries;
 mod event_log_policy;
 mod finality;
+mod impostors;
 mod renewal;
 mod token_agent;
 mod workload_api;

@@ -48,9 +48,25 @@ pub struct Ctx {
     pub slots: slots::Slots,
 }
 
+/// A caller the proxy admitted, with what was attested of it.
+pub struct Admitted {
+    pub who: Caller,
+    attested: Attested,
+}
+
+impl Admitted {
+    /// Whether the caller is still the process, running the program, it was
+    /// when admitted; checked before its session gets a database user.
+    pub fn still_same(&self, proxy: &str) -> Result<(), String> {
+        self.attested
+            .still_same()
+            .map_err(|e| format!("zeroth proxy {proxy}: {e}"))
+    }
+}
+
 impl Ctx {
     /// Whether `who` may connect; the refusal names it and the proxy.
-    pub fn admit(&self, who: Result<Attested, String>) -> Result<Caller, String> {
+    pub fn admit(&self, who: Result<Attested, String>) -> Result<Admitted, String> {
         let who = who.map_err(|e| format!("zeroth proxy {}: {e}", self.config.name))?;
         let caller = Caller {
             uid: who.uid,
@@ -68,7 +84,10 @@ impl Ctx {
                 .any(|e| e.roles.contains(&self.config.role))
         });
         if by_uid || by_unit || by_entry {
-            return Ok(caller);
+            return Ok(Admitted {
+                who: caller,
+                attested: who,
+            });
         }
         Err(format!(
             "zeroth proxy {} refuses {}: it admits uids {:?}, units {:?} and programs whose registration entry names role {}",
@@ -231,6 +250,7 @@ async fn accept_tcp(ctx: Arc<Ctx>, listener: TcpListener) {
                     unit: None,
                     facts: vec![crate::wire::entry::Selector::Uid(uid)],
                     pinned: false,
+                    process: Default::default(),
                 })
                 .map_err(|e| e.to_string()),
             Err(e) => Err(format!("cannot tell who connected: {e}")),

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -38,6 +38,8 @@ pub enum AttestError {
     Gone(i32),
     #[error("pid {pid} changed while it was being attested ({what}); refused")]
     Raced { pid: i32, what: &'static str },
+    #[error("pid {0} has run another program since it connected; refused (a connection belongs to the program that opened it)")]
+    Exec(i32),
 }
 
 /// A caller, attested: who it is and every selector it satisfies.
@@ -49,9 +51,60 @@ pub struct Attested {
     pub facts: Vec<Selector>,
     /// Whether a pidfd pinned the process (SO_PEERPIDFD).
     pub pinned: bool,
+    /// What ties later requests to the process and program attested.
+    pub process: Process,
+}
+
+/// The process an attestation describes, kept to check before each reply
+/// that it is still there and still runs the program it ran then: its
+/// pidfd (or, on older kernels, its start time) and its executable's
+/// device and inode. An exec between two requests on one connection
+/// changes the executable, and the next request is refused.
+#[derive(Debug, Clone, Default)]
+pub struct Process {
+    pidfd: Option<Arc<OwnedFd>>,
+    start: Option<u64>,
+    exe: Option<(u64, u64)>,
+}
+
+impl PartialEq for Process {
+    fn eq(&self, other: &Self) -> bool {
+        self.start == other.start && self.exe == other.exe
+    }
+}
+
+impl Eq for Process {}
+
+/// The device and inode of `pid`'s executable.
+fn exe_identity(pid: i32) -> Option<(u64, u64)> {
+    std::fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 impl Attested {
+    /// Checks, before a reply is written, that the caller is still the
+    /// process attested and still runs the same executable. A caller whose
+    /// executable could not be read (another user's, without
+    /// CAP_SYS_PTRACE) matched no path or hash and is checked for liveness
+    /// only. Loopback TCP callers (pid 0) have no process to check.
+    pub fn still_same(&self) -> Result<(), AttestError> {
+        if self.pid <= 0 {
+            return Ok(());
+        }
+        match (&self.process.pidfd, self.process.start) {
+            (Some(fd), _) if !alive(fd) => return Err(AttestError::Gone(self.pid)),
+            (None, Some(start)) if start_time(self.pid) != Some(start) => {
+                return Err(AttestError::Gone(self.pid))
+            }
+            _ => {}
+        }
+        match self.process.exe {
+            Some(exe) if exe_identity(self.pid) != Some(exe) => Err(AttestError::Exec(self.pid)),
+            _ => Ok(()),
+        }
+    }
+
     /// How logs and the audit name it.
     pub fn describe(&self) -> String {
         match &self.unit {
@@ -209,6 +262,9 @@ fn attest_with(
             if pid_of_pidfd(&pidfd) != Some(pid) {
                 return Err(AttestError::Gone(pid));
             }
+            // The executable's identity before its facts: an exec after
+            // this point is seen by the first check before a reply.
+            let exe = exe_identity(pid);
             let (unit, facts) = read_facts(pid, uid, gid, hashes);
             if !alive(&pidfd) {
                 return Err(AttestError::Gone(pid));
@@ -219,10 +275,16 @@ fn attest_with(
                 unit,
                 facts,
                 pinned: true,
+                process: Process {
+                    pidfd: Some(Arc::new(pidfd)),
+                    start: None,
+                    exe,
+                },
             })
         }
         None => {
             let before = start_time(pid).ok_or(AttestError::Gone(pid))?;
+            let exe = exe_identity(pid);
             let (unit, facts) = read_facts(pid, uid, gid, hashes);
             match std::fs::metadata(format!("/proc/{pid}")) {
                 Ok(m) if m.uid() == uid => {}
@@ -246,6 +308,11 @@ fn attest_with(
                 unit,
                 facts,
                 pinned: false,
+                process: Process {
+                    pidfd: None,
+                    start: Some(before),
+                    exe,
+                },
             })
         }
     }

@@ -51,10 +51,22 @@ fn caller<T>(req: &Request<T>) -> Result<Attested, Status> {
         }
     }
     match req.extensions().get::<Peer>().map(|p| p.0.as_ref()) {
-        Some(Ok(a)) => Ok(a.clone()),
+        Some(Ok(a)) => {
+            still_same(a)?;
+            Ok(a.clone())
+        }
         Some(Err(e)) => Err(Status::permission_denied(e.to_string())),
         None => Err(Status::permission_denied("the caller is unknown")),
     }
+}
+
+/// Whether the caller still is the process, running the program, that
+/// was attested when it connected; checked before every reply.
+fn still_same(who: &Attested) -> Result<(), Status> {
+    who.still_same().map_err(|e| {
+        tracing::warn!(caller = %who.describe(), error = %e, "workload API: refused");
+        Status::permission_denied(e.to_string())
+    })
 }
 
 fn no_entry(who: &Attested) -> Status {
@@ -118,6 +130,7 @@ where
         loop {
             let s = rx.borrow_and_update().clone();
             if let Some(m) = make(&s, &who) {
+                still_same(&who)?;
                 ids.saw(s.entries_for(&who), &who);
                 break m;
             }
@@ -147,6 +160,10 @@ where
                     break;
                 }
                 Some(m) if m != last => {
+                    if let Err(refused) = still_same(&who) {
+                        let _ = tx.send(Err(refused)).await;
+                        break;
+                    }
                     if tx.send(Ok(m.clone())).await.is_err() {
                         break;
                     }
@@ -258,6 +275,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
+        still_same(&who)?;
         Ok(Response::new(JwtsvidResponse { svids }))
     }
 

@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 use super::conn::Conn;
 use super::relay::Io;
 use super::session::{self, Session};
+use super::Admitted;
 use super::Ctx;
-use crate::agent::caller::Caller;
 use handshake::ClientHello;
 
 /// A client has this long to answer the greeting.
@@ -55,7 +55,7 @@ async fn refuse(client: &mut impl Io, code: u16, message: &str) {
 }
 
 /// Serves one local connection of a caller `admitted` (or refused, why).
-pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Caller, String>) {
+pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Admitted, String>) {
     let name = ctx.config.name.clone();
     let who = match admitted {
         Ok(w) => w,
@@ -64,7 +64,7 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Caller, Str
             return refuse(&mut client, ACCESS_DENIED, &why).await;
         }
     };
-    let session = match session::open(&ctx, who).await {
+    let session = match session::open(&ctx, who.who.clone()).await {
         Ok(s) => s,
         Err(e) => {
             let code = match e {
@@ -76,7 +76,7 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Caller, Str
             return refuse(&mut client, code, &why).await;
         }
     };
-    match login(&mut client, &session).await {
+    match login(&mut client, &session, &who, &name).await {
         Ok(server) => session::run(&ctx, session, client, server).await,
         Err(Failed { to_client, log }) => {
             println!("proxy {name}: the session did not start: {log}");
@@ -120,7 +120,12 @@ async fn connect(addr: &str) -> std::io::Result<TcpStream> {
 }
 
 /// Both handshakes; the authenticated upstream connection.
-async fn login(client: &mut Conn, session: &Session) -> Result<Conn, Failed> {
+async fn login(
+    client: &mut Conn,
+    session: &Session,
+    who: &Admitted,
+    proxy: &str,
+) -> Result<Conn, Failed> {
     let creds = &session.creds;
     let addr = format!("{}:{}", creds.host, creds.port);
     // Before the client is greeted, failures are told with a standalone
@@ -167,6 +172,9 @@ async fn login(client: &mut Conn, session: &Session) -> Result<Conn, Failed> {
         Ok(Err(e)) => return Err(Failed::silent(format!("reading the client's answer: {e}"))),
         Err(_) => return Err(Failed::silent("the client did not answer the greeting")),
     };
+    // The program that answered must still be the one admitted.
+    who.still_same(proxy)
+        .map_err(|e| Failed::proxy(2, ACCESS_DENIED, e))?;
     let tls = creds.tls_ca.is_some();
     let caps = handshake::session_capabilities(&hello, &upstream, tls);
     let mut seq = 1u8;

@@ -19,8 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::conn::Conn;
 use super::lease::IssueError;
 use super::relay::Io;
-use super::{session, Ctx};
-use crate::agent::caller::Caller;
+use super::{session, Admitted, Ctx};
 use frame::{fatal, read_frame, AUTHENTICATION_OK};
 use startup::Startup;
 use upstream::UpstreamError;
@@ -99,7 +98,7 @@ async fn refuse(client: &mut impl Io, code: &str, message: &str) {
 }
 
 /// Serves one local connection of a caller `admitted` (or refused, why).
-pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Caller, String>) {
+pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Admitted, String>) {
     let name = ctx.config.name.clone();
     // A caller the proxy does not admit has a second to send its start-up
     // (to be told why, in its protocol).
@@ -155,7 +154,11 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Caller, Str
         println!("proxy {name}: {why}");
         return refuse(&mut client, INVALID_AUTHORIZATION, &why).await;
     }
-    let session = match session::open(&ctx, who).await {
+    if let Err(why) = who.still_same(&name) {
+        println!("proxy {name}: refused: {why}");
+        return refuse(&mut client, INVALID_AUTHORIZATION, &why).await;
+    }
+    let session = match session::open(&ctx, who.who).await {
         Ok(s) => s,
         Err(e) => {
             let code = match e {
