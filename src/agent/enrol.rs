@@ -140,6 +140,7 @@ fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
 ) -> Result<(u16, Resp), AgentError> {
     let resp = client
         .post(url)
+        .timeout(super::servers::attempt_wait())
         .json(body)
         .send()
         .map_err(|e| AgentError::Unreachable {
@@ -176,7 +177,7 @@ pub fn client(ca_bundle: &Path) -> Result<reqwest::blocking::Client, AgentError>
         .tls_built_in_root_certs(false)
         .add_root_certificate(ca)
         .min_tls_version(reqwest::tls::Version::TLS_1_3)
-        .timeout(std::time::Duration::from_secs(30))
+        .timeout(super::servers::LAST_WAIT)
         .build()
         .map_err(|e| AgentError::BadAnswer(e.to_string()))
 }

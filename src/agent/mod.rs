@@ -10,6 +10,7 @@ pub mod mtls;
 pub mod proxy;
 pub mod run;
 pub mod servers;
+pub mod slots;
 pub mod spiffe;
 pub mod ssh_agent;
 pub mod ssh_host;

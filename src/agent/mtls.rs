@@ -172,7 +172,7 @@ fn client_signing_with(
         .with_client_cert_resolver(Arc::new(OneClientCert(Arc::new(certified))));
     reqwest::blocking::Client::builder()
         .use_preconfigured_tls(config)
-        .timeout(std::time::Duration::from_secs(30))
+        .timeout(super::servers::LAST_WAIT)
         .build()
         .map_err(|e| AgentError::BadAnswer(e.to_string()))
 }

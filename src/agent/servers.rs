@@ -4,10 +4,29 @@
 //! server cannot be reached or answers 503 (its store or HSM is away).
 //! Any other answer, refusals included, is the cluster's answer.
 
+use std::cell::Cell;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// The base URL that answered last, tried first next time.
 static LAST_GOOD: Mutex<Option<String>> = Mutex::new(None);
+
+/// How long a server that is not the last to ask may take to answer before
+/// the next is asked: a server that is stopped, or stalled (its process
+/// paused, its machine swapping), is passed over as one that is away.
+pub const FAILOVER_WAIT: Duration = Duration::from_secs(3);
+/// How long the last (or only) server may take.
+pub const LAST_WAIT: Duration = Duration::from_secs(30);
+
+thread_local! {
+    static ATTEMPT_WAIT: Cell<Duration> = const { Cell::new(LAST_WAIT) };
+}
+
+/// How long the call being made may wait for its answer: short while
+/// another server is left to ask, long for the last one.
+pub fn attempt_wait() -> Duration {
+    ATTEMPT_WAIT.with(Cell::get)
+}
 
 /// The base URLs in `server`, the one that answered last first.
 pub fn bases(server: &str) -> Vec<String> {
@@ -53,8 +72,18 @@ pub fn first_answer<T, E: Failover>(
 ) -> Result<T, E> {
     let bases = bases(server);
     let mut last = None;
-    for base in &bases {
-        match call(base) {
+    for (i, base) in bases.iter().enumerate() {
+        let wait = match i + 1 < bases.len() {
+            true => FAILOVER_WAIT,
+            false => LAST_WAIT,
+        };
+        let answer = ATTEMPT_WAIT.with(|w| {
+            let before = w.replace(wait);
+            let answer = call(base);
+            w.set(before);
+            answer
+        });
+        match answer {
             Err(e) if e.try_next() => {
                 tracing::warn!(server = %base, "zeroth server unreachable; trying the next");
                 last = Some(Err(e));

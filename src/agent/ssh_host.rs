@@ -95,10 +95,14 @@ fn needs_certificate(cert_path: &Path, public: &str) -> bool {
 
 /// GETs `url`: the body of a 200 answer.
 pub fn get(http: &reqwest::blocking::Client, url: &str) -> Result<Vec<u8>, AgentError> {
-    let resp = http.get(url).send().map_err(|e| AgentError::Unreachable {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let resp = http
+        .get(url)
+        .timeout(super::servers::attempt_wait())
+        .send()
+        .map_err(|e| AgentError::Unreachable {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
     let status = resp.status().as_u16();
     let body = resp
         .bytes()

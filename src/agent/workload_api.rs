@@ -150,7 +150,11 @@ impl Connected {
         who: &str,
     ) -> Result<(u16, String), UpstreamError> {
         super::servers::first_served(&self.base, |base| {
-            let mut request = self.http.post(format!("{base}{path}")).json(body);
+            let mut request = self
+                .http
+                .post(format!("{base}{path}"))
+                .timeout(super::servers::attempt_wait())
+                .json(body);
             if !who.is_empty() {
                 request = request.header(crate::wire::db::WORKLOAD_HEADER, who);
             }
@@ -163,6 +167,7 @@ impl Connected {
         super::servers::first_served(&self.base, |base| {
             self.http
                 .get(format!("{base}{path}"))
+                .timeout(super::servers::attempt_wait())
                 .send()
                 .map(answer)
                 .map_err(unreachable)
@@ -318,6 +323,7 @@ impl WorkloadApi {
         });
         let hashes = Arc::new(super::spiffe::attest::HashCache::default());
         let owners = Arc::new(super::lease_owners::LeaseOwners::default());
+        let slots = Arc::new(super::slots::Slots::default());
         runtime.spawn(async move {
             loop {
                 let conn = match listener.accept().await {
@@ -328,15 +334,18 @@ impl WorkloadApi {
                         continue;
                     }
                 };
-                let (access, upstream, grpc, hashes, ids, owners) = (
+                let (access, upstream, grpc, hashes, ids, owners, slots) = (
                     access.clone(),
                     upstream.clone(),
                     grpc.clone(),
                     hashes.clone(),
                     ids.clone(),
                     owners.clone(),
+                    slots.clone(),
                 );
-                tokio::spawn(dispatch(conn, access, upstream, grpc, hashes, ids, owners));
+                tokio::spawn(dispatch(
+                    conn, access, upstream, grpc, hashes, ids, owners, slots,
+                ));
             }
         });
         Ok(Self {
@@ -347,7 +356,10 @@ impl WorkloadApi {
 }
 
 /// Attests a new connection's peer at once (before it can hand the socket
-/// on), then serves it by the protocol its first byte announces.
+/// on), decides whether anything here admits it, takes a slot for its uid
+/// (few for a caller nothing admits), then serves it by the protocol its
+/// first byte announces.
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     conn: tokio::net::UnixStream,
     access: Access,
@@ -356,27 +368,51 @@ async fn dispatch(
     hashes: Arc<super::spiffe::attest::HashCache>,
     ids: super::spiffe::Identities,
     owners: Arc<super::lease_owners::LeaseOwners>,
+    slots: Arc<super::slots::Slots>,
 ) {
+    let snapshot = ids.current();
+    hashes.wanted(snapshot.names_a_hash());
     let peer = super::spiffe::attest_peer(&conn, hashes).await;
-    let first = tokio::time::timeout(Duration::from_secs(10), super::spiffe::peek_first(&conn));
+    let (uid, entry_roles, admitted) = match peer.0.as_ref() {
+        Ok(a) => {
+            let mut roles: Vec<String> = snapshot
+                .entries_for(a)
+                .flat_map(|e| e.roles.iter().cloned())
+                .collect();
+            roles.sort();
+            roles.dedup();
+            let who = Caller {
+                uid: a.uid,
+                pid: a.pid,
+                unit: a.unit.clone(),
+            };
+            let admitted = snapshot.entries_for(a).next().is_some() || access.knows(&who, &roles);
+            (a.uid, roles, admitted)
+        }
+        Err(_) => (u32::MAX, Vec::new(), false),
+    };
+    drop(snapshot);
+    let limit = match admitted {
+        true => super::slots::ADMITTED,
+        false => super::slots::NOT_ADMITTED,
+    };
+    // Over its uid's limit: closed at once, nothing read.
+    let Some(slot) = slots.take(uid, limit) else {
+        return;
+    };
+    // A caller nothing admits is answered its refusal soon; an admitted
+    // one has longer to send its first bytes.
+    let wait = match admitted {
+        true => Duration::from_secs(10),
+        false => Duration::from_secs(1),
+    };
+    let first = tokio::time::timeout(wait, super::spiffe::peek_first(&conn));
     match first.await {
         Ok(Ok(Some(b'{'))) => {
-            let entry_roles: Vec<String> = match peer.0.as_ref() {
-                Ok(a) => {
-                    let snapshot = ids.current();
-                    let mut roles: Vec<String> = snapshot
-                        .entries_for(a)
-                        .flat_map(|e| e.roles.iter().cloned())
-                        .collect();
-                    roles.sort();
-                    roles.dedup();
-                    roles
-                }
-                Err(_) => Vec::new(),
-            };
             let Ok(conn) = conn.into_std() else { return };
             if conn.set_nonblocking(false).is_ok() {
                 tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
                     handle(
                         conn,
                         &access,
@@ -391,7 +427,7 @@ async fn dispatch(
         }
         Ok(Ok(Some(_))) => {
             let _ = grpc
-                .send(Ok(super::spiffe::GrpcConn::new(conn, peer)))
+                .send(Ok(super::spiffe::GrpcConn::new(conn, peer, slot)))
                 .await;
         }
         _ => {}
@@ -417,8 +453,9 @@ fn handle(
     owners: &super::lease_owners::LeaseOwners,
 ) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    // Who may not use the API is told so before anything is read.
     let mut line = String::new();
-    let read = BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line);
+    let mut read = || BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line);
     let answer = match peer {
         Err(e) => refusal(403, e.to_string()),
         Ok(a) => {
@@ -436,7 +473,7 @@ fn handle(
                     ),
                 )
             } else {
-                match read
+                match read()
                     .map_err(|e| format!("cannot read the request: {e}"))
                     .and_then(|_| {
                         serde_json::from_str::<WorkloadRequest>(&line)

@@ -57,6 +57,9 @@ pub enum StoreError {
     },
     #[error("database error in a group commit: {0}")]
     Writer(String),
+    /// The failure of a group commit, as each job that shared it hears it.
+    #[error("database error in a group commit: {text}")]
+    Shared { trouble: Trouble, text: String },
     /// A backup or restore that cannot be done, and why.
     #[error("{0}")]
     Backup(String),
@@ -84,10 +87,48 @@ impl StoreError {
     pub(crate) fn for_each_job(&self) -> Self {
         match self {
             Self::Full { doing } => Self::Full { doing },
-            other => Self::Writer(other.to_string()),
+            other => Self::Shared {
+                trouble: other.trouble(),
+                text: other.to_string(),
+            },
+        }
+    }
+
+    /// What kind of trouble this is, for the answer a caller gets.
+    pub fn trouble(&self) -> Trouble {
+        match self {
+            Self::Full { .. } => Trouble::Full,
+            Self::Shared { trouble, .. } => *trouble,
+            Self::Sql { source, .. } | Self::Open { source, .. } if source.is_busy() => {
+                Trouble::Busy
+            }
+            Self::Sql { source, .. } if source.is_unreachable() => Trouble::Unreachable,
+            Self::Open { .. } => Trouble::Unreachable,
+            _ => Trouble::Fault,
         }
     }
 }
+
+/// The kinds of store failure a request can meet, each answered for what
+/// it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    /// No room left under the state directory.
+    Full,
+    /// Busy beyond the wait (a lock held too long, a transaction that lost
+    /// a race): passing, try again in a moment.
+    Busy,
+    /// The store cannot be reached (PostgreSQL down or failing over).
+    Unreachable,
+    /// Anything else: a fault of the server or of its data, for its
+    /// operator (the log has the cause).
+    Fault,
+}
+
+/// How long a statement waits for a lock another connection holds before
+/// it fails as busy: a slow store (a loaded machine, a backup, a long
+/// sweep) makes writers wait, not fail.
+pub(crate) const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The server's database.
 #[derive(Debug)]
@@ -157,7 +198,7 @@ impl Store {
             .map_err(StoreError::sql("setting synchronous=FULL"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(StoreError::sql("enabling foreign keys"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
+        conn.busy_timeout(BUSY_WAIT)
             .map_err(StoreError::sql("setting the busy timeout"))?;
         let mut conn = Conn::sqlite(conn);
         migrations::apply(&mut conn)?;

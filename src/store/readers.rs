@@ -132,7 +132,7 @@ fn open(path: &Path) -> Result<Conn, StoreError> {
         path: path.display().to_string(),
         source: source.into(),
     })?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
+    conn.busy_timeout(super::BUSY_WAIT)
         .map_err(StoreError::sql("setting a reader's busy timeout"))?;
     Ok(Conn::sqlite(conn))
 }

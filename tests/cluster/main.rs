@@ -408,6 +408,85 @@ fn agents_and_clients_fail_over_to_a_server_that_answers() {
     assert!(role_exists(&c.pg, user), "{user}");
 }
 
+/// A server process paused (SIGSTOP) until dropped: it accepts
+/// connections (the kernel does) but answers nothing, as a stalled server.
+struct Paused(u32);
+
+impl Paused {
+    fn new(pid: u32) -> Self {
+        let ok = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        Self(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[test]
+fn agents_and_clients_fail_over_from_a_stalled_server_within_seconds() {
+    let c = cluster();
+    add_connection(&c.a, &c.pg);
+    let stalled = Paused::new(c.a.pid().unwrap());
+    let opts = zeroth::agent::EnrolOptions {
+        server: format!("{},{}", c.a.url(), c.b.url()),
+        ca_bundle: c.b.bundle(),
+        group: "edge".into(),
+        tcti: c.node.tpm.tcti(),
+        state_dir: c.node.agent.path().to_owned(),
+        event_log: None,
+    };
+    let started = Instant::now();
+    assert!(matches!(
+        zeroth::agent::enrol(&opts).unwrap(),
+        zeroth::agent::Outcome::Approved { .. }
+    ));
+    zeroth::agent::renew(&opts).unwrap();
+    let enrolled_in = started.elapsed();
+    // A new process, which again asks A first.
+    let config = c.node.agent.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = [\"{}\", \"{}\"]\nca_bundle = \"{}\"\ngroup = \"edge\"\ntcti = \"{}\"\nstate_dir = \"{}\"\n",
+            c.a.url(),
+            c.b.url(),
+            c.b.bundle().display(),
+            c.node.tpm.tcti(),
+            c.node.agent.path().display()
+        ),
+    )
+    .unwrap();
+    let creds_started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["db", "creds", "--config"])
+        .arg(&config)
+        .arg("app-ro")
+        .output()
+        .unwrap();
+    let creds_in = creds_started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("with A stalled: enrolled and renewed in {enrolled_in:?}, a user in {creds_in:?}");
+    // Each waited for A once (a few seconds), not for A to come back.
+    assert!(enrolled_in < Duration::from_secs(20), "{enrolled_in:?}");
+    assert!(creds_in < Duration::from_secs(20), "{creds_in:?}");
+    drop(stalled);
+}
+
 #[test]
 fn the_store_fails_over_to_its_standby_keeping_every_acknowledged_lease() {
     use std::sync::atomic::{AtomicBool, Ordering};

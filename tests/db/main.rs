@@ -5,6 +5,7 @@
 mod backup;
 mod batch;
 mod collisions;
+mod contention;
 mod expiry_load;
 mod mariadb_accounts;
 mod proxy;

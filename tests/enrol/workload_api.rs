@@ -487,3 +487,94 @@ fn an_hpack_bomb_on_the_workload_socket_is_refused_with_little_memory() {
     assert!(ok, "{v}");
     assert_eq!(v["spiffe_id"], "spiffe://lab.zeroth/app/nobody");
 }
+
+/// Holds N connections to a socket open without sending anything; prints
+/// "ready" once they are open, then, after HOLD seconds, how many of them
+/// the other end had closed.
+const IDLE_HOLDER: &str = r#"
+import resource, socket, sys, time, select
+path, n, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+conns = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    conns.append(s)
+print("ready", flush=True)
+time.sleep(hold)
+poller = select.poll()
+for s in conns:
+    poller.register(s, select.POLLIN | select.POLLHUP)
+closed = 0
+for fd, ev in poller.poll(0):
+    s = socket.socket(fileno=fd)
+    try:
+        while s.recv(65536):
+            pass
+        closed += 1
+    except OSError:
+        closed += 1
+    finally:
+        s.detach()
+print(closed, flush=True)
+"#;
+
+/// CPU time `pid` has used, in clock ticks (user and system).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_uid_no_entry_admits_cannot_stall_the_workload_socket_with_idle_connections() {
+    use std::io::BufRead;
+    let mut n = ApiNode::start("");
+    n.entry("spiffe://lab.zeroth/app/nobody", &["unix:uid:65534"], &[]);
+    n.await_svid("spiffe://lab.zeroth/app/nobody");
+    let python = zeroth::lab::tools::DEBIAN_PYTHON3.path().unwrap();
+    // uid 65533, which no entry names, opens 1,100 connections and sends
+    // nothing (more than the agent's 1,024 descriptors).
+    let mut attacker = Command::new("setpriv")
+        .args(["--reuid=65533", "--regid=65533", "--clear-groups"])
+        .arg(python)
+        .args(["-c", IDLE_HOLDER])
+        .arg(&n.socket)
+        .args(["1100", "4"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = std::io::BufReader::new(attacker.stdout.take().unwrap());
+    let mut line = String::new();
+    said.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    // Meanwhile the agent stays nearly idle, and a program an entry names
+    // is served.
+    let agent = n.agent.pid();
+    let before = cpu_ticks(agent);
+    let started = std::time::Instant::now();
+    let (ok, v) = n.py_spiffe(65534, &["x509"]);
+    let served_in = started.elapsed();
+    assert!(ok, "{v}");
+    assert_eq!(v["spiffe_id"], "spiffe://lab.zeroth/app/nobody");
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(served_in));
+    let window = started.elapsed().as_secs_f64();
+    let used = (cpu_ticks(agent) - before) as f64 / 100.0;
+    eprintln!("served in {served_in:?}; the agent used {used:.2} s of CPU in {window:.1} s (py-spiffe's own call included)");
+    assert!(
+        served_in < Duration::from_secs(5),
+        "served after {served_in:?}"
+    );
+    assert!(
+        used / window < 0.1,
+        "the agent used {used:.2} s of CPU in {window:.1} s"
+    );
+    // Every idle connection was closed by the agent: at once over the
+    // uid's few slots, the rest within a second.
+    line.clear();
+    said.read_line(&mut line).unwrap();
+    assert!(attacker.wait().unwrap().success());
+    assert_eq!(line.trim(), "1100", "closed by the agent");
+}

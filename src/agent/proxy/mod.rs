@@ -16,7 +16,6 @@ pub mod postgres;
 pub mod reactor;
 pub mod relay;
 mod session;
-pub mod slots;
 pub mod tcp_owner;
 mod tls;
 
@@ -45,7 +44,7 @@ pub struct Ctx {
     /// role is admitted too.
     pub ids: Option<Identities>,
     /// Open connections per uid.
-    pub slots: slots::Slots,
+    pub slots: crate::agent::slots::Slots,
 }
 
 /// A caller the proxy admitted, with what was attested of it.
@@ -160,7 +159,7 @@ impl Proxies {
                 events: events.clone(),
                 cancels: postgres::CancelKeys::default(),
                 ids: ids.clone(),
-                slots: slots::Slots::default(),
+                slots: crate::agent::slots::Slots::default(),
             });
             let (unix, path) = bind_unix(config)?;
             sockets.push(path.clone());
@@ -215,6 +214,12 @@ async fn accept_unix(ctx: Arc<Ctx>, listener: UnixListener, hashes: Arc<HashCach
             }
         };
         let (ctx, hashes) = (ctx.clone(), hashes.clone());
+        // Executables are hashed only when an entry names a hash.
+        hashes.wanted(
+            ctx.ids
+                .as_ref()
+                .is_some_and(|ids| ids.current().names_a_hash()),
+        );
         tokio::spawn(async move {
             // Attested as the workload socket attests (race-free), before
             // the first byte is read.
@@ -266,8 +271,8 @@ async fn serve(ctx: Arc<Ctx>, stream: conn::Conn, who: Result<Attested, String>)
     // Admission is decided once, here, before anything is read.
     let admitted = ctx.admit(who);
     let limit = match admitted {
-        Ok(_) => slots::ADMITTED,
-        Err(_) => slots::NOT_ADMITTED,
+        Ok(_) => crate::agent::slots::ADMITTED,
+        Err(_) => crate::agent::slots::NOT_ADMITTED,
     };
     let Some(_slot) = ctx.slots.take(uid, limit) else {
         // Closed at once: no read, no answer, no descriptor kept.

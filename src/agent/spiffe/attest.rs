@@ -115,15 +115,30 @@ impl Attested {
 }
 
 /// Hashes of executables already read, by file identity, so a program
-/// that connects often is hashed once.
+/// that connects often is hashed once; and whether hashes are wanted at
+/// all (only when an entry names one: otherwise no caller's executable is
+/// read, whatever its size).
 #[derive(Default)]
-pub struct HashCache(Mutex<HashMap<FileIdentity, [u8; 32]>>);
+pub struct HashCache {
+    known: Mutex<HashMap<FileIdentity, [u8; 32]>>,
+    unwanted: std::sync::atomic::AtomicBool,
+}
 
 /// A file's device, inode, size, and mtime and ctime to the nanosecond: a
 /// changed file is a new key, also when it was rewritten within a second.
 type FileIdentity = (u64, u64, u64, (i64, i64), (i64, i64));
 
 impl HashCache {
+    /// Whether callers' executables are hashed from now on.
+    pub fn wanted(&self, wanted: bool) {
+        self.unwanted
+            .store(!wanted, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_wanted(&self) -> bool {
+        !self.unwanted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn digest(&self, file: &mut std::fs::File) -> Option<[u8; 32]> {
         let m = file.metadata().ok()?;
         if m.len() > MAX_HASHED {
@@ -136,7 +151,7 @@ impl HashCache {
             (m.mtime(), m.mtime_nsec()),
             (m.ctime(), m.ctime_nsec()),
         );
-        if let Some(d) = self.0.lock().ok()?.get(&key) {
+        if let Some(d) = self.known.lock().ok()?.get(&key) {
             return Some(*d);
         }
         let mut hasher = Sha256::new();
@@ -150,7 +165,7 @@ impl HashCache {
             hasher.update(&buf[..n]);
         }
         let digest: [u8; 32] = hasher.finalize().into();
-        let mut map = self.0.lock().ok()?;
+        let mut map = self.known.lock().ok()?;
         if map.len() > 4096 {
             map.clear();
         }
@@ -224,9 +239,11 @@ fn read_facts(pid: i32, uid: u32, gid: u32, hashes: &HashCache) -> (Option<Strin
             facts.push(Selector::Path(p.to_owned()));
         }
     }
-    if let Ok(mut exe) = std::fs::File::open(format!("/proc/{pid}/exe")) {
-        if let Some(d) = hashes.digest(&mut exe) {
-            facts.push(Selector::Sha256(d));
+    if hashes.is_wanted() {
+        if let Ok(mut exe) = std::fs::File::open(format!("/proc/{pid}/exe")) {
+            if let Some(d) = hashes.digest(&mut exe) {
+                facts.push(Selector::Sha256(d));
+            }
         }
     }
     facts.sort();

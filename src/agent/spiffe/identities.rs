@@ -87,6 +87,16 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Whether an entry names an executable's hash (`unix:sha256`): only
+    /// then is a caller's executable hashed.
+    pub fn names_a_hash(&self) -> bool {
+        self.entries.iter().any(|e| {
+            e.selectors
+                .iter()
+                .any(|s| matches!(s, crate::wire::entry::Selector::Sha256(_)))
+        })
+    }
+
     /// The entries `caller` matches, in the order they were made.
     pub fn entries_for<'a>(&'a self, caller: &'a Attested) -> impl Iterator<Item = &'a Entry> {
         self.entries.iter().filter(|e| e.matches(&caller.facts))

@@ -24,17 +24,20 @@ use tokio::net::UnixStream;
 
 pub use identities::Identities;
 
-/// A gRPC connection and what was attested of its peer at accept.
+/// A gRPC connection, what was attested of its peer at accept, and the
+/// slot it takes among its uid's connections (freed when it closes).
 pub struct GrpcConn {
     io: authority::AuthorityFix<UnixStream>,
     peer: grpc::Peer,
+    _slot: crate::agent::slots::Slot,
 }
 
 impl GrpcConn {
-    pub fn new(io: UnixStream, peer: grpc::Peer) -> Self {
+    pub fn new(io: UnixStream, peer: grpc::Peer, slot: crate::agent::slots::Slot) -> Self {
         Self {
             io: authority::AuthorityFix::new(io),
             peer,
+            _slot: slot,
         }
     }
 }
@@ -89,11 +92,19 @@ pub async fn peek_first(conn: &UnixStream) -> io::Result<Option<u8>> {
     loop {
         conn.readable().await?;
         let mut b = [0u8; 1];
-        match rustix::net::recv(conn, &mut b, rustix::net::RecvFlags::PEEK) {
-            Ok((0, _)) => return Ok(None),
+        // Through `try_io`, so that "nothing yet" clears the readiness
+        // tokio remembers (a raw recv would leave it set, and this loop
+        // would spin).
+        let peeked = conn.try_io(tokio::io::Interest::READABLE, || {
+            rustix::net::recv(conn, &mut b, rustix::net::RecvFlags::PEEK)
+                .map(|(n, _)| n)
+                .map_err(io::Error::from)
+        });
+        match peeked {
+            Ok(0) => return Ok(None),
             Ok(_) => return Ok(Some(b[0])),
-            Err(rustix::io::Errno::AGAIN) => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
 }

@@ -89,18 +89,43 @@ impl IntoResponse for ApiError {
 }
 
 impl From<crate::store::StoreError> for ApiError {
+    /// Each kind of store failure is answered for what it is, and logged
+    /// with its cause and kind.
     fn from(e: crate::store::StoreError) -> Self {
-        match e {
-            crate::store::StoreError::Full { .. } => {
-                tracing::error!(cause = %e, "the state storage is full");
-                Self {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    code: "unavailable",
-                    reason: "the server's state storage is full; try again later".into(),
-                    retry_after: None,
-                }
-            }
-            _ => Self::unavailable("the server's state store", e),
+        use crate::store::Trouble;
+        let trouble = e.trouble();
+        let (status, code, reason, retry_after) = match trouble {
+            Trouble::Full => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server's state storage is full; try again later",
+                None,
+            ),
+            Trouble::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the server's state store is busy; try again in a moment",
+                Some(1),
+            ),
+            Trouble::Unreachable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server's state store is unreachable; try again later",
+                Some(5),
+            ),
+            Trouble::Fault => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the server's state store failed this request; its operator has the cause in the server's log",
+                None,
+            ),
+        };
+        tracing::error!(cause = %e, kind = ?trouble, "the state store failed a request");
+        Self {
+            status,
+            code,
+            reason: reason.into(),
+            retry_after,
         }
     }
 }
@@ -201,6 +226,74 @@ mod tests {
         // Malformed JSON keeps serde's own reason.
         let e = body("{\"ttl_seconds\": \"x\"}").await.unwrap_err();
         assert!(e.reason.contains("ttl_seconds"), "{}", e.reason);
+    }
+
+    /// A store file whose write lock another connection holds.
+    fn locked_store() -> (tempfile::TempDir, rusqlite::Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        holder
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER); BEGIN IMMEDIATE;",
+            )
+            .unwrap();
+        (dir, holder)
+    }
+
+    #[test]
+    fn a_busy_store_is_a_503_busy_with_retry_after_and_a_fault_is_a_500() {
+        let (dir, _holder) = locked_store();
+        let other = rusqlite::Connection::open(dir.path().join("s.db")).unwrap();
+        let err = other
+            .execute("INSERT INTO t VALUES (1)", [])
+            .map_err(StoreError::sql("recording a lease"))
+            .unwrap_err();
+        assert_eq!(err.trouble(), crate::store::Trouble::Busy, "{err}");
+        // Jobs that shared a failed group commit hear the same kind.
+        assert_eq!(err.for_each_job().trouble(), crate::store::Trouble::Busy);
+        let api = ApiError::from(err.for_each_job());
+        assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!((api.code, api.retry_after), ("busy", Some(1)));
+
+        // A record that cannot be read back is the server's fault, not a
+        // passing unavailability.
+        let api = ApiError::from(StoreError::Malformed {
+            what: "lease",
+            reason: "bad state".into(),
+        });
+        assert_eq!(api.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(api.code, "internal");
+        assert!(!api.reason.contains("bad state"), "{}", api.reason);
+    }
+
+    #[test]
+    fn a_writer_waits_for_a_lock_held_for_seconds_rather_than_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = crate::store::Store::open(&path).unwrap();
+        store
+            .lock()
+            .execute_batch("CREATE TABLE t (v INTEGER)")
+            .unwrap();
+        // Another process (an offline command, say) takes the write lock.
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(6));
+            holder.execute_batch("COMMIT").unwrap();
+        });
+        let started = std::time::Instant::now();
+        // A transaction that reads before it writes, as lease changes do.
+        let mut conn = store.lock();
+        let tx = conn.transaction().expect("the writer waits for the lock");
+        let n: i64 = tx
+            .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
+            .unwrap();
+        tx.execute("INSERT INTO t VALUES (?1)", [n]).unwrap();
+        tx.commit().unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_secs(5));
+        release.join().unwrap();
     }
 
     #[test]

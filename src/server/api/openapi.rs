@@ -16,7 +16,9 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 pub struct ErrorBody {
     /// A stable code: `bad_request`, `unauthenticated`, `rejected`,
     /// `forbidden`, `not_found`, `conflict`, `payload_too_large`,
-    /// `too_many_requests`, `database_refused` or `unavailable`.
+    /// `too_many_requests`, `database_refused`, `busy` (the state store is
+    /// busy: try again after `Retry-After`), `unavailable` or `internal`
+    /// (a fault the server's log names).
     #[schema(example = "not_found")]
     pub error: &'static str,
     /// What went wrong, safe to show the caller (never a secret).

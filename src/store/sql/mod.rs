@@ -52,6 +52,54 @@ impl SqlError {
         }
     }
 
+    /// The database is busy: a lock held too long by another connection, a
+    /// transaction that lost a race and may be tried again, or a server
+    /// refusing connections while it starts or is full. Passing; the
+    /// caller may try again soon.
+    pub fn is_busy(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match self {
+            Self::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            Self::Postgres(e) => e.code().is_some_and(|c| {
+                [
+                    SqlState::LOCK_NOT_AVAILABLE,
+                    SqlState::T_R_SERIALIZATION_FAILURE,
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::QUERY_CANCELED,
+                ]
+                .contains(c)
+            }),
+            _ => false,
+        }
+    }
+
+    /// The database cannot be reached: no connection, or the one there was
+    /// is gone (the server stopped, failed over, or the network is down).
+    pub fn is_unreachable(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match self {
+            Self::Connection(_) => true,
+            Self::Postgres(e) => match e.code() {
+                None => e.is_closed() || e.as_db_error().is_none(),
+                Some(c) => {
+                    c.code().starts_with("08")
+                        || [
+                            SqlState::ADMIN_SHUTDOWN,
+                            SqlState::CRASH_SHUTDOWN,
+                            SqlState::READ_ONLY_SQL_TRANSACTION,
+                        ]
+                        .contains(c)
+                }
+            },
+            _ => false,
+        }
+    }
+
     /// A row would have broken a UNIQUE or PRIMARY KEY constraint.
     pub fn is_unique_violation(&self) -> bool {
         match self {
@@ -258,7 +306,10 @@ impl Conn {
     /// Group commit keeps the cost to one lock per batch of requests.
     pub fn transaction(&mut self) -> Result<Tx<'_>, SqlError> {
         self.execute_batch(match self.engine {
-            Engine::Sqlite(_) => "BEGIN",
+            // IMMEDIATE: the write lock from the start, waited for (busy
+            // timeout) if another process holds it. A deferred transaction
+            // that read first would fail at once when it came to write.
+            Engine::Sqlite(_) => "BEGIN IMMEDIATE",
             Engine::Postgres(_) => "BEGIN; SELECT pg_advisory_xact_lock(7305844173468954625)",
         })?;
         self.failed.set(false);

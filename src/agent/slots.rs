@@ -1,14 +1,16 @@
-//! Open connections per uid on a proxy's sockets. Every local user may
-//! open them, so a uid the proxy does not admit may hold only a few at
-//! once (each is answered and closed within a second), and no uid may hold
-//! so many that the agent runs out of descriptors for the others.
+//! Open connections per uid on the agent's sockets (the workload API and
+//! each proxy). Every local user may open them, so a uid the socket does
+//! not admit may hold only a few at once (each is answered and closed
+//! quickly), and no uid may hold so many that the agent runs out of
+//! descriptors for the others.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Connections a uid the proxy does not admit may have open at once.
+/// Connections a uid the socket does not admit may have open at once.
 pub const NOT_ADMITTED: usize = 8;
-/// Connections an admitted uid may have open at once (its sessions).
+/// Connections an admitted uid may have open at once (its sessions, its
+/// programs' Workload API streams).
 pub const ADMITTED: usize = 512;
 
 #[derive(Debug, Default)]
