@@ -49,18 +49,40 @@ pub fn run(args: &LabArgs) -> Result<()> {
             h.pin_file().display()
         );
     }
+    // The databases' admin passwords, in files only their owner can read,
+    // so that `zeroth db connection add` can be followed against the lab.
     if let Some(p) = &bench.postgres {
+        let file = p
+            .password_file()
+            .context("write the PostgreSQL admin password")?;
         println!(
-            "postgres pid={} addr={}",
+            "postgres pid={} addr={} admin_user={} admin_password_file={}",
             p.pid().unwrap_or_default(),
-            p.addr()
+            p.addr(),
+            crate::lab::postgres::SUPERUSER,
+            file.display()
+        );
+        println!(
+            "  zeroth db connection add pg --engine postgres --port {} --admin-user {} < {}",
+            p.port(),
+            crate::lab::postgres::SUPERUSER,
+            file.display()
         );
     }
     if let Some(m) = &bench.mariadb {
+        let file = m
+            .password_file()
+            .context("write the MariaDB admin password")?;
         println!(
-            "mariadb pid={} addr={}",
+            "mariadb pid={} addr={} admin_user=root admin_password_file={}",
             m.pid().unwrap_or_default(),
-            m.addr()
+            m.addr(),
+            file.display()
+        );
+        println!(
+            "  zeroth db connection add maria --engine mariadb --port {} --admin-user root --dbname mysql < {}",
+            m.port(),
+            file.display()
         );
     }
     if let Some(s) = &bench.sshd {

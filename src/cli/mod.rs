@@ -73,7 +73,7 @@ enum Command {
     Server(server::ServerArgs),
     /// The machine side: enrol through the TPM.
     Agent(agent::AgentArgs),
-    /// The node registry: list, show, approve, reject, revoke (admin socket).
+    /// The node registry: list, show, approve, reject, revoke, readmit (admin socket).
     Node(node::NodeArgs),
     /// Rotating identity tokens for hosts without a TPM.
     Token(token::TokenArgs),

@@ -160,6 +160,14 @@ impl MariaDb {
         &self.password
     }
 
+    /// root's password in a file only its owner can read, in the server's
+    /// own directory (for `zeroth db connection add … < FILE`).
+    pub fn password_file(&self) -> Result<PathBuf, LabError> {
+        use secrecy::ExposeSecret;
+        self.dir
+            .write_private("admin.password", self.password.expose_secret().as_bytes())
+    }
+
     pub fn version(&self) -> &str {
         &self.version
     }

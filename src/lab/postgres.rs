@@ -181,6 +181,14 @@ impl Postgres {
         &self.password
     }
 
+    /// The superuser's password in a file only its owner can read, in the
+    /// server's own directory (for `zeroth db connection add … < FILE`).
+    pub fn password_file(&self) -> Result<PathBuf, LabError> {
+        use secrecy::ExposeSecret;
+        self._dir
+            .write_private("admin.password", self.password.expose_secret().as_bytes())
+    }
+
     /// A libpq connection string without the password (pass it as `PGPASSWORD`).
     pub fn conninfo(&self, user: &str, dbname: &str) -> String {
         format!(

@@ -49,11 +49,55 @@ fn start_zeroth_lab(
         if line.starts_with("lab ready") {
             return (child, pids, lines);
         }
+        check_admin_password_file(&line);
         if let Some(pid) = line.split_whitespace().find_map(|w| w.strip_prefix("pid=")) {
             pids.push(pid.parse().unwrap());
         }
     }
     panic!("zeroth lab ended before it was ready: {:?}", child.wait());
+}
+
+/// A database's line names its admin's password file: private, and the
+/// password in it logs in (so `zeroth db connection add … < FILE` can be
+/// followed against the lab).
+fn check_admin_password_file(line: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(file) = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("admin_password_file="))
+    else {
+        return;
+    };
+    let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{file}");
+    let password = std::fs::read_to_string(file).unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .unwrap();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let out = if line.starts_with("postgres ") {
+        std::process::Command::new(zeroth::lab::tools::PSQL.path().unwrap())
+            .arg(format!(
+                "host={host} port={port} user=postgres dbname=postgres sslmode=disable"
+            ))
+            .args(["-XAtc", "SELECT 1"])
+            .env("PGPASSWORD", &password)
+            .output()
+            .unwrap()
+    } else {
+        std::process::Command::new(zeroth::lab::tools::MARIADB.path().unwrap())
+            .args(["-h", host, "-P", port, "-u", "root", "-N", "-e", "SELECT 1"])
+            .env("MYSQL_PWD", &password)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn lab_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
