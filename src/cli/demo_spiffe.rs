@@ -4,6 +4,7 @@
 //! and each checks the other's SPIFFE ID.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -16,8 +17,17 @@ const SHOP: &str = "spiffe://lab.zeroth/app/shop";
 const BILLING: &str = "spiffe://lab.zeroth/app/billing";
 
 fn create_entry(server: &ZerothServer, spiffe_id: &str, unit: &str) -> Result<()> {
+    create_entry_with(server, spiffe_id, &[format!("systemd:unit:{unit}")])
+}
+
+fn create_entry_with(server: &ZerothServer, spiffe_id: &str, selectors: &[String]) -> Result<()> {
+    let flags: Vec<String> = selectors
+        .iter()
+        .map(|s| format!("--selector {s}"))
+        .collect();
     println!(
-        "$ zeroth entry create --group edge --spiffe-id {spiffe_id} --selector systemd:unit:{unit}"
+        "$ zeroth entry create --group edge --spiffe-id {spiffe_id} {}",
+        flags.join(" ")
     );
     crate::server::admin::call(
         &server.admin_socket(),
@@ -27,7 +37,7 @@ fn create_entry(server: &ZerothServer, spiffe_id: &str, unit: &str) -> Result<()
             params: serde_json::json!({
                 "spiffe_id": spiffe_id,
                 "group": "edge",
-                "selectors": [format!("systemd:unit:{unit}")],
+                "selectors": selectors,
             }),
             ..Default::default()
         },
@@ -129,6 +139,8 @@ pub fn show_workload_identities(server: &ZerothServer) -> Result<()> {
         client_said["heard"].as_str().unwrap_or_default()
     );
 
+    show_impostors_refused(server, &mut agent, &programs, &socket_s)?;
+
     println!("$ zeroth workload list   # on the node: what its agent serves, and to whom");
     let listing = crate::agent::workload_api::call(
         &socket,
@@ -153,5 +165,82 @@ pub fn show_workload_identities(server: &ZerothServer) -> Result<()> {
     }
     drop((shop, billing));
     agent.stop()?;
+    Ok(())
+}
+
+const REPORTER: &str = "spiffe://lab.zeroth/app/reporter";
+
+/// `exec_probe.py` run by `program` as `uid`: its answers, merged.
+fn probe_as(uid: u32, program: &Path, script: &Path, args: &[&str]) -> Result<serde_json::Value> {
+    let out = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ])
+        .arg(program)
+        .arg(script)
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "exec_probe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut merged = serde_json::Map::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let serde_json::Value::Object(o) = serde_json::from_str(line)? {
+            merged.extend(o);
+        }
+    }
+    Ok(merged.into())
+}
+
+/// A program named by uid and path gets its SVID; once it has run another
+/// program, that one is refused on the same connection; and another uid
+/// that execs the program after connecting gets nothing.
+fn show_impostors_refused(
+    server: &ZerothServer,
+    agent: &mut lab::AgentProcess,
+    programs: &LabDir,
+    socket: &str,
+) -> Result<()> {
+    let (script, reporter) = clients::exec_probe(programs)?;
+    let reporter_s = reporter.to_str().context("a non-UTF-8 path")?;
+    create_entry_with(
+        server,
+        REPORTER,
+        &["unix:uid:65534".into(), format!("unix:path:{reporter_s}")],
+    )?;
+    let want = format!("workload SVID issued: {REPORTER} ");
+    agent.expect(Duration::from_secs(30), move |l| l.starts_with(&want))?;
+    let system_python = std::fs::canonicalize("/usr/bin/python3")?;
+    let other = system_python.to_str().context("a non-UTF-8 path")?;
+    println!("$ x-python exec_probe.py exec-between {other}   # as nobody: the reporter asks, then execs another program, which asks on the same connection");
+    let said = probe_as(65534, &reporter, &script, &[socket, "exec-between", other])?;
+    anyhow::ensure!(
+        said["first"] == "svid" && said["second"] == "refused",
+        "exec between two requests: {said}"
+    );
+    println!("           the reporter got its X.509-SVID; after the exec, PermissionDenied: the executable changed since it connected");
+    println!("$ x-python exec_probe.py race 20 x-python   # as uid 65533: connect, fork, and exec the reporter's program while the child asks");
+    let said = probe_as(
+        65533,
+        &reporter,
+        &script,
+        &[
+            socket,
+            "race",
+            "20",
+            reporter_s,
+            "-c",
+            "import time; time.sleep(0.2)",
+        ],
+    )?;
+    anyhow::ensure!(said["svids"] == 0, "the fork/exec race: {said}");
+    println!(
+        "           {} of 20 tries got an SVID: the uid comes from the socket, and no exec changes it",
+        said["svids"]
+    );
     Ok(())
 }

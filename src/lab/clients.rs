@@ -42,3 +42,21 @@ pub fn spiffe_mtls(dir: &LabDir) -> Result<PathBuf, LabError> {
         0o644,
     )
 }
+
+/// `exec_probe.py`, which asks a Workload API socket the ways an impostor
+/// would (HTTP/2 written by hand, standard library only), and a private
+/// copy of the system's Python: a program of its own by path and inode,
+/// for an entry to name. Both written into `dir`, runnable by every user.
+pub fn exec_probe(dir: &LabDir) -> Result<(PathBuf, PathBuf), LabError> {
+    let script = dir.write(
+        "exec_probe.py",
+        include_str!("clients/exec_probe.py").as_bytes(),
+        0o644,
+    )?;
+    let system = std::fs::canonicalize("/usr/bin/python3")
+        .map_err(|e| LabError::io("find python3 (make deps)", e))?;
+    let python = std::fs::read(&system)
+        .map_err(|e| LabError::io(format!("read {}", system.display()), e))?;
+    let copy = dir.write("x-python", &python, 0o755)?;
+    Ok((script, copy))
+}

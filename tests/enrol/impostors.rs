@@ -17,20 +17,7 @@ const ATTACKER: u32 = 65534;
 /// `exec_probe.py` and a private copy of the interpreter (a program of its
 /// own, by path and inode), where every uid can run them.
 fn probe(n: &ApiNode) -> (PathBuf, PathBuf) {
-    let script = n
-        .files
-        .write(
-            "exec_probe.py",
-            include_bytes!("exec_probe.py").as_slice(),
-            0o644,
-        )
-        .unwrap();
-    let python = std::fs::canonicalize("/usr/bin/python3").expect("python3 (make deps)");
-    let copy = n
-        .files
-        .write("x-python", &std::fs::read(python).unwrap(), 0o755)
-        .unwrap();
-    (script, copy)
+    zeroth::lab::clients::exec_probe(&n.files).unwrap()
 }
 
 /// What `exec_probe.py` printed, run by `program` as `uid`.
