@@ -7,7 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use secrecy::ExposeSecret;
 
-use super::bench_load::{enrolled_node, percentile, through_zeroth};
+use super::bench_load::{enrolled_node, percentile, requests};
+use crate::agent::enrol::post_json;
 use crate::lab::{LabDir, MariaDb, Postgres, SoftHsm, Swtpm, ZerothServer};
 use crate::wire::db::{CredsRequest, CredsResponse};
 
@@ -130,38 +131,59 @@ pub fn run(clients: usize, per_client: usize, raw: Option<usize>) -> Result<()> 
         .enable_all()
         .build()?;
     println!(
-        "dynamic users: {clients} HTTPS clients x {per_client} requests through zeroth (mTLS, lease fsync'd before the reply, audit on) vs {raw} on one raw admin connection"
+        "dynamic users: {clients} HTTPS clients x {per_client} requests through zeroth (mTLS, lease fsync'd before the reply, audit on) vs {raw} on one raw admin connection; then each user given back by its holder (DROP, lease revoked, audited)"
     );
     println!(
-        "{:<11} {:>12} {:>12} {:>7} {:>9} {:>9}",
-        "engine", "raw/s", "zeroth/s", "ratio", "p50 ms", "p99 ms"
+        "{:<11} {:>12} {:>12} {:>7} {:>9} {:>9} {:>12} {:>9}",
+        "engine", "raw/s", "zeroth/s", "ratio", "p50 ms", "p99 ms", "revoked/s", "p99 ms"
     );
+    let store = crate::store::Store::open(&server.database())?;
+    let expected = clients * (per_client + 1);
     for (engine, role) in [("postgres", "pg"), ("mariadb", "maria")] {
         let raw_rate = match engine {
             "postgres" => rt.block_on(raw_postgres(&pg, raw))?,
             _ => rt.block_on(raw_mariadb(&maria, raw))?,
         };
         let url = format!("{}/v1/db/creds/{role}", opts.server);
-        let (rate, lat) = through_zeroth::<_, CredsResponse>(
-            &e,
-            &opts,
-            &url,
-            &CredsRequest::default(),
-            clients,
-            per_client,
-        )?;
+        let issued = std::sync::Mutex::new(Vec::with_capacity(expected));
+        let (rate, lat) = requests(&e, &opts, clients, per_client, |h| {
+            let c: CredsResponse = post_json(h, &url, &CredsRequest::default())?;
+            issued
+                .lock()
+                .map_err(|_| anyhow::anyhow!("a bench client panicked"))?
+                .push(c.lease_id);
+            Ok(())
+        })?;
+        // Every reply stood for a durable lease.
+        let active = crate::store::leases::live(&*store.read()?, None, None)?.len();
+        anyhow::ensure!(
+            active == expected,
+            "{engine}: {active} leases live for {expected} replies"
+        );
+        // Each user given back by its holder, as fast as the clients can.
+        let (revoked_rate, revoked_lat) = requests(&e, &opts, clients, per_client, |h| {
+            let id = issued
+                .lock()
+                .map_err(|_| anyhow::anyhow!("a bench client panicked"))?
+                .pop()
+                .context("more give-backs than users")?;
+            let status = h
+                .post(format!("{}/v1/leases/{id}/revoke", opts.server))
+                .send()?
+                .status();
+            anyhow::ensure!(status.as_u16() == 204, "give-back of {id}: {status}");
+            Ok(())
+        })?;
         println!(
-            "{engine:<11} {raw_rate:>12.0} {rate:>12.0} {:>7.2} {:>9.1} {:>9.1}",
+            "{engine:<11} {raw_rate:>12.0} {rate:>12.0} {:>7.2} {:>9.1} {:>9.1} {revoked_rate:>12.0} {:>9.1}",
             rate / raw_rate,
             percentile(&lat, 0.50),
-            percentile(&lat, 0.99)
+            percentile(&lat, 0.99),
+            percentile(&revoked_lat, 0.99)
         );
     }
-    // Every reply stood for a durable lease.
-    let store = crate::store::Store::open(&server.database())?;
-    let active = crate::store::leases::live(&store.lock(), None, None)?.len();
-    let expected = 2 * clients * (per_client + 1);
-    println!("leases live in the store: {active} (replies: {expected})");
-    anyhow::ensure!(active == expected, "a reply without a durable lease");
+    let left = crate::store::leases::live(&*store.read()?, None, None)?.len();
+    println!("leases live in the store after the give-backs: {left}");
+    anyhow::ensure!(left == 0, "{left} leases outlived their give-back");
     Ok(())
 }
