@@ -190,6 +190,20 @@ pub fn due(conn: &Conn, at: i64, earlier_run: i64, limit: usize) -> Result<Vec<L
         .map_err(StoreError::sql("finding due leases"))
 }
 
+/// How many leases of `connection` expired at or before `before` and are
+/// still not revoked, counted up to `cap` (enough to tell a bound is
+/// passed without counting a large backlog whole).
+pub fn overdue(conn: &Conn, connection: &str, before: i64, cap: i64) -> Result<i64, StoreError> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM leases
+             WHERE state IN ('active', 'revoking') AND expires <= ?1 AND connection = ?2
+             LIMIT ?3) AS late",
+        params![before, connection, cap],
+        |r| r.get(0),
+    )
+    .map_err(StoreError::sql("counting overdue leases"))
+}
+
 /// The newest lease row so far: read at start, it tells the leases of
 /// earlier runs (rows are never deleted, so row ids only grow) from those
 /// this run is still making.

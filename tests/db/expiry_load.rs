@@ -131,3 +131,63 @@ fn mariadb_users_made_under_load_log_in_no_more_5_s_after_their_expiry() {
         late.iter().take(5).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn new_mariadb_users_wait_while_expired_ones_are_not_yet_dropped() {
+    let lab = lab();
+    lab.add_connections();
+    // A backlog well past the bound: 6,000 MariaDB users expired a minute ago
+    // and not yet dropped, as after an outage of the revoker.
+    {
+        let db = rusqlite::Connection::open(lab.server.database()).unwrap();
+        db.busy_timeout(Duration::from_secs(30)).unwrap();
+        let tx = db.unchecked_transaction().unwrap();
+        let past = unix_now() as i64 - 60;
+        for i in 0..6_000 {
+            tx.execute(
+                "INSERT INTO leases (id, kind, role, connection, holder, external_name, state, created, expires, max_expires)
+                 VALUES (?1, 'db', 'shop-rw', 'maria', 'spiffe://lab.zeroth/backlog', ?2, 'active', ?3, ?3, ?3)",
+                rusqlite::params![format!("backlog{i:05}"), format!("zt_backlog_{i}"), past],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    // A new MariaDB user is refused for now, saying why and when to ask
+    // again; PostgreSQL (whose users expire by themselves) is not held up.
+    let url = format!("{}/v1/db/creds/shop-rw", lab.server.url());
+    let http = &lab.node_clients(1)[0];
+    let refused = http.post(&url).json(&serde_json::json!({})).send().unwrap();
+    assert_eq!(refused.status().as_u16(), 503);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        Some("2".to_owned())
+    );
+    let body: serde_json::Value = refused.json().unwrap();
+    assert_eq!(body["error"], "busy", "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("revocation is behind"),
+        "{body}"
+    );
+    lab.creds("app-ro", None).unwrap();
+    // Once the revoker has dropped enough of them, users are made again.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match lab.creds("shop-rw", None) {
+            Ok(_) => break,
+            Err(zeroth::agent::enrol::AgentError::Refused { status: 503, .. })
+                if Instant::now() < deadline =>
+            {
+                // Asked again after the Retry-After the server gave.
+                std::thread::sleep(Duration::from_secs(2))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

@@ -35,6 +35,10 @@ pub enum CredsError {
     /// The database refused a statement (502).
     #[error("{0}")]
     Refused(String),
+    /// Revocation is behind on the connection: new users wait (503, with
+    /// a time to try again).
+    #[error("{0}")]
+    Behind(String),
     #[error("the store: {0}")]
     Store(#[from] StoreError),
     #[error("the audit log: {0}")]
@@ -69,6 +73,16 @@ pub struct Holder {
 /// Revocations run at once by the background revoker (of the admin pool's
 /// eight connections per database, the rest stay free for issuance).
 const REVOKE_CONCURRENCY: usize = 4;
+
+/// MariaDB users past their expiry by more than [`OVERDUE_AFTER`] and not
+/// yet dropped, beyond which new MariaDB users are refused (503, try again
+/// in [`BEHIND_RETRY`] seconds) until revocation catches up: MariaDB has no
+/// VALID UNTIL of its own, so issuance must not outrun the drops.
+pub const BACKLOG_BOUND: i64 = 2_000;
+const OVERDUE_AFTER: i64 = 5;
+pub const BEHIND_RETRY: u64 = 2;
+/// How long one count of the backlog stands for.
+const BACKLOG_FRESH: Duration = Duration::from_secs(1);
 /// How often a server compares an open pool's admin password with the
 /// store's.
 const PASSWORD_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -147,6 +161,8 @@ pub struct DbBroker {
     admins: tokio::sync::Mutex<HashMap<String, (Arc<DbAdmin>, DbConnectionRow)>>,
     /// When each open pool's row was last compared with the store's.
     checked: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// The last count of overdue leases per MariaDB connection, and when.
+    backlog: std::sync::Mutex<HashMap<String, (std::time::Instant, i64)>>,
     /// Issuance's ledger writes share commits with concurrent issuances.
     writer: Arc<GroupWriter>,
     /// The newest lease row when this server started: `creating` leases up
@@ -230,6 +246,7 @@ impl DbBroker {
             roles: roles.iter().map(|r| (r.name.clone(), r.clone())).collect(),
             admins: tokio::sync::Mutex::new(HashMap::new()),
             checked: std::sync::Mutex::new(HashMap::new()),
+            backlog: std::sync::Mutex::new(HashMap::new()),
             earlier_run,
         })
     }
@@ -424,6 +441,9 @@ impl DbBroker {
         }
         let ttl = ttl.min(role.max_ttl);
         let (admin, conn_row) = self.admin(&role.connection).await?;
+        if admin.engine() == Engine::MariaDb {
+            self.refuse_while_behind(&role.connection).await?;
+        }
         let created = now();
         let lease = Lease {
             id: hex::encode(rand::random::<[u8; 16]>()),
@@ -673,6 +693,44 @@ impl DbBroker {
             None,
         )
         .await
+    }
+
+    /// Refuses a new user on `connection` while more than
+    /// [`BACKLOG_BOUND`] of its users are overdue for revocation.
+    async fn refuse_while_behind(&self, connection: &str) -> Result<(), CredsError> {
+        let cached = self
+            .backlog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(connection)
+            .filter(|(at, _)| at.elapsed() < BACKLOG_FRESH)
+            .map(|(_, n)| *n);
+        let late = match cached {
+            Some(n) => n,
+            None => {
+                let (st, name) = (self.store.clone(), connection.to_owned());
+                let n = blocking(move || {
+                    Ok(leases::overdue(
+                        &*st.read()?,
+                        &name,
+                        now() - OVERDUE_AFTER,
+                        BACKLOG_BOUND + 1,
+                    )?)
+                })
+                .await?;
+                self.backlog
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(connection.to_owned(), (std::time::Instant::now(), n));
+                n
+            }
+        };
+        if late > BACKLOG_BOUND {
+            return Err(CredsError::Behind(format!(
+                "revocation is behind on connection {connection}: more than {BACKLOG_BOUND} expired users are still to be dropped; try again in {BEHIND_RETRY} s"
+            )));
+        }
+        Ok(())
     }
 
     /// Records the lease revoked (from `from`), with its audit event, in

@@ -28,6 +28,14 @@ impl From<CredsError> for ApiError {
             CredsError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             CredsError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             CredsError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            CredsError::Behind(_) => {
+                return ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "busy",
+                    reason: e.to_string(),
+                    retry_after: Some(crate::creds::db::leases::BEHIND_RETRY),
+                }
+            }
             CredsError::Refused(_) => (StatusCode::BAD_GATEWAY, "database_refused"),
             CredsError::Store(_) | CredsError::Audit(_) | CredsError::Hsm(_) => {
                 return ApiError::unavailable("the server's store", e)
