@@ -436,6 +436,10 @@ async fn dispatch(
 
 const MAX_REQUEST: u64 = 16 * 1024;
 
+/// How long a caller refused before its request was read has to finish
+/// sending it before the connection closes.
+const REFUSED_DRAIN: Duration = Duration::from_secs(1);
+
 fn refusal(status: u16, error: impl Into<String>) -> serde_json::Value {
     serde_json::json!({"ok": false, "status": status, "error": error.into()})
 }
@@ -455,7 +459,11 @@ fn handle(
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     // Who may not use the API is told so before anything is read.
     let mut line = String::new();
-    let mut read = || BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line);
+    let mut served = false;
+    let mut read = || {
+        served = true;
+        BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line)
+    };
     let answer = match peer {
         Err(e) => refusal(403, e.to_string()),
         Ok(a) => {
@@ -502,7 +510,15 @@ fn handle(
             }
         }
     };
-    let _ = writeln!(conn, "{answer}");
+    let _ = conn.write_all(format!("{answer}\n").as_bytes());
+    if !served {
+        // A refusal given before the request was read: the caller's
+        // request is drained (briefly) so that closing does not break the
+        // write it is making.
+        let _ = conn.set_read_timeout(Some(REFUSED_DRAIN));
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+        let _ = std::io::copy(&mut (&conn).take(MAX_REQUEST), &mut std::io::sink());
+    }
 }
 
 /// `answer`, unless the caller ran another program while the server was
@@ -656,11 +672,15 @@ pub fn call(socket: &Path, req: &WorkloadRequest) -> Result<serde_json::Value, (
         )
     })?;
     let line = serde_json::to_string(req).map_err(|e| (400, e.to_string()))?;
-    writeln!(conn, "{line}").map_err(|e| (503, e.to_string()))?;
+    // One write; if the agent has already answered (a refusal it gives
+    // before reading) and closed, its answer is still there to read.
+    let sent = conn.write_all(format!("{line}\n").as_bytes());
     let mut answer = String::new();
-    BufReader::new(&conn)
-        .read_line(&mut answer)
-        .map_err(|e| (503, e.to_string()))?;
+    let read = BufReader::new(&conn).read_line(&mut answer);
+    if answer.is_empty() {
+        sent.map_err(|e| (503, e.to_string()))?;
+        read.map_err(|e| (503, e.to_string()))?;
+    }
     let v: serde_json::Value = serde_json::from_str(&answer)
         .map_err(|e| (503, format!("the agent's answer does not parse: {e}")))?;
     if v["ok"] == true {

@@ -82,6 +82,27 @@ fn head(conn: &Conn) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
         .map_err(StoreError::sql("reading the audit head"))
 }
 
+/// Records a retention sweep's batch (`store.swept`: what went, and the
+/// horizon), in the batch's transaction.
+pub fn record_sweep(
+    tx: &Tx<'_>,
+    swept: crate::store::retention::Swept,
+    horizon: i64,
+) -> Result<(), StoreError> {
+    let mut detail = serde_json::to_value(swept).unwrap_or_default();
+    detail["ended_before"] = horizon.into();
+    append(
+        tx,
+        &Event {
+            kind: "store.swept",
+            subject: "store",
+            detail,
+        },
+    )
+    .map(drop)
+    .map_err(|e| StoreError::Writer(e.to_string()))
+}
+
 /// Appends `event` inside the caller's transaction, so the event commits
 /// with the action it records, or neither does.
 pub fn append(tx: &Tx<'_>, event: &Event<'_>) -> Result<i64, AuditError> {

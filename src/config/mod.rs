@@ -3,12 +3,14 @@
 //! its `[[proxy]]` entries in `proxy.rs`).
 
 mod agent;
+mod engines;
 mod proxy;
 mod server;
 #[cfg(test)]
 mod tests;
 
 pub use agent::{certificate_path, AgentConfig, AgentSshConfig, WorkloadApiConfig};
+pub use engines::{check_template, Access, CaAlgorithm, TEMPLATE_VARIABLES};
 pub use proxy::{ProxyConfig, ProxyEngine};
 pub use server::{
     DbRoleConfig, EnrolmentLimits, GroupConfig, HsmConfig, ServerConfig, SshCertKind,

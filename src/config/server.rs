@@ -58,7 +58,7 @@ pub struct ServerConfig {
     pub ssh_roles: Vec<SshRoleConfig>,
     /// The SSH CAs' key algorithm: "ed25519" (default) or "ecdsa-p256".
     #[serde(default)]
-    pub ssh_ca_algorithm: crate::creds::ssh::ca::CaAlgorithm,
+    pub ssh_ca_algorithm: super::CaAlgorithm,
     /// What unauthenticated enrolment may make the server spend.
     #[serde(default)]
     pub enrolment_limits: EnrolmentLimits,
@@ -254,7 +254,7 @@ pub struct DbRoleConfig {
     /// Built-in statements: "read-only" or "read-write" (ignored when
     /// `creation_statements` is given).
     #[serde(default = "default_access")]
-    pub access: crate::creds::db::role::Access,
+    pub access: super::Access,
     /// The PostgreSQL schema, or the MariaDB database, the role grants on.
     pub schema: String,
     /// Templates replacing the built-in creation statements.
@@ -279,8 +279,8 @@ pub struct DbRoleConfig {
     pub allow_spiffe: Vec<String>,
 }
 
-fn default_access() -> crate::creds::db::role::Access {
-    crate::creds::db::role::Access::ReadOnly
+fn default_access() -> super::Access {
+    super::Access::ReadOnly
 }
 
 fn default_db_ttl() -> Duration {
@@ -473,7 +473,7 @@ impl ServerConfig {
                 ("renewal_statements", &r.renewal_statements),
             ] {
                 for t in list {
-                    crate::creds::db::template::check(t).map_err(|e| invalid(&key(field), e))?;
+                    super::check_template(t).map_err(|e| invalid(&key(field), e))?;
                 }
             }
             if r.default_ttl < Duration::from_secs(10) || r.default_ttl > r.max_ttl {

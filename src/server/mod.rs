@@ -240,7 +240,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
                     let st = sweep_store.clone();
                     let horizon = crate::store::now() - retention.as_secs() as i64;
                     let swept = tokio::task::spawn_blocking(move || {
-                        crate::store::retention::sweep(&st, horizon)
+                        crate::store::retention::sweep(&st, horizon, &crate::audit::record_sweep)
                     })
                     .await;
                     match swept {

@@ -934,7 +934,7 @@ fn what_ended_before_the_horizon_is_swept_and_audited(f: &mut Fixture) {
             .unwrap()
         });
     }
-    let swept = retention::sweep(s, t + 1).unwrap();
+    let swept = retention::sweep(s, t + 1, &crate::audit::record_sweep).unwrap();
     assert_eq!((swept.leases, swept.ssh_certs), (3, 1), "{swept:?}");
     for id in ["old1", "old2", "old3"] {
         assert!(leases::get(&s.lock(), id).unwrap().is_none(), "{id}");
@@ -953,6 +953,11 @@ fn what_ended_before_the_horizon_is_swept_and_audited(f: &mut Fixture) {
     assert_eq!(detail["leases"], 3);
     assert_eq!(detail["ssh_certs"], 1);
     // Nothing more to sweep: no event either.
-    assert_eq!(retention::sweep(s, t + 1).unwrap().total(), 0);
+    assert_eq!(
+        retention::sweep(s, t + 1, &crate::audit::record_sweep)
+            .unwrap()
+            .total(),
+        0
+    );
     assert_eq!(crate::audit::tail(&s.lock(), 1).unwrap()[0].seq, last.seq);
 }

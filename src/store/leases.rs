@@ -205,8 +205,8 @@ pub fn overdue(conn: &Conn, connection: &str, before: i64, cap: i64) -> Result<i
 }
 
 /// The newest lease row so far: read at start, it tells the leases of
-/// earlier runs (rows are never deleted, so row ids only grow) from those
-/// this run is still making.
+/// earlier runs (the retention sweep never deletes the newest row, so row
+/// ids only grow) from those this run is still making.
 pub fn last_row(conn: &Conn) -> Result<i64, StoreError> {
     conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM leases", (), |r| {
         r.get(0)
@@ -488,13 +488,21 @@ pub fn record_ssh_cert(
     Ok(())
 }
 
+/// SSH certificates revoked before they expired: their serials and key ids
+/// (what a KRL revokes).
+#[derive(Debug, Default, Clone)]
+pub struct RevokedCerts {
+    pub serials: Vec<u64>,
+    pub key_ids: Vec<String>,
+}
+
 /// Serials and key ids of SSH certificates revoked before they expired:
 /// user certificates (`lease_kind` "ssh") or host ones ("ssh-host").
 pub fn revoked_ssh_certs(
     conn: &Conn,
     at: i64,
     lease_kind: &str,
-) -> Result<crate::creds::ssh::krl::Revoked, StoreError> {
+) -> Result<RevokedCerts, StoreError> {
     let mut stmt = conn
         .prepare(
             "SELECT c.serial, c.key_id FROM leases l
@@ -507,7 +515,7 @@ pub fn revoked_ssh_certs(
             Ok((r.get::<i64>(0)? as u64, r.get::<String>(1)?))
         })
         .map_err(StoreError::sql("listing revoked SSH certificates"))?;
-    let mut revoked = crate::creds::ssh::krl::Revoked::default();
+    let mut revoked = RevokedCerts::default();
     for row in rows {
         let (serial, key_id) = row.map_err(StoreError::sql("listing revoked SSH certificates"))?;
         revoked.serials.push(serial);

@@ -10,8 +10,7 @@
 //! reservations, and a KRL lists only unexpired certificates), node and
 //! workload SVID records past their expiry.
 
-use crate::audit::{self, Event};
-use crate::store::sql::{params, Conn};
+use crate::store::sql::{params, Conn, Tx};
 
 use super::{Store, StoreError};
 
@@ -45,17 +44,23 @@ impl Swept {
     }
 }
 
+/// How a batch's removal is recorded, in the batch's own transaction (the
+/// server appends the `store.swept` audit event): what went, and the
+/// horizon.
+pub type Record<'a> = dyn Fn(&Tx<'_>, Swept, i64) -> Result<(), StoreError> + 'a;
+
 /// Removes what ended before `horizon` (Unix seconds), batch after batch
-/// until a batch finds nothing more. The store's connection is taken for
-/// one batch at a time and given back between them.
-pub fn sweep(store: &Store, horizon: i64) -> Result<Swept, StoreError> {
+/// until a batch finds nothing more, each batch recorded by `record`. The
+/// store's connection is taken for one batch at a time and given back
+/// between them.
+pub fn sweep(store: &Store, horizon: i64, record: &Record<'_>) -> Result<Swept, StoreError> {
     let mut all = Swept::default();
     let mut first = true;
     loop {
         if !std::mem::take(&mut first) {
             std::thread::sleep(BETWEEN_BATCHES);
         }
-        let batch = sweep_batch(&mut store.lock(), horizon)?;
+        let batch = sweep_batch(&mut store.lock(), horizon, record)?;
         all.add(batch);
         let full = [
             batch.leases,
@@ -71,7 +76,7 @@ pub fn sweep(store: &Store, horizon: i64) -> Result<Swept, StoreError> {
     }
 }
 
-fn sweep_batch(conn: &mut Conn, horizon: i64) -> Result<Swept, StoreError> {
+fn sweep_batch(conn: &mut Conn, horizon: i64, record: &Record<'_>) -> Result<Swept, StoreError> {
     let tx = conn
         .transaction()
         .map_err(StoreError::sql("starting a sweep"))?;
@@ -108,17 +113,7 @@ fn sweep_batch(conn: &mut Conn, horizon: i64) -> Result<Swept, StoreError> {
     if swept.total() == 0 {
         return Ok(swept);
     }
-    let mut detail = serde_json::to_value(swept).unwrap_or_default();
-    detail["ended_before"] = horizon.into();
-    audit::append(
-        &tx,
-        &Event {
-            kind: "store.swept",
-            subject: "store",
-            detail,
-        },
-    )
-    .map_err(|e| StoreError::Writer(e.to_string()))?;
+    record(&tx, swept, horizon)?;
     tx.commit().map_err(StoreError::sql("committing a sweep"))?;
     Ok(swept)
 }

@@ -221,7 +221,8 @@ async fn accept_unix(ctx: Arc<Ctx>, listener: UnixListener, hashes: Arc<HashCach
                 .is_some_and(|ids| ids.current().names_a_hash()),
         );
         tokio::spawn(async move {
-            // Attested as the workload socket attests (race-free), before
+            // Attested as the workload socket attests (the pid pinned, and
+            // the executable checked again before a user is made), before
             // the first byte is read.
             let who = match stream.as_fd().try_clone_to_owned() {
                 Ok(fd) => tokio::task::spawn_blocking(move || attest::attest(&fd, &hashes))

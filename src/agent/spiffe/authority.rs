@@ -9,7 +9,8 @@
 //! header blocks only, an `:authority` that `h2` would refuse into
 //! `localhost` (what grpc-go and most clients send on a Unix socket). It
 //! decodes each header block with the client's HPACK state (`loona-hpack`)
-//! and re-encodes it statelessly (literals, never indexed), so `h2` sees the
+//! and re-encodes it statelessly (literals without indexing, so the encoder
+//! keeps no table), so `h2` sees the
 //! same headers, minus the bad authority. Every other frame and the server's
 //! direction pass through untouched. It is a thin, tested adapter on stock
 //! crates, not a fork of `h2`; once `h2` accepts such authorities on its

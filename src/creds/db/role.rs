@@ -5,14 +5,7 @@
 use super::Engine;
 
 /// Built-in access levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Access {
-    /// SELECT on every table of the schema (PostgreSQL) or database (MariaDB).
-    ReadOnly,
-    /// SELECT, INSERT, UPDATE, DELETE, and sequences on PostgreSQL.
-    ReadWrite,
-}
+pub use crate::config::Access;
 
 /// The statements of one role on one engine (templates, see
 /// [`super::template`]).

@@ -20,14 +20,7 @@ pub struct Values<'a> {
     pub schema: &'a str,
 }
 
-pub const VARIABLES: [&str; 6] = [
-    "name",
-    "password",
-    "expiration",
-    "group",
-    "schema",
-    "database",
-];
+pub use crate::config::TEMPLATE_VARIABLES as VARIABLES;
 
 fn ident(engine: Engine, s: &str) -> String {
     match engine {
@@ -54,24 +47,7 @@ fn timestamp(engine: Engine, secs: i64) -> String {
 }
 
 /// Checks that `template` uses only known variables and closes them.
-pub fn check(template: &str) -> Result<(), String> {
-    let mut rest = template;
-    while let Some(i) = rest.find("{{") {
-        let after = &rest[i + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("unclosed {{{{ in {template:?}"))?;
-        let var = after[..end].trim();
-        if !VARIABLES.contains(&var) {
-            return Err(format!(
-                "unknown variable {{{{{var}}}}} (known: {})",
-                VARIABLES.join(", ")
-            ));
-        }
-        rest = &after[end + 2..];
-    }
-    Ok(())
-}
+pub use crate::config::check_template as check;
 
 /// Renders a checked template.
 pub fn render(engine: Engine, template: &str, v: &Values<'_>) -> Result<String, String> {

@@ -6,37 +6,14 @@ use std::sync::Arc;
 use ssh_key::certificate::{Builder, CertType, Certificate};
 use ssh_key::public::{EcdsaPublicKey, Ed25519PublicKey, KeyData};
 use ssh_key::{Algorithm, EcdsaCurve, PublicKey, Signature};
-use zeroth_hsm::{HsmError, KeyKind, KeyName, KeyStore};
+use zeroth_hsm::{HsmError, KeyName, KeyStore};
 
 /// The HSM keys of the user and host CAs (Ed25519; P-256 ones end in `-p256`).
 pub const USER_CA_KEY: &str = "ssh-user-ca";
 pub const HOST_CA_KEY: &str = "ssh-host-ca";
 
 /// The CA key's algorithm (`ssh_ca_algorithm` in server.toml).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CaAlgorithm {
-    #[default]
-    Ed25519,
-    EcdsaP256,
-}
-
-impl CaAlgorithm {
-    /// The HSM key name of the CA `base` (USER_CA_KEY or HOST_CA_KEY).
-    pub fn key_name(self, base: &str) -> String {
-        match self {
-            Self::Ed25519 => base.to_owned(),
-            Self::EcdsaP256 => format!("{base}-p256"),
-        }
-    }
-
-    pub fn kind(self) -> KeyKind {
-        match self {
-            Self::Ed25519 => KeyKind::Ed25519,
-            Self::EcdsaP256 => KeyKind::EcdsaP256,
-        }
-    }
-}
+pub use crate::config::CaAlgorithm;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshCaError {

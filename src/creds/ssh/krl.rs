@@ -12,12 +12,9 @@ fn string(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(data);
 }
 
-/// What a KRL revokes: certificate serials and key ids.
-#[derive(Debug, Default, Clone)]
-pub struct Revoked {
-    pub serials: Vec<u64>,
-    pub key_ids: Vec<String>,
-}
+/// What a KRL revokes: certificate serials and key ids, as the store
+/// lists them.
+pub use crate::store::leases::RevokedCerts as Revoked;
 
 /// A KRL revoking `revoked` certificates issued by any of the CAs whose
 /// wire-format public keys are `ca_keys` (serials and key ids are unique
