@@ -3,7 +3,7 @@
 //! host's SVID key is only in the agent), else by signing its own mTLS
 //! handshake with the TPM-held key.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -24,6 +24,28 @@ pub enum Asker {
 }
 
 impl Asker {
+    /// How a program's own command asks: through the agent socket named by
+    /// `socket`; else as the agent configuration at `config` says; and when
+    /// that configuration cannot be read (it is the agent's, not every
+    /// user's), through the packaged agent's socket, if there is one.
+    pub fn for_command(config: &Path, socket: Option<&Path>) -> Result<Self> {
+        if let Some(socket) = socket {
+            return Ok(Self::Agent(socket.to_owned()));
+        }
+        match AgentConfig::load(config) {
+            Ok(c) => Self::open(&c),
+            Err(crate::config::ConfigError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied
+                    && Path::new(crate::config::DEFAULT_WORKLOAD_SOCKET).exists() =>
+            {
+                Ok(Self::Agent(crate::config::DEFAULT_WORKLOAD_SOCKET.into()))
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(
+                "the agent's configuration; a program may instead name the agent's socket with --socket",
+            )),
+        }
+    }
+
     /// Through the agent when it serves a workload API (then this program
     /// needs neither the TPM nor a key), else with the TPM directly.
     pub fn open(c: &AgentConfig) -> Result<Self> {

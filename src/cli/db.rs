@@ -51,6 +51,12 @@ enum DbCommand {
         /// The agent configuration whose identity asks.
         #[arg(long, default_value = "/etc/zeroth/agent.toml")]
         config: PathBuf,
+        /// Ask through the agent's workload API socket, without reading the
+        /// agent's configuration (a program's own user cannot read it).
+        /// Without it, and when the configuration is unreadable, the
+        /// packaged agent's socket /run/zeroth-agent/api.sock is used.
+        #[arg(long)]
+        socket: Option<PathBuf>,
         /// Lease lifetime, e.g. "15m" (the role's default otherwise).
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
@@ -246,9 +252,10 @@ pub fn run(args: &DbArgs) -> Result<()> {
         DbCommand::Creds {
             role,
             config,
+            socket,
             ttl,
             exec,
-        } => super::db_creds::run(role, config, *ttl, exec),
+        } => super::db_creds::run(role, config, socket.as_deref(), *ttl, exec),
     }
 }
 

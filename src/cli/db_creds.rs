@@ -12,12 +12,16 @@ use anyhow::{Context, Result};
 
 use super::asker::Asker;
 use crate::agent::workload_api::WorkloadRequest;
-use crate::config::AgentConfig;
 use crate::wire::db::CredsResponse;
 
-pub fn run(role: &str, config: &Path, ttl: Option<Duration>, exec: &[String]) -> Result<()> {
-    let c = AgentConfig::load(config)?;
-    let asker = Asker::open(&c)?;
+pub fn run(
+    role: &str,
+    config: &Path,
+    socket: Option<&Path>,
+    ttl: Option<Duration>,
+    exec: &[String],
+) -> Result<()> {
+    let asker = Asker::for_command(config, socket)?;
     let creds: CredsResponse = asker.ask(&WorkloadRequest {
         op: "db.creds".into(),
         role: Some(role.to_owned()),

@@ -83,8 +83,11 @@ fn default_entry_refresh() -> Duration {
     Duration::from_secs(5)
 }
 
+/// Where the packaged agent serves its workload API.
+pub const DEFAULT_WORKLOAD_SOCKET: &str = "/run/zeroth-agent/api.sock";
+
 fn default_workload_socket() -> PathBuf {
-    PathBuf::from("/run/zeroth-agent/api.sock")
+    PathBuf::from(DEFAULT_WORKLOAD_SOCKET)
 }
 
 /// `[ssh]` in agent.toml: host certificates for sshd's host keys, the user

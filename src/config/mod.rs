@@ -9,7 +9,9 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub use agent::{certificate_path, AgentConfig, AgentSshConfig, WorkloadApiConfig};
+pub use agent::{
+    certificate_path, AgentConfig, AgentSshConfig, WorkloadApiConfig, DEFAULT_WORKLOAD_SOCKET,
+};
 pub use engines::{check_template, Access, CaAlgorithm, TEMPLATE_VARIABLES};
 pub use proxy::{ProxyConfig, ProxyEngine};
 pub use server::{

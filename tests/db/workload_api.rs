@@ -211,6 +211,32 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("mysql://zt_shop_rw_"));
 
+    // The agent's configuration as the package installs it, unreadable to
+    // programs' users: they reach the agent by its socket without it.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = as_user("65533", "shop-rw");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--socket"),
+        "{stderr}"
+    );
+    let out = Command::new("setpriv")
+        .args(["--reuid=65533", "--regid=65533", "--clear-groups"])
+        .arg(zeroth.path())
+        .args(["db", "creds", "shop-rw", "--config"])
+        .arg(&config)
+        .arg("--socket")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("mysql://zt_shop_rw_"));
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+
     // A program of a granted systemd service gets that service's roles,
     // whatever its uid; the same uid outside the service is a stranger.
     let unit = zeroth::lab::ServiceCgroup::new("zt-shop.service").unwrap();
