@@ -78,6 +78,35 @@ pub fn print_info(tpm: &Attester, mut anchors: TrustAnchors, have_roots: bool) -
         let (subject, issuer) = names(&der);
         println!("           EK {alg} certificate: subject \"{subject}\", issuer \"{issuer}\", {verdict}");
     }
+    print_policy(tpm)
+}
+
+/// What a group's policy in server.toml needs of this machine, in the
+/// syntax to paste: the hash of the EK it enrols with (RSA-2048), for
+/// `ek_allow`, and the PCRs a default group quotes, as they are now, for
+/// `pcr_policy`.
+fn print_policy(tpm: &Attester) -> Result<()> {
+    use std::fmt::Write;
+    let ek = tpm.run(|t| t.ek_public(EkAlgorithm::Rsa2048))?;
+    let ek = zeroth_attest::verify::public::Public::from_tpm2b(&ek)
+        .map_err(|e| anyhow::anyhow!("the EK's public area: {e}"))?;
+    println!("policy     for a [[group]] in server.toml:");
+    println!(
+        "           ek_allow = [\"{}\"]   # this TPM's EK (RSA-2048), admitted without a certificate",
+        zeroth_attest::verify::ek::ek_hash(&ek)
+    );
+    let pcrs: Vec<u8> = (0..8).collect();
+    let values = tpm.run(move |t| t.pcr_values(&pcrs))?;
+    let mut policy = String::new();
+    for i in 0..8u8 {
+        if let Some(v) = values.get(zeroth_attest::verify::alg::HashAlg::Sha256, i) {
+            let sep = if policy.is_empty() { "" } else { ", " };
+            let _ = write!(policy, "{sep}\"sha256:{i}\" = \"{}\"", hex::encode(v));
+        }
+    }
+    println!(
+        "           pcr_policy = {{ {policy} }}   # PCRs 0-7 (the default `pcrs`) as they are now"
+    );
     Ok(())
 }
 

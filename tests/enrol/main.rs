@@ -843,3 +843,44 @@ fn a_lost_exchange_reply_is_answered_again_for_the_same_key_until_the_next_token
     let kinds = b.server.audit_details("token.exchange.retried").unwrap();
     assert_eq!(kinds.len(), 1, "{kinds:?}");
 }
+
+/// The policy lines `zeroth tpm info` prints for `tpm`, as pasted into a
+/// group (their trailing comments dropped).
+fn printed_policy(tpm: &Swtpm) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["tpm", "info", "--tcti", &tpm.tcti()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("ek_allow = ") || l.starts_with("pcr_policy = "))
+        .map(|l| l.split("   #").next().unwrap().to_owned() + "\n")
+        .collect()
+}
+
+#[test]
+fn the_policy_tpm_info_prints_admits_that_tpm_and_no_other() {
+    let tpm = Swtpm::start().unwrap();
+    let policy = printed_policy(&tpm);
+    assert_eq!(policy.lines().count(), 2, "{policy}");
+    // Pasted as printed: no manufacturer roots, only this EK and these PCRs.
+    let hsm = SoftHsm::start().unwrap();
+    let server = ZerothServer::start(
+        Path::new(env!("CARGO_BIN_EXE_zeroth")),
+        &hsm,
+        &format!("[[group]]\nname = \"edge\"\nauto_approve = true\n{policy}"),
+    )
+    .unwrap();
+    let agent = LabDir::new("agent").unwrap();
+    assert!(matches!(
+        enrol(&options(&server, &tpm, &agent)).unwrap(),
+        Outcome::Approved { .. }
+    ));
+    // Another TPM is not admitted by it.
+    let other = Swtpm::start().unwrap();
+    let agent = LabDir::new("agent").unwrap();
+    let (status, reason) = refusal(enrol(&options(&server, &other, &agent)).unwrap_err());
+    assert_eq!(status, 403, "{reason}");
+}

@@ -510,6 +510,32 @@ impl Tpm {
         }
     }
 
+    /// The SHA-256 bank's current values of `pcrs` (what a policy over
+    /// raw PCR values would expect of this machine now).
+    pub fn pcr_values(&mut self, pcrs: &[u8]) -> Result<PcrValues, AttestError> {
+        let slots = pcrs
+            .iter()
+            .map(|p| {
+                PcrSlot::try_from(1u32 << u32::from(*p).min(31))
+                    .map_err(input_err("PCR_Read: PCR index"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let selection = PcrSelectionListBuilder::new()
+            .with_selection(HashingAlgorithm::Sha256, &slots)
+            .build()
+            .map_err(input_err("PCR_Read: PCR selection"))?;
+        let pcr_data = pcr::read_all(&mut self.ctx, selection).map_err(tpm_err("PCR_Read"))?;
+        let mut values = PcrValues::default();
+        if let Some(bank) = pcr_data.pcr_bank(HashingAlgorithm::Sha256) {
+            for (p, slot) in pcrs.iter().zip(&slots) {
+                if let Some(d) = bank.get_digest(*slot) {
+                    values.insert(HashAlg::Sha256, *p, d.value().to_vec());
+                }
+            }
+        }
+        Ok(values)
+    }
+
     /// TPM2_Quote by `ak` over SHA-256 PCRs `pcrs`, with `nonce` as
     /// qualifying data, and the PCR values it covers. PCRs read after the
     /// quote may have moved on (a measurement landed in between): the quote
