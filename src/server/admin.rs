@@ -323,6 +323,10 @@ fn execute(
                 serde_json::json!({"ok": true, "chain": chain, "token": token.expose_secret(), "expires": expires}),
             )
         }
+        "token.list" => {
+            let chains = crate::store::tokens::list_chains(&store.lock()).map_err(db)?;
+            Ok(serde_json::json!({"ok": true, "chains": chains}))
+        }
         "token.revoke" => {
             let chain = id()?;
             let mut conn = store.lock();

@@ -176,3 +176,42 @@ pub fn chain(conn: &crate::store::sql::Conn, id: &str) -> Result<Option<Chain>, 
     .optional()
     .map_err(StoreError::sql("looking up a token chain"))
 }
+
+/// A token chain as an operator sees it (`zeroth token list`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChainListing {
+    pub chain: String,
+    pub group: String,
+    pub state: String,
+    pub created: i64,
+    /// Tokens handed out so far (the first included).
+    pub tokens: i64,
+    /// When the newest token expires (0 if none).
+    pub expires: i64,
+}
+
+/// Every token chain, newest first.
+pub fn list_chains(conn: &crate::store::sql::Conn) -> Result<Vec<ChainListing>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT c.id, c.grp, c.state, c.created,
+                    (SELECT COUNT(*) FROM tokens t WHERE t.chain_id = c.id),
+                    COALESCE((SELECT MAX(t.expires) FROM tokens t WHERE t.chain_id = c.id), 0)
+             FROM token_chains c ORDER BY c.created DESC, c.id",
+        )
+        .map_err(StoreError::sql("listing token chains"))?;
+    let rows = stmt
+        .query_map((), |r| {
+            Ok(ChainListing {
+                chain: r.get(0)?,
+                group: r.get(1)?,
+                state: r.get(2)?,
+                created: r.get(3)?,
+                tokens: r.get(4)?,
+                expires: r.get(5)?,
+            })
+        })
+        .map_err(StoreError::sql("listing token chains"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(StoreError::sql("listing token chains"))
+}

@@ -86,3 +86,59 @@ fn a_host_without_a_tpm_lives_on_rotating_tokens_until_one_is_replayed() {
     assert!(line.contains("chain was revoked"), "{line}");
     agent.stop();
 }
+
+#[test]
+fn token_chains_are_listed_and_create_speaks_json() {
+    let b = bench("auto_approve = true");
+    let zeroth = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+            .args(args)
+            .arg("--socket")
+            .arg(b.server.admin_socket())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let made: serde_json::Value = serde_json::from_str(&zeroth(&[
+        "token", "create", "--group", "edge", "--ttl", "5m", "--json",
+    ]))
+    .unwrap();
+    let chain = made["chain"].as_str().unwrap().to_owned();
+    assert_eq!(made["group"], "edge");
+    assert!(made["token"].as_str().unwrap().len() > 20, "{made}");
+    // A second chain, revoked: both listed, newest first, with their state.
+    let other = zeroth(&["token", "create", "--group", "edge", "--json"]);
+    let other: serde_json::Value = serde_json::from_str(&other).unwrap();
+    let other = other["chain"].as_str().unwrap().to_owned();
+    zeroth(&["token", "revoke", &other]);
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&zeroth(&["token", "list", "--json"])).unwrap();
+    let state = |id: &str| {
+        listed
+            .iter()
+            .find(|c| c["chain"] == id)
+            .map(|c| (c["state"].clone(), c["tokens"].clone()))
+    };
+    assert_eq!(
+        state(&chain),
+        Some(("active".into(), 1.into())),
+        "{listed:?}"
+    );
+    assert_eq!(
+        state(&other),
+        Some(("revoked".into(), 1.into())),
+        "{listed:?}"
+    );
+    let table = zeroth(&["token", "list"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&chain) && l.contains(" active ")),
+        "{table}"
+    );
+}
