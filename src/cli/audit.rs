@@ -27,8 +27,10 @@ enum AuditCommand {
     Verify,
     /// The most recent events.
     Tail {
+        /// How many of the latest events.
         #[arg(short, default_value_t = 20)]
         n: i64,
+        /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
     },

@@ -59,8 +59,10 @@ enum BenchCommand {
     /// Dynamic database users per second through zeroth at N concurrent
     /// HTTPS clients, against CREATE ROLE/USER + grant on one raw connection.
     Db {
+        /// Concurrent HTTPS clients, each with its own mTLS connection.
         #[arg(long, default_value_t = 8)]
         clients: usize,
+        /// Requests per client (after one untimed request each).
         #[arg(long, default_value_t = 100)]
         per_client: usize,
         /// Users created on the raw connection (default: as many as zeroth
@@ -72,8 +74,10 @@ enum BenchCommand {
     /// server on SQLite, one and two on PostgreSQL; leader takeover time;
     /// what workloads see when the store fails over to its standby.
     Cluster {
+        /// Concurrent HTTPS clients, each with its own mTLS connection.
         #[arg(long, default_value_t = 8)]
         clients: usize,
+        /// Requests per client (after one untimed request each).
         #[arg(long, default_value_t = 50)]
         per_client: usize,
     },
@@ -100,6 +104,7 @@ enum BenchCommand {
     /// p50/p99 of a first FetchX509SVID on a warm agent; agent memory with
     /// the entries and with open streams.
     Workload {
+        /// Registration entries the agent serves.
         #[arg(long, default_value_t = 1000)]
         entries: usize,
         /// FetchX509SVID streams held open for the memory figure.
@@ -112,6 +117,7 @@ enum BenchCommand {
     /// Server CPU per SSH certificate and per database user at 0, 100 k
     /// and 1 M lifetime leases, with the default retention and without.
     Growth {
+        /// Requests per client (after one untimed request each).
         #[arg(long, default_value_t = 50)]
         per_client: usize,
         /// Rounds per point: each figure is the least CPU per request of
@@ -123,6 +129,7 @@ enum BenchCommand {
     /// users, SSH certificates and revocations for N minutes, with its
     /// memory, file descriptors, threads and store size every 10 s.
     Soak {
+        /// How long the load runs.
         #[arg(long, default_value_t = 10)]
         minutes: u64,
         /// The SSH CA's key type: `ed25519` or `ecdsa-p256`.
@@ -133,8 +140,10 @@ enum BenchCommand {
     /// HTTPS clients, for an Ed25519 and a P-256 CA, against the raw
     /// PKCS#11 sign rate of each key type on the same token.
     Ssh {
+        /// Concurrent HTTPS clients, each with its own mTLS connection.
         #[arg(long, default_value_t = 16)]
         clients: usize,
+        /// Requests per client (after one untimed request each).
         #[arg(long, default_value_t = 100)]
         per_client: usize,
         /// Seconds of raw signing per key type.

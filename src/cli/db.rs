@@ -34,6 +34,7 @@ enum DbCommand {
     /// Give a connection's admin user a new random password only zeroth
     /// knows (sealed under the HSM key); do it right after `connection add`.
     RotateRoot {
+        /// The connection whose admin password is replaced.
         name: String,
         #[command(flatten)]
         socket: Socket,
@@ -47,6 +48,7 @@ enum DbCommand {
     /// prints a connection string, or runs a client with the password in its
     /// environment only.
     Creds {
+        /// The database role (`[[db_role]]` in server.toml), e.g. app-ro.
         role: String,
         /// The agent configuration whose identity asks.
         #[arg(long, default_value = "/etc/zeroth/agent.toml")]
@@ -72,18 +74,25 @@ enum ConnectionCommand {
     /// Add (or replace) a connection. The admin password is read from
     /// --password-file or standard input, never from the command line.
     Add {
+        /// The connection's name, which roles name (`connection = "…"`).
         name: String,
+        /// The database engine.
         #[arg(long, value_parser = ["postgres", "mariadb"])]
         engine: String,
+        /// The database server's address.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
+        /// The database server's port.
         #[arg(long)]
         port: u16,
         /// Database to connect to (PostgreSQL: where roles' schemas live).
         #[arg(long, default_value = "postgres")]
         dbname: String,
+        /// The admin zeroth makes and drops users as (see the README for
+        /// the privileges each engine needs).
         #[arg(long)]
         admin_user: String,
+        /// A file holding the admin's password (standard input otherwise).
         #[arg(long)]
         password_file: Option<PathBuf>,
         /// Use TLS with full verification (chain to this CA, certificate
@@ -93,13 +102,17 @@ enum ConnectionCommand {
         #[command(flatten)]
         socket: Socket,
     },
+    /// Every connection: engine, address, admin (never its password).
     List {
         #[command(flatten)]
         socket: Socket,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// Remove a connection (refused while it has live leases).
     Remove {
+        /// The connection's name.
         name: String,
         #[command(flatten)]
         socket: Socket,
@@ -116,20 +129,26 @@ pub struct LeaseArgs {
 enum LeaseCommand {
     /// Live leases, optionally of one holder or under a prefix ("ROLE/" or "ROLE/ID").
     List {
+        /// Only the leases of this holder (a SPIFFE ID).
         #[arg(long)]
         holder: Option<String>,
+        /// Only leases under this prefix: "ROLE/" or "ROLE/ID".
         #[arg(long)]
         prefix: Option<String>,
         #[command(flatten)]
         socket: Socket,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Revoke one lease, or every lease of a holder or under a prefix.
     Revoke {
+        /// The lease's id (`zeroth lease list`).
         id: Option<String>,
+        /// Every lease of this holder (a SPIFFE ID).
         #[arg(long, conflicts_with = "id")]
         holder: Option<String>,
+        /// Every lease under this prefix: "ROLE/" or "ROLE/ID".
         #[arg(long, conflicts_with_all = ["id", "holder"])]
         prefix: Option<String>,
         #[command(flatten)]

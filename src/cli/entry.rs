@@ -63,9 +63,15 @@ enum EntryCommand {
     /// Every entry.
     List,
     /// One entry in full.
-    Show { id: String },
+    Show {
+        /// The entry's id (`zeroth entry list`).
+        id: String,
+    },
     /// Delete an entry: agents stop serving its SVIDs at their next sync.
-    Delete { id: String },
+    Delete {
+        /// The entry's id (`zeroth entry list`).
+        id: String,
+    },
 }
 
 fn describe(e: &Entry) -> String {

@@ -109,7 +109,10 @@ enum Command {
     Openapi,
     /// Write the manual pages (zeroth.1, zeroth-server.1, …) into DIR.
     #[command(hide = true)]
-    Manpages { dir: std::path::PathBuf },
+    Manpages {
+        /// The directory the pages are written to.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Parses the command line, runs the command and maps the outcome to an exit code:
@@ -293,5 +296,45 @@ mod tests {
     fn unknown_command_is_a_usage_error() {
         let err = Cli::try_parse_from(["zeroth", "no-such-command"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory;
+
+    /// Every command, option and argument of every subcommand, without a
+    /// help text.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        let here = format!("{path} {}", cmd.get_name()).trim().to_owned();
+        if cmd.get_about().is_none() && !path.is_empty() {
+            out.push(format!("{here}: the command"));
+        }
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") || arg.is_hide_set() {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{here}: {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() != "help" {
+                undocumented(sub, &here, out);
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_option_and_argument_has_a_help_text() {
+        let mut missing = Vec::new();
+        undocumented(&super::Cli::command(), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{} without help:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
     }
 }

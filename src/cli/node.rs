@@ -25,16 +25,31 @@ enum NodeCommand {
     /// Every node: id, group, state, hostname.
     List,
     /// One node in full.
-    Show { id: String },
+    Show {
+        /// The node's id (`zeroth node list`).
+        id: String,
+    },
     /// Approve a pending node: its next enrolment gets an SVID.
-    Approve { id: String },
+    Approve {
+        /// The node's id (`zeroth node list`).
+        id: String,
+    },
     /// Turn down a pending node.
-    Reject { id: String },
+    Reject {
+        /// The node's id (`zeroth node list`).
+        id: String,
+    },
     /// Revoke a node: no further SVIDs, enrolment refused until re-admitted.
-    Revoke { id: String },
+    Revoke {
+        /// The node's id (`zeroth node list`).
+        id: String,
+    },
     /// Re-admit a revoked node: it is pending again, and its next enrolment
     /// follows its group's policy.
-    Readmit { id: String },
+    Readmit {
+        /// The node's id (`zeroth node list`).
+        id: String,
+    },
 }
 
 pub fn run(args: &NodeArgs) -> Result<()> {

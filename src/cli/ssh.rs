@@ -28,6 +28,7 @@ enum SshCommand {
     /// Print the `@cert-authority` line for ~/.ssh/known_hosts (or
     /// /etc/ssh/ssh_known_hosts) that trusts hosts certified by zeroth.
     KnownHosts {
+        /// The agent configuration (server, CA bundle).
         #[arg(long, default_value = "/etc/zeroth/agent.toml")]
         config: PathBuf,
         /// Host name pattern the CA is trusted for, e.g. "*.edge.example".
@@ -37,6 +38,7 @@ enum SshCommand {
     /// Write the KRL of revoked host certificates, for ssh_config's
     /// `RevokedHostKeys` (`zeroth ssh` fetches it by itself at each login).
     HostKrl {
+        /// The agent configuration (server, CA bundle).
         #[arg(long, default_value = "/etc/zeroth/agent.toml")]
         config: PathBuf,
         /// Where to write it (replaced atomically).
@@ -46,6 +48,7 @@ enum SshCommand {
     /// Print the sshd_config lines for a node whose agent keeps the CA
     /// keys, the KRL and the host certificates current.
     SshdConfig {
+        /// The agent configuration (server, CA bundle).
         #[arg(long, default_value = "/etc/zeroth/agent.toml")]
         config: PathBuf,
     },
