@@ -56,7 +56,7 @@ bench: deps
 ## The offline-installable package: target/debian/zeroth_<version>_amd64.deb.
 deb: deps
 	@$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-deb
-	$(CARGO) build --release --bin zeroth
+	$(CARGO) build --release --bin zeroth --no-default-features
 	rm -rf target/man && target/release/zeroth manpages target/man && gzip -9n target/man/*.1
 	target/release/zeroth openapi > target/openapi.json
 	$(CARGO) deb --no-build --output target/debian/zeroth.deb

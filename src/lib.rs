@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod creds;
 pub mod identity;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod policy;
 pub mod sd_notify;

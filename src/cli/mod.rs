@@ -4,27 +4,12 @@ mod agent;
 mod asker;
 mod audit;
 mod backup;
-mod bench;
-mod bench_cluster;
-mod bench_db;
-mod bench_growth;
-mod bench_load;
-mod bench_proxy;
-mod bench_quote;
-mod bench_server;
-mod bench_soak;
-mod bench_ssh;
-mod bench_workload;
 mod db;
 mod db_creds;
-mod demo;
-mod demo_backup;
-mod demo_cluster;
-mod demo_proxy;
-mod demo_spiffe;
+#[cfg(feature = "lab")]
+mod dev;
 mod entry;
 mod hsm;
-mod lab;
 mod node;
 mod printable;
 mod server;
@@ -47,7 +32,10 @@ use clap::{Parser, Subcommand};
 /// environment variable.
 #[derive(Debug, Parser)]
 #[command(name = "zeroth", version, about, long_about, propagate_version = true)]
-#[command(after_help = "Start with `zeroth demo` to see every part working on a private lab.")]
+#[cfg_attr(
+    feature = "lab",
+    command(after_help = "Start with `zeroth demo` to see every part working on a private lab.")
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,12 +49,14 @@ enum Command {
     /// Everything runs on loopback in a temporary directory and is removed
     /// when the demo ends. Needs root (sshd) and the packages `make deps`
     /// installs.
-    Demo(demo::DemoArgs),
+    #[cfg(feature = "lab")]
+    Demo(dev::demo::DemoArgs),
     /// Start the private lab and keep it running until Ctrl-C or end of input.
     ///
     /// Prints one line per component with what a client needs to reach it
     /// (address, TCTI, module and PIN file). For poking at the real parts by hand.
-    Lab(lab::LabArgs),
+    #[cfg(feature = "lab")]
+    Lab(dev::lab::LabArgs),
     /// Inspect the PKCS#11 HSM and create zeroth's standard keys in it.
     Hsm(hsm::HsmArgs),
     /// Run the zeroth server: TPM enrolment and identities over HTTPS, keys in the HSM.
@@ -103,7 +93,8 @@ enum Command {
     /// Inspect the machine's TPM and its endorsement key certificates.
     Tpm(tpm::TpmArgs),
     /// Measure zeroth against the raw speed of the hardware it drives.
-    Bench(bench::BenchArgs),
+    #[cfg(feature = "lab")]
+    Bench(dev::bench::BenchArgs),
     /// Print the HTTP API's OpenAPI 3.1 document (what a server serves at
     /// /v1/openapi.json).
     Openapi,
@@ -144,10 +135,13 @@ pub fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Demo(args) => demo::run(&args),
-        Command::Lab(args) => lab::run(&args),
+        #[cfg(feature = "lab")]
+        Command::Demo(args) => dev::demo::run(&args),
+        #[cfg(feature = "lab")]
+        Command::Lab(args) => dev::lab::run(&args),
         Command::Hsm(args) => hsm::run(&args),
-        Command::Bench(args) => bench::run(&args),
+        #[cfg(feature = "lab")]
+        Command::Bench(args) => dev::bench::run(&args),
         Command::Tpm(args) => tpm::run(&args),
         Command::Server(args) => server::run(&args),
         Command::Agent(args) => agent::run(&args),

@@ -9,6 +9,7 @@
 //! wait for a commit's fsync.
 
 pub mod backup;
+#[cfg(feature = "lab")]
 #[cfg(test)]
 mod conformance;
 pub mod copy;

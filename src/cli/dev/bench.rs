@@ -22,7 +22,7 @@ enum BenchCommand {
     /// Without --module, runs on a private SoftHSM2 token from the lab.
     Hsm {
         #[command(flatten)]
-        token: super::hsm::TokenArgs,
+        token: crate::cli::hsm::TokenArgs,
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3)]
         seconds: u64,
@@ -198,7 +198,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
 }
 
-fn hsm(token: &super::hsm::TokenArgs, duration: Duration) -> Result<()> {
+fn hsm(token: &crate::cli::hsm::TokenArgs, duration: Duration) -> Result<()> {
     let (_lab, config) = match token.module {
         Some(_) => (None, token.config()?),
         None => {

@@ -70,7 +70,7 @@ fn show_tpm(lab: &Swtpm) -> Result<()> {
         lab.tcti()
     );
     let tpm = Attester::open(&lab.tcti())?;
-    super::tpm::print_info(&tpm, anchors.clone(), true)?;
+    crate::cli::tpm::print_info(&tpm, anchors.clone(), true)?;
 
     // What enrolment will do: the machine proves its AK lives beside its EK,
     // then quotes its boot PCRs; the verifier needs no TPM of its own.
@@ -154,7 +154,7 @@ fn show_hsm(hsm: &SoftHsm) -> Result<()> {
     println!(
         "\n$ zeroth hsm init   # zeroth's root keys, generated inside the token, never extractable"
     );
-    super::hsm::init(&store)?;
+    crate::cli::hsm::init(&store)?;
 
     let ca = KeyName::new("ssh-user-ca")?;
     let message = b"zeroth demo: signed inside the HSM";
