@@ -141,6 +141,22 @@ enum LeaseCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make a lease that revocation gave up on (`irrevocable`) due again
+    /// now, once the cause is fixed.
+    Retry {
+        /// The lease's id (`zeroth lease list`).
+        id: String,
+        #[command(flatten)]
+        socket: Socket,
+    },
+    /// Record a lease revoked without touching its database, once its user
+    /// was removed by hand (audited as `lease.marked_revoked`).
+    MarkRevoked {
+        /// The lease's id (`zeroth lease list`).
+        id: String,
+        #[command(flatten)]
+        socket: Socket,
+    },
     /// Revoke one lease, or every lease of a holder or under a prefix.
     Revoke {
         /// The lease's id (`zeroth lease list`).
@@ -298,13 +314,13 @@ pub fn run_lease(args: &LeaseArgs) -> Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<34} {:<12} {:<9} {:<11} HOLDER",
+                "{:<34} {:<12} {:<11} {:<11} HOLDER",
                 "LEASE", "ROLE", "STATE", "EXPIRES IN"
             );
             for l in answer["leases"].as_array().into_iter().flatten() {
                 let left = l["expires"].as_i64().unwrap_or(0) - crate::store::now();
                 println!(
-                    "{:<34} {:<12} {:<9} {:<11} {}",
+                    "{:<34} {:<12} {:<11} {:<11} {}",
                     field(l, "id"),
                     field(l, "role"),
                     field(l, "state"),
@@ -312,6 +328,28 @@ pub fn run_lease(args: &LeaseArgs) -> Result<()> {
                     field(l, "holder")
                 );
             }
+            Ok(())
+        }
+        LeaseCommand::Retry { id, socket } => {
+            admin(
+                socket,
+                AdminRequest {
+                    id: Some(id.clone()),
+                    ..op("lease.retry")
+                },
+            )?;
+            println!("lease {id} is due again: the revoker tries it at its next pass");
+            Ok(())
+        }
+        LeaseCommand::MarkRevoked { id, socket } => {
+            admin(
+                socket,
+                AdminRequest {
+                    id: Some(id.clone()),
+                    ..op("lease.mark-revoked")
+                },
+            )?;
+            println!("lease {id} recorded revoked (its database was not asked)");
             Ok(())
         }
         LeaseCommand::Revoke {

@@ -82,13 +82,75 @@ pub fn execute(ext: &Extensions, req: &AdminRequest, uid: u32) -> Option<Result<
             .block_on(db.reconcile())
             .map(|dropped| json!({"ok": true, "dropped": dropped}))
             .map_err(|e| e.to_string()),
-        "lease.list" => leases::live(
-            &db.store().lock(),
-            req.params["holder"].as_str(),
-            req.params["prefix"].as_str(),
-        )
-        .map(|l| json!({"ok": true, "leases": l}))
-        .map_err(|e| e.to_string()),
+        "lease.list" => (|| {
+            let conn = db.store().lock();
+            let live = leases::live(
+                &conn,
+                req.params["holder"].as_str(),
+                req.params["prefix"].as_str(),
+            )
+            .map_err(|e| e.to_string())?;
+            let given_up = leases::irrevocable(&conn).map_err(|e| e.to_string())?;
+            // A lease given up on is shown as `irrevocable`.
+            let listed: Vec<serde_json::Value> = live
+                .into_iter()
+                .map(|l| {
+                    let mut v = json!(l);
+                    if given_up.contains(&l.id) {
+                        v["state"] = "irrevocable".into();
+                    }
+                    v
+                })
+                .collect();
+            Ok(json!({"ok": true, "leases": listed}))
+        })(),
+        "lease.retry" => (|| {
+            let id = req.id.as_deref().ok_or("lease.retry needs an \"id\"")?;
+            let mut conn = db.store().lock();
+            let tx = conn.transaction().map_err(|e| e.to_string())?;
+            if !leases::retry_now(&tx, id).map_err(|e| e.to_string())? {
+                return Err(format!("no unfinished lease {id}"));
+            }
+            crate::audit::append(
+                &tx,
+                &crate::audit::Event {
+                    kind: "lease.retried",
+                    subject: &format!("lease/{id}"),
+                    detail: json!({"by_uid": uid}),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            tx.commit().map_err(|e| e.to_string())?;
+            Ok(json!({"ok": true, "id": id}))
+        })(),
+        "lease.mark-revoked" => (|| {
+            let id = req
+                .id
+                .as_deref()
+                .ok_or("lease.mark-revoked needs an \"id\"")?;
+            let mut conn = db.store().lock();
+            let tx = conn.transaction().map_err(|e| e.to_string())?;
+            let lease = leases::get(&tx, id)
+                .map_err(|e| e.to_string())?
+                .filter(|l| l.state != leases::LeaseState::Revoked)
+                .ok_or_else(|| format!("no unfinished lease {id}"))?;
+            if !leases::transition(&tx, id, lease.state, leases::LeaseState::Revoked)
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!("lease {id} changed meanwhile; list it again"));
+            }
+            crate::audit::append(
+                &tx,
+                &crate::audit::Event {
+                    kind: "lease.marked_revoked",
+                    subject: &format!("lease/{id}"),
+                    detail: json!({"by_uid": uid, "was": lease.state.as_str(), "user": lease.external_name}),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            tx.commit().map_err(|e| e.to_string())?;
+            Ok(json!({"ok": true, "id": id}))
+        })(),
         "lease.revoke" => (|| {
             let (holder, prefix) = (req.params["holder"].as_str(), req.params["prefix"].as_str());
             let targets = match (req.id.as_deref(), holder, prefix) {

@@ -68,6 +68,9 @@ pub fn render(handle: &PrometheusHandle, store: &Store, leadership: &Leadership)
                 metrics::gauge!("zeroth_leases", "state" => state.as_str()).set(n as f64);
             }
         }
+        if let Ok(given_up) = leases::irrevocable(&conn) {
+            metrics::gauge!("zeroth_leases", "state" => "irrevocable").set(given_up.len() as f64);
+        }
     }
     handle.render()
 }

@@ -155,6 +155,44 @@ pub fn retry_later(conn: &Conn, id: &str, at: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Failed attempts after which an unfinished lease is no longer retried
+/// (about half an hour at one attempt a minute) and waits for an
+/// operator: `zeroth lease retry ID` or `zeroth lease mark-revoked ID`.
+pub const MAX_ATTEMPTS: i64 = 30;
+
+/// The failed attempts at `id` so far.
+pub fn attempts(conn: &Conn, id: &str) -> Result<i64, StoreError> {
+    conn.query_row("SELECT attempts FROM leases WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map(Option::unwrap_or_default)
+    .map_err(StoreError::sql("reading a lease's attempts"))
+}
+
+/// The leases given up on after [`MAX_ATTEMPTS`], waiting for an operator.
+pub fn irrevocable(conn: &Conn) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT id FROM leases WHERE state != 'revoked' AND attempts >= ?1 ORDER BY id")
+        .map_err(StoreError::sql("listing irrevocable leases"))?;
+    let rows = stmt
+        .query_map([MAX_ATTEMPTS], |r| r.get(0))
+        .map_err(StoreError::sql("listing irrevocable leases"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(StoreError::sql("listing irrevocable leases"))
+}
+
+/// Makes an unfinished lease due again at once, its attempts counted from
+/// zero; false if it is revoked or unknown.
+pub fn retry_now(conn: &Conn, id: &str) -> Result<bool, StoreError> {
+    conn.execute(
+        "UPDATE leases SET attempts = 0, retry_at = 0 WHERE id = ?1 AND state != 'revoked'",
+        [id],
+    )
+    .map(|n| n == 1)
+    .map_err(StoreError::sql("retrying a lease"))
+}
+
 /// How long an issuance may keep its lease `creating` before the revoker
 /// takes it for abandoned (a write that failed after the user was made).
 pub const CREATING_GRACE: i64 = 60;
@@ -176,13 +214,13 @@ pub fn due(conn: &Conn, at: i64, earlier_run: i64, limit: usize) -> Result<Vec<L
              WHERE ((state = 'active' AND expires <= ?1)
                 OR state = 'revoking'
                 OR (state = 'creating' AND (rowid <= ?2 OR created <= ?1 - ?4)))
-               AND retry_at <= ?1
+               AND retry_at <= ?1 AND attempts < ?5
              ORDER BY expires LIMIT ?3"
         ))
         .map_err(StoreError::sql("finding due leases"))?;
     let rows = stmt
         .query_map(
-            params![at, earlier_run, limit as i64, CREATING_GRACE],
+            params![at, earlier_run, limit as i64, CREATING_GRACE, MAX_ATTEMPTS],
             from_row,
         )
         .map_err(StoreError::sql("finding due leases"))?;
@@ -240,14 +278,14 @@ pub fn of_revoked_nodes(conn: &Conn, limit: usize) -> Result<Vec<Lease>, StoreEr
     let mut stmt = conn
         .prepare(&format!(
             "SELECT {cols} FROM leases l JOIN nodes n ON l.holder LIKE '%/node/' || n.id
-             WHERE n.state = 'revoked' AND l.state = 'active'
+             WHERE n.state = 'revoked' AND l.state = 'active' AND l.attempts < ?2
              UNION ALL
              SELECT {cols} FROM leases l JOIN token_chains c ON l.holder LIKE '%/token/' || c.id
-             WHERE c.state = 'revoked' AND l.state = 'active' LIMIT ?1"
+             WHERE c.state = 'revoked' AND l.state = 'active' AND l.attempts < ?2 LIMIT ?1"
         ))
         .map_err(StoreError::sql("finding leases of revoked nodes"))?;
     let rows = stmt
-        .query_map([limit as i64], from_row)
+        .query_map([limit as i64, MAX_ATTEMPTS], from_row)
         .map_err(StoreError::sql("finding leases of revoked nodes"))?;
     rows.collect::<Result<_, _>>()
         .map_err(StoreError::sql("finding leases of revoked nodes"))

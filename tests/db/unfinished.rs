@@ -125,3 +125,106 @@ fn a_huge_renewal_increment_is_clamped_to_the_lease_maximum() {
     assert_eq!(renewed["expires"].as_i64().unwrap(), max, "{renewed}");
     assert_eq!(psql(&c, "SELECT text FROM greetings").unwrap(), "hello");
 }
+
+fn attempts(lab: &Lab, id: &str) -> i64 {
+    let db = rusqlite::Connection::open(lab.server.database()).unwrap();
+    db.query_row("SELECT attempts FROM leases WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+/// The state `zeroth lease list --json` shows for `id`.
+fn listed_state(lab: &Lab, id: &str) -> Option<String> {
+    let (ok, out) = lab.zeroth(&["lease", "list", "--json"], "");
+    assert!(ok, "{out}");
+    let leases: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    leases
+        .iter()
+        .find(|l| l["id"] == id)
+        .map(|l| l["state"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn a_revocation_that_keeps_failing_is_left_for_an_operator_who_retries_or_marks_it_done() {
+    let lab = lab();
+    lab.add_connections();
+    let a = lab.creds("logged", None).unwrap();
+    let b = lab.creds("logged", None).unwrap();
+    // Both revocations refused by the database (the role's statement needs
+    // a table that is not there).
+    assert_eq!(lab.give_back(&a.lease_id), 502);
+    assert_eq!(lab.give_back(&b.lease_id), 502);
+    // As after half an hour of failed attempts: one attempt left each.
+    let max = zeroth::store::leases::MAX_ATTEMPTS;
+    {
+        let db = rusqlite::Connection::open(lab.server.database()).unwrap();
+        db.busy_timeout(Duration::from_secs(30)).unwrap();
+        db.execute(
+            "UPDATE leases SET attempts = ?1, retry_at = 0 WHERE role = 'logged'",
+            [max - 1],
+        )
+        .unwrap();
+    }
+    // The last attempt fails: the leases are given up on, shown and
+    // counted as irrevocable, with an audit event each, and no longer tried.
+    eventually(Duration::from_secs(60), || {
+        match (
+            listed_state(&lab, &a.lease_id),
+            listed_state(&lab, &b.lease_id),
+        ) {
+            (Some(x), Some(y)) if x == "irrevocable" && y == "irrevocable" => Ok(()),
+            other => Err(format!("leases listed as {other:?}")),
+        }
+    });
+    assert_eq!(attempts(&lab, &a.lease_id), max);
+    assert_eq!(
+        metric(&lab, "zeroth_leases{state=\"irrevocable\"}"),
+        "zeroth_leases{state=\"irrevocable\"} 2"
+    );
+    let given_up = lab.server.audit_details("lease.irrevocable").unwrap();
+    assert_eq!(given_up.len(), 2, "{given_up:?}");
+    assert!(
+        given_up[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("revocations"),
+        "{given_up:?}"
+    );
+    let (ok, out) = lab.zeroth(&["lease", "list"], "");
+    assert!(ok && out.contains("irrevocable"), "{out}");
+
+    // The cause fixed, the operator retries one: the revoker finishes it.
+    super::psql_as_superuser(&lab.pg, "CREATE TABLE revocations (name text)");
+    let (ok, out) = lab.zeroth(&["lease", "retry", &a.lease_id], "");
+    assert!(ok, "{out}");
+    eventually(Duration::from_secs(30), || {
+        match lease_state(&lab, &a.lease_id).as_str() {
+            "revoked" => Ok(()),
+            other => Err(format!("lease still {other}")),
+        }
+    });
+    assert!(!users_of(&lab, "postgres").contains(&a.username));
+    // Meanwhile the revoker passed several times, and left the other alone.
+    assert_eq!(
+        attempts(&lab, &b.lease_id),
+        max,
+        "tried after it was given up"
+    );
+    // The other, whose user the operator removed by hand, is marked done
+    // without asking the database.
+    super::psql_as_superuser(&lab.pg, &format!("DROP ROLE {}", b.username));
+    let (ok, out) = lab.zeroth(&["lease", "mark-revoked", &b.lease_id], "");
+    assert!(ok, "{out}");
+    assert_eq!(lease_state(&lab, &b.lease_id), "revoked");
+    let marked = lab.server.audit_details("lease.marked_revoked").unwrap();
+    assert_eq!(marked.len(), 1, "{marked:?}");
+    assert_eq!(marked[0]["was"], "revoking");
+    assert_eq!(
+        metric(&lab, "zeroth_leases{state=\"irrevocable\"}"),
+        "zeroth_leases{state=\"irrevocable\"} 0"
+    );
+    // Neither can be retried or marked again.
+    let (ok, out) = lab.zeroth(&["lease", "retry", &b.lease_id], "");
+    assert!(!ok && out.contains("no unfinished lease"), "{out}");
+}

@@ -199,6 +199,30 @@ fn record(
     Ok(true)
 }
 
+/// After the last allowed attempt at `id` failed: the lease is left for an
+/// operator, with an audit event (`lease.irrevocable`) and an error in the
+/// log saying what to do.
+fn give_up_if_spent(store: &Store, id: &str, why: &str) -> Result<(), CredsError> {
+    if leases::attempts(&store.lock(), id)? != leases::MAX_ATTEMPTS {
+        return Ok(());
+    }
+    tracing::error!(
+        lease = %id, error = %why,
+        "revocation failed {} times; no longer retried: fix the cause, then `zeroth lease retry {id}`, or `zeroth lease mark-revoked {id}` once the user is gone by hand",
+        leases::MAX_ATTEMPTS
+    );
+    record(
+        store,
+        |_| Ok(true),
+        Event {
+            kind: "lease.irrevocable",
+            subject: &format!("lease/{id}"),
+            detail: serde_json::json!({"attempts": leases::MAX_ATTEMPTS, "last_error": why}),
+        },
+    )
+    .map(drop)
+}
+
 /// Whether a job's change to `seen` may go ahead in this transaction: a
 /// request (`job` None) always may; the revoker only while the store still
 /// names its server the leader and the lease's state and expiry are what it
@@ -808,8 +832,12 @@ impl DbBroker {
                 let result = me.revoke_as(&lease, reason, Some(lead)).await;
                 if let Err(e) = &result {
                     tracing::warn!(lease = %lease.id, error = %e, "revocation failed; retrying later");
-                    let (st, id) = (me.store.clone(), lease.id.clone());
-                    let _ = blocking(move || Ok(leases::retry_later(&st.lock(), &id, now())?)).await;
+                    let (st, id, why) = (me.store.clone(), lease.id.clone(), e.to_string());
+                    let _ = blocking(move || {
+                        leases::retry_later(&st.lock(), &id, now())?;
+                        give_up_if_spent(&st, &id, &why)
+                    })
+                    .await;
                 }
                 result
             });
