@@ -32,6 +32,9 @@ use clap::{Parser, Subcommand};
 /// environment variable.
 #[derive(Debug, Parser)]
 #[command(name = "zeroth", version, about, long_about, propagate_version = true)]
+#[command(
+    after_long_help = "Exit codes: 0 success, 1 failure, 2 bad usage, 3 a verification that found tampering (audit verify)."
+)]
 #[cfg_attr(
     feature = "lab",
     command(after_help = "Start with `zeroth demo` to see every part working on a private lab.")
@@ -106,8 +109,12 @@ enum Command {
     },
 }
 
+/// Exit codes: 0 success, 1 failure, 2 bad usage, 3 a verification that
+/// found tampering (`zeroth audit verify` on an edited or forged log).
+pub const EXIT_TAMPERED: u8 = 3;
+
 /// Parses the command line, runs the command and maps the outcome to an exit code:
-/// 0 success, 1 failure, 2 bad usage.
+/// 0 success, 1 failure, 2 bad usage, 3 tampering found.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The TPM library logs every failed probe (an absent NV index) to stderr;
@@ -128,7 +135,19 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", report(&e));
-            ExitCode::FAILURE
+            let tampered = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<crate::audit::AuditError>(),
+                    Some(
+                        crate::audit::AuditError::Broken { .. }
+                            | crate::audit::AuditError::BadCheckpoint { .. }
+                    )
+                )
+            });
+            match tampered {
+                true => ExitCode::from(EXIT_TAMPERED),
+                false => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -405,6 +405,21 @@ fn every_decision_is_audited_and_tampering_is_detected() {
         out.contains("audit chain broken at event 2") && out.contains("edited"),
         "{out}"
     );
+    // Tampering has an exit code of its own (3), apart from any failure (1).
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["audit", "verify", "--config"])
+        .arg(b.server.config())
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(3));
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["audit", "verify", "--config", "/nonexistent/server.toml"])
+        .output()
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(1));
 }
 
 fn zeroth_node(server: &ZerothServer, args: &[&str]) -> (bool, String) {
