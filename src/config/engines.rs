@@ -51,20 +51,26 @@ pub const TEMPLATE_VARIABLES: [&str; 6] = [
     "database",
 ];
 
+/// Why a statement template is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unclosed {{{{ in {0:?}")]
+    Unclosed(String),
+    #[error("unknown variable {{{{{0}}}}} (known: {known})", known = TEMPLATE_VARIABLES.join(", "))]
+    UnknownVariable(String),
+}
+
 /// Checks that `template` uses only known variables and closes them.
-pub fn check_template(template: &str) -> Result<(), String> {
+pub fn check_template(template: &str) -> Result<(), TemplateError> {
     let mut rest = template;
     while let Some(i) = rest.find("{{") {
         let after = &rest[i + 2..];
         let end = after
             .find("}}")
-            .ok_or_else(|| format!("unclosed {{{{ in {template:?}"))?;
+            .ok_or_else(|| TemplateError::Unclosed(template.to_owned()))?;
         let var = after[..end].trim();
         if !TEMPLATE_VARIABLES.contains(&var) {
-            return Err(format!(
-                "unknown variable {{{{{var}}}}} (known: {})",
-                TEMPLATE_VARIABLES.join(", ")
-            ));
+            return Err(TemplateError::UnknownVariable(var.to_owned()));
         }
         rest = &after[end + 2..];
     }

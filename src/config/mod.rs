@@ -12,7 +12,7 @@ mod tests;
 pub use agent::{
     certificate_path, AgentConfig, AgentSshConfig, WorkloadApiConfig, DEFAULT_WORKLOAD_SOCKET,
 };
-pub use engines::{check_template, Access, CaAlgorithm, TEMPLATE_VARIABLES};
+pub use engines::{check_template, Access, CaAlgorithm, TemplateError, TEMPLATE_VARIABLES};
 pub use proxy::{ProxyConfig, ProxyEngine};
 pub use server::{
     DbRoleConfig, EnrolmentLimits, GroupConfig, HsmConfig, ServerConfig, SshCertKind,

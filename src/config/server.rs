@@ -473,7 +473,7 @@ impl ServerConfig {
                 ("renewal_statements", &r.renewal_statements),
             ] {
                 for t in list {
-                    super::check_template(t).map_err(|e| invalid(&key(field), e))?;
+                    super::check_template(t).map_err(|e| invalid(&key(field), e.to_string()))?;
                 }
             }
             if r.default_ttl < Duration::from_secs(10) || r.default_ttl > r.max_ttl {

@@ -60,3 +60,40 @@ pub fn exec_probe(dir: &LabDir) -> Result<(PathBuf, PathBuf), LabError> {
     let copy = dir.write("x-python", &python, 0o755)?;
     Ok((script, copy))
 }
+
+/// What `exec_probe.py` printed (its JSON lines merged into one object),
+/// run by `program` as `uid`.
+pub fn run_exec_probe(
+    uid: u32,
+    program: &std::path::Path,
+    script: &std::path::Path,
+    args: &[&str],
+) -> Result<serde_json::Value, LabError> {
+    let out = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ])
+        .arg(program)
+        .arg(script)
+        .args(args)
+        .output()
+        .map_err(|e| LabError::io("run exec_probe.py", e))?;
+    let failed = |why: String| LabError::NotReady {
+        what: format!("exec_probe.py {args:?} as uid {uid}"),
+        after: std::time::Duration::ZERO,
+        log: why,
+    };
+    if !out.status.success() {
+        return Err(failed(String::from_utf8_lossy(&out.stderr).into_owned()));
+    }
+    let mut merged = serde_json::Map::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match serde_json::from_str(line) {
+            Ok(serde_json::Value::Object(o)) => merged.extend(o),
+            _ => return Err(failed(format!("printed {line:?}"))),
+        }
+    }
+    Ok(merged.into())
+}

@@ -90,7 +90,10 @@ pub fn execute(ext: &Extensions, req: &AdminRequest, uid: u32) -> Option<Result<
                 req.params["prefix"].as_str(),
             )
             .map_err(|e| e.to_string())?;
-            let given_up = leases::irrevocable(&conn).map_err(|e| e.to_string())?;
+            let given_up: std::collections::HashSet<String> = leases::irrevocable(&conn)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .collect();
             // A lease given up on is shown as `irrevocable`.
             let listed: Vec<serde_json::Value> = live
                 .into_iter()

@@ -353,27 +353,20 @@ fn a_single_servers_sqlite_store_moves_into_postgres_whole() {
     println!("refused as it should be: {refused}");
 }
 
-#[test]
-fn agents_and_clients_fail_over_to_a_server_that_answers() {
-    let mut c = cluster();
-    add_connection(&c.a, &c.pg);
-    // A is gone; the node lists A first.
-    c.a.stop();
-    let opts = zeroth::agent::EnrolOptions {
+/// The node's enrolment options naming A, then B.
+fn both_servers(c: &Cluster) -> zeroth::agent::EnrolOptions {
+    zeroth::agent::EnrolOptions {
         server: format!("{},{}", c.a.url(), c.b.url()),
         ca_bundle: c.b.bundle(),
         group: "edge".into(),
         tcti: c.node.tpm.tcti(),
         state_dir: c.node.agent.path().to_owned(),
         event_log: None,
-    };
-    assert!(matches!(
-        zeroth::agent::enrol(&opts).unwrap(),
-        zeroth::agent::Outcome::Approved { .. }
-    ));
-    zeroth::agent::renew(&opts).unwrap();
-    // The stock command line too: `zeroth db creds` with both servers in
-    // agent.toml (as a list) gets its user from B.
+    }
+}
+
+/// An agent.toml for the node listing A, then B (as a list).
+fn agent_toml_naming_both(c: &Cluster) -> std::path::PathBuf {
     let config = c.node.agent.join("agent.toml");
     std::fs::write(
         &config,
@@ -387,6 +380,24 @@ fn agents_and_clients_fail_over_to_a_server_that_answers() {
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn agents_and_clients_fail_over_to_a_server_that_answers() {
+    let mut c = cluster();
+    add_connection(&c.a, &c.pg);
+    // A is gone; the node lists A first.
+    c.a.stop();
+    let opts = both_servers(&c);
+    assert!(matches!(
+        zeroth::agent::enrol(&opts).unwrap(),
+        zeroth::agent::Outcome::Approved { .. }
+    ));
+    zeroth::agent::renew(&opts).unwrap();
+    // The stock command line too: `zeroth db creds` with both servers in
+    // agent.toml (as a list) gets its user from B.
+    let config = agent_toml_naming_both(&c);
     let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
         .args(["db", "creds", "--config"])
         .arg(&config)
@@ -437,14 +448,7 @@ fn agents_and_clients_fail_over_from_a_stalled_server_within_seconds() {
     let c = cluster();
     add_connection(&c.a, &c.pg);
     let stalled = Paused::new(c.a.pid().unwrap());
-    let opts = zeroth::agent::EnrolOptions {
-        server: format!("{},{}", c.a.url(), c.b.url()),
-        ca_bundle: c.b.bundle(),
-        group: "edge".into(),
-        tcti: c.node.tpm.tcti(),
-        state_dir: c.node.agent.path().to_owned(),
-        event_log: None,
-    };
+    let opts = both_servers(&c);
     let started = Instant::now();
     assert!(matches!(
         zeroth::agent::enrol(&opts).unwrap(),
@@ -453,19 +457,7 @@ fn agents_and_clients_fail_over_from_a_stalled_server_within_seconds() {
     zeroth::agent::renew(&opts).unwrap();
     let enrolled_in = started.elapsed();
     // A new process, which again asks A first.
-    let config = c.node.agent.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "server = [\"{}\", \"{}\"]\nca_bundle = \"{}\"\ngroup = \"edge\"\ntcti = \"{}\"\nstate_dir = \"{}\"\n",
-            c.a.url(),
-            c.b.url(),
-            c.b.bundle().display(),
-            c.node.tpm.tcti(),
-            c.node.agent.path().display()
-        ),
-    )
-    .unwrap();
+    let config = agent_toml_naming_both(&c);
     let creds_started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
         .args(["db", "creds", "--config"])

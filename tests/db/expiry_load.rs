@@ -177,17 +177,14 @@ fn new_mariadb_users_wait_while_expired_ones_are_not_yet_dropped() {
     );
     lab.creds("app-ro", None).unwrap();
     // Once the revoker has dropped enough of them, users are made again.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    super::eventually(Duration::from_secs(120), || {
         match lab.creds("shop-rw", None) {
-            Ok(_) => break,
-            Err(zeroth::agent::enrol::AgentError::Refused { status: 503, .. })
-                if Instant::now() < deadline =>
-            {
-                // Asked again after the Retry-After the server gave.
-                std::thread::sleep(Duration::from_secs(2))
-            }
+            Ok(_) => Ok(()),
+            Err(zeroth::agent::enrol::AgentError::Refused {
+                status: 503,
+                reason,
+            }) => Err(reason),
             Err(e) => panic!("{e}"),
         }
-    }
+    });
 }

@@ -180,7 +180,7 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
     );
 
     // A user granted one role gets that role, and only that one.
-    let as_user = |uid: &str, role: &str| {
+    let as_user_with = |uid: &str, role: &str, extra: &[&Path]| {
         Command::new("setpriv")
             .args([
                 &format!("--reuid={uid}"),
@@ -191,9 +191,11 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
             .args(["db", "creds", "--config"])
             .arg(&config)
             .arg(role)
+            .args(extra)
             .output()
             .unwrap()
     };
+    let as_user = |uid: &str, role: &str| as_user_with(uid, role, &[]);
     let out = as_user("65533", "app-ro");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -220,15 +222,7 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
         !out.status.success() && stderr.contains("--socket"),
         "{stderr}"
     );
-    let out = Command::new("setpriv")
-        .args(["--reuid=65533", "--regid=65533", "--clear-groups"])
-        .arg(zeroth.path())
-        .args(["db", "creds", "shop-rw", "--config"])
-        .arg(&config)
-        .arg("--socket")
-        .arg(&socket)
-        .output()
-        .unwrap();
+    let out = as_user_with("65533", "shop-rw", &[Path::new("--socket"), &socket]);
     assert!(
         out.status.success(),
         "{}",

@@ -5,8 +5,7 @@
 //! credentials) is the boundary between programs of different users; the
 //! executable is checked again before every reply.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
 use super::workload_api::ApiNode;
 
@@ -21,33 +20,8 @@ fn probe(n: &ApiNode) -> (PathBuf, PathBuf) {
 }
 
 /// What `exec_probe.py` printed, run by `program` as `uid`.
-fn run_as(uid: u32, program: &PathBuf, script: &PathBuf, args: &[&str]) -> serde_json::Value {
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-        ])
-        .arg(program)
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exec_probe {args:?} as {uid}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let mut merged = serde_json::Map::new();
-    for l in lines {
-        merged.extend(l.as_object().unwrap().clone());
-    }
-    merged.into()
+fn run_as(uid: u32, program: &Path, script: &Path, args: &[&str]) -> serde_json::Value {
+    zeroth::lab::clients::run_exec_probe(uid, program, script, args).unwrap()
 }
 
 #[test]

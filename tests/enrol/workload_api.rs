@@ -489,11 +489,11 @@ fn an_hpack_bomb_on_the_workload_socket_is_refused_with_little_memory() {
 }
 
 /// Holds N connections to a socket open without sending anything; prints
-/// "ready" once they are open, then, after HOLD seconds, how many of them
-/// the other end had closed.
+/// "ready" once they are open, then how many of them the other end closed,
+/// once it closed them all or after DEADLINE seconds.
 const IDLE_HOLDER: &str = r#"
 import resource, socket, sys, time, select
-path, n, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+path, n, deadline = sys.argv[1], int(sys.argv[2]), time.time() + float(sys.argv[3])
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 conns = []
@@ -502,21 +502,23 @@ for _ in range(n):
     s.connect(path)
     conns.append(s)
 print("ready", flush=True)
-time.sleep(hold)
 poller = select.poll()
 for s in conns:
     poller.register(s, select.POLLIN | select.POLLHUP)
+by_fd = {s.fileno(): s for s in conns}
 closed = 0
-for fd, ev in poller.poll(0):
-    s = socket.socket(fileno=fd)
-    try:
-        while s.recv(65536):
+while closed < n and time.time() < deadline:
+    for fd, ev in poller.poll(max(0, int((deadline - time.time()) * 1000))):
+        s = by_fd[fd]
+        try:
+            while s.recv(65536, socket.MSG_DONTWAIT):
+                pass
+        except BlockingIOError:
+            continue  # an answer, and the connection still open
+        except OSError:
             pass
+        poller.unregister(fd)
         closed += 1
-    except OSError:
-        closed += 1
-    finally:
-        s.detach()
 print(closed, flush=True)
 "#;
 
@@ -542,7 +544,7 @@ fn a_uid_no_entry_admits_cannot_stall_the_workload_socket_with_idle_connections(
         .arg(python)
         .args(["-c", IDLE_HOLDER])
         .arg(&n.socket)
-        .args(["1100", "4"])
+        .args(["1100", "10"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -56,10 +56,8 @@ pub struct Admitted {
 impl Admitted {
     /// Whether the caller is still the process, running the program, it was
     /// when admitted; checked before its session gets a database user.
-    pub fn still_same(&self, proxy: &str) -> Result<(), String> {
-        self.attested
-            .still_same()
-            .map_err(|e| format!("zeroth proxy {proxy}: {e}"))
+    pub fn still_same(&self) -> Result<(), attest::AttestError> {
+        self.attested.still_same()
     }
 }
 

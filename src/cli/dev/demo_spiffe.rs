@@ -170,30 +170,8 @@ pub fn show_workload_identities(server: &ZerothServer) -> Result<()> {
 
 const REPORTER: &str = "spiffe://lab.zeroth/app/reporter";
 
-/// `exec_probe.py` run by `program` as `uid`: its answers, merged.
 fn probe_as(uid: u32, program: &Path, script: &Path, args: &[&str]) -> Result<serde_json::Value> {
-    let out = std::process::Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-        ])
-        .arg(program)
-        .arg(script)
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "exec_probe {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut merged = serde_json::Map::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let serde_json::Value::Object(o) = serde_json::from_str(line)? {
-            merged.extend(o);
-        }
-    }
-    Ok(merged.into())
+    Ok(clients::run_exec_probe(uid, program, script, args)?)
 }
 
 /// A program named by uid and path gets its SVID; once it has run another

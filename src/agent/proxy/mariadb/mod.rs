@@ -173,8 +173,8 @@ async fn login(
         Err(_) => return Err(Failed::silent("the client did not answer the greeting")),
     };
     // The program that answered must still be the one admitted.
-    who.still_same(proxy)
-        .map_err(|e| Failed::proxy(2, ACCESS_DENIED, e))?;
+    who.still_same()
+        .map_err(|e| Failed::proxy(2, ACCESS_DENIED, format!("zeroth proxy {proxy}: {e}")))?;
     let tls = creds.tls_ca.is_some();
     let caps = handshake::session_capabilities(&hello, &upstream, tls);
     let mut seq = 1u8;

@@ -154,7 +154,8 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Admitted, S
         println!("proxy {name}: {why}");
         return refuse(&mut client, INVALID_AUTHORIZATION, &why).await;
     }
-    if let Err(why) = who.still_same(&name) {
+    if let Err(e) = who.still_same() {
+        let why = format!("zeroth proxy {name}: {e}");
         println!("proxy {name}: refused: {why}");
         return refuse(&mut client, INVALID_AUTHORIZATION, &why).await;
     }
