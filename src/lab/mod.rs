@@ -18,6 +18,7 @@ pub mod mariadb;
 pub mod ports;
 pub mod postgres;
 pub mod process;
+pub mod relay;
 mod service_cgroup;
 pub mod softhsm;
 pub mod sshd;

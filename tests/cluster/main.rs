@@ -2,12 +2,14 @@
 //! server processes, the lab's PostgreSQL (as the store and as a target of
 //! dynamic users), its SoftHSM token, a node enrolled through swtpm.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use zeroth::agent::enrol::{self, post_json, AgentError, Enrolment};
 use zeroth::lab::groups::{self as lab_groups, PG_READ_ONLY_ROLE};
+use zeroth::lab::relay::Relay;
 use zeroth::lab::{LabDir, Postgres, SoftHsm, Swtpm, ZerothServer};
 use zeroth::wire::db::{CredsRequest, CredsResponse};
 use zeroth::wire::enrol::{BeginResponse, FinishResponse};
@@ -42,14 +44,21 @@ fn groups(tpm: &Swtpm) -> (LabDir, String) {
 /// Two servers on one store (the lab PostgreSQL's database `zeroth`) and
 /// one SoftHSM token; A starts first.
 fn cluster() -> Cluster {
+    let pg = Postgres::start().unwrap();
+    cluster_on(pg, |store, _| store.to_owned())
+}
+
+/// As `cluster`, on `pg`; A reaches the store by the `[store]` TOML that
+/// `store_of_a` makes of the shared one (another path to the same database).
+fn cluster_on(pg: Postgres, store_of_a: impl FnOnce(&str, &Postgres) -> String) -> Cluster {
     let tpm = Swtpm::start().unwrap();
     let hsm = SoftHsm::start().unwrap();
-    let pg = Postgres::start().unwrap();
     let dir = LabDir::new("cluster").unwrap();
     let store = pg.zeroth_store(&dir, "zeroth").unwrap().toml();
     let (_trust, groups) = groups(&tpm);
     let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
-    let a = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
+    let store_a = store_of_a(&store, &pg);
+    let a = ZerothServer::start_configured(exe, &hsm, &store_a, &groups, &[]).unwrap();
     let b = ZerothServer::start_configured(exe, &hsm, &store, &groups, &[]).unwrap();
     Cluster {
         node: Node {
@@ -477,6 +486,125 @@ fn agents_and_clients_fail_over_from_a_stalled_server_within_seconds() {
     assert!(enrolled_in < Duration::from_secs(20), "{enrolled_in:?}");
     assert!(creds_in < Duration::from_secs(20), "{creds_in:?}");
     drop(stalled);
+}
+
+#[test]
+fn agents_and_clients_fail_over_from_a_server_that_answers_503() {
+    // A reaches the store through a relay; B directly. Cutting the relay
+    // leaves A up and answering, with 503 (its store is away), while B
+    // serves.
+    let pg = Postgres::start().unwrap();
+    let relay = Relay::start(SocketAddr::from((Ipv4Addr::LOCALHOST, pg.port()))).unwrap();
+    let c = cluster_on(pg, |store, pg| {
+        let through = store.replace(
+            &format!("127.0.0.1:{}/", pg.port()),
+            &format!("127.0.0.1:{}/", relay.port()),
+        );
+        assert_ne!(through, store, "A's store URL goes through the relay");
+        through
+    });
+    add_connection(&c.a, &c.pg);
+    let opts = both_servers(&c);
+    assert!(matches!(
+        zeroth::agent::enrol(&opts).unwrap(),
+        zeroth::agent::Outcome::Approved { .. }
+    ));
+    // The node's agent, started while A serves: A is the server it asks.
+    let config = agent_toml_naming_both(&c);
+    let socket = c.node.agent.join("api.sock");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&format!(
+        "\n[workload_api]\nsocket = \"{}\"\n[workload_api.roles]\n{} = [\"app-ro\"]\n",
+        socket.display(),
+        rustix::process::geteuid().as_raw()
+    ));
+    std::fs::write(&config, toml).unwrap();
+    let exe = Path::new(env!("CARGO_BIN_EXE_zeroth"));
+    let mut agent = zeroth::lab::AgentProcess::start(exe, &config).unwrap();
+    agent
+        .expect(Duration::from_secs(30), |l| {
+            l.starts_with("identity renewed: ")
+        })
+        .unwrap();
+
+    relay.cut();
+    let client = enrol::client(&c.a.bundle()).unwrap();
+    let e = Enrolment::open(&c.node.tpm.tcti(), c.node.agent.path()).unwrap();
+    let asked_a: Result<BeginResponse, AgentError> = post_json(
+        &client,
+        &format!("{}/v1/enroll/begin", c.a.url()),
+        &e.begin_request("edge").unwrap(),
+    );
+    drop(e);
+    assert!(
+        matches!(asked_a, Err(AgentError::Refused { status: 503, .. })),
+        "A answers 503 without its store: {asked_a:?}"
+    );
+
+    assert!(
+        matches!(
+            c.node.creds(&c.a, None),
+            Err(AgentError::Refused { status: 503, .. })
+        ),
+        "A answers a user's request with 503 too"
+    );
+    // A program asks the agent; the agent asks A, then B.
+    let started = Instant::now();
+    let through_agent = Command::new(exe)
+        .args(["db", "creds", "--socket"])
+        .arg(&socket)
+        .arg("app-ro")
+        .output()
+        .unwrap();
+    let via_agent_in = started.elapsed();
+    // The command line on its own (a new process, asking A first) too.
+    let started = Instant::now();
+    let zeroth::agent::Outcome::Approved { .. } = zeroth::agent::enrol(&opts).unwrap() else {
+        panic!("enrolment with A answering 503")
+    };
+    zeroth::agent::renew(&opts).unwrap();
+    let direct = Command::new(exe)
+        .args(["db", "creds", "--config"])
+        .arg(&config)
+        .arg("app-ro")
+        .output()
+        .unwrap();
+    let direct_in = started.elapsed();
+    println!(
+        "with A answering 503: a user through the agent in {via_agent_in:?}; enrolled, renewed and a user from the command line in {direct_in:?}"
+    );
+    for out in [&through_agent, &direct] {
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // postgresql://USER:PASSWORD@HOST:PORT/DB
+        let user = said
+            .trim()
+            .strip_prefix("postgresql://")
+            .and_then(|rest| rest.split(':').next())
+            .unwrap();
+        assert!(role_exists(&c.pg, user), "B made the user {user}");
+    }
+    assert!(via_agent_in < Duration::from_secs(20), "{via_agent_in:?}");
+    assert!(direct_in < Duration::from_secs(20), "{direct_in:?}");
+    agent.stop().unwrap();
+
+    // A answers again once its store is back.
+    relay.mend();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.node.creds(&c.a, None) {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                println!("A not serving yet: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("A did not serve again after its store came back: {e}"),
+        }
+    }
 }
 
 #[test]
