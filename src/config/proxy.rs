@@ -56,6 +56,11 @@ pub struct ProxyConfig {
     /// it is renewed while the connection stays open.
     #[serde(default, with = "optional_duration")]
     pub ttl: Option<Duration>,
+    /// Reach the database at this `host:port` instead of the connection's
+    /// (where this node's route to it differs from the server's: another
+    /// network, NAT). TLS still verifies the connection's host name, as
+    /// libpq's `hostaddr` does.
+    pub connect_to: Option<String>,
 }
 
 fn default_pg_port() -> u16 {
@@ -63,6 +68,15 @@ fn default_pg_port() -> u16 {
 }
 
 impl ProxyConfig {
+    /// Where the proxy connects for a user issued on `host`:`port`.
+    pub fn upstream_addr(&self, host: &str, port: u16) -> String {
+        match &self.connect_to {
+            Some(a) => a.clone(),
+            None if host.contains(':') => format!("[{host}]:{port}"),
+            None => format!("{host}:{port}"),
+        }
+    }
+
     /// The Unix socket the proxy binds.
     pub fn socket_path(&self) -> PathBuf {
         match self.engine {
@@ -117,11 +131,35 @@ impl ProxyConfig {
                 format!("is {addr}; only loopback addresses, where the kernel tells who connects"),
             ));
         }
+        if let Some(bad) = self.connect_to.as_deref().filter(|a| !is_host_port(a)) {
+            return Some((
+                "proxy.connect_to",
+                format!("is {bad:?}; give host:port, e.g. \"10.0.0.5:5432\" or \"[::1]:3306\""),
+            ));
+        }
         if self.ttl.is_some_and(|t| t < Duration::from_secs(10)) {
             return Some(("proxy.ttl", "must be at least 10s".into()));
         }
         None
     }
+}
+
+/// `host:port` with a non-empty host and a port from 1 to 65535 (an IPv6
+/// host in brackets).
+fn is_host_port(a: &str) -> bool {
+    let Some((host, port)) = a.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+        }
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 mod optional_duration {
@@ -135,5 +173,46 @@ mod optional_duration {
                 "{s:?} is not a duration like \"10m\" or \"1h\": {e}"
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_host_port, ProxyConfig};
+
+    #[test]
+    fn connect_to_takes_host_and_port_and_names_what_is_wrong() {
+        for good in ["10.0.0.5:5432", "db.internal:3306", "[::1]:3306"] {
+            assert!(is_host_port(good), "{good}");
+        }
+        for bad in [
+            "10.0.0.5",
+            ":5432",
+            "db:0",
+            "db:65536",
+            "::1:3306",
+            "db/x:5432",
+            "[db]:1",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+        let proxy: ProxyConfig = toml::from_str(
+            "name = \"p\"\nrole = \"r\"\nengine = \"mariadb\"\nlisten = \"/run/p.sock\"\nallow_uids = [1]\nconnect_to = \"db\"\n",
+        )
+        .unwrap();
+        let (key, why) = proxy.problem(false).unwrap();
+        assert_eq!(key, "proxy.connect_to");
+        assert!(why.contains("host:port"), "{why}");
+        let fine = ProxyConfig {
+            connect_to: None,
+            ..proxy.clone()
+        };
+        assert_eq!(fine.upstream_addr("db.example", 3306), "db.example:3306");
+        assert_eq!(fine.upstream_addr("::1", 3306), "[::1]:3306");
+        let routed = ProxyConfig {
+            connect_to: Some("10.0.0.5:3306".into()),
+            ..proxy
+        };
+        assert_eq!(routed.upstream_addr("db.example", 3306), "10.0.0.5:3306");
     }
 }

@@ -705,8 +705,9 @@ fn the_proxy_reaches_the_database_over_tls_verified_against_its_ca_only() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     use zeroth::agent::proxy::postgres::upstream;
+    let addr = format!("127.0.0.1:{}", lab.pg.port());
     rt.block_on(async {
-        let mut up = upstream::connect(&c).await.unwrap();
+        let mut up = upstream::connect(&c, &addr).await.unwrap();
         upstream::authenticate(
             &mut up,
             &c,
@@ -720,7 +721,7 @@ fn the_proxy_reaches_the_database_over_tls_verified_against_its_ca_only() {
         ..c
     };
     let e = rt
-        .block_on(upstream::connect(&wrong))
+        .block_on(upstream::connect(&wrong, &addr))
         .err()
         .unwrap()
         .to_string();
@@ -895,14 +896,59 @@ except pymysql.err.MySQLError as e:
     print(repr(e))
 "#;
 
+/// Two more MariaDB proxies of role shop-rw whose route to the database
+/// fails: one reaches nothing, one reaches a database whose certificate the
+/// connection's CA did not sign.
+const BROKEN_MARIA: &str = r#"
+[[proxy]]
+name = "maria-unreachable"
+role = "shop-rw"
+engine = "mariadb"
+listen = "@DIR@/unreachable.sock"
+connect_to = "127.0.0.1:@NOTHING@"
+allow_uids = [@UID@]
+
+[[proxy]]
+name = "maria-other-ca"
+role = "shop-rw"
+engine = "mariadb"
+listen = "@DIR@/other-ca.sock"
+connect_to = "127.0.0.1:@OTHER@"
+allow_uids = [@UID@]
+"#;
+
 #[test]
 fn mariadb_clients_print_each_refusal_in_the_proxys_words() {
     let mut lab = lab();
     lab.add_connections();
+    // MariaDB over TLS, verified against the lab database's CA.
+    let (ok, out) = lab.add_tls_connection("maria", lab.maria.tls_ca());
+    assert!(ok, "{out}");
+    // Another MariaDB, with a certificate from another CA.
+    let other = zeroth::lab::MariaDb::start().unwrap();
+    let nothing = zeroth::lab::ports::free_port().unwrap();
     let tcp = zeroth::lab::ports::free_port().unwrap();
-    let host = ProxyHost::start(&lab, &proxies(tcp));
-    let refused = |what: &str, why: &str| {
-        let out = mariadb_via(&host.maria_socket())
+    let config = format!(
+        "{}{}",
+        proxies(tcp),
+        BROKEN_MARIA
+            .replace("@UID@", &rustix::process::geteuid().as_raw().to_string())
+            .replace("@NOTHING@", &nothing.to_string())
+            .replace("@OTHER@", &other.port().to_string())
+    );
+    let host = ProxyHost::start(&lab, &config);
+    // The working route first: TLS to the database, verified.
+    let out = mariadb_via(&host.maria_socket())
+        .args(["-e", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "1",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = |socket: &Path, proxy: &str, what: &str, why: &str| {
+        let out = mariadb_via(socket)
             .args(["-e", "SELECT 1"])
             .output()
             .unwrap();
@@ -910,31 +956,112 @@ fn mariadb_clients_print_each_refusal_in_the_proxys_words() {
         assert!(
             !out.status.success()
                 && err.contains("ERROR 1105")
-                && err.contains("zeroth proxy lab-maria")
+                && err.contains(&format!("zeroth proxy {proxy}"))
                 && err.contains(why)
                 && !err.contains("malformed"),
             "{what}: the mariadb client printed: {err}"
         );
         let py = Command::new(tools::DEBIAN_PYTHON3.path().unwrap())
             .args(["-c", PYMYSQL_REFUSED])
-            .arg(host.maria_socket())
+            .arg(socket)
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&py.stdout);
         assert!(
             said.contains("(1105, ")
-                && said.contains("zeroth proxy lab-maria")
+                && said.contains(&format!("zeroth proxy {proxy}"))
                 && said.contains(why),
             "{what}: PyMySQL said: {said}{}",
             String::from_utf8_lossy(&py.stderr)
         );
+        println!("{what}: {}", err.trim());
     };
+    refused(
+        &host.dir.join("unreachable.sock"),
+        "maria-unreachable",
+        "database unreachable from the proxy",
+        "cannot reach the database",
+    );
+    refused(
+        &host.dir.join("other-ca.sock"),
+        "maria-other-ca",
+        "TLS failure",
+        "TLS to the database",
+    );
     // The database is down: the server cannot make a user.
     lab.maria.stop();
-    refused("database down", "no database user");
+    refused(
+        &host.maria_socket(),
+        "lab-maria",
+        "database down",
+        "no database user",
+    );
     // The zeroth server is down too.
     lab.server.stop();
-    refused("server down", "unreachable");
+    refused(
+        &host.maria_socket(),
+        "lab-maria",
+        "server down",
+        "unreachable",
+    );
+}
+
+#[test]
+fn an_unused_users_give_back_waits_in_the_queue_while_no_server_answers() {
+    let mut lab = lab();
+    lab.add_connections();
+    // The node's route to the database reaches a listener that accepts and
+    // never greets, so the user is issued and the session waits.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = format!(
+        "{}\n[[proxy]]\nname = \"maria-silent\"\nrole = \"shop-rw\"\nengine = \"mariadb\"\nlisten = \"@DIR@/silent.sock\"\nconnect_to = \"{}\"\nallow_uids = [{}]\n",
+        proxies(zeroth::lab::ports::free_port().unwrap()),
+        silent.local_addr().unwrap(),
+        rustix::process::geteuid().as_raw()
+    );
+    let mut host = ProxyHost::start(&lab, &config);
+    let users = || {
+        lab.maria
+            .query("SELECT count(*) FROM mysql.user WHERE user LIKE 'zt_shop_rw_%'")
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let client = mariadb_via(&host.dir.join("silent.sock"))
+        .args(["-e", "SELECT 1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (database_side, _) = silent.accept().unwrap();
+    assert_eq!(users(), 1, "the connection's user was made");
+    // No server answers when the session fails and its user is given back.
+    lab.server.stop();
+    drop(database_side);
+    let out = client.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("zeroth proxy maria-silent"),
+        "{err}"
+    );
+    host.agent
+        .expect(Duration::from_secs(30), |l| {
+            l.starts_with("session events wait on disk for the server")
+        })
+        .unwrap();
+    assert_eq!(users(), 1, "nobody could drop it yet");
+    // A server is back: the queued event gives the user back.
+    lab.server.resume().unwrap();
+    host.agent
+        .expect(Duration::from_secs(30), |l| {
+            l.starts_with("session events: the queue is delivered")
+        })
+        .unwrap();
+    eventually(Duration::from_secs(10), || match users() {
+        0 => Ok(()),
+        n => Err(format!("{n} users left")),
+    });
 }
 
 #[test]

@@ -49,10 +49,14 @@ pub async fn open(ctx: &Ctx, who: Caller) -> Result<Session, IssueError> {
     Ok(session)
 }
 
-/// Gives back the user of a session that never started.
+/// Gives back the user of a session that never started. When no server
+/// takes it now, a closing event (with no duration: nothing was relayed)
+/// joins the durable queue, and the server that records it gives the user
+/// back.
 pub async fn abandon(ctx: &Ctx, session: Session) {
     if let Err(e) = lease::give_back(&ctx.upstream, &session.creds.lease_id, &session.label).await {
-        tracing::warn!(lease = %session.creds.lease_id, error = %e, "giving back an unused user failed; it expires with its lease");
+        tracing::warn!(lease = %session.creds.lease_id, error = %e, "giving back an unused user failed; it is queued with the session events");
+        report(ctx, event(ctx, &session, SessionEventKind::Closed, None)).await;
     }
 }
 
@@ -117,7 +121,7 @@ pub async fn run(ctx: &Ctx, session: Session, client: Conn, server: Conn) {
     };
     let gone = lease::give_back(&ctx.upstream, &session.creds.lease_id, &session.label).await;
     if let Err(e) = &gone {
-        tracing::warn!(lease = %session.creds.lease_id, error = %e, "giving back the session's user failed; it expires with its lease");
+        tracing::warn!(lease = %session.creds.lease_id, error = %e, "giving back the session's user failed; the session's closing event, queued, gives it back");
     }
     report(
         ctx,

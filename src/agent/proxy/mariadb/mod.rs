@@ -76,7 +76,10 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Admitted, S
             return refuse(&mut client, code, &why).await;
         }
     };
-    match login(&mut client, &session, &who, &name).await {
+    let addr = ctx
+        .config
+        .upstream_addr(&session.creds.host, session.creds.port);
+    match login(&mut client, &session, &who, &name, &addr).await {
         Ok(server) => session::run(&ctx, session, client, server).await,
         Err(Failed { to_client, log }) => {
             println!("proxy {name}: the session did not start: {log}");
@@ -125,31 +128,40 @@ async fn login(
     session: &Session,
     who: &Admitted,
     proxy: &str,
+    addr: &str,
 ) -> Result<Conn, Failed> {
     let creds = &session.creds;
-    let addr = format!("{}:{}", creds.host, creds.port);
     // Before the client is greeted, failures are told with a standalone
     // greeting: the client then prints the reason.
     let early = |message: String| Failed {
         to_client: None,
         log: message,
     };
-    let mut tcp = match connect(&addr).await {
+    let mut tcp = match connect(addr).await {
         Ok(t) => t,
         Err(e) => {
-            let e = format!("cannot reach the database at {addr}: {e}");
+            let e = format!("zeroth proxy {proxy}: cannot reach the database at {addr}: {e}");
             refuse(client, CANNOT_CONNECT, &e).await;
             return Err(early(e));
         }
     };
-    let greeting = match packet::read(&mut tcp).await {
+    let greeting = match tokio::time::timeout(CONNECT_TIMEOUT, packet::read(&mut tcp))
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut)))
+    {
         Ok((_, p)) if p.first() == Some(&packet::ERR) => {
-            let e = packet::err_text(&p);
+            let e = format!(
+                "zeroth proxy {proxy}: the database refused: {}",
+                packet::err_text(&p)
+            );
             refuse(client, CANNOT_CONNECT, &e).await;
             return Err(early(e));
         }
-        Ok((_, p)) => handshake::parse_greeting(&p).map_err(|e| e.to_string()),
-        Err(e) => Err(format!("reading the database's greeting: {e}")),
+        Ok((_, p)) => handshake::parse_greeting(&p)
+            .map_err(|e| format!("zeroth proxy {proxy}: the database's greeting: {e}")),
+        Err(e) => Err(format!(
+            "zeroth proxy {proxy}: reading the database's greeting: {e}"
+        )),
     };
     let upstream = match greeting {
         Ok(g) => g,
@@ -168,7 +180,7 @@ async fn login(
     .map_err(|e| Failed::silent(format!("greeting the client: {e}")))?;
     let hello: ClientHello = match tokio::time::timeout(HELLO_TIMEOUT, packet::read(client)).await {
         Ok(Ok((_, p))) => handshake::parse_client_response(&p)
-            .map_err(|e| Failed::proxy(2, 1043, format!("zeroth proxy: {e}")))?,
+            .map_err(|e| Failed::proxy(2, 1043, format!("zeroth proxy {proxy}: {e}")))?,
         Ok(Err(e)) => return Err(Failed::silent(format!("reading the client's answer: {e}"))),
         Err(_) => return Err(Failed::silent("the client did not answer the greeting")),
     };
@@ -185,7 +197,7 @@ async fn login(
                 .capabilities()
                 .contains(mysql_common::constants::CapabilityFlags::CLIENT_SSL)
             {
-                return Err(Failed::proxy(2, CANNOT_CONNECT, format!("zeroth proxy: TLS to the database at {addr}: the database does not offer TLS")));
+                return Err(Failed::proxy(2, CANNOT_CONNECT, format!("zeroth proxy {proxy}: TLS to the database at {addr}: the database does not offer TLS")));
             }
             packet::write(
                 &mut tcp,
@@ -193,7 +205,7 @@ async fn login(
                 &handshake::ssl_request(caps, &hello, &upstream),
             )
             .await
-            .map_err(|e| Failed::proxy(2, CANNOT_CONNECT, format!("zeroth proxy: {e}")))?;
+            .map_err(|e| Failed::proxy(2, CANNOT_CONNECT, format!("zeroth proxy {proxy}: {e}")))?;
             seq += 1;
             let stream = super::tls::connect(ca.as_bytes(), &creds.host, tcp)
                 .await
@@ -201,7 +213,7 @@ async fn login(
                     Failed::proxy(
                         2,
                         CANNOT_CONNECT,
-                        format!("zeroth proxy: TLS to the database at {addr}: {e}"),
+                        format!("zeroth proxy {proxy}: TLS to the database at {addr}: {e}"),
                     )
                 })?;
             Conn::Tls(Box::new(stream))
@@ -213,7 +225,7 @@ async fn login(
         Failed::proxy(
             2,
             CANNOT_CONNECT,
-            format!("zeroth proxy: the database: {e}"),
+            format!("zeroth proxy {proxy}: the database: {e}"),
         )
     };
     packet::write(&mut server, seq, &response)
@@ -236,8 +248,9 @@ async fn login(
                 })
             }
             Some(&packet::AUTH_SWITCH) => {
-                let answer = handshake::auth_switch_answer(&reply, password)
-                    .map_err(|e| Failed::proxy(2, ACCESS_DENIED, format!("zeroth proxy: {e}")))?;
+                let answer = handshake::auth_switch_answer(&reply, password).map_err(|e| {
+                    Failed::proxy(2, ACCESS_DENIED, format!("zeroth proxy {proxy}: {e}"))
+                })?;
                 packet::write(&mut server, up_seq.wrapping_add(1), &answer)
                     .await
                     .map_err(lost)?;
@@ -248,6 +261,6 @@ async fn login(
     Err(Failed::proxy(
         2,
         CANNOT_CONNECT,
-        "zeroth proxy: the database's authentication did not end".into(),
+        format!("zeroth proxy {proxy}: the database's authentication did not end"),
     ))
 }

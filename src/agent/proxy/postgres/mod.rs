@@ -184,7 +184,10 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Admitted, S
         session::abandon(&ctx, session).await;
         return;
     }
-    let mut server = match connect(&session.creds, &params).await {
+    let addr = ctx
+        .config
+        .upstream_addr(&session.creds.host, session.creds.port);
+    let mut server = match connect(&session.creds, &addr, &params).await {
         Ok(s) => s,
         Err(e) => {
             match &e {
@@ -210,7 +213,6 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Admitted, S
             return;
         }
     };
-    let addr = format!("{}:{}", session.creds.host, session.creds.port);
     if let Some(k) = key {
         ctx.cancels.lock().insert(k, addr);
     }
@@ -222,9 +224,10 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Admitted, S
 
 async fn connect(
     creds: &crate::wire::db::CredsResponse,
+    addr: &str,
     params: &[(String, String)],
 ) -> Result<Conn, UpstreamError> {
-    let mut server = upstream::connect(creds).await?;
+    let mut server = upstream::connect(creds, addr).await?;
     upstream::authenticate(&mut server, creds, params).await?;
     Ok(server)
 }

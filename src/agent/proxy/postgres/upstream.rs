@@ -70,16 +70,15 @@ async fn connect_tcp(addr: &str) -> Result<TcpStream, UpstreamError> {
     Ok(tcp)
 }
 
-/// Connects to the database `creds` name, with TLS (verify-full) when they
-/// carry a CA.
-pub async fn connect(creds: &CredsResponse) -> Result<Conn, UpstreamError> {
-    let addr = format!("{}:{}", creds.host, creds.port);
-    let mut tcp = connect_tcp(&addr).await?;
+/// Connects to the database `creds` name at `addr`, with TLS (verify-full,
+/// against the name in `creds`) when they carry a CA.
+pub async fn connect(creds: &CredsResponse, addr: &str) -> Result<Conn, UpstreamError> {
+    let mut tcp = connect_tcp(addr).await?;
     let Some(ca) = &creds.tls_ca else {
         return Ok(Conn::Tcp(tcp));
     };
     let tls_err = |reason: String| UpstreamError::Tls {
-        addr: addr.clone(),
+        addr: addr.to_owned(),
         reason,
     };
     let mut buf = BytesMut::new();
