@@ -73,6 +73,8 @@ pub struct Holder {
 /// Revocations run at once by the background revoker (of the admin pool's
 /// eight connections per database, the rest stay free for issuance).
 const REVOKE_CONCURRENCY: usize = 4;
+/// As many for an engine that batches revocations (MariaDB): one batch.
+const BATCHED_REVOKE_CONCURRENCY: usize = super::mariadb_revocations::MAX_BATCH;
 
 /// MariaDB users past their expiry by more than [`OVERDUE_AFTER`] and not
 /// yet dropped, beyond which new MariaDB users are refused (503, try again
@@ -813,11 +815,25 @@ impl DbBroker {
             .filter(|l| seen.insert(l.id.clone()))
             .collect();
         // A few at a time: faster than one by one, and the admin pool keeps
-        // connections free for issuance.
+        // connections free for issuance. Where the engine batches them
+        // (one connection for many), a batch's worth at a time.
         let permits = Arc::new(tokio::sync::Semaphore::new(REVOKE_CONCURRENCY));
+        let batched = Arc::new(tokio::sync::Semaphore::new(BATCHED_REVOKE_CONCURRENCY));
+        let batching: std::collections::HashSet<String> = {
+            let admins = self.admins.lock().await;
+            admins
+                .iter()
+                .filter(|(_, (a, _))| a.batches_revocations())
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
         let mut running = tokio::task::JoinSet::new();
         for lease in due {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
+            let pool = match batching.contains(&lease.connection) {
+                true => &batched,
+                false => &permits,
+            };
+            let Ok(permit) = pool.clone().acquire_owned().await else {
                 break;
             };
             let (me, lead) = (self.clone(), lead.clone());

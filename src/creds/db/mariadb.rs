@@ -97,6 +97,7 @@ pub struct MariaAdmin {
     target: Target,
     pool: Pool,
     batches: tokio::sync::mpsc::UnboundedSender<super::mariadb_batch::Job>,
+    revocations: tokio::sync::mpsc::UnboundedSender<super::mariadb_revocations::Job>,
 }
 
 /// A refusal by the server is the statement's fault; anything else (a
@@ -138,6 +139,7 @@ impl MariaAdmin {
         let pool = Pool::new(opts);
         let admin = Self {
             batches: super::mariadb_batch::spawn(pool.clone(), target.to_string()),
+            revocations: super::mariadb_revocations::spawn(pool.clone(), target.to_string()),
             pool,
             target,
         };
@@ -257,48 +259,30 @@ impl MariaAdmin {
     /// Locks, disconnects and drops `name` at every host it exists at (a
     /// custom template may have made it at another host than `%`). Its
     /// sessions are ended even when the account is already gone: the
-    /// expiry event may have dropped it while sessions stayed open.
+    /// expiry event may have dropped it while sessions stayed open. A role
+    /// without extra revocation statements is revoked in a batch with the
+    /// others asked for meanwhile.
     pub async fn revoke(&self, name: &str, extra: &[String]) -> Result<bool, DbError> {
         let v = Values {
             name,
             ..Values::default()
         };
         let extra = Self::render_all(extra, &v)?;
+        if extra.is_empty() {
+            let (done, answer) = tokio::sync::oneshot::channel();
+            let job = super::mariadb_revocations::Job {
+                name: name.to_owned(),
+                done,
+            };
+            let gone = || DbError::Unavailable {
+                target: self.target.to_string(),
+                reason: "the revocation queue has stopped".into(),
+            };
+            self.revocations.send(job).map_err(|_| gone())?;
+            return answer.await.map_err(|_| gone())?;
+        }
         let mut conn = self.conn().await?;
-        let hosts: Vec<String> = conn
-            .exec("SELECT Host FROM mysql.user WHERE User = ?", (name,))
-            .await
-            .map_err(failed("revocation", 0))?;
-        let account = |host: &str| format!("{}@{}", quote_ident(name), quote(host));
-        if !hosts.is_empty() {
-            Self::run(&mut conn, "revocation", &extra).await?;
-        }
-        // Locked first, so no new session starts while the old ones end.
-        for host in &hosts {
-            conn.query_drop(format!("ALTER USER {} ACCOUNT LOCK", account(host)))
-                .await
-                .map_err(failed("revocation", 1))?;
-        }
-        let sessions: Vec<u64> = conn
-            .exec(
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?",
-                (name,),
-            )
-            .await
-            .map_err(failed("revocation", 2))?;
-        for id in sessions {
-            // A session that ended meanwhile is fine.
-            let _ = conn.query_drop(format!("KILL CONNECTION {id}")).await;
-        }
-        for host in &hosts {
-            conn.query_drop(format!("DROP USER IF EXISTS {}", account(host)))
-                .await
-                .map_err(failed("revocation", 3))?;
-        }
-        conn.exec_drop("DELETE FROM `zeroth`.`expiry` WHERE user = ?", (name,))
-            .await
-            .map_err(failed("revocation", 4))?;
-        Ok(!hosts.is_empty())
+        super::mariadb_revocations::one(&mut conn, &self.target.to_string(), name, &extra).await
     }
 
     /// A bare, locked account `name` (a probe of the admin's privileges),
@@ -345,10 +329,7 @@ impl MariaAdmin {
     }
 }
 
-fn quote(s: &str) -> String {
+/// `s` as a string literal.
+pub(super) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("`{}`", s.replace('`', "``"))
 }

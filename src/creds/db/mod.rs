@@ -6,6 +6,7 @@
 pub mod leases;
 pub mod mariadb;
 pub mod mariadb_batch;
+pub mod mariadb_revocations;
 pub mod postgres;
 pub mod role;
 pub mod secret;
@@ -202,6 +203,12 @@ impl DbAdmin {
             Self::Postgres(a) => a.revoke(name, extra).await,
             Self::MariaDb(a) => a.revoke(name, extra).await,
         }
+    }
+
+    /// Whether revocations asked for together are done in one batch (so
+    /// running many at once costs no more connections).
+    pub fn batches_revocations(&self) -> bool {
+        matches!(self, Self::MariaDb(_))
     }
 
     /// Proves the admin can do what zeroth will ask of it: make a user and
