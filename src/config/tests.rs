@@ -161,3 +161,75 @@ fn an_agent_has_a_group_or_a_token_file_not_both() {
         }
     }
 }
+
+/// The keys a configuration table accepts, read off serde's refusal of a
+/// key it does not know ("unknown field `x`, expected one of `a`, `b`").
+fn keys_of<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    let refusal = match toml::from_str::<T>("zz_not_a_key = 0") {
+        Ok(_) => panic!("an unknown key was accepted"),
+        Err(e) => e.to_string(),
+    };
+    let expected = refusal
+        .split_once("expected")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no key list in {refusal:?}"));
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The keys the reference lists under `## <file>`: the first cell of each
+/// table row.
+fn documented(reference: &str, file: &str) -> std::collections::BTreeSet<String> {
+    let section = reference
+        .split("\n## ")
+        .find(|s| s.starts_with(file))
+        .unwrap_or_else(|| panic!("no section for {file} in docs/configuration.md"));
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_configuration_reference_lists_every_key_and_no_other() {
+    let reference = include_str!("../../docs/configuration.md");
+    let prefixed = |prefix: &str, keys: Vec<String>| -> Vec<String> {
+        keys.into_iter().map(|k| format!("{prefix}{k}")).collect()
+    };
+    let server: std::collections::BTreeSet<String> = [
+        prefixed("", keys_of::<ServerConfig>()),
+        prefixed("hsm.", keys_of::<server::HsmConfig>()),
+        prefixed("store.", keys_of::<server::StoreConfig>()),
+        prefixed("enrolment_limits.", keys_of::<server::EnrolmentLimits>()),
+        prefixed("group.", keys_of::<server::GroupConfig>()),
+        prefixed("db_role.", keys_of::<server::DbRoleConfig>()),
+        prefixed("ssh_role.", keys_of::<server::SshRoleConfig>()),
+    ]
+    .concat()
+    .into_iter()
+    .collect();
+    let agent: std::collections::BTreeSet<String> = [
+        prefixed("", keys_of::<AgentConfig>()),
+        prefixed("ssh.", keys_of::<agent::AgentSshConfig>()),
+        prefixed("workload_api.", keys_of::<agent::WorkloadApiConfig>()),
+        prefixed("proxy.", keys_of::<ProxyConfig>()),
+    ]
+    .concat()
+    .into_iter()
+    .collect();
+    assert!(server.contains("group.ek_allow") && agent.contains("proxy.connect_to"));
+    for (file, keys) in [("server.toml", server), ("agent.toml", agent)] {
+        let listed = documented(reference, file);
+        let missing: Vec<_> = keys.difference(&listed).collect();
+        let stale: Vec<_> = listed.difference(&keys).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "docs/configuration.md, {file}: missing {missing:?}; no longer keys {stale:?}"
+        );
+    }
+}
