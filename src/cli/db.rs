@@ -66,6 +66,10 @@ enum DbCommand {
         /// the credentials; the password goes to its environment only.
         #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
         exec: Vec<String>,
+        /// Print the credentials as JSON (lease, user, password, host, port,
+        /// database, expiry) instead of a connection URL.
+        #[arg(long, conflicts_with = "exec")]
+        json: bool,
     },
 }
 
@@ -290,7 +294,8 @@ pub fn run(args: &DbArgs) -> Result<()> {
             socket,
             ttl,
             exec,
-        } => super::db_creds::run(role, config, socket.as_deref(), *ttl, exec),
+            json,
+        } => super::db_creds::run(role, config, socket.as_deref(), *ttl, exec, *json),
     }
 }
 

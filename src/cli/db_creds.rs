@@ -20,6 +20,7 @@ pub fn run(
     socket: Option<&Path>,
     ttl: Option<Duration>,
     exec: &[String],
+    json: bool,
 ) -> Result<()> {
     let asker = Asker::for_command(config, socket)?;
     let creds: CredsResponse = asker.ask(&WorkloadRequest {
@@ -28,6 +29,10 @@ pub fn run(
         ttl_seconds: ttl.map(|t| t.as_secs()),
         ..Default::default()
     })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&creds)?);
+        return Ok(());
+    }
     let Some((program, args)) = exec.split_first() else {
         let scheme = if creds.engine == "postgres" {
             "postgresql"

@@ -65,6 +65,9 @@ enum SshCommand {
         /// The server's admin socket.
         #[arg(long, default_value = "/var/lib/zeroth/admin.sock", global = true)]
         socket: PathBuf,
+        /// Print the server's answer as JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
     },
 }
 
@@ -113,12 +116,17 @@ pub fn run(args: &SshArgs) -> Result<()> {
             eprintln!("{} bytes of host KRL in {}", krl.len(), out.display());
             Ok(())
         }
-        Some(SshCommand::Ca { step, kind, socket }) => ca(step, kind, socket),
+        Some(SshCommand::Ca {
+            step,
+            kind,
+            socket,
+            json,
+        }) => ca(step, kind, socket, *json),
         None => login(&args.login),
     }
 }
 
-fn ca(step: &CaStep, kind: &str, socket: &std::path::Path) -> Result<()> {
+fn ca(step: &CaStep, kind: &str, socket: &std::path::Path, json: bool) -> Result<()> {
     let op = match step {
         CaStep::List => "ssh.ca.list",
         CaStep::Prepare => "ssh.ca.prepare",
@@ -134,6 +142,10 @@ fn ca(step: &CaStep, kind: &str, socket: &std::path::Path) -> Result<()> {
         },
     )
     .map_err(anyhow::Error::msg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
     match step {
         CaStep::List => {
             for ca in answer["cas"].as_array().into_iter().flatten() {

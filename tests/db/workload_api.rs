@@ -272,6 +272,24 @@ fn a_token_host_gets_database_users_through_its_agents_workload_api() {
     assert!(stderr.contains("may not use this agent"), "{stderr}");
     drop(unit);
 
+    // As JSON, for scripts.
+    let out = zeroth_db_creds(&config, &["app-ro", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["username"].as_str().unwrap().starts_with("zt_app_ro_"));
+    assert_eq!(json["engine"], "postgres");
+    assert!(
+        json["password"].as_str().is_some_and(|p| p.len() >= 16),
+        "{json}"
+    );
+    assert!(json["expires"].as_i64().is_some());
+    let (ok, out) = lab.zeroth(&["lease", "revoke", json["lease_id"].as_str().unwrap()], "");
+    assert!(ok, "{out}");
+
     // Revoking the chain revokes what the host holds, and it gets no more.
     let (ok, out) = lab.zeroth(&["token", "revoke", &chain], "");
     assert!(ok && out.contains("revoked"), "{out}");

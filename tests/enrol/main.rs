@@ -880,6 +880,25 @@ fn the_policy_tpm_info_prints_admits_that_tpm_and_no_other() {
     let tpm = Swtpm::start().unwrap();
     let policy = printed_policy(&tpm);
     assert_eq!(policy.lines().count(), 2, "{policy}");
+    // `--json` says the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["tpm", "info", "--json", "--tcti", &tpm.tcti()])
+        .output()
+        .unwrap();
+    let facts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ek = facts["policy"]["ek_allow"][0].as_str().unwrap();
+    assert!(
+        policy.contains(&format!("ek_allow = [\"{ek}\"]")),
+        "{policy}"
+    );
+    let pcr7 = facts["policy"]["pcr_policy"]["sha256:7"].as_str().unwrap();
+    assert!(
+        policy.contains(&format!("\"sha256:7\" = \"{pcr7}\"")),
+        "{policy}"
+    );
+    assert!(facts["ek_certificates"]
+        .as_array()
+        .is_some_and(|c| !c.is_empty()));
     // Pasted as printed: no manufacturer roots, only this EK and these PCRs.
     let hsm = SoftHsm::start().unwrap();
     let server = ZerothServer::start(

@@ -828,6 +828,23 @@ fn the_user_ca_rotates_without_downtime_through_the_agent_kept_trust_file() {
         1,
         "{list}"
     );
+    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["ssh", "ca", "list", "--json", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<&str> = listed["cas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "user")
+        .filter_map(|c| c["state"].as_str())
+        .collect();
+    assert!(
+        states.contains(&"retired") && states.contains(&"active"),
+        "{listed}"
+    );
 
     // 3. Retire: the old CA is gone from the file; its certificates stop.
     // (Activation reordered the published keys: the agent rewrote the file
