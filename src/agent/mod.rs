@@ -4,6 +4,7 @@
 
 pub mod caller;
 pub mod enrol;
+pub mod invocation;
 pub mod jwt;
 pub mod lease_owners;
 pub mod mtls;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use zeroth::lab::vm::{EdgeImage, EdgeVm};
-use zeroth::lab::{LabDir, SoftHsm, Swtpm, ZerothServer};
+use zeroth::lab::{LabDir, Postgres, SoftHsm, Swtpm, ZerothServer};
 use zeroth::store::nodes::{self, Node, NodeState};
 use zeroth::store::Store;
 
@@ -37,6 +37,34 @@ while :; do
                 "15:sha256=$(printf 'zeroth drift' | sha256sum | cut -c1-64)" >/dev/console 2>&1
             systemctl restart zeroth-agent
             touch "$M/done-extend-pcr" ;;
+        linger)
+            # A service that leaves a process behind when it restarts
+            # (KillMode=process). Each run asks the agent for a database
+            # user at its start, and once more when /tmp/zt-ask appears.
+            cat >/run/systemd/system/zt-linger.service <<'UNIT'
+[Service]
+User=nobody
+KillMode=process
+ExecStart=/bin/sh -c 'ask() { zeroth db creds app-ro --socket /run/zeroth-agent/api.sock >/tmp/zt-$1.part 2>&1; mv /tmp/zt-$1.part /tmp/zt-$1; }; ask start-$$INVOCATION_ID; (while [ ! -f /tmp/zt-ask ]; do sleep 0.2; done; ask asked-$$INVOCATION_ID) & exec sleep 600'
+UNIT
+            systemctl daemon-reload
+            systemctl start zt-linger
+            old=$(systemctl show -p InvocationID --value zt-linger)
+            sleep 1
+            systemctl restart zt-linger
+            new=$(systemctl show -p InvocationID --value zt-linger)
+            sleep 1
+            touch /tmp/zt-ask
+            for i in $(seq 1 150); do
+                [ -f "/tmp/zt-asked-$old" ] && [ -f "/tmp/zt-asked-$new" ] && break
+                sleep 0.2
+            done
+            for f in "start-$old" "asked-$old" "asked-$new"; do
+                echo "== $f" >>"$M/linger.txt"
+                cat "/tmp/zt-$f" >>"$M/linger.txt" 2>&1
+            done
+            systemctl stop zt-linger
+            touch "$M/done-linger" ;;
         poweroff)
             touch "$M/done-poweroff"
             systemctl poweroff
@@ -61,7 +89,7 @@ struct Device {
 
 impl Device {
     fn boot(&self, tpm: &mut Swtpm, name: &str) -> EdgeVm {
-        for stale in ["do", "done-extend-pcr", "done-poweroff"] {
+        for stale in ["do", "done-extend-pcr", "done-linger", "done-poweroff"] {
             let _ = std::fs::remove_file(self.medium.join(stale));
         }
         let sock = tpm.attach_vm().unwrap();
@@ -150,13 +178,15 @@ fn an_edge_device_enrols_itself_re_attests_after_reboot_and_is_refused_after_pcr
     std::fs::copy(tpm.ca_root_pem(), roots.join("root.pem")).unwrap();
     let zero = "0".repeat(64);
     let groups = format!(
-        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\nsvid_ttl = \"20s\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 15]\npcr_policy = {{ \"sha256:15\" = \"{zero}\" }}\n",
+        "[[group]]\nname = \"edge\"\nek_roots = \"{}\"\nek_intermediates = \"{}\"\nauto_approve = true\nsvid_ttl = \"20s\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 15]\npcr_policy = {{ \"sha256:15\" = \"{zero}\" }}\n\n[[db_role]]\nname = \"app-ro\"\nconnection = \"pg\"\nschema = \"public\"\nallow_groups = [\"edge\"]\n",
         roots.path().display(),
         tpm.ca_intermediate_pem().display()
     );
     let server =
         ZerothServer::start(Path::new(env!("CARGO_BIN_EXE_zeroth")), &hsm, &groups).unwrap();
     let port = server.url().rsplit(':').next().unwrap().to_owned();
+    let pg = Postgres::start().unwrap();
+    server.add_postgres("pg", &pg).unwrap();
 
     // The provisioning medium: where the server is and its CA, plus the hook.
     let medium = LabDir::new("medium").unwrap();
@@ -164,7 +194,7 @@ fn an_edge_device_enrols_itself_re_attests_after_reboot_and_is_refused_after_pcr
         .write(
             "agent.toml",
             format!(
-                "server = \"https://10.0.2.2:{port}\"\nca_bundle = \"/etc/zeroth/ca.pem\"\ngroup = \"edge\"\ntcti = \"device:/dev/tpmrm0\"\nstate_dir = \"/var/lib/zeroth-agent\"\nretry_max = \"5s\"\n"
+                "server = \"https://10.0.2.2:{port}\"\nca_bundle = \"/etc/zeroth/ca.pem\"\ngroup = \"edge\"\ntcti = \"device:/dev/tpmrm0\"\nstate_dir = \"/var/lib/zeroth-agent\"\nretry_max = \"5s\"\n\n[workload_api]\nsocket = \"/run/zeroth-agent/api.sock\"\n[workload_api.units]\n\"zt-linger.service\" = [\"app-ro\"]\n"
             )
             .as_bytes(),
             0o644,
@@ -207,6 +237,28 @@ fn an_edge_device_enrols_itself_re_attests_after_reboot_and_is_refused_after_pcr
         "{}",
         vm.console_tail(CONSOLE_TAIL)
     );
+
+    // A service's programs get its database role through the agent; a
+    // process its restart left behind (KillMode=process) no longer does.
+    device.ask(&mut vm, "linger", Duration::from_secs(90));
+    let linger = std::fs::read_to_string(device.medium.join("linger.txt")).unwrap();
+    println!("{linger}");
+    let runs: Vec<&str> = linger.split("== ").skip(1).collect();
+    assert_eq!(runs.len(), 3, "{linger}");
+    let (first_start, first_asked, second_asked) = (runs[0], runs[1], runs[2]);
+    assert!(
+        first_start.starts_with("start-") && first_start.contains("postgresql://zt_app_ro_"),
+        "{linger}"
+    );
+    assert!(
+        first_asked.contains("may not use this agent") && !first_asked.contains("postgresql://"),
+        "the process the first run left behind:\n{linger}"
+    );
+    assert!(
+        second_asked.contains("postgresql://zt_app_ro_"),
+        "the service's current run:\n{linger}"
+    );
+
     device.ask(&mut vm, "poweroff", Duration::from_secs(60));
     assert!(vm
         .wait_poweroff(Duration::from_secs(120))

@@ -1,6 +1,8 @@
 //! What the kernel says of the program at the other end of the workload
 //! socket, as selectors: `unix:uid`, `unix:gid`, `unix:supplementary_gid`,
-//! `systemd:unit`, `unix:path` and `unix:sha256` of its executable.
+//! `systemd:unit`, `unix:path` and `unix:sha256` of its executable. A
+//! process that lingers from an earlier run of its service is not of that
+//! service (`agent::invocation`).
 //!
 //! The facts must belong to the process that connected, not to whatever
 //! holds its pid by the time they are read. With SO_PEERPIDFD (Linux 6.5
@@ -24,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use crate::agent::caller::unit_in_cgroup;
+use crate::agent::invocation::of_current_invocation;
 use crate::wire::entry::Selector;
 
 /// Executables larger than this are not hashed (no `unix:sha256` fact).
@@ -230,7 +233,14 @@ fn read_facts(pid: i32, uid: u32, gid: u32, hashes: &HashCache) -> (Option<Strin
     }
     let unit = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .ok()
-        .and_then(|t| unit_in_cgroup(&t));
+        .and_then(|t| unit_in_cgroup(&t))
+        .filter(|u| {
+            let current = of_current_invocation(u, pid);
+            if !current {
+                tracing::info!(pid, unit = %u, "the caller lingers from an earlier run of its service; not attested as that service");
+            }
+            current
+        });
     if let Some(u) = &unit {
         facts.push(Selector::Unit(u.clone()));
     }
