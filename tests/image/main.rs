@@ -40,29 +40,39 @@ while :; do
         linger)
             # A service that leaves a process behind when it restarts
             # (KillMode=process). Each run asks the agent for a database
-            # user at its start, and once more when /tmp/zt-ask appears.
+            # user at its start, and its waiter once more when /tmp/zt-ask
+            # appears.
             cat >/run/systemd/system/zt-linger.service <<'UNIT'
 [Service]
 User=nobody
 KillMode=process
 ExecStart=/bin/sh -c 'ask() { zeroth db creds app-ro --socket /run/zeroth-agent/api.sock >/tmp/zt-$1.part 2>&1; mv /tmp/zt-$1.part /tmp/zt-$1; }; ask start-$$INVOCATION_ID; (while [ ! -f /tmp/zt-ask ]; do sleep 0.2; done; ask asked-$$INVOCATION_ID) & exec sleep 600'
 UNIT
+            wait_for() {
+                for i in $(seq 1 150); do [ -f "$1" ] && return; sleep 0.2; done
+            }
             systemctl daemon-reload
             systemctl start zt-linger
-            old=$(systemctl show -p InvocationID --value zt-linger)
-            sleep 1
+            a=$(systemctl show -p InvocationID --value zt-linger)
+            wait_for "/tmp/zt-start-$a"
+            # Run b starts beside run a's waiter, left behind.
             systemctl restart zt-linger
-            new=$(systemctl show -p InvocationID --value zt-linger)
-            sleep 1
+            b=$(systemctl show -p InvocationID --value zt-linger)
+            wait_for "/tmp/zt-start-$b"
             touch /tmp/zt-ask
-            for i in $(seq 1 150); do
-                [ -f "/tmp/zt-asked-$old" ] && [ -f "/tmp/zt-asked-$new" ] && break
-                sleep 0.2
-            done
-            for f in "start-$old" "asked-$old" "asked-$new"; do
+            wait_for "/tmp/zt-asked-$a"
+            wait_for "/tmp/zt-asked-$b"
+            # Both waiters have asked and gone: run c starts clean.
+            rm -f /tmp/zt-ask
+            systemctl restart zt-linger
+            c=$(systemctl show -p InvocationID --value zt-linger)
+            wait_for "/tmp/zt-start-$c"
+            for f in "start-$a" "asked-$a" "start-$b" "start-$c"; do
                 echo "== $f" >>"$M/linger.txt"
                 cat "/tmp/zt-$f" >>"$M/linger.txt" 2>&1
             done
+            echo "== journal" >>"$M/linger.txt"
+            journalctl -u zeroth-agent --no-pager | grep -i 'earlier run' >>"$M/linger.txt"
             systemctl stop zt-linger
             touch "$M/done-linger" ;;
         poweroff)
@@ -238,26 +248,24 @@ fn an_edge_device_enrols_itself_re_attests_after_reboot_and_is_refused_after_pcr
         vm.console_tail(CONSOLE_TAIL)
     );
 
-    // A service's programs get its database role through the agent; a
-    // process its restart left behind (KillMode=process) no longer does.
-    device.ask(&mut vm, "linger", Duration::from_secs(90));
+    // A service's programs get its database role through the agent; while
+    // a process an earlier run left behind (KillMode=process) is in its
+    // cgroup, no process there does; once it is gone, the service does again.
+    device.ask(&mut vm, "linger", Duration::from_secs(120));
     let linger = std::fs::read_to_string(device.medium.join("linger.txt")).unwrap();
     println!("{linger}");
-    let runs: Vec<&str> = linger.split("== ").skip(1).collect();
-    assert_eq!(runs.len(), 3, "{linger}");
-    let (first_start, first_asked, second_asked) = (runs[0], runs[1], runs[2]);
+    let said: Vec<&str> = linger.split("== ").skip(1).collect();
+    assert_eq!(said.len(), 5, "{linger}");
+    let served = |s: &str| s.contains("postgresql://zt_app_ro_");
+    let refused = |s: &str| s.contains("may not use this agent") && !served(s);
+    assert!(served(said[0]), "run a at its start:\n{linger}");
     assert!(
-        first_start.starts_with("start-") && first_start.contains("postgresql://zt_app_ro_"),
-        "{linger}"
+        refused(said[1]),
+        "run a's leftover after the restart:\n{linger}"
     );
-    assert!(
-        first_asked.contains("may not use this agent") && !first_asked.contains("postgresql://"),
-        "the process the first run left behind:\n{linger}"
-    );
-    assert!(
-        second_asked.contains("postgresql://zt_app_ro_"),
-        "the service's current run:\n{linger}"
-    );
+    assert!(refused(said[2]), "run b beside run a's leftover:\n{linger}");
+    assert!(served(said[3]), "run c, with no leftover:\n{linger}");
+    assert!(said[4].contains("an earlier run left behind"), "{linger}");
 
     device.ask(&mut vm, "poweroff", Duration::from_secs(60));
     assert!(vm

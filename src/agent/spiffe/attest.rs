@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use crate::agent::caller::unit_in_cgroup;
-use crate::agent::invocation::of_current_invocation;
+use crate::agent::invocation;
 use crate::wire::entry::Selector;
 
 /// Executables larger than this are not hashed (no `unix:sha256` fact).
@@ -231,16 +231,18 @@ fn read_facts(pid: i32, uid: u32, gid: u32, hashes: &HashCache) -> (Option<Strin
             facts.push(Selector::SupplementaryGid(g));
         }
     }
-    let unit = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|t| unit_in_cgroup(&t))
-        .filter(|u| {
-            let current = of_current_invocation(u, pid);
-            if !current {
-                tracing::info!(pid, unit = %u, "the caller lingers from an earlier run of its service; not attested as that service");
-            }
-            current
-        });
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let unit = unit_in_cgroup(&cgroup).filter(|u| match invocation::check(u, &cgroup) {
+        Ok(()) => true,
+        Err(invocation::NotCurrent::NoRun) => {
+            tracing::warn!(pid, unit = %u, "the caller lingers in the cgroup of a service that is not running; not attested as that service");
+            false
+        }
+        Err(invocation::NotCurrent::Leftovers(old)) => {
+            tracing::warn!(pid, unit = %u, leftovers = ?old, "the service's cgroup holds processes that an earlier run left behind (KillMode=process?); no process in it is attested as that service until they are gone");
+            false
+        }
+    });
     if let Some(u) = &unit {
         facts.push(Selector::Unit(u.clone()));
     }
