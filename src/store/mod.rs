@@ -126,6 +126,11 @@ pub enum Trouble {
     Fault,
 }
 
+/// The writer's page cache, in KiB (as `PRAGMA cache_size = -N`).
+const WRITER_CACHE_KIB: i64 = -2048;
+/// Each pooled reader's page cache, in KiB.
+const READER_CACHE_KIB: i64 = -512;
+
 /// How long a statement waits for a lock another connection holds before
 /// it fails as busy: a slow store (a loaded machine, a backup, a long
 /// sweep) makes writers wait, not fail.
@@ -193,12 +198,19 @@ impl Store {
     }
 
     fn init(conn: Connection, readers: readers::Readers) -> Result<Self, StoreError> {
+        // SQLite's page caches are most of the server's heap and fill as the
+        // store grows: each is bounded (a negative cache_size is KiB), so the
+        // writer and the pooled readers hold at most WRITER_CACHE_KIB +
+        // KEEP x READER_CACHE_KIB together; the OS page cache keeps the rest
+        // of the file warm.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(StoreError::sql("enabling WAL"))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(StoreError::sql("setting synchronous=FULL"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(StoreError::sql("enabling foreign keys"))?;
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)
+            .map_err(StoreError::sql("bounding the writer's page cache"))?;
         conn.busy_timeout(BUSY_WAIT)
             .map_err(StoreError::sql("setting the busy timeout"))?;
         let mut conn = Conn::sqlite(conn);

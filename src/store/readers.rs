@@ -134,6 +134,8 @@ fn open(path: &Path) -> Result<Conn, StoreError> {
     })?;
     conn.busy_timeout(super::BUSY_WAIT)
         .map_err(StoreError::sql("setting a reader's busy timeout"))?;
+    conn.pragma_update(None, "cache_size", super::READER_CACHE_KIB)
+        .map_err(StoreError::sql("bounding a reader's page cache"))?;
     Ok(Conn::sqlite(conn))
 }
 
@@ -195,6 +197,18 @@ mod tests {
 
     fn idle(store: &Store) -> usize {
         store.readers.idle.lock().unwrap().len()
+    }
+
+    #[test]
+    fn the_writer_and_every_reader_have_a_bounded_page_cache() {
+        let (_dir, store) = store_with(1);
+        let size = |c: &Conn| -> i64 {
+            c.query_row("PRAGMA cache_size", (), |row| row.get(0))
+                .unwrap()
+        };
+        assert_eq!(size(&store.lock()), super::super::WRITER_CACHE_KIB);
+        let r = store.read().unwrap();
+        assert_eq!(size(&r), super::super::READER_CACHE_KIB);
     }
 
     #[test]

@@ -135,6 +135,10 @@ enum BenchCommand {
         /// The SSH CA's key type: `ed25519` or `ecdsa-p256`.
         #[arg(long, default_value = "ed25519")]
         ssh_ca: String,
+        /// The server's `retention` (e.g. "2m"), so the sweep holds the
+        /// store's size steady; the server's default (3 days) otherwise.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        retention: Option<Duration>,
     },
     /// SSH certificate signings per second through zeroth at N concurrent
     /// HTTPS clients, for an Ed25519 and a P-256 CA, against the raw
@@ -154,7 +158,11 @@ enum BenchCommand {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.command {
-        BenchCommand::Soak { minutes, ssh_ca } => super::bench_soak::run(*minutes, ssh_ca),
+        BenchCommand::Soak {
+            minutes,
+            ssh_ca,
+            retention,
+        } => super::bench_soak::run(*minutes, ssh_ca, *retention),
         BenchCommand::Growth { per_client, rounds } => {
             super::bench_growth::run(*per_client, (*rounds).max(1))
         }

@@ -114,7 +114,7 @@ fn admin(server: &ZerothServer, op: &str, id: &str) -> Result<()> {
     .map_err(anyhow::Error::msg)
 }
 
-pub fn run(minutes: u64, ssh_ca: &str) -> Result<()> {
+pub fn run(minutes: u64, ssh_ca: &str, retention: Option<Duration>) -> Result<()> {
     let tpm = Swtpm::start().context("start a lab TPM")?;
     let churn_tpm = Swtpm::start().context("start a second lab TPM")?;
     let hsm = SoftHsm::start().context("start a lab SoftHSM token")?;
@@ -131,10 +131,13 @@ pub fn run(minutes: u64, ssh_ca: &str) -> Result<()> {
     // meters would only measure themselves, so they are lifted.
     let unmetered =
         "[enrolment_limits]\nper_address = 1e9\nper_ek_per_minute = 1e9\nopen_per_ek = 1000000\n";
+    let retention = retention
+        .map(|r| format!("\nretention = \"{}s\"", r.as_secs().max(1)))
+        .unwrap_or_default();
     let server = ZerothServer::start_configured(
         &exe,
         &hsm,
-        &format!("ssh_ca_algorithm = \"{ssh_ca}\""),
+        &format!("ssh_ca_algorithm = \"{ssh_ca}\"{retention}"),
         &format!("{unmetered}\n{groups}"),
         &[],
     )?;
@@ -346,5 +349,124 @@ fn summarise(samples: &[Sample], counts: &Counts, took: Duration) {
             "after the first minute: RSS {} -> {} KiB (min {lo}, max {hi}), of it anonymous {} -> {} KiB (min {alo}, max {ahi}), fds {} -> {}, threads {} -> {}, store {} -> {} KiB",
             first.rss_kib, last.rss_kib, first.anon_kib, last.anon_kib, first.fds, last.fds, first.threads, last.threads, first.store_kib, last.store_kib
         );
+    }
+    let windows = least_per_window(samples, WINDOW);
+    if !windows.is_empty() {
+        println!(
+            "least memory per {}-minute window (what a trim leaves: growth shows here, not in the peaks):",
+            WINDOW.as_secs() / 60
+        );
+        for w in &windows {
+            println!(
+                "  {:>3}-{:<3} min  RSS {:>7} KiB  anonymous {:>7} KiB  store {:>8} KiB",
+                w.from_min, w.to_min, w.rss_kib, w.anon_kib, w.store_kib
+            );
+        }
+    }
+    if let Some(slope) = slope_kib_per_hour(&windows) {
+        println!("slope of the least anonymous memory after the first window: {slope:+.0} KiB/h");
+    }
+}
+
+/// The window the least memory is taken over.
+const WINDOW: Duration = Duration::from_secs(600);
+
+/// The least of each measure within one window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Least {
+    from_min: u64,
+    to_min: u64,
+    rss_kib: u64,
+    anon_kib: u64,
+    store_kib: u64,
+}
+
+fn least_per_window(samples: &[Sample], window: Duration) -> Vec<Least> {
+    let mut out: Vec<Least> = Vec::new();
+    for s in samples {
+        let i = s.at.as_secs() / window.as_secs();
+        let (from_min, to_min) = (i * window.as_secs() / 60, (i + 1) * window.as_secs() / 60);
+        match out.last_mut() {
+            Some(w) if w.from_min == from_min => {
+                w.rss_kib = w.rss_kib.min(s.rss_kib);
+                w.anon_kib = w.anon_kib.min(s.anon_kib);
+                w.store_kib = w.store_kib.min(s.store_kib);
+            }
+            _ => out.push(Least {
+                from_min,
+                to_min,
+                rss_kib: s.rss_kib,
+                anon_kib: s.anon_kib,
+                store_kib: s.store_kib,
+            }),
+        }
+    }
+    out
+}
+
+/// The least-squares slope, in KiB per hour, of the windows' least
+/// anonymous memory, the first window (warm-up) left out; None with fewer
+/// than two windows left.
+fn slope_kib_per_hour(windows: &[Least]) -> Option<f64> {
+    let points: Vec<(f64, f64)> = windows
+        .iter()
+        .skip(1)
+        .map(|w| {
+            (
+                (w.from_min + w.to_min) as f64 / 2.0 / 60.0,
+                w.anon_kib as f64,
+            )
+        })
+        .collect();
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let num: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let den: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    (den > 0.0).then(|| num / den)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(secs: u64, anon: u64) -> Sample {
+        Sample {
+            at: Duration::from_secs(secs),
+            rss_kib: anon + 20_000,
+            anon_kib: anon,
+            fds: 30,
+            threads: 10,
+            store_kib: 1000,
+        }
+    }
+
+    #[test]
+    fn the_least_of_each_window_and_its_slope_per_hour() {
+        // Three 10-minute windows whose least anonymous memory grows by
+        // 600 KiB a window: 3,600 KiB an hour.
+        let samples = [
+            sample(0, 9000),
+            sample(300, 5000),
+            sample(600, 8000),
+            sample(900, 6000),
+            sample(1200, 9000),
+            sample(1500, 6600),
+        ];
+        let w = least_per_window(&samples, WINDOW);
+        assert_eq!(
+            w.iter()
+                .map(|w| (w.from_min, w.anon_kib))
+                .collect::<Vec<_>>(),
+            [(0, 5000), (10, 6000), (20, 6600)]
+        );
+        let slope = slope_kib_per_hour(&w).unwrap();
+        assert!((slope - 3600.0).abs() < 1e-6, "{slope}");
+        assert_eq!(slope_kib_per_hour(&w[..2]), None);
     }
 }
