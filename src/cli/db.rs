@@ -32,7 +32,7 @@ enum DbCommand {
         command: ConnectionCommand,
     },
     /// Give a connection's admin user a new random password only zeroth
-    /// knows (sealed under the HSM key); do it right after `connection add`.
+    /// knows (sealed under the HSM key); do it right after `connection create`.
     RotateRoot {
         /// The connection whose admin password is replaced.
         name: String,
@@ -77,6 +77,7 @@ enum DbCommand {
 enum ConnectionCommand {
     /// Add (or replace) a connection. The admin password is read from
     /// --password-file or standard input, never from the command line.
+    #[command(name = "create", visible_alias = "add")]
     Add {
         /// The connection's name, which roles name (`connection = "…"`).
         name: String,
@@ -115,6 +116,7 @@ enum ConnectionCommand {
         json: bool,
     },
     /// Remove a connection (refused while it has live leases).
+    #[command(name = "delete", visible_alias = "remove")]
     Remove {
         /// The connection's name.
         name: String,

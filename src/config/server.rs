@@ -249,7 +249,7 @@ fn default_ssh_extensions() -> Vec<String> {
 #[serde(deny_unknown_fields)]
 pub struct DbRoleConfig {
     pub name: String,
-    /// A connection added with `zeroth db connection add`.
+    /// A connection made with `zeroth db connection create`.
     pub connection: String,
     /// Built-in statements: "read-only" or "read-write" (ignored when
     /// `creation_statements` is given).

@@ -161,7 +161,7 @@ impl MariaDb {
     }
 
     /// root's password in a file only its owner can read, in the server's
-    /// own directory (for `zeroth db connection add … < FILE`).
+    /// own directory (for `zeroth db connection create … < FILE`).
     pub fn password_file(&self) -> Result<PathBuf, LabError> {
         use secrecy::ExposeSecret;
         self.dir

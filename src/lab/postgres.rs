@@ -182,7 +182,7 @@ impl Postgres {
     }
 
     /// The superuser's password in a file only its owner can read, in the
-    /// server's own directory (for `zeroth db connection add … < FILE`).
+    /// server's own directory (for `zeroth db connection create … < FILE`).
     pub fn password_file(&self) -> Result<PathBuf, LabError> {
         use secrecy::ExposeSecret;
         self._dir

@@ -269,7 +269,7 @@ impl ZerothServer {
         Ok(killed.elapsed())
     }
 
-    /// `zeroth db connection add NAME --engine postgres` for the lab's
+    /// `zeroth db connection create NAME --engine postgres` for the lab's
     /// PostgreSQL `pg`, with its superuser as the admin.
     pub fn add_postgres(&self, name: &str, pg: &super::Postgres) -> Result<(), LabError> {
         use secrecy::ExposeSecret;
@@ -277,7 +277,7 @@ impl ZerothServer {
         let args = [
             "db",
             "connection",
-            "add",
+            "create",
             name,
             "--engine",
             "postgres",

@@ -471,7 +471,7 @@ fn show_db_creds(
         "CREATE TABLE greetings (text text); INSERT INTO greetings VALUES ('hello from a user that lives 10 minutes')",
     )
     .map_err(anyhow::Error::msg)?;
-    println!("$ zeroth db connection add pg --engine postgres --port {} --admin-user postgres < password; zeroth db rotate-root pg", pg.port());
+    println!("$ zeroth db connection create pg --engine postgres --port {} --admin-user postgres < password; zeroth db rotate-root pg", pg.port());
     admin_call(
         server,
         AdminRequest {

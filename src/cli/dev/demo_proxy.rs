@@ -65,7 +65,7 @@ pub fn show_proxies(server: &ZerothServer, maria: &MariaDb) -> Result<()> {
     maria
         .query("CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, item TEXT); INSERT INTO shop.orders VALUES (1, 'tea')")
         .map_err(|e| anyhow::anyhow!(e))?;
-    println!("\n$ zeroth db connection add maria --engine mariadb --port {} --admin-user root < password", maria.port());
+    println!("\n$ zeroth db connection create maria --engine mariadb --port {} --admin-user root < password", maria.port());
     call(
         server,
         AdminRequest {

@@ -50,7 +50,7 @@ pub fn run(args: &LabArgs) -> Result<()> {
         );
     }
     // The databases' admin passwords, in files only their owner can read,
-    // so that `zeroth db connection add` can be followed against the lab.
+    // so that `zeroth db connection create` can be followed against the lab.
     if let Some(p) = &bench.postgres {
         let file = p
             .password_file()
@@ -63,7 +63,7 @@ pub fn run(args: &LabArgs) -> Result<()> {
             file.display()
         );
         println!(
-            "  zeroth db connection add pg --engine postgres --port {} --admin-user {} < {}",
+            "  zeroth db connection create pg --engine postgres --port {} --admin-user {} < {}",
             p.port(),
             crate::lab::postgres::SUPERUSER,
             file.display()
@@ -80,7 +80,7 @@ pub fn run(args: &LabArgs) -> Result<()> {
             file.display()
         );
         println!(
-            "  zeroth db connection add maria --engine mariadb --port {} --admin-user root --dbname mysql < {}",
+            "  zeroth db connection create maria --engine mariadb --port {} --admin-user root --dbname mysql < {}",
             m.port(),
             file.display()
         );

@@ -323,7 +323,7 @@ impl DbBroker {
         let (me, name) = (self.clone(), connection.to_owned());
         let (row, target) = blocking(move || {
             let row = leases::connection(&me.store.lock(), &name)?.ok_or_else(|| {
-                CredsError::Unavailable(format!("no database connection {name:?}; an operator adds it with `zeroth db connection add`"))
+                CredsError::Unavailable(format!("no database connection {name:?}; an operator makes it with `zeroth db connection create`"))
             })?;
             let target = me.target(&row)?;
             Ok((row, target))
