@@ -57,46 +57,70 @@ pub fn run(args: &TpmArgs) -> Result<()> {
     }
 }
 
+/// What `zeroth tpm info` finds: the TPM, its EK certificates and whether
+/// they chain to the trusted roots, and what a group's policy in
+/// server.toml needs of this machine. `--json` prints it as it is.
+#[derive(serde::Serialize)]
+pub struct Facts {
+    tcti: String,
+    manufacturer: String,
+    vendor: String,
+    firmware: String,
+    pcr_banks: Vec<String>,
+    nv_intermediates: usize,
+    ek_certificates: Vec<EkCertificate>,
+    policy: Policy,
+}
+
+#[derive(serde::Serialize)]
+struct EkCertificate {
+    algorithm: String,
+    subject: String,
+    issuer: String,
+    /// None: not checked (no roots given).
+    trusted: Option<bool>,
+    verdict: String,
+}
+
+/// The lines to paste into a `[[group]]`: the EK's hash for `ek_allow`,
+/// PCRs 0-7 as they are now for `pcr_policy`.
+#[derive(serde::Serialize)]
+struct Policy {
+    ek_allow: [String; 1],
+    pcr_policy: std::collections::BTreeMap<String, String>,
+}
+
 /// Prints what `zeroth tpm info` shows, one fact per line.
 pub fn print_info(tpm: &Attester, anchors: TrustAnchors, have_roots: bool) -> Result<()> {
-    let facts = facts(tpm, anchors, have_roots)?;
-    println!("TPM 2.0    {}", facts["tcti"].as_str().unwrap_or(""));
+    let f = facts(tpm, anchors, have_roots)?;
+    println!("TPM 2.0    {}", f.tcti);
     println!(
         "           manufacturer {} ({}), firmware {}",
-        facts["manufacturer"].as_str().unwrap_or(""),
-        facts["vendor"].as_str().unwrap_or(""),
-        facts["firmware"].as_str().unwrap_or("")
+        f.manufacturer, f.vendor, f.firmware
     );
-    let banks: Vec<&str> = facts["pcr_banks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|b| b.as_str())
-        .collect();
-    println!("           PCR banks: {}", banks.join(", "));
-    if let Some(n) = facts["nv_intermediates"].as_u64().filter(|n| *n > 0) {
-        println!("           {n} intermediate certificate(s) in NV");
-    }
-    for c in facts["ek_certificates"].as_array().into_iter().flatten() {
+    println!("           PCR banks: {}", f.pcr_banks.join(", "));
+    if f.nv_intermediates > 0 {
         println!(
-            "           EK {} certificate: subject \"{}\", issuer \"{}\", {}",
-            c["algorithm"].as_str().unwrap_or(""),
-            c["subject"].as_str().unwrap_or(""),
-            c["issuer"].as_str().unwrap_or(""),
-            c["verdict"].as_str().unwrap_or("")
+            "           {} intermediate certificate(s) in NV",
+            f.nv_intermediates
         );
     }
-    let policy = &facts["policy"];
+    for c in &f.ek_certificates {
+        println!(
+            "           EK {} certificate: subject \"{}\", issuer \"{}\", {}",
+            c.algorithm, c.subject, c.issuer, c.verdict
+        );
+    }
     println!("policy     for a [[group]] in server.toml:");
     println!(
         "           ek_allow = [\"{}\"]   # this TPM's EK (RSA-2048), admitted without a certificate",
-        policy["ek_allow"][0].as_str().unwrap_or("")
+        f.policy.ek_allow[0]
     );
-    let pcrs: Vec<String> = policy["pcr_policy"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("\"{k}\" = \"{}\"", v.as_str().unwrap_or("")))
+    let pcrs: Vec<String> = f
+        .policy
+        .pcr_policy
+        .iter()
+        .map(|(k, v)| format!("\"{k}\" = \"{v}\""))
         .collect();
     println!(
         "           pcr_policy = {{ {} }}   # PCRs 0-7 (the default `pcrs`) as they are now",
@@ -105,20 +129,14 @@ pub fn print_info(tpm: &Attester, anchors: TrustAnchors, have_roots: bool) -> Re
     Ok(())
 }
 
-/// What `zeroth tpm info` finds, as JSON: the TPM, its EK certificates and
-/// whether they chain to `anchors`, and what a group's policy in
-/// server.toml needs of this machine (the EK hash for `ek_allow`, PCRs 0-7
-/// as they are now for `pcr_policy`).
-pub fn facts(
-    tpm: &Attester,
-    mut anchors: TrustAnchors,
-    have_roots: bool,
-) -> Result<serde_json::Value> {
+/// Reads the TPM's facts; EK certificates are checked against `anchors`
+/// (and the intermediates in the TPM's NV).
+pub fn facts(tpm: &Attester, mut anchors: TrustAnchors, have_roots: bool) -> Result<Facts> {
     let info = tpm.run(|t| t.info())?;
     let nv = tpm.run(|t| t.nv_intermediates())?;
-    let nv_count = nv.len();
+    let nv_intermediates = nv.len();
     anchors.intermediates.extend(nv);
-    let mut certificates = Vec::new();
+    let mut ek_certificates = Vec::new();
     for alg in [
         EkAlgorithm::Rsa2048,
         EkAlgorithm::EccP256,
@@ -136,38 +154,39 @@ pub fn facts(
             Err(_) => (None, "trust not checked (no --ek-roots)".to_owned()),
         };
         let (subject, issuer) = names(&der);
-        certificates.push(serde_json::json!({
-            "algorithm": alg.to_string(),
-            "subject": subject,
-            "issuer": issuer,
-            "trusted": trusted,
-            "verdict": verdict,
-        }));
+        ek_certificates.push(EkCertificate {
+            algorithm: alg.to_string(),
+            subject,
+            issuer,
+            trusted,
+            verdict,
+        });
     }
     let ek = tpm.run(|t| t.ek_public(EkAlgorithm::Rsa2048))?;
     let ek = zeroth_attest::verify::public::Public::from_tpm2b(&ek)
         .map_err(|e| anyhow::anyhow!("the EK's public area: {e}"))?;
     let pcrs: Vec<u8> = (0..8).collect();
     let values = tpm.run(move |t| t.pcr_values(&pcrs))?;
-    let mut pcr_policy = serde_json::Map::new();
-    for i in 0..8u8 {
-        if let Some(v) = values.get(zeroth_attest::verify::alg::HashAlg::Sha256, i) {
-            pcr_policy.insert(format!("sha256:{i}"), hex::encode(v).into());
-        }
-    }
-    Ok(serde_json::json!({
-        "tcti": tpm.tcti(),
-        "manufacturer": info.manufacturer,
-        "vendor": info.vendor,
-        "firmware": info.firmware,
-        "pcr_banks": info.pcr_banks,
-        "nv_intermediates": nv_count,
-        "ek_certificates": certificates,
-        "policy": {
-            "ek_allow": [zeroth_attest::verify::ek::ek_hash(&ek)],
-            "pcr_policy": pcr_policy,
+    let pcr_policy = (0..8u8)
+        .filter_map(|i| {
+            values
+                .get(zeroth_attest::verify::alg::HashAlg::Sha256, i)
+                .map(|v| (format!("sha256:{i}"), hex::encode(v)))
+        })
+        .collect();
+    Ok(Facts {
+        tcti: tpm.tcti().to_string(),
+        manufacturer: info.manufacturer.to_string(),
+        vendor: info.vendor.to_string(),
+        firmware: info.firmware.to_string(),
+        pcr_banks: info.pcr_banks.iter().map(|b| b.to_string()).collect(),
+        nv_intermediates,
+        ek_certificates,
+        policy: Policy {
+            ek_allow: [zeroth_attest::verify::ek::ek_hash(&ek)],
+            pcr_policy,
         },
-    }))
+    })
 }
 
 fn names(der: &[u8]) -> (String, String) {

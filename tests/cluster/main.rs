@@ -407,25 +407,36 @@ fn agents_and_clients_fail_over_to_a_server_that_answers() {
     // The stock command line too: `zeroth db creds` with both servers in
     // agent.toml (as a list) gets its user from B.
     let config = agent_toml_naming_both(&c);
-    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .args(["db", "creds", "--config"])
-        .arg(&config)
+    made_user(&c.pg, &db_creds("--config", &config));
+}
+
+/// `zeroth db creds app-ro` with `how` (`--config` or `--socket`) `path`.
+fn db_creds(how: &str, path: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_zeroth"))
+        .args(["db", "creds", how])
+        .arg(path)
         .arg("app-ro")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// The user `zeroth db creds` printed (postgresql://USER:PASSWORD@…),
+/// which must exist in `pg`.
+fn made_user(pg: &Postgres, out: &std::process::Output) -> String {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // postgresql://USER:PASSWORD@HOST:PORT/DB
     let user = said
         .trim()
         .strip_prefix("postgresql://")
         .and_then(|rest| rest.split(':').next())
-        .unwrap();
-    assert!(role_exists(&c.pg, user), "{user}");
+        .unwrap()
+        .to_owned();
+    assert!(role_exists(pg, &user), "{user}");
+    user
 }
 
 /// A server process paused (SIGSTOP) until dropped: it accepts
@@ -468,19 +479,9 @@ fn agents_and_clients_fail_over_from_a_stalled_server_within_seconds() {
     // A new process, which again asks A first.
     let config = agent_toml_naming_both(&c);
     let creds_started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .args(["db", "creds", "--config"])
-        .arg(&config)
-        .arg("app-ro")
-        .output()
-        .unwrap();
+    let out = db_creds("--config", &config);
     let creds_in = creds_started.elapsed();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    made_user(&c.pg, &out);
     println!("with A stalled: enrolled and renewed in {enrolled_in:?}, a user in {creds_in:?}");
     // Each waited for A once (a few seconds), not for A to come back.
     assert!(enrolled_in < Duration::from_secs(20), "{enrolled_in:?}");
@@ -550,12 +551,7 @@ fn agents_and_clients_fail_over_from_a_server_that_answers_503() {
     );
     // A program asks the agent; the agent asks A, then B.
     let started = Instant::now();
-    let through_agent = Command::new(exe)
-        .args(["db", "creds", "--socket"])
-        .arg(&socket)
-        .arg("app-ro")
-        .output()
-        .unwrap();
+    let through_agent = db_creds("--socket", &socket);
     let via_agent_in = started.elapsed();
     // The command line on its own (a new process, asking A first) too.
     let started = Instant::now();
@@ -563,31 +559,14 @@ fn agents_and_clients_fail_over_from_a_server_that_answers_503() {
         panic!("enrolment with A answering 503")
     };
     zeroth::agent::renew(&opts).unwrap();
-    let direct = Command::new(exe)
-        .args(["db", "creds", "--config"])
-        .arg(&config)
-        .arg("app-ro")
-        .output()
-        .unwrap();
+    let direct = db_creds("--config", &config);
     let direct_in = started.elapsed();
     println!(
         "with A answering 503: a user through the agent in {via_agent_in:?}; enrolled, renewed and a user from the command line in {direct_in:?}"
     );
-    for out in [&through_agent, &direct] {
-        let said = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{said}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // postgresql://USER:PASSWORD@HOST:PORT/DB
-        let user = said
-            .trim()
-            .strip_prefix("postgresql://")
-            .and_then(|rest| rest.split(':').next())
-            .unwrap();
-        assert!(role_exists(&c.pg, user), "B made the user {user}");
-    }
+    // B made both users.
+    made_user(&c.pg, &through_agent);
+    made_user(&c.pg, &direct);
     assert!(via_agent_in < Duration::from_secs(20), "{via_agent_in:?}");
     assert!(direct_in < Duration::from_secs(20), "{direct_in:?}");
     agent.stop().unwrap();

@@ -29,18 +29,37 @@ pub struct Job {
     pub done: oneshot::Sender<Result<usize, DbError>>,
 }
 
-/// Starts the batching task for `pool`; it ends when the sender is dropped.
-pub fn spawn(pool: Pool, target: String) -> mpsc::UnboundedSender<Job> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+/// Starts a task that hands `run` the jobs sent to it: the first that
+/// arrives with every other already waiting, up to `max` at a time. It ends
+/// when the sender is dropped. Creations and revocations batch this way.
+pub(super) fn batcher<J, F, Fut>(max: usize, mut run: F) -> mpsc::UnboundedSender<J>
+where
+    J: Send + 'static,
+    F: FnMut(Vec<J>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let (tx, mut rx) = mpsc::unbounded_channel::<J>();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut jobs = vec![first];
-            while jobs.len() < MAX_BATCH {
+            while jobs.len() < max {
                 match rx.try_recv() {
                     Ok(j) => jobs.push(j),
                     Err(_) => break,
                 }
             }
+            run(jobs).await;
+        }
+    });
+    tx
+}
+
+/// Starts the creation batches for `pool`; they end when the sender is
+/// dropped.
+pub fn spawn(pool: Pool, target: String) -> mpsc::UnboundedSender<Job> {
+    batcher(MAX_BATCH, move |mut jobs: Vec<Job>| {
+        let (pool, target) = (pool.clone(), target.clone());
+        async move {
             // Users of different roles (statement heads) go in separate
             // statements.
             while !jobs.is_empty() {
@@ -51,22 +70,28 @@ pub fn spawn(pool: Pool, target: String) -> mpsc::UnboundedSender<Job> {
                 jobs = rest;
             }
         }
-    });
-    tx
+    })
 }
 
-fn unavailable(target: &str, reason: &str) -> DbError {
+pub(super) fn unavailable(target: &str, reason: &str) -> DbError {
     DbError::Unavailable {
         target: target.to_owned(),
         reason: reason.to_owned(),
     }
 }
 
-fn refused(stage: &'static str, e: mysql_async::Error, target: &str) -> DbError {
+/// A refusal by the server is statement `index`'s fault at `stage`;
+/// anything else (a closed connection, I/O) means `target` is unavailable.
+pub(super) fn refused(
+    stage: &'static str,
+    index: usize,
+    e: mysql_async::Error,
+    target: &str,
+) -> DbError {
     match e {
         mysql_async::Error::Server(s) => DbError::Statement {
             stage,
-            index: 1,
+            index,
             reason: s.message,
         },
         other => unavailable(target, &other.to_string()),
@@ -123,10 +148,10 @@ async fn run(pool: &Pool, target: &str, grant: &str, jobs: Vec<Job>) {
                 (j.name.as_str(), j.expires),
             )
             .await
-            .map_err(|e| refused("creation", e, target))?;
+            .map_err(|e| refused("creation", 1, e, target))?;
             conn.query_drop(format!("{grant} {}", j.grantee))
                 .await
-                .map_err(|e| refused("creation", e, target))
+                .map_err(|e| refused("creation", 1, e, target))
                 .map(|()| 1)
         };
         let result = one.await;

@@ -14,6 +14,7 @@ use mysql_async::{Conn, Pool, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::mariadb::quote;
+use super::mariadb_batch::{batcher, refused, unavailable};
 use super::DbError;
 
 /// Most users revoked by one batch.
@@ -26,38 +27,18 @@ pub struct Job {
     pub done: oneshot::Sender<Result<bool, DbError>>,
 }
 
-/// Starts the batching task for `pool`; it ends when the sender is dropped.
+/// Starts the revocation batches for `pool`; they end when the sender is
+/// dropped.
 pub fn spawn(pool: Pool, target: String) -> mpsc::UnboundedSender<Job> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-    tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
-                }
-            }
-            run(&pool, &target, jobs).await;
-        }
-    });
-    tx
+    batcher(MAX_BATCH, move |jobs: Vec<Job>| {
+        let (pool, target) = (pool.clone(), target.clone());
+        async move { run(&pool, &target, jobs).await }
+    })
 }
 
-/// A refusal by the server is the statement's fault; anything else (a
-/// closed connection, I/O) means the database is unavailable.
+/// Statement `index` of a revocation failed.
 fn failed(target: &str, index: usize) -> impl Fn(mysql_async::Error) -> DbError + '_ {
-    move |e| match e {
-        mysql_async::Error::Server(s) => DbError::Statement {
-            stage: "revocation",
-            index,
-            reason: s.message,
-        },
-        other => DbError::Unavailable {
-            target: target.to_owned(),
-            reason: other.to_string(),
-        },
-    }
+    move |e| refused("revocation", index, e, target)
 }
 
 async fn run(pool: &Pool, target: &str, jobs: Vec<Job>) {
@@ -66,10 +47,7 @@ async fn run(pool: &Pool, target: &str, jobs: Vec<Job>) {
         Err(e) => {
             let reason = e.to_string();
             for j in jobs {
-                let _ = j.done.send(Err(DbError::Unavailable {
-                    target: target.to_owned(),
-                    reason: reason.clone(),
-                }));
+                let _ = j.done.send(Err(unavailable(target, &reason)));
             }
             return;
         }
@@ -160,17 +138,9 @@ pub async fn one(
         .map_err(failed(target, 0))?;
     if !hosts.is_empty() {
         for (i, sql) in extra.iter().enumerate() {
-            conn.query_drop(sql.as_str()).await.map_err(|e| match e {
-                mysql_async::Error::Server(s) => DbError::Statement {
-                    stage: "revocation",
-                    index: i + 1,
-                    reason: s.message,
-                },
-                other => DbError::Unavailable {
-                    target: target.to_owned(),
-                    reason: other.to_string(),
-                },
-            })?;
+            conn.query_drop(sql.as_str())
+                .await
+                .map_err(failed(target, i + 1))?;
         }
     }
     for host in &hosts {
