@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::caller::Caller;
+use super::attest::Caller;
 
 /// The most leases remembered; the expired go first when it is reached.
 const MAX_LEASES: usize = 100_000;

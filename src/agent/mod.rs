@@ -2,9 +2,8 @@
 //! and keeps on disk only public material and TPM-wrapped key blobs;
 //! without one it lives on a rotating identity token.
 
-pub mod caller;
+pub mod attest;
 pub mod enrol;
-pub mod invocation;
 pub mod jwt;
 pub mod lease_owners;
 pub mod mtls;
@@ -16,6 +15,7 @@ pub mod spiffe;
 pub mod ssh_agent;
 pub mod ssh_host;
 pub mod token;
+pub mod upstream;
 pub mod workload_api;
 
 pub use enrol::{enrol, renew, EnrolOptions, Outcome};

@@ -57,9 +57,9 @@ impl Failover for super::enrol::AgentError {
     }
 }
 
-impl Failover for super::workload_api::UpstreamError {
+impl Failover for super::upstream::UpstreamError {
     fn try_next(&self) -> bool {
-        matches!(self, super::workload_api::UpstreamError::Unreachable(_))
+        matches!(self, super::upstream::UpstreamError::Unreachable(_))
     }
 }
 

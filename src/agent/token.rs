@@ -13,7 +13,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::enrol::{client, post_json, write, AgentError};
-use super::workload_api::Upstream;
+use super::upstream::Upstream;
 use crate::wire::token::{ExchangeRequest, ExchangeResponse};
 
 /// Where a token host's agent works.

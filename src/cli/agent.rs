@@ -7,10 +7,12 @@ use clap::{Args, Subcommand};
 
 use std::sync::Arc;
 
+use crate::agent::attest::Access;
 use crate::agent::proxy::events::EventQueue;
 use crate::agent::proxy::Proxies;
 use crate::agent::spiffe::Identities;
-use crate::agent::workload_api::{Access, Upstream, WorkloadApi};
+use crate::agent::upstream::Upstream;
+use crate::agent::workload_api::WorkloadApi;
 use crate::agent::{enrol, EnrolOptions, Outcome};
 
 #[derive(Debug, Args)]
@@ -106,6 +108,7 @@ pub fn run(args: &AgentArgs) -> Result<()> {
                         &w.socket,
                         Access {
                             allow_uids: w.allow_uids.clone(),
+                            operators: true,
                             roles: w
                                 .roles
                                 .iter()

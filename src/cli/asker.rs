@@ -76,7 +76,7 @@ impl Asker {
     pub fn ask<T: serde::de::DeserializeOwned>(&self, req: &WorkloadRequest) -> Result<T> {
         let answer = match self {
             Self::Tpm { http, base, .. } => {
-                let (path, body) = workload_api::route(req).map_err(anyhow::Error::msg)?;
+                let (path, body) = workload_api::route(req)?;
                 crate::agent::servers::first_answer(base, |b| {
                     post_json::<_, serde_json::Value>(http, &format!("{b}{path}"), &body)
                 })?

@@ -10,6 +10,7 @@ use clap::Args;
 use zeroth_hsm::{KeyName, KeyStore, Pkcs11KeyStore, Sealer};
 
 use crate::config::ServerConfig;
+use crate::server::admin::client::ClientError;
 use crate::server::admin::fetch_backup;
 use crate::store::{backup, nodes, ssh_cas, Store};
 
@@ -50,7 +51,7 @@ pub fn backup(args: &BackupArgs) -> Result<()> {
         file.flush()
             .and_then(|()| file.sync_all())
             .map(|()| v)
-            .map_err(|e| e.to_string())
+            .map_err(ClientError::from)
     });
     let answer = match fetched {
         Ok(v) => v,
@@ -137,7 +138,7 @@ fn record_restore(store: &Store, file: &Path) -> Result<String> {
         .transaction()
         .context("open the restored store for writing")?;
     let taken = crate::audit::last_time(&tx).context("read the backup's last audit event")?;
-    let up_to = crate::store::leases::reserve_past(&tx, SERIALS_SINCE_A_BACKUP)
+    let up_to = crate::store::ssh_certs::reserve_past(&tx, SERIALS_SINCE_A_BACKUP)
         .context("move the SSH serial reservations")?;
     crate::audit::append(
         &tx,
@@ -202,7 +203,7 @@ fn token_holds_what_the_store_needs(keys: &Arc<dyn KeyStore>, store: &Store) -> 
         }
     }
     let sealer = Sealer::new(keys.clone(), KeyName::new(zeroth_hsm::STORE_KEK)?)?;
-    let opened = crate::creds::db::leases::open_every_sealed(&conn, &sealer).map_err(|e| {
+    let opened = crate::creds::db::connections::open_every_sealed(&conn, &sealer).map_err(|e| {
         anyhow::anyhow!("{e}: this token's store key cannot open the secrets sealed in the backup")
     })?;
     Ok(format!(

@@ -44,8 +44,7 @@ pub fn run(args: &TpmArgs) -> Result<()> {
             let anchors = crate::policy::enrolment::trust_anchors(
                 ek_roots.as_deref(),
                 ek_intermediates.as_deref(),
-            )
-            .map_err(anyhow::Error::msg)?;
+            )?;
             let tpm = Attester::open(tcti)?;
             if *json {
                 let facts = facts(&tpm, anchors, ek_roots.is_some())?;

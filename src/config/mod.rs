@@ -5,6 +5,7 @@
 mod agent;
 mod engines;
 mod proxy;
+mod roles;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -14,9 +15,9 @@ pub use agent::{
 };
 pub use engines::{check_template, Access, CaAlgorithm, TemplateError, TEMPLATE_VARIABLES};
 pub use proxy::{ProxyConfig, ProxyEngine};
+pub use roles::{DbRoleConfig, SshCertKind, SshRoleConfig};
 pub use server::{
-    DbRoleConfig, EnrolmentLimits, GroupConfig, HsmConfig, ServerConfig, SshCertKind,
-    SshRoleConfig, StoreConfig, StoreSecretError,
+    EnrolmentLimits, GroupConfig, HsmConfig, ServerConfig, StoreConfig, StoreSecretError,
 };
 
 /// Why a configuration file was refused.
@@ -38,17 +39,20 @@ pub enum ConfigError {
     },
 }
 
+/// A role name that could not be one segment of a URL.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} must be 1 to 64 lowercase letters, digits, '_' or '-'")]
+pub struct BadRoleName(String);
+
 /// A role name is one segment of the URLs that ask for it.
-pub(crate) fn check_role_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_role_name(name: &str) -> Result<(), BadRoleName> {
     if name.is_empty()
         || name.len() > 64
         || !name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
     {
-        return Err(format!(
-            "{name:?} must be 1 to 64 lowercase letters, digits, '_' or '-'"
-        ));
+        return Err(BadRoleName(name.to_owned()));
     }
     Ok(())
 }

@@ -207,8 +207,8 @@ fn the_configuration_reference_lists_every_key_and_no_other() {
         prefixed("store.", keys_of::<server::StoreConfig>()),
         prefixed("enrolment_limits.", keys_of::<server::EnrolmentLimits>()),
         prefixed("group.", keys_of::<server::GroupConfig>()),
-        prefixed("db_role.", keys_of::<server::DbRoleConfig>()),
-        prefixed("ssh_role.", keys_of::<server::SshRoleConfig>()),
+        prefixed("db_role.", keys_of::<roles::DbRoleConfig>()),
+        prefixed("ssh_role.", keys_of::<roles::SshRoleConfig>()),
     ]
     .concat()
     .into_iter()

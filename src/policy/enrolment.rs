@@ -10,6 +10,7 @@ use zeroth_attest::verify::ek_chain::ChainError;
 use zeroth_attest::verify::event_log::replay;
 use zeroth_attest::verify::pcr::{PcrPolicy, PcrValues};
 use zeroth_attest::verify::quote::{verify_quote, Ak, VerifiedQuote};
+use zeroth_attest::verify::VerifyError;
 use zeroth_attest::TrustAnchors;
 
 use crate::config::GroupConfig;
@@ -25,6 +26,50 @@ const EV_SEPARATOR: u32 = 0x0000_0004;
 pub struct PolicyError {
     pub group: String,
     pub reason: String,
+}
+
+/// Why a quote does not meet a group's policy; the verifier's precise
+/// reason, as the refused node is told it.
+#[derive(Debug, thiserror::Error)]
+pub enum QuoteRefusal {
+    #[error("quote: {0}")]
+    Quote(VerifyError),
+    #[error("the quote does not cover sha256 PCR {0}")]
+    Uncovered(u8),
+    #[error("{0}")]
+    Pcrs(VerifyError),
+    #[error("this group's policy reads the boot event log, and none was sent")]
+    NoEventLog,
+    #[error("event log: {0}")]
+    EventLog(VerifyError),
+    #[error("event log: event {index} measured {digest} into PCR {pcr}, which this group does not allow")]
+    EventNotAllowed {
+        index: usize,
+        digest: String,
+        pcr: u8,
+    },
+}
+
+/// Why the EK trust anchors could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorsError {
+    #[error("cannot read the EK roots directory {}: {source}", dir.display())]
+    RootsDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Pem {
+        path: std::path::PathBuf,
+        source: ChainError,
+    },
+    #[error("no PEM certificates in {}", .0.display())]
+    NoRoots(std::path::PathBuf),
 }
 
 /// What a group requires of its nodes.
@@ -47,8 +92,8 @@ impl GroupPolicy {
             group: g.name.clone(),
             reason,
         };
-        let anchors =
-            trust_anchors(g.ek_roots.as_deref(), g.ek_intermediates.as_deref()).map_err(err)?;
+        let anchors = trust_anchors(g.ek_roots.as_deref(), g.ek_intermediates.as_deref())
+            .map_err(|e| err(e.to_string()))?;
         let mut pcr_policy = PcrPolicy::default();
         for (k, v) in &g.pcr_policy {
             // The configuration was validated: "sha256:<index>" = 64 hex digits.
@@ -105,9 +150,9 @@ impl GroupPolicy {
         reported: &PcrValues,
         previous: Option<&ClockInfo>,
         event_log: Option<&[u8]>,
-    ) -> Result<VerifiedQuote, String> {
+    ) -> Result<VerifiedQuote, QuoteRefusal> {
         let quote = verify_quote(ak, attest, signature, nonce, reported, previous)
-            .map_err(|e| format!("quote: {e}"))?;
+            .map_err(QuoteRefusal::Quote)?;
         let covered: Vec<u8> = quote
             .selection
             .banks
@@ -116,11 +161,11 @@ impl GroupPolicy {
             .flat_map(|(_, p)| p.clone())
             .collect();
         if let Some(missing) = self.pcrs.iter().find(|p| !covered.contains(p)) {
-            return Err(format!("the quote does not cover sha256 PCR {missing}"));
+            return Err(QuoteRefusal::Uncovered(*missing));
         }
         self.pcr_policy
             .check(&quote.pcrs)
-            .map_err(|e| e.to_string())?;
+            .map_err(QuoteRefusal::Pcrs)?;
         self.check_event_log(&quote.pcrs, event_log)?;
         Ok(quote)
     }
@@ -128,23 +173,23 @@ impl GroupPolicy {
     /// The group's event-log policy: the log replays to the quoted value of
     /// every PCR the policy names, and each event measured into them
     /// (separators aside) has an allowed digest.
-    fn check_event_log(&self, quoted: &PcrValues, log: Option<&[u8]>) -> Result<(), String> {
+    fn check_event_log(&self, quoted: &PcrValues, log: Option<&[u8]>) -> Result<(), QuoteRefusal> {
         if self.event_log_allow.is_empty() {
             return Ok(());
         }
-        let log = log.ok_or("this group's policy reads the boot event log, and none was sent")?;
-        let replayed = replay(log).map_err(|e| format!("event log: {e}"))?;
+        let log = log.ok_or(QuoteRefusal::NoEventLog)?;
+        let replayed = replay(log).map_err(QuoteRefusal::EventLog)?;
         let mut named = PcrValues::default();
         for pcr in self.event_log_allow.keys() {
             let value = quoted
                 .0
                 .get(&(HashAlg::Sha256.tpm_id(), *pcr))
-                .ok_or_else(|| format!("the quote does not cover sha256 PCR {pcr}"))?;
+                .ok_or(QuoteRefusal::Uncovered(*pcr))?;
             named.insert(HashAlg::Sha256, *pcr, value.clone());
         }
         replayed
             .check_against(&named)
-            .map_err(|e| format!("event log: {e}"))?;
+            .map_err(QuoteRefusal::EventLog)?;
         for (i, e) in replayed.events.iter().enumerate() {
             let Some(allowed) = self.event_log_allow.get(&e.pcr) else {
                 continue;
@@ -158,12 +203,11 @@ impl GroupPolicy {
                 .cloned()
                 .unwrap_or_default();
             if !allowed.contains(&digest) {
-                return Err(format!(
-                    "event log: event {} measured {} into PCR {}, which this group does not allow",
-                    i + 1,
-                    hex::encode(&digest),
-                    e.pcr
-                ));
+                return Err(QuoteRefusal::EventNotAllowed {
+                    index: i + 1,
+                    digest: hex::encode(&digest),
+                    pcr: e.pcr,
+                });
             }
         }
         Ok(())
@@ -175,33 +219,44 @@ impl GroupPolicy {
 pub fn trust_anchors(
     roots_dir: Option<&Path>,
     intermediates: Option<&Path>,
-) -> Result<TrustAnchors, String> {
+) -> Result<TrustAnchors, AnchorsError> {
     let mut anchors = TrustAnchors::default();
     if let Some(dir) = roots_dir {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot read the EK roots directory {}: {e}", dir.display()))?;
+        let dir_err = |source| AnchorsError::RootsDir {
+            dir: dir.to_owned(),
+            source,
+        };
         let mut n = 0;
-        for e in entries {
-            let path = e.map_err(|e| e.to_string())?.path();
+        for e in std::fs::read_dir(dir).map_err(dir_err)? {
+            let path = e.map_err(dir_err)?.path();
             if !path.is_file() {
                 continue;
             }
-            let pem = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let pem = std::fs::read(&path).map_err(|source| AnchorsError::Read {
+                path: path.clone(),
+                source,
+            })?;
             match anchors.add_roots_pem(&pem) {
                 Ok(k) => n += k,
                 Err(ChainError::NoPemCertificate) => {}
-                Err(e) => return Err(format!("{}: {e}", path.display())),
+                Err(source) => return Err(AnchorsError::Pem { path, source }),
             }
         }
         if n == 0 {
-            return Err(format!("no PEM certificates in {}", dir.display()));
+            return Err(AnchorsError::NoRoots(dir.to_owned()));
         }
     }
     if let Some(f) = intermediates {
-        let pem = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let pem = std::fs::read(f).map_err(|source| AnchorsError::Read {
+            path: f.to_owned(),
+            source,
+        })?;
         anchors
             .add_intermediates_pem(&pem)
-            .map_err(|e| format!("{}: {e}", f.display()))?;
+            .map_err(|source| AnchorsError::Pem {
+                path: f.to_owned(),
+                source,
+            })?;
     }
     Ok(anchors)
 }

@@ -1,9 +1,6 @@
 //! `zeroth server`: the HTTPS API over TLS 1.3, backed by the HSM and SQLite.
 
 pub mod admin;
-mod admin_db;
-mod admin_entry;
-mod admin_ssh;
 pub mod api;
 mod memory;
 pub mod metrics;
@@ -103,10 +100,19 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
+    let ledger =
+        Arc::new(crate::creds::lease::Ledger::new(store.clone()).context("open the lease ledger")?);
     let db = Arc::new(
-        crate::creds::db::leases::DbBroker::new(store.clone(), keys.clone(), &config.db_roles)
+        crate::creds::db::broker::DbBroker::new(ledger.clone(), keys.clone(), &config.db_roles)
             .context("set up dynamic database credentials")?,
     );
+    let lease_manager = Arc::new(crate::creds::lease::LeaseManager::new(
+        ledger,
+        vec![
+            Arc::new(crate::creds::db::engine::DbEngine(db.clone())),
+            Arc::new(crate::creds::ssh::engine::SshEngine),
+        ],
+    ));
     let ssh = Arc::new(
         crate::creds::ssh::issuer::SshIssuer::new(
             store.clone(),
@@ -141,6 +147,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         },
         Arc::new(admin::Extensions {
             db: db.clone(),
+            leases: lease_manager.clone(),
             ssh: ssh.clone(),
             runtime: runtime.handle().clone(),
             leadership: leadership.clone(),
@@ -168,6 +175,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
         jwt_max_ttl: config.jwt_max_ttl,
         groups,
         db: db.clone(),
+        leases: lease_manager.clone(),
         ssh: ssh.clone(),
         leadership: leadership.clone(),
     });
@@ -215,7 +223,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
                 }
             });
         }
-        let (revoker, lead) = (db.clone(), leadership.clone());
+        let (revoker, lead) = (lease_manager.clone(), leadership.clone());
         let (sweep_store, retention) = (audit_store.clone(), config.retention);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REVOKER_TICK);

@@ -25,7 +25,9 @@ pub struct AppState {
     /// Longest (and default) lifetime of a JWT-SVID.
     pub jwt_max_ttl: std::time::Duration,
     pub groups: BTreeMap<String, GroupPolicy>,
-    pub db: Arc<crate::creds::db::leases::DbBroker>,
+    pub db: Arc<crate::creds::db::broker::DbBroker>,
+    /// Renewal and revocation of every engine's leases.
+    pub leases: Arc<crate::creds::lease::LeaseManager>,
     pub ssh: Arc<crate::creds::ssh::issuer::SshIssuer>,
     /// This server's place in the cluster.
     pub leadership: Arc<crate::store::leader::Leadership>,

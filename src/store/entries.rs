@@ -31,7 +31,7 @@ fn json_list<T: serde::de::DeserializeOwned>(
 ) -> Result<Vec<T>, crate::store::sql::SqlError> {
     serde_json::from_str(text).map_err(|e| crate::store::sql::SqlError::Column {
         idx,
-        reason: e.to_string(),
+        reason: crate::store::sql::Mismatch::Content(e.to_string()),
     })
 }
 
@@ -42,7 +42,9 @@ fn from_row(r: &crate::store::sql::Row<'_>) -> Result<Entry, crate::store::sql::
         spiffe_id: r.get(1)?,
         parent: parent_of(&parent).ok_or_else(|| crate::store::sql::SqlError::Column {
             idx: 2,
-            reason: format!("unknown entry parent {parent:?}"),
+            reason: crate::store::sql::Mismatch::Content(format!(
+                "unknown entry parent {parent:?}"
+            )),
         })?,
         selectors: json_list::<Selector>(&r.get::<String>(3)?, 3)?,
         ttl_seconds: r.get::<i64>(4)?.max(0) as u64,

@@ -13,6 +13,7 @@ pub mod backup;
 #[cfg(test)]
 mod conformance;
 pub mod copy;
+pub mod db_connections;
 pub mod entries;
 pub mod group_commit;
 pub mod leader;
@@ -23,6 +24,7 @@ mod readers;
 pub mod retention;
 pub mod sql;
 pub mod ssh_cas;
+pub mod ssh_certs;
 pub mod tokens;
 pub mod trust;
 

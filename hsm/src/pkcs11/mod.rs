@@ -5,6 +5,7 @@ mod access;
 mod config;
 mod module;
 mod pool;
+mod recovery;
 mod templates;
 
 use std::collections::{HashMap, HashSet};
@@ -27,6 +28,7 @@ pub use module::{Capability, Module, TokenSummary};
 use crate::keystore::{split_gcm, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::{HsmError, KeyInfo, KeyKind, KeyName, KeyStore, PublicKey};
 use pool::SessionPool;
+use recovery::{logged_in, reach_patiently, stale_handle, Recovery, FIRST_RETRY};
 
 /// A key's private (or secret) object, as found on the token.
 #[derive(Debug, Clone, Copy)]
@@ -56,19 +58,6 @@ pub struct Pkcs11KeyStore {
     /// One recovery at a time, and when the next may be tried.
     recovery: Mutex<Recovery>,
 }
-
-/// Backoff between attempts to reach a token that went away.
-#[derive(Debug)]
-struct Recovery {
-    not_before: std::time::Instant,
-    wait: std::time::Duration,
-    /// Counts successful recoveries, so callers that waited on one do not
-    /// start another.
-    generation: u64,
-}
-
-const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
-const LAST_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl std::fmt::Debug for Pkcs11KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -182,73 +171,6 @@ impl Pkcs11KeyStore {
             }
             other => other,
         }
-    }
-
-    fn generation(&self) -> u64 {
-        self.recovery
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .generation
-    }
-
-    /// Drops every pooled session and cached handle and logs in again; if
-    /// that fails, reinitialises the module and finds the token anew (it
-    /// may have gone away and come back). While the token stays away, tries
-    /// at most every 250 ms, doubling to 2 s (so a token back is found within 2 s), and fails fast in between.
-    /// `seen` is the recovery generation the caller started under: if
-    /// another caller recovered since, there is nothing left to do.
-    fn recover(&self, cause: &HsmError, seen: u64) -> Result<(), HsmError> {
-        let mut r = self.recovery.lock().unwrap_or_else(|p| p.into_inner());
-        if r.generation != seen {
-            return Ok(());
-        }
-        let now = std::time::Instant::now();
-        if now < r.not_before {
-            return Err(HsmError::TokenGone(format!(
-                "{cause}; trying again in {} ms",
-                (r.not_before - now).as_millis()
-            )));
-        }
-        tracing::warn!(error = %cause, "HSM sessions or key handles lost; logging in again");
-        self.pool.drain();
-        self.forget_handles();
-        let afresh = || {
-            self.pool.reinitialize(|| {
-                self.module.reinitialize()?;
-                self.module.find_slot(&self.token)
-            })?;
-            self.login()
-        };
-        let outcome = match cause {
-            // A login would succeed and change nothing: only a module
-            // reinitialised sees the token's objects again.
-            HsmError::TokenStale(_) => afresh(),
-            _ => self.login().or_else(|e| {
-                tracing::warn!(error = %e, "logging in again failed; reinitialising the PKCS#11 module");
-                afresh()
-            }),
-        };
-        match &outcome {
-            Ok(()) => {
-                tracing::info!("the HSM is back");
-                r.generation += 1;
-                r.wait = FIRST_RETRY;
-                r.not_before = now;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, retry_in_ms = r.wait.as_millis() as u64, "the HSM is still unreachable");
-                r.not_before = now + r.wait;
-                r.wait = (r.wait * 2).min(LAST_RETRY);
-            }
-        }
-        outcome
-    }
-
-    fn forget_handles(&self) {
-        self.handles
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
     }
 
     fn require(&self, mechanism: MechanismType, purpose: &'static str) -> Result<(), HsmError> {
@@ -550,59 +472,6 @@ impl KeyStore for Pkcs11KeyStore {
         }
         Ok(n > 0)
     }
-}
-
-/// How long a token not seen at start is looked for again.
-const OPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Finds the token and its mechanisms, looking again for a few seconds if
-/// that fails: a token another process is writing at that moment
-/// (SoftHSM's file store, while another server makes keys in it) can be
-/// missing from the slot list a module builds then, or fail to describe
-/// itself, and is there once the module looks afresh.
-fn reach_patiently(
-    module: &Module,
-    token: &TokenSelector,
-) -> Result<(Slot, Vec<MechanismType>), HsmError> {
-    let deadline = std::time::Instant::now() + OPEN_PATIENCE;
-    loop {
-        let reached = module.find_slot(token).and_then(|slot| {
-            let mechanisms = module
-                .ctx()
-                .get_mechanism_list(slot)
-                .map_err(HsmError::pkcs11("C_GetMechanismList"))?;
-            Ok((slot, mechanisms))
-        });
-        match reached {
-            Err(HsmError::TokenAbsent { .. } | HsmError::Pkcs11 { .. })
-                if std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                module.reinitialize()?;
-            }
-            found => return found,
-        }
-    }
-}
-
-/// Fails (as a lost session, which recovery cures) unless `s` holds the
-/// user's login.
-fn logged_in(s: &Session) -> Result<(), HsmError> {
-    use cryptoki::session::SessionState;
-    let info = s
-        .get_session_info()
-        .map_err(HsmError::pkcs11("C_GetSessionInfo"))?;
-    match info.session_state() {
-        SessionState::RoUser | SessionState::RwUser => Ok(()),
-        _ => Err(HsmError::TokenGone("the session lost its login".into())),
-    }
-}
-
-fn stale_handle(e: &HsmError) -> bool {
-    matches!(
-        e.rv(),
-        Some(RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid)
-    )
 }
 
 fn check_kind(name: &KeyName, actual: KeyKind, wanted: KeyKind) -> Result<(), HsmError> {

@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::agent::workload_api::{Upstream, UpstreamError};
+use crate::agent::upstream::{Upstream, UpstreamError};
 use crate::wire::db::{SessionEvent, SessionEventsRecorded};
 
 const MAX_BATCH: usize = 128;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::agent::workload_api::Upstream;
+use crate::agent::upstream::Upstream;
 use crate::wire::db::CredsResponse;
 
 /// Why no user could be had.

@@ -26,11 +26,10 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener};
 
-use super::caller::Caller;
+use super::attest::{self, Access, AttestError, Attested, Caller, HashCache};
 use super::enrol::AgentError;
-use super::spiffe::attest::{self, Attested, HashCache};
 use super::spiffe::Identities;
-use super::workload_api::Upstream;
+use super::upstream::Upstream;
 use crate::config::{ProxyConfig, ProxyEngine};
 use events::EventQueue;
 
@@ -45,6 +44,24 @@ pub struct Ctx {
     pub ids: Option<Identities>,
     /// Open connections per uid.
     pub slots: crate::agent::slots::Slots,
+    /// Who the configuration admits: `allow_uids` and `allow_units`, for
+    /// this proxy's role.
+    pub access: Access,
+}
+
+/// Why a proxy refuses a caller, in words the program's driver shows.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("zeroth proxy {proxy}: {source}")]
+    Unattested { proxy: String, source: AttestError },
+    #[error("zeroth proxy {proxy} refuses {who}: it admits uids {uids:?}, units {units:?} and programs whose registration entry names role {role}")]
+    NotAdmitted {
+        proxy: String,
+        who: String,
+        uids: Vec<u32>,
+        units: Vec<String>,
+        role: String,
+    },
 }
 
 /// A caller the proxy admitted, with what was attested of it.
@@ -56,44 +73,46 @@ pub struct Admitted {
 impl Admitted {
     /// Whether the caller is still the process, running the program, it was
     /// when admitted; checked before its session gets a database user.
-    pub fn still_same(&self) -> Result<(), attest::AttestError> {
+    pub fn still_same(&self) -> Result<(), AttestError> {
         self.attested.still_same()
     }
 }
 
 impl Ctx {
     /// Whether `who` may connect; the refusal names it and the proxy.
-    pub fn admit(&self, who: Result<Attested, String>) -> Result<Admitted, String> {
-        let who = who.map_err(|e| format!("zeroth proxy {}: {e}", self.config.name))?;
+    pub fn admit(&self, who: Result<Attested, AttestError>) -> Result<Admitted, Refused> {
+        let who = who.map_err(|source| Refused::Unattested {
+            proxy: self.config.name.clone(),
+            source,
+        })?;
         let caller = Caller {
             uid: who.uid,
             pid: who.pid,
             unit: who.unit.clone(),
         };
-        let by_uid = self.config.allow_uids.contains(&who.uid);
-        let by_unit = who
-            .unit
-            .as_ref()
-            .is_some_and(|u| self.config.allow_units.contains(u));
-        let by_entry = self.ids.as_ref().is_some_and(|ids| {
+        let entry_roles: Vec<String> = self.ids.as_ref().map_or_else(Vec::new, |ids| {
             ids.current()
                 .entries_for(&who)
-                .any(|e| e.roles.contains(&self.config.role))
+                .flat_map(|e| e.roles.iter().cloned())
+                .collect()
         });
-        if by_uid || by_unit || by_entry {
+        if self
+            .access
+            .granted(&caller, &entry_roles)
+            .includes(&self.config.role)
+        {
             return Ok(Admitted {
                 who: caller,
                 attested: who,
             });
         }
-        Err(format!(
-            "zeroth proxy {} refuses {}: it admits uids {:?}, units {:?} and programs whose registration entry names role {}",
-            self.config.name,
-            caller.describe(),
-            self.config.allow_uids,
-            self.config.allow_units,
-            self.config.role
-        ))
+        Err(Refused::NotAdmitted {
+            proxy: self.config.name.clone(),
+            who: caller.describe(),
+            uids: self.config.allow_uids.clone(),
+            units: self.config.allow_units.clone(),
+            role: self.config.role.clone(),
+        })
     }
 }
 
@@ -158,6 +177,7 @@ impl Proxies {
                 cancels: postgres::CancelKeys::default(),
                 ids: ids.clone(),
                 slots: crate::agent::slots::Slots::default(),
+                access: Access::for_role(&config.role, &config.allow_uids, &config.allow_units),
             });
             let (unix, path) = bind_unix(config)?;
             sockets.push(path.clone());
@@ -225,9 +245,8 @@ async fn accept_unix(ctx: Arc<Ctx>, listener: UnixListener, hashes: Arc<HashCach
             let who = match stream.as_fd().try_clone_to_owned() {
                 Ok(fd) => tokio::task::spawn_blocking(move || attest::attest(&fd, &hashes))
                     .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string())),
-                Err(e) => Err(format!("cannot tell who connected: {e}")),
+                    .unwrap_or_else(|e| Err(AttestError::Credentials(e.to_string()))),
+                Err(e) => Err(AttestError::Credentials(e.to_string())),
             };
             serve(ctx, conn::Conn::Unix(stream), who).await
         });
@@ -256,14 +275,14 @@ async fn accept_tcp(ctx: Arc<Ctx>, listener: TcpListener) {
                     pinned: false,
                     process: Default::default(),
                 })
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("cannot tell who connected: {e}")),
+                .map_err(|e| AttestError::TcpOwner(e.to_string())),
+            Err(e) => Err(AttestError::TcpOwner(e.to_string())),
         };
         tokio::spawn(serve(ctx.clone(), conn::Conn::Tcp(stream), who));
     }
 }
 
-async fn serve(ctx: Arc<Ctx>, stream: conn::Conn, who: Result<Attested, String>) {
+async fn serve(ctx: Arc<Ctx>, stream: conn::Conn, who: Result<Attested, AttestError>) {
     // Counted per uid; a caller that cannot be attested counts as uid
     // u32::MAX (nobody's), with the not-admitted limit.
     let uid = who.as_ref().map_or(u32::MAX, |w| w.uid);

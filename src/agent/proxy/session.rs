@@ -8,7 +8,7 @@ use super::conn::Conn;
 use super::lease::{self, IssueError};
 use super::relay::{self, Relayed};
 use super::Ctx;
-use crate::agent::caller::Caller;
+use crate::agent::attest::Caller;
 use crate::wire::db::{CredsResponse, SessionEvent, SessionEventKind, Workload};
 
 /// One client connection's user.

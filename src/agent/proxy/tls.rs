@@ -9,7 +9,7 @@ use tokio_rustls::client::TlsStream;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("the connection's CA: {0}")]
-    Ca(String),
+    Ca(#[from] crate::wire::db_tls::CaError),
     #[error("host {host:?} is not a TLS server name: {reason}")]
     Name { host: String, reason: String },
     #[error(transparent)]

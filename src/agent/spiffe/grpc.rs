@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::attest::{AttestError, Attested};
 use super::identities::{Identities, Snapshot};
 use super::jwt_check;
+use crate::agent::attest::{AttestError, Attested};
 use crate::wire::entry::WorkloadJwtRequest;
 use crate::wire::jwt::JwtResponse;
 use crate::wire::workload_api::spiffe_workload_api_server::SpiffeWorkloadApi;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
-use super::attest::Attested;
-use crate::agent::workload_api::{Connected, Upstream, UpstreamError};
+use crate::agent::attest::Attested;
+use crate::agent::upstream::{Connected, Upstream, UpstreamError};
 use crate::wire::entry::{EntriesResponse, Entry, WorkloadSvidRequest, WorkloadSvidResponse};
 
 /// Why a pass over the entries, or one SVID, did not complete.

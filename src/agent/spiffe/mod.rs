@@ -8,7 +8,6 @@
 //! clients) and one JSON line (zeroth's own requests: database users, SSH
 //! certificates, leases).
 
-pub mod attest;
 pub mod authority;
 pub mod grpc;
 pub mod identities;
@@ -21,6 +20,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
+
+use crate::agent::attest;
 
 pub use identities::Identities;
 

@@ -119,7 +119,7 @@ pub fn run(entries: usize, streams: usize, fetches: usize) -> Result<()> {
     let made = made.elapsed();
     let sockets = LabDir::new("bench-workload-socket")?;
     let socket = sockets.join("api.sock");
-    let (_host, config, _) = super::demo::token_host(
+    let (_host, config, _) = super::demo_db::token_host(
         &server,
         "bench-workload-host",
         &format!(

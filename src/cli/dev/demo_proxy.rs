@@ -77,7 +77,7 @@ pub fn show_proxies(server: &ZerothServer, maria: &MariaDb) -> Result<()> {
     )?;
     // The sockets' directory: nobody may pass through it (mode 0711).
     let dir = lab::LabDir::new("demo-proxy-sockets")?;
-    let (host, config, _) = super::demo::token_host(
+    let (host, config, _) = super::demo_db::token_host(
         server,
         "demo-proxy-host",
         &PROXIES.replace("@DIR@", &dir.path().display().to_string()),

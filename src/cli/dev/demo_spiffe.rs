@@ -58,7 +58,7 @@ pub fn show_workload_identities(server: &ZerothServer) -> Result<()> {
     create_entry(server, BILLING, "demo-billing.service")?;
     let socket_dir = LabDir::new("demo-spiffe-socket")?;
     let socket = socket_dir.join("api.sock");
-    let (_host, config, _) = super::demo::token_host(
+    let (_host, config, _) = super::demo_db::token_host(
         server,
         "demo-spiffe-host",
         &format!(

@@ -18,6 +18,8 @@ mod bench_workload;
 pub mod demo;
 mod demo_backup;
 mod demo_cluster;
+mod demo_db;
 mod demo_proxy;
 mod demo_spiffe;
+mod demo_ssh;
 pub mod lab;

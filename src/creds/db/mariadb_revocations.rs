@@ -18,7 +18,7 @@ use super::mariadb_batch::{batcher, refused, unavailable};
 use super::DbError;
 
 /// Most users revoked by one batch.
-pub const MAX_BATCH: usize = 100;
+pub const MAX_BATCH: usize = crate::creds::lease::manager::BATCHED_REVOKE_CONCURRENCY;
 
 /// One user to revoke (a role with no extra revocation statements).
 pub struct Job {

@@ -3,7 +3,9 @@
 //! finishes), shared by issuance, renewal, the expiry scheduler and the
 //! reconciler.
 
-pub mod leases;
+pub mod broker;
+pub mod connections;
+pub mod engine;
 pub mod mariadb;
 pub mod mariadb_batch;
 pub mod mariadb_revocations;
@@ -65,7 +67,20 @@ pub enum DbError {
         reason: String,
     },
     #[error("{0}")]
-    Template(String),
+    Template(#[from] crate::config::TemplateError),
+}
+
+impl From<DbError> for crate::creds::CredsError {
+    fn from(e: DbError) -> Self {
+        match e {
+            // A collision still there after its retries is as passing as
+            // an unreachable database: ask again later (503).
+            DbError::Unavailable { .. } | DbError::Collision { .. } => {
+                Self::Unavailable(e.to_string())
+            }
+            DbError::Statement { .. } | DbError::Template(_) => Self::Refused(e.to_string()),
+        }
+    }
 }
 
 /// Attempts at work whose statements keep colliding with concurrent

@@ -94,12 +94,11 @@ impl PgAdmin {
                 Ok(client)
             }
             Some(ca) => {
-                let config = crate::wire::pg_tls::client_config(ca).map_err(|reason| {
-                    DbError::Unavailable {
+                let config =
+                    crate::wire::pg_tls::client_config(ca).map_err(|e| DbError::Unavailable {
                         target: t.to_string(),
-                        reason,
-                    }
-                })?;
+                        reason: e.to_string(),
+                    })?;
                 cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
                 let (client, connection) = cfg
                     .connect(crate::wire::pg_tls::MakeRustls(config))

@@ -6,8 +6,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::leases::{CredsError, DbBroker};
 use crate::audit::{self, Event};
+use crate::creds::lease::LeaseManager;
+use crate::creds::CredsError;
 use crate::store::{leases, now, StoreError};
 use crate::wire::db::{SessionEvent, SessionEventsRecorded};
 
@@ -49,7 +50,7 @@ fn malformed(e: &SessionEvent) -> Option<String> {
 /// lease `holder` does not hold, or another user than the lease's, are
 /// refused one by one; the others are written with one audit event each.
 pub async fn record(
-    broker: &Arc<DbBroker>,
+    manager: &LeaseManager,
     holder: &str,
     events: Vec<SessionEvent>,
 ) -> Result<SessionEventsRecorded, CredsError> {
@@ -65,7 +66,7 @@ pub async fn record(
     let mut outcome = SessionEventsRecorded::default();
     let mut accepted = Vec::new();
     {
-        let conn = broker.store().read()?;
+        let conn = manager.store().read()?;
         for e in events {
             match leases::get(&conn, &e.lease)? {
                 Some(l) if l.holder == holder && l.external_name == e.user && l.role == e.role => {
@@ -89,7 +90,8 @@ pub async fn record(
     let written = Arc::new(AtomicUsize::new(0));
     let (count, holder) = (written.clone(), holder.to_owned());
     let total = accepted.len();
-    broker
+    manager
+        .ledger()
         .writer()
         .write_async(move |tx| {
             for e in &accepted {
@@ -127,13 +129,13 @@ pub async fn record(
     outcome.duplicates = total - outcome.recorded;
     for id in closed {
         let lease = {
-            let reader = broker.store().read()?;
+            let reader = manager.store().read()?;
             leases::get(&reader, &id)?
         };
         if let Some(l) = lease.filter(|l| l.state == leases::LeaseState::Active) {
             // A failure here fails the report: the agent sends it again
             // (its events are recorded once), and the give-back with it.
-            broker.revoke(&l, "session closed").await?;
+            manager.revoke(&l, "session closed").await?;
         }
     }
     Ok(outcome)

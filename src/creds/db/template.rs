@@ -50,8 +50,12 @@ fn timestamp(engine: Engine, secs: i64) -> String {
 pub use crate::config::check_template as check;
 
 /// Renders a checked template.
-pub fn render(engine: Engine, template: &str, v: &Values<'_>) -> Result<String, String> {
-    check(template).map_err(|e| e.to_string())?;
+pub fn render(
+    engine: Engine,
+    template: &str,
+    v: &Values<'_>,
+) -> Result<String, crate::config::TemplateError> {
+    check(template)?;
     let mut out = String::with_capacity(template.len() + 64);
     let mut rest = template;
     while let Some(i) = rest.find("{{") {

@@ -7,83 +7,15 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ssh_key::certificate::CertType;
-
-use super::ca::{CaAlgorithm, CertSpec, SshCa, SshCaError, HOST_CA_KEY, USER_CA_KEY};
+use super::ca::{CaAlgorithm, CertSpec, SshCa, SshCaError};
+use super::ca_set::{load, CaKind, CaSet};
 use super::request::parse_public_key;
 use crate::audit::{self, Event};
 use crate::config::{SshCertKind, SshRoleConfig};
-use crate::creds::db::leases::{CredsError, Holder};
+use crate::creds::{CredsError, Holder};
 use crate::store::leases::{self, Lease, LeaseState};
-use crate::store::{now, ssh_cas, Store, StoreError};
+use crate::store::{now, ssh_certs, Store, StoreError};
 
-/// Which CA: the one sshd trusts for logins, or the one clients trust for hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CaKind {
-    User,
-    Host,
-}
-
-impl CaKind {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "user" => Some(Self::User),
-            "host" => Some(Self::Host),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Host => "host",
-        }
-    }
-
-    fn base_key(self) -> &'static str {
-        match self {
-            Self::User => USER_CA_KEY,
-            Self::Host => HOST_CA_KEY,
-        }
-    }
-
-    fn cert_type(self) -> CertType {
-        match self {
-            Self::User => CertType::User,
-            Self::Host => CertType::Host,
-        }
-    }
-}
-
-/// The CAs of one kind: the one signing, the one published to come next,
-/// and retired ones still trusted until what they signed has expired.
-struct CaSet {
-    active: (String, SshCa),
-    next: Option<(String, SshCa)>,
-    retired: Vec<(String, SshCa)>,
-}
-
-impl CaSet {
-    /// Each key's name and rotation state, sorted: what the store's rows
-    /// for this kind must match.
-    fn states(&self) -> Vec<(String, &'static str)> {
-        let mut v = vec![(self.active.0.clone(), "active")];
-        v.extend(self.next.iter().map(|(n, _)| (n.clone(), "next")));
-        v.extend(self.retired.iter().map(|(n, _)| (n.clone(), "retired")));
-        v.sort();
-        v
-    }
-
-    /// What verifiers should trust, the signing CA first.
-    fn published(&self) -> impl Iterator<Item = &SshCa> {
-        std::iter::once(&self.active.1)
-            .chain(self.next.iter().map(|(_, c)| c))
-            .chain(self.retired.iter().map(|(_, c)| c))
-    }
-}
-
-/// The algorithm of a CA key, from its name (keys of both algorithms may
-/// coexist across a rotation).
 /// The `source-address` that pins a certificate to its caller. An IPv4
 /// client seen on a dual-stack socket arrives as `::ffff:a.b.c.d`, which
 /// sshd never matches against the IPv4 peer it sees: write it as IPv4.
@@ -94,18 +26,10 @@ fn source_address(caller: IpAddr) -> String {
     }
 }
 
-fn algorithm_of(key_name: &str) -> CaAlgorithm {
-    if key_name.contains("-p256") {
-        CaAlgorithm::EcdsaP256
-    } else {
-        CaAlgorithm::Ed25519
-    }
-}
-
 pub struct SshIssuer {
-    store: Arc<Store>,
-    keys: Arc<dyn zeroth_hsm::KeyStore>,
-    algorithm: CaAlgorithm,
+    pub(super) store: Arc<Store>,
+    pub(super) keys: Arc<dyn zeroth_hsm::KeyStore>,
+    pub(super) algorithm: CaAlgorithm,
     user: RwLock<CaSet>,
     host: RwLock<CaSet>,
     roles: BTreeMap<String, SshRoleConfig>,
@@ -121,53 +45,6 @@ type Record =
 
 /// Serials reserved at a time.
 const SERIAL_BLOCK: u64 = 256;
-
-/// One CA as `zeroth ssh ca list` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CaInfo {
-    pub kind: &'static str,
-    pub key_name: String,
-    pub state: &'static str,
-    pub public_key: String,
-}
-
-fn load(
-    store: &Store,
-    keys: &Arc<dyn zeroth_hsm::KeyStore>,
-    algorithm: CaAlgorithm,
-    kind: CaKind,
-) -> Result<CaSet, SshCaError> {
-    let mut rows = ssh_cas::list(&store.lock(), kind.as_str())?;
-    if !rows.iter().any(|r| r.state == "active") {
-        ssh_cas::insert(
-            &store.lock(),
-            &algorithm.key_name(kind.base_key()),
-            kind.as_str(),
-            "active",
-        )?;
-        rows = ssh_cas::list(&store.lock(), kind.as_str())?;
-    }
-    let open = |name: &str| -> Result<(String, SshCa), SshCaError> {
-        let ca = SshCa::open(keys.clone(), name, algorithm_of(name), kind.cert_type())?;
-        Ok((name.to_owned(), ca))
-    };
-    let mut active = None;
-    let mut next = None;
-    let mut retired = Vec::new();
-    for r in &rows {
-        match r.state.as_str() {
-            "active" => active = Some(open(&r.key_name)?),
-            "next" => next = Some(open(&r.key_name)?),
-            _ => retired.push(open(&r.key_name)?),
-        }
-    }
-    let active = active.ok_or_else(|| SshCaError::Rotation("no active CA".into()))?;
-    Ok(CaSet {
-        active,
-        next,
-        retired,
-    })
-}
 
 /// What a caller asks for.
 #[derive(Debug, Clone)]
@@ -207,42 +84,17 @@ impl SshIssuer {
         })
     }
 
-    /// Reloads the CA keys of each kind whose rotation another server of
-    /// the cluster moved on; whether any changed.
-    pub fn refresh(&self) -> Result<bool, SshCaError> {
-        let mut changed = false;
-        for kind in [CaKind::User, CaKind::Host] {
-            let mut rows: Vec<(String, String)> = ssh_cas::list(&self.store.lock(), kind.as_str())?
-                .into_iter()
-                .map(|r| (r.key_name, r.state))
-                .collect();
-            rows.sort();
-            let known: Vec<(String, String)> = self
-                .set(kind)
-                .states()
-                .into_iter()
-                .map(|(n, s)| (n, s.to_owned()))
-                .collect();
-            if rows != known {
-                let fresh = load(&self.store, &self.keys, self.algorithm, kind)?;
-                *self.set_mut(kind) = fresh;
-                changed = true;
-            }
-        }
-        Ok(changed)
-    }
-
     /// The KRL of the user or host CA: every certificate of that kind
     /// revoked before its expiry.
     pub fn krl(&self, kind: CaKind) -> Result<Vec<u8>, CredsError> {
         let cas: Vec<Vec<u8>> = self.set(kind).published().map(SshCa::public_blob).collect();
         let conn = self.store.lock();
         let lease_kind = match kind {
-            CaKind::User => "ssh",
-            CaKind::Host => "ssh-host",
+            CaKind::User => super::engine::USER_KIND,
+            CaKind::Host => super::engine::HOST_KIND,
         };
-        let revoked = leases::revoked_ssh_certs(&conn, now(), lease_kind)?;
-        let (version, generated) = leases::last_ssh_revocation(&conn)?;
+        let revoked = ssh_certs::revoked_ssh_certs(&conn, now(), lease_kind)?;
+        let (version, generated) = ssh_certs::last_ssh_revocation(&conn)?;
         Ok(super::krl::build(&cas, &revoked, version, generated))
     }
 
@@ -254,14 +106,14 @@ impl SshIssuer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if pool.0 > pool.1 {
-            *pool = leases::reserve_ssh_serials(&mut self.store.lock(), SERIAL_BLOCK)?;
+            *pool = ssh_certs::reserve_ssh_serials(&mut self.store.lock(), SERIAL_BLOCK)?;
         }
         let s = pool.0;
         pool.0 += 1;
         Ok(s)
     }
 
-    fn set(&self, kind: CaKind) -> std::sync::RwLockReadGuard<'_, CaSet> {
+    pub(super) fn set(&self, kind: CaKind) -> std::sync::RwLockReadGuard<'_, CaSet> {
         let lock = match kind {
             CaKind::User => &self.user,
             CaKind::Host => &self.host,
@@ -270,144 +122,13 @@ impl SshIssuer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn set_mut(&self, kind: CaKind) -> std::sync::RwLockWriteGuard<'_, CaSet> {
+    pub(super) fn set_mut(&self, kind: CaKind) -> std::sync::RwLockWriteGuard<'_, CaSet> {
         let lock = match kind {
             CaKind::User => &self.user,
             CaKind::Host => &self.host,
         };
         lock.write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The CA keys verifiers of `kind` should trust, OpenSSH format, one per
-    /// line: the signing CA first, then the next and the retired ones.
-    pub fn published(&self, kind: CaKind) -> String {
-        self.set(kind)
-            .published()
-            .map(|c| format!("{}\n", c.public_openssh()))
-            .collect()
-    }
-
-    /// Every CA key and its rotation state.
-    pub fn list_cas(&self) -> Vec<CaInfo> {
-        let mut out = Vec::new();
-        for kind in [CaKind::User, CaKind::Host] {
-            let set = self.set(kind);
-            let info = |(name, ca): &(String, SshCa), state| CaInfo {
-                kind: kind.as_str(),
-                key_name: name.clone(),
-                state,
-                public_key: ca.public_openssh(),
-            };
-            out.push(info(&set.active, "active"));
-            out.extend(set.next.iter().map(|c| info(c, "next")));
-            out.extend(set.retired.iter().map(|c| info(c, "retired")));
-        }
-        out
-    }
-
-    /// Rotation, step 1: a new CA key in the HSM, published (so agents and
-    /// known_hosts trust it) but not signing yet.
-    pub fn prepare(&self, kind: CaKind) -> Result<CaInfo, SshCaError> {
-        let mut set = self.set_mut(kind);
-        if set.next.is_some() {
-            return Err(SshCaError::Rotation(format!(
-                "a next {} CA is already published; activate it first",
-                kind.as_str()
-            )));
-        }
-        let name = format!(
-            "{}-g{}-{}",
-            self.algorithm.key_name(kind.base_key()),
-            now(),
-            hex::encode(rand::random::<[u8; 2]>())
-        );
-        let ca = SshCa::open(self.keys.clone(), &name, self.algorithm, kind.cert_type())?;
-        let public_key = ca.public_openssh();
-        self.record(kind, "ssh.ca.prepared", &name, |tx| {
-            ssh_cas::insert(tx, &name, kind.as_str(), "next").map(drop)
-        })?;
-        set.next = Some((name.clone(), ca));
-        Ok(CaInfo {
-            kind: kind.as_str(),
-            key_name: name,
-            state: "next",
-            public_key,
-        })
-    }
-
-    /// Rotation, step 2: the next CA signs from now on; the previous one is
-    /// retired but stays published while what it signed may be valid.
-    pub fn activate(&self, kind: CaKind) -> Result<String, SshCaError> {
-        let mut set = self.set_mut(kind);
-        let Some(next) = set.next.take() else {
-            return Err(SshCaError::Rotation(format!(
-                "no next {} CA: run `zeroth ssh ca prepare --kind {}` first and let agents pick it up",
-                kind.as_str(),
-                kind.as_str()
-            )));
-        };
-        let name = next.0.clone();
-        if let Err(e) = self.record(kind, "ssh.ca.activated", &name, |tx| {
-            ssh_cas::move_state(tx, kind.as_str(), "active", "retired")?;
-            ssh_cas::move_state(tx, kind.as_str(), "next", "active")?;
-            Ok(())
-        }) {
-            set.next = Some(next);
-            return Err(e);
-        }
-        let old = std::mem::replace(&mut set.active, next);
-        set.retired.push(old);
-        Ok(name)
-    }
-
-    /// Rotation, step 3: retired CAs are no longer published (certificates
-    /// they signed stop working) and their keys leave the HSM.
-    pub fn retire(&self, kind: CaKind) -> Result<Vec<String>, SshCaError> {
-        let mut set = self.set_mut(kind);
-        let names: Vec<String> = set.retired.iter().map(|(n, _)| n.clone()).collect();
-        if names.is_empty() {
-            return Ok(names);
-        }
-        self.record(kind, "ssh.ca.retired", &names.join(","), |tx| {
-            ssh_cas::move_state(tx, kind.as_str(), "retired", "removed").map(|_| ())
-        })?;
-        set.retired.clear();
-        for n in &names {
-            if let Ok(key) = zeroth_hsm::KeyName::new(n) {
-                if let Err(e) = self.keys.destroy(&key) {
-                    tracing::warn!(key = %n, error = %e, "could not destroy a retired SSH CA key");
-                }
-            }
-        }
-        Ok(names)
-    }
-
-    /// A change to the CA table and its audit event, in one transaction.
-    fn record(
-        &self,
-        kind: CaKind,
-        event: &'static str,
-        key_name: &str,
-        change: impl FnOnce(&crate::store::sql::Tx<'_>) -> Result<(), StoreError>,
-    ) -> Result<(), SshCaError> {
-        let mut conn = self.store.lock();
-        let tx = conn
-            .transaction()
-            .map_err(StoreError::sql("starting a transaction"))?;
-        change(&tx)?;
-        audit::append(
-            &tx,
-            &Event {
-                kind: event,
-                subject: &format!("ssh-ca/{}", kind.as_str()),
-                detail: serde_json::json!({ "key": key_name }),
-            },
-        )
-        .map_err(|e| SshCaError::Rotation(e.to_string()))?;
-        tx.commit()
-            .map_err(StoreError::sql("committing an SSH CA change"))?;
-        Ok(())
     }
 
     /// Signs `req` for `holder` and returns once the certificate, its lease
@@ -460,7 +181,8 @@ impl SshIssuer {
                 holder.spiffe_id
             )));
         }
-        let key = parse_public_key(&req.public_key).map_err(CredsError::BadRequest)?;
+        let key =
+            parse_public_key(&req.public_key).map_err(|e| CredsError::BadRequest(e.to_string()))?;
         let permitted: Vec<String> = role
             .principals
             .iter()
@@ -492,10 +214,10 @@ impl SshIssuer {
         let host = role.cert_type == SshCertKind::Host;
         let (set, lease_kind, key_id) = if host {
             let id = format!("{} host lease {lease_id}", holder.spiffe_id);
-            (self.set(CaKind::Host), "ssh-host", id)
+            (self.set(CaKind::Host), super::engine::HOST_KIND, id)
         } else {
             let id = format!("{} lease {lease_id}", holder.spiffe_id);
-            (self.set(CaKind::User), "ssh", id)
+            (self.set(CaKind::User), super::engine::USER_KIND, id)
         };
         let ca = &set.active.1;
         let mut critical = Vec::new();
@@ -551,7 +273,7 @@ impl SshIssuer {
         });
         let (role, principals_kept) = (role_name.to_owned(), principals.clone());
         let record: Record = Box::new(move |tx| {
-            leases::record_ssh_cert(
+            ssh_certs::record_ssh_cert(
                 tx,
                 serial,
                 &lease.id,

@@ -14,7 +14,7 @@ fn string(out: &mut Vec<u8>, data: &[u8]) {
 
 /// What a KRL revokes: certificate serials and key ids, as the store
 /// lists them.
-pub use crate::store::leases::RevokedCerts as Revoked;
+pub use crate::store::ssh_certs::RevokedCerts as Revoked;
 
 /// A KRL revoking `revoked` certificates issued by any of the CAs whose
 /// wire-format public keys are `ca_keys` (serials and key ids are unique

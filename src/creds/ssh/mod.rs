@@ -2,6 +2,9 @@
 //! HSM.
 
 pub mod ca;
+pub mod ca_set;
+pub mod engine;
 pub mod issuer;
 pub mod krl;
 pub mod request;
+mod rotation;

@@ -53,17 +53,33 @@ fn unauthenticated(reason: impl Into<String>) -> ApiError {
     }
 }
 
+/// Why a verified client certificate names no holder.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAHolder {
+    #[error("the client certificate does not parse: {0}")]
+    Unparsable(String),
+    #[error("the client certificate has no SPIFFE ID")]
+    NoSpiffeId,
+    #[error("the client certificate is neither a node nor a token-host SVID of {0}")]
+    OtherId(String),
+    #[error("the client certificate's key is not an uncompressed P-256 point")]
+    NotP256,
+}
+
 /// Reads the holder out of a verified certificate; an error for anything
 /// that is not a node or token-host SVID of `trust_domain`.
-pub fn from_certificate(der: &[u8], trust_domain: &str) -> Result<(Caller, NodeCaller), String> {
+pub fn from_certificate(
+    der: &[u8],
+    trust_domain: &str,
+) -> Result<(Caller, NodeCaller), NotAHolder> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("the client certificate does not parse: {e}"))?;
+        .map_err(|e| NotAHolder::Unparsable(e.to_string()))?;
     let san = cert
         .subject_alternative_name()
         .ok()
         .flatten()
-        .ok_or("the client certificate has no SPIFFE ID")?;
+        .ok_or(NotAHolder::NoSpiffeId)?;
     let base = format!("spiffe://{trust_domain}/");
     let (kind, spiffe_id, id) = san
         .value
@@ -79,16 +95,14 @@ pub fn from_certificate(der: &[u8], trust_domain: &str) -> Result<(Caller, NodeC
             };
             (!id.is_empty() && !id.contains('/')).then(|| (kind, (*u).to_owned(), id.to_owned()))
         })
-        .ok_or_else(|| {
-            format!("the client certificate is neither a node nor a token-host SVID of {base}")
-        })?;
+        .ok_or_else(|| NotAHolder::OtherId(base.clone()))?;
     let point: [u8; 65] = cert
         .public_key()
         .subject_public_key
         .data
         .as_ref()
         .try_into()
-        .map_err(|_| "the client certificate's key is not an uncompressed P-256 point")?;
+        .map_err(|_| NotAHolder::NotP256)?;
     Ok((
         Caller {
             kind,
@@ -110,7 +124,7 @@ fn verified(parts: &Parts, s: &Shared) -> Result<(Caller, NodeCaller), ApiError>
         .get::<PeerCertificate>()
         .and_then(|p| p.0.clone())
         .ok_or_else(|| unauthenticated("this endpoint needs mTLS with an X.509-SVID"))?;
-    from_certificate(&der, &s.trust_domain).map_err(unauthenticated)
+    from_certificate(&der, &s.trust_domain).map_err(|e| unauthenticated(e.to_string()))
 }
 
 impl FromRequestParts<Shared> for Caller {

@@ -9,7 +9,7 @@ use axum::Json;
 use super::caller::{Caller, CallerKind};
 use super::error::{ApiError, JsonBody};
 use super::openapi::HolderRefusals;
-use crate::creds::db::leases::{CredsError, Holder};
+use crate::creds::{CredsError, Holder};
 use crate::server::state::Shared;
 use crate::store::leases::Lease;
 use crate::store::nodes::{self, NodeState};
@@ -33,7 +33,7 @@ impl From<CredsError> for ApiError {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     code: "busy",
                     reason: e.to_string(),
-                    retry_after: Some(crate::creds::db::leases::BEHIND_RETRY),
+                    retry_after: Some(crate::creds::db::broker::BEHIND_RETRY),
                 }
             }
             CredsError::Refused(_) => (StatusCode::BAD_GATEWAY, "database_refused"),
@@ -147,10 +147,11 @@ pub async fn renew(
     JsonBody(req): JsonBody<RenewLeaseRequest>,
 ) -> Result<Json<Lease>, ApiError> {
     holder(&s, &caller)?;
-    let lease = s.db.lease(&id, Some(&caller.spiffe_id)).await?;
-    let db = s.db.clone();
+    let lease = s.leases.lease(&id, Some(&caller.spiffe_id)).await?;
+    let leases = s.leases.clone();
     let renewed = tokio::spawn(async move {
-        db.renew(&lease, req.increment_seconds.map(Duration::from_secs))
+        leases
+            .renew(&lease, req.increment_seconds.map(Duration::from_secs))
             .await
     })
     .await
@@ -167,9 +168,9 @@ pub async fn revoke(
     Path(id): Path<String>,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    let lease = s.db.lease(&id, Some(&caller.spiffe_id)).await?;
-    let db = s.db.clone();
-    tokio::spawn(async move { db.revoke(&lease, "revoked by its holder").await })
+    let lease = s.leases.lease(&id, Some(&caller.spiffe_id)).await?;
+    let leases = s.leases.clone();
+    tokio::spawn(async move { leases.revoke(&lease, "revoked by its holder").await })
         .await
         .map_err(|e| ApiError::unavailable("revocation", e))??;
     Ok(StatusCode::NO_CONTENT)
@@ -186,13 +187,12 @@ pub async fn session_events(
     JsonBody(req): JsonBody<crate::wire::db::SessionEvents>,
 ) -> Result<Json<crate::wire::db::SessionEventsRecorded>, ApiError> {
     holder(&s, &caller)?;
-    let db = s.db.clone();
+    let leases = s.leases.clone();
     let spiffe = caller.spiffe_id.clone();
-    let done =
-        tokio::spawn(
-            async move { crate::creds::db::sessions::record(&db, &spiffe, req.events).await },
-        )
-        .await
-        .map_err(|e| ApiError::unavailable("recording session events", e))??;
+    let done = tokio::spawn(async move {
+        crate::creds::db::sessions::record(&leases, &spiffe, req.events).await
+    })
+    .await
+    .map_err(|e| ApiError::unavailable("recording session events", e))??;
     Ok(Json(done))
 }

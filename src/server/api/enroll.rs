@@ -341,7 +341,7 @@ fn finish_blocking(s: &AppState, req: FinishRequest) -> Result<FinishResponse, A
             previous.as_ref(),
             event_log.as_deref(),
         )
-        .map_err(|e| refuse(s, &subject, ApiError::rejected(e)))?;
+        .map_err(|e| refuse(s, &subject, ApiError::rejected(e.to_string())))?;
     let key = Public::from_tpm2b(&key_bytes)
         .map_err(|e| ApiError::bad_request(format!("`identity_key`: {e}")))?;
     verify_certify(&ak, &certify_attest, &certify_signature, &c.nonce, &key).map_err(|e| {

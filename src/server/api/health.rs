@@ -23,17 +23,17 @@ pub async fn readyz(State(s): State<Shared>) -> Result<&'static str, ApiError> {
         Some(outcome) => outcome,
         None => {
             s.blocking(|s| {
-                let outcome = check(s).map_err(|e| e.reason);
+                let outcome = check(s).map_err(|e| crate::server::readiness::NotReady(e.reason));
                 s.readiness.record(Instant::now(), outcome.clone());
                 outcome
             })
             .await?
         }
     };
-    outcome.map(|()| "ready\n").map_err(|reason| ApiError {
+    outcome.map(|()| "ready\n").map_err(|why| ApiError {
         status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
         code: "unavailable",
-        reason,
+        reason: why.0,
         retry_after: None,
     })
 }

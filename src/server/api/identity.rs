@@ -185,7 +185,7 @@ fn renew_blocking(
             Some(&previous),
             event_log.as_deref(),
         )
-        .map_err(|e| refuse(s, &caller, ApiError::rejected(e)))?;
+        .map_err(|e| refuse(s, &caller, ApiError::rejected(e.to_string())))?;
 
     let spiffe_id = SpiffeId::new(&s.trust_domain, &["node", &node.id])
         .map_err(|e| ApiError::unavailable("SPIFFE ID", e))?;

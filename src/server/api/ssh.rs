@@ -10,7 +10,8 @@ use axum::Json;
 use super::caller::Caller;
 use super::error::{ApiError, JsonBody};
 use super::openapi::{HolderRefusals, Krl, Unavailable};
-use crate::creds::ssh::issuer::{CaKind, SignRequest};
+use crate::creds::ssh::ca_set::CaKind;
+use crate::creds::ssh::issuer::SignRequest;
 use crate::server::state::Shared;
 use crate::wire::ssh::{SshSignRequest, SshSignResponse};
 

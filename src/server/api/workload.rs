@@ -89,7 +89,9 @@ async fn record_issue(
         entry.spiffe_id.clone(),
         caller.spiffe_id.clone(),
     );
-    s.db.writer()
+    s.leases
+        .ledger()
+        .writer()
         .write_async(move |tx| {
             if let Some((serial, not_after)) = &svid {
                 entries::record_svid(tx, serial, &entry_id, &holder, &spiffe_id, *not_after)?;

@@ -12,7 +12,7 @@ mod value;
 use std::ops::Deref;
 
 pub use postgres::{PgRuntime, PgTarget};
-pub use value::{FromVal, ToVal, Val, ValRef};
+pub use value::{FromVal, Mismatch, ToVal, Val, ValRef};
 
 /// Why a statement failed. Never carries a parameter's value.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +26,7 @@ pub enum SqlError {
     #[error("the statement returned no row")]
     NoRow,
     #[error("column {idx}: {reason}")]
-    Column { idx: usize, reason: String },
+    Column { idx: usize, reason: value::Mismatch },
     /// A statement of the transaction failed earlier: PostgreSQL would
     /// silently roll back a COMMIT now, so neither engine commits.
     #[error("a statement of this transaction failed; it was rolled back")]

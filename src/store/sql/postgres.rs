@@ -147,7 +147,10 @@ impl PgConn {
         let tls = match &target.ca_pem {
             Some(ca) => {
                 cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
-                Some(crate::wire::pg_tls::client_config(ca).map_err(SqlError::Connection)?)
+                Some(
+                    crate::wire::pg_tls::client_config(ca)
+                        .map_err(|e| SqlError::Connection(e.to_string()))?,
+                )
             }
             None => None,
         };

@@ -42,13 +42,31 @@ pub trait ToVal {
     fn to_val(&self) -> ValRef<'_>;
 }
 
-/// What a column may be read as.
-pub trait FromVal: Sized {
-    fn from_val(v: Val) -> Result<Self, String>;
+/// Why a column's value is not of the type asked for.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("{found} where {wanted} was expected")]
+    Kind {
+        found: &'static str,
+        wanted: &'static str,
+    },
+    #[error("{value} is out of range for {ty}")]
+    Range { value: i64, ty: &'static str },
+    /// Of the right type, but not what the column must hold.
+    #[error("{0}")]
+    Content(String),
 }
 
-fn wrong<T>(v: &Val, wanted: &str) -> Result<T, String> {
-    Err(format!("{} where {wanted} was expected", v.kind()))
+/// What a column may be read as.
+pub trait FromVal: Sized {
+    fn from_val(v: Val) -> Result<Self, Mismatch>;
+}
+
+fn wrong<T>(v: &Val, wanted: &'static str) -> Result<T, Mismatch> {
+    Err(Mismatch::Kind {
+        found: v.kind(),
+        wanted,
+    })
 }
 
 macro_rules! integers {
@@ -59,10 +77,10 @@ macro_rules! integers {
             }
         }
         impl FromVal for $t {
-            fn from_val(v: Val) -> Result<Self, String> {
+            fn from_val(v: Val) -> Result<Self, Mismatch> {
                 match v {
                     Val::Int(i) => <$t>::try_from(i)
-                        .map_err(|_| format!("{i} is out of range for {}", stringify!($t))),
+                        .map_err(|_| Mismatch::Range { value: i, ty: stringify!($t) }),
                     other => wrong(&other, "an integer"),
                 }
             }
@@ -78,7 +96,7 @@ impl ToVal for bool {
 }
 
 impl FromVal for bool {
-    fn from_val(v: Val) -> Result<Self, String> {
+    fn from_val(v: Val) -> Result<Self, Mismatch> {
         match v {
             Val::Int(i) => Ok(i != 0),
             other => wrong(&other, "a boolean"),
@@ -93,7 +111,7 @@ impl ToVal for f64 {
 }
 
 impl FromVal for f64 {
-    fn from_val(v: Val) -> Result<Self, String> {
+    fn from_val(v: Val) -> Result<Self, Mismatch> {
         match v {
             Val::Real(f) => Ok(f),
             Val::Int(i) => Ok(i as f64),
@@ -115,7 +133,7 @@ impl ToVal for String {
 }
 
 impl FromVal for String {
-    fn from_val(v: Val) -> Result<Self, String> {
+    fn from_val(v: Val) -> Result<Self, Mismatch> {
         match v {
             Val::Text(s) => Ok(s),
             other => wrong(&other, "text"),
@@ -142,7 +160,7 @@ impl<const N: usize> ToVal for [u8; N] {
 }
 
 impl FromVal for Vec<u8> {
-    fn from_val(v: Val) -> Result<Self, String> {
+    fn from_val(v: Val) -> Result<Self, Mismatch> {
         match v {
             Val::Blob(b) => Ok(b),
             other => wrong(&other, "a blob"),
@@ -160,7 +178,7 @@ impl<T: ToVal> ToVal for Option<T> {
 }
 
 impl<T: FromVal> FromVal for Option<T> {
-    fn from_val(v: Val) -> Result<Self, String> {
+    fn from_val(v: Val) -> Result<Self, Mismatch> {
         match v {
             Val::Null => Ok(None),
             other => T::from_val(other).map(Some),
@@ -175,7 +193,7 @@ impl<T: ToVal + ?Sized> ToVal for &T {
 }
 
 impl FromVal for Val {
-    fn from_val(v: Val) -> Result<Self, String> {
+    fn from_val(v: Val) -> Result<Self, Mismatch> {
         Ok(v)
     }
 }

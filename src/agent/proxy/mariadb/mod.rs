@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 use super::conn::Conn;
 use super::relay::Io;
 use super::session::{self, Session};
-use super::Admitted;
 use super::Ctx;
+use super::{Admitted, Refused};
 use handshake::ClientHello;
 
 /// A client has this long to answer the greeting.
@@ -55,13 +55,13 @@ async fn refuse(client: &mut impl Io, code: u16, message: &str) {
 }
 
 /// Serves one local connection of a caller `admitted` (or refused, why).
-pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Admitted, String>) {
+pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Admitted, Refused>) {
     let name = ctx.config.name.clone();
     let who = match admitted {
         Ok(w) => w,
         Err(why) => {
             println!("proxy {name}: refused: {why}");
-            return refuse(&mut client, ACCESS_DENIED, &why).await;
+            return refuse(&mut client, ACCESS_DENIED, &why.to_string()).await;
         }
     };
     let session = match session::open(&ctx, who.who.clone()).await {

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::conn::Conn;
 use super::lease::IssueError;
 use super::relay::Io;
-use super::{session, Admitted, Ctx};
+use super::{session, Admitted, Ctx, Refused};
 use frame::{fatal, read_frame, AUTHENTICATION_OK};
 use startup::Startup;
 use upstream::UpstreamError;
@@ -98,7 +98,7 @@ async fn refuse(client: &mut impl Io, code: &str, message: &str) {
 }
 
 /// Serves one local connection of a caller `admitted` (or refused, why).
-pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Admitted, String>) {
+pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Admitted, Refused>) {
     let name = ctx.config.name.clone();
     // A caller the proxy does not admit has a second to send its start-up
     // (to be told why, in its protocol).
@@ -133,7 +133,7 @@ pub async fn serve(ctx: Arc<Ctx>, mut client: Conn, admitted: Result<Admitted, S
         Ok(w) => w,
         Err(why) => {
             println!("proxy {name}: refused: {why}");
-            return refuse(&mut client, INVALID_AUTHORIZATION, &why).await;
+            return refuse(&mut client, INVALID_AUTHORIZATION, &why.to_string()).await;
         }
     };
     if params.iter().any(|(k, _)| k == "replication") {

@@ -1,36 +1,14 @@
-//! What the kernel says of the program at the other end of the workload
-//! socket, as selectors: `unix:uid`, `unix:gid`, `unix:supplementary_gid`,
-//! `systemd:unit`, `unix:path` and `unix:sha256` of its executable. A
-//! process that lingers from an earlier run of its service is not of that
-//! service (`agent::invocation`).
-//!
-//! The facts must belong to the process that connected, not to whatever
-//! holds its pid by the time they are read. With SO_PEERPIDFD (Linux 6.5
-//! and later) the kernel hands over a pidfd of the connecting process: its
-//! pid is read from the pidfd, the facts from /proc, and afterwards the
-//! pidfd must still be alive, so the pid cannot have been reused in
-//! between. On older kernels (Debian 12's 6.1) the pid's start time is
-//! read before and after, and its /proc directory must belong to the uid
-//! the socket reports; any mismatch refuses the caller.
-//!
-//! Reading another user's `/proc/PID/exe` needs CAP_SYS_PTRACE: without it
-//! the path and hash are unknown and entries that name them do not match.
-//! Executables larger than [`MAX_HASHED`] are not hashed.
+//! The process at the other end of a Unix socket, pinned so that its
+//! facts are its own (see the module's documentation): SO_PEERPIDFD where
+//! the kernel has it, the pid's start time and /proc owner where not.
 
-use std::collections::HashMap;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
-use crate::agent::caller::unit_in_cgroup;
-use crate::agent::invocation;
+use super::hashes::HashCache;
+use super::selectors::read_facts;
 use crate::wire::entry::Selector;
-
-/// Executables larger than this are not hashed (no `unix:sha256` fact).
-pub const MAX_HASHED: u64 = 256 * 1024 * 1024;
 
 /// Why a caller could not be attested.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +21,9 @@ pub enum AttestError {
     Raced { pid: i32, what: &'static str },
     #[error("pid {0} has run another program since it connected; refused (a connection belongs to the program that opened it)")]
     Exec(i32),
+    /// A loopback TCP caller whose socket the kernel's tables do not name.
+    #[error("cannot tell who connected over loopback TCP: {0}")]
+    TcpOwner(String),
 }
 
 /// A caller, attested: who it is and every selector it satisfies.
@@ -117,66 +98,6 @@ impl Attested {
     }
 }
 
-/// Hashes of executables already read, by file identity, so a program
-/// that connects often is hashed once; and whether hashes are wanted at
-/// all (only when an entry names one: otherwise no caller's executable is
-/// read, whatever its size).
-#[derive(Default)]
-pub struct HashCache {
-    known: Mutex<HashMap<FileIdentity, [u8; 32]>>,
-    unwanted: std::sync::atomic::AtomicBool,
-}
-
-/// A file's device, inode, size, and mtime and ctime to the nanosecond: a
-/// changed file is a new key, also when it was rewritten within a second.
-type FileIdentity = (u64, u64, u64, (i64, i64), (i64, i64));
-
-impl HashCache {
-    /// Whether callers' executables are hashed from now on.
-    pub fn wanted(&self, wanted: bool) {
-        self.unwanted
-            .store(!wanted, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn is_wanted(&self) -> bool {
-        !self.unwanted.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn digest(&self, file: &mut std::fs::File) -> Option<[u8; 32]> {
-        let m = file.metadata().ok()?;
-        if m.len() > MAX_HASHED {
-            return None;
-        }
-        let key = (
-            m.dev(),
-            m.ino(),
-            m.len(),
-            (m.mtime(), m.mtime_nsec()),
-            (m.ctime(), m.ctime_nsec()),
-        );
-        if let Some(d) = self.known.lock().ok()?.get(&key) {
-            return Some(*d);
-        }
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut taken = file.take(MAX_HASHED);
-        loop {
-            let n = taken.read(&mut buf).ok()?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let digest: [u8; 32] = hasher.finalize().into();
-        let mut map = self.known.lock().ok()?;
-        if map.len() > 4096 {
-            map.clear();
-        }
-        map.insert(key, digest);
-        Some(digest)
-    }
-}
-
 /// The pid a pidfd refers to (from /proc/self/fdinfo), `None` once the
 /// process has exited.
 fn pid_of_pidfd(fd: &OwnedFd) -> Option<i32> {
@@ -207,60 +128,6 @@ fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// The numbers after `key` in /proc/PID/status (e.g. "Groups:").
-fn status_ids(status: &str, key: &str) -> Vec<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|rest| {
-            rest.split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The facts /proc shows about `pid`, given the uid and gid the socket
-/// reported.
-fn read_facts(pid: i32, uid: u32, gid: u32, hashes: &HashCache) -> (Option<String>, Vec<Selector>) {
-    let mut facts = vec![Selector::Uid(uid), Selector::Gid(gid)];
-    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        for g in status_ids(&status, "Groups:") {
-            facts.push(Selector::SupplementaryGid(g));
-        }
-    }
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    let unit = unit_in_cgroup(&cgroup).filter(|u| match invocation::check(u, &cgroup) {
-        Ok(()) => true,
-        Err(invocation::NotCurrent::NoRun) => {
-            tracing::warn!(pid, unit = %u, "the caller lingers in the cgroup of a service that is not running; not attested as that service");
-            false
-        }
-        Err(invocation::NotCurrent::Leftovers(old)) => {
-            tracing::warn!(pid, unit = %u, leftovers = ?old, "the service's cgroup holds processes that an earlier run left behind (KillMode=process?); no process in it is attested as that service until they are gone");
-            false
-        }
-    });
-    if let Some(u) = &unit {
-        facts.push(Selector::Unit(u.clone()));
-    }
-    if let Ok(path) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-        if let Some(p) = path.to_str().filter(|p| !p.ends_with(" (deleted)")) {
-            facts.push(Selector::Path(p.to_owned()));
-        }
-    }
-    if hashes.is_wanted() {
-        if let Ok(mut exe) = std::fs::File::open(format!("/proc/{pid}/exe")) {
-            if let Some(d) = hashes.digest(&mut exe) {
-                facts.push(Selector::Sha256(d));
-            }
-        }
-    }
-    facts.sort();
-    facts.dedup();
-    (unit, facts)
 }
 
 /// Attests the peer of `conn`, a connected Unix socket.
@@ -350,34 +217,8 @@ fn attest_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
     use std::os::unix::net::UnixStream;
-
-    #[test]
-    fn a_file_rewritten_within_one_second_is_hashed_again() {
-        use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("program");
-        let second = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
-        let write = |content: &[u8], nanos: u64| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .unwrap();
-            f.write_all(content).unwrap();
-            f.set_modified(second + std::time::Duration::from_nanos(nanos))
-                .unwrap();
-        };
-        let hashes = HashCache::default();
-        write(b"first program", 100);
-        let first = hashes.digest(&mut std::fs::File::open(&path).unwrap());
-        // Same inode, same size, same whole second: only the nanoseconds differ.
-        write(b"other program", 200);
-        let second_digest = hashes.digest(&mut std::fs::File::open(&path).unwrap());
-        assert_eq!(first, Some(Sha256::digest(b"first program").into()));
-        assert_eq!(second_digest, Some(Sha256::digest(b"other program").into()));
-    }
 
     #[test]
     fn this_process_attests_as_itself_with_its_executable() {
@@ -439,12 +280,5 @@ mod tests {
         // A live peer: attested, pinned by a pidfd where the kernel has one.
         let (a, _b) = UnixStream::pair().unwrap();
         assert!(!attest_with(&a, &hashes, false).unwrap().pinned);
-    }
-
-    #[test]
-    fn status_lines_give_their_ids() {
-        let status = "Name:\tx\nUid:\t1\t1\t1\t1\nGroups:\t4 27 1000 \n";
-        assert_eq!(status_ids(status, "Groups:"), vec![4, 27, 1000]);
-        assert!(status_ids("Groups:\t\n", "Groups:").is_empty());
     }
 }

@@ -5,21 +5,30 @@
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use super::admin::{AdminRequest, Extensions};
-use crate::creds::db::leases::ConnectionSpec;
+use super::error::need_id;
+use super::{AdminError, AdminRequest, Extensions};
+use crate::creds::db::connections::ConnectionSpec;
 use crate::creds::db::Engine;
-use crate::store::leases;
+use crate::store::{db_connections, leases};
 
-fn param<'a>(req: &'a AdminRequest, key: &str) -> Result<&'a str, String> {
+fn bad(why: impl Into<String>) -> AdminError {
+    AdminError::BadRequest(why.into())
+}
+
+fn param<'a>(req: &'a AdminRequest, key: &str) -> Result<&'a str, AdminError> {
     req.params[key]
         .as_str()
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| format!("{} needs \"{key}\"", req.op))
+        .ok_or_else(|| bad(format!("{} needs \"{key}\"", req.op)))
 }
 
 /// Runs the operation if it is one of these; `None` for any other op.
-pub fn execute(ext: &Extensions, req: &AdminRequest, uid: u32) -> Option<Result<Value, String>> {
-    let db = &ext.db;
+pub fn execute(
+    ext: &Extensions,
+    req: &AdminRequest,
+    uid: u32,
+) -> Option<Result<Value, AdminError>> {
+    let (db, lm) = (&ext.db, &ext.leases);
     let rt = &ext.runtime;
     let result = match req.op.as_str() {
         "db.connection.add" => (|| {
@@ -28,21 +37,23 @@ pub fn execute(ext: &Extensions, req: &AdminRequest, uid: u32) -> Option<Result<
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
-                return Err(format!(
+                return Err(bad(format!(
                     "connection name {name:?}: use letters, digits, '-' or '_'"
-                ));
+                )));
             }
-            let engine =
-                Engine::parse(param(req, "engine")?).ok_or("\"engine\" is postgres or mariadb")?;
+            let engine = Engine::parse(param(req, "engine")?)
+                .ok_or_else(|| bad("\"engine\" is postgres or mariadb"))?;
             let port = req.params["port"]
                 .as_u64()
                 .and_then(|p| u16::try_from(p).ok())
-                .ok_or("db.connection.add needs a \"port\"")?;
+                .ok_or_else(|| bad("db.connection.add needs a \"port\""))?;
             let password = req
                 .secret
                 .clone()
                 .filter(|s| !s.expose_secret().is_empty())
-                .ok_or("db.connection.add needs the admin password (stdin or --password-file)")?;
+                .ok_or_else(|| {
+                    bad("db.connection.add needs the admin password (stdin or --password-file)")
+                })?;
             let spec = ConnectionSpec {
                 name: name.to_owned(),
                 engine,
@@ -52,48 +63,38 @@ pub fn execute(ext: &Extensions, req: &AdminRequest, uid: u32) -> Option<Result<
                 admin_user: param(req, "admin_user")?.to_owned(),
                 tls_ca: req.params["tls_ca"].as_str().map(|p| p.as_bytes().to_vec()),
             };
-            rt.block_on(db.add_connection(spec, password, uid))
-                .map_err(|e| e.to_string())?;
+            rt.block_on(db.add_connection(spec, password, uid))?;
             Ok(json!({"ok": true, "name": name}))
         })(),
-        "db.connection.list" => leases::connections(&db.store().lock())
+        "db.connection.list" => db_connections::connections(&lm.store().lock())
             .map(|c| json!({"ok": true, "connections": c}))
-            .map_err(|e| e.to_string()),
+            .map_err(AdminError::from),
         "db.connection.remove" => (|| {
-            let name = req
-                .id
-                .as_deref()
-                .ok_or("db.connection.remove needs an \"id\"")?;
-            let removed = rt
-                .block_on(db.remove_connection(name, uid))
-                .map_err(|e| e.to_string())?;
+            let name = need_id(req)?;
+            let removed = rt.block_on(db.remove_connection(&name, uid))?;
             if !removed {
-                return Err(format!("no connection {name}"));
+                return Err(AdminError::NotFound(format!("no connection {name}")));
             }
             Ok(json!({"ok": true, "name": name}))
         })(),
         "db.rotate-root" => (|| {
-            let name = req.id.as_deref().ok_or("db.rotate-root needs an \"id\"")?;
-            rt.block_on(db.rotate_root(name, uid))
-                .map_err(|e| e.to_string())?;
+            let name = need_id(req)?;
+            rt.block_on(db.rotate_root(&name, uid))?;
             Ok(json!({"ok": true, "name": name}))
         })(),
         "db.reconcile" => rt
-            .block_on(db.reconcile())
+            .block_on(lm.reconcile())
             .map(|dropped| json!({"ok": true, "dropped": dropped}))
-            .map_err(|e| e.to_string()),
+            .map_err(AdminError::from),
         "lease.list" => (|| {
-            let conn = db.store().lock();
+            let conn = lm.store().lock();
             let live = leases::live(
                 &conn,
                 req.params["holder"].as_str(),
                 req.params["prefix"].as_str(),
-            )
-            .map_err(|e| e.to_string())?;
-            let given_up: std::collections::HashSet<String> = leases::irrevocable(&conn)
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .collect();
+            )?;
+            let given_up: std::collections::HashSet<String> =
+                leases::irrevocable(&conn)?.into_iter().collect();
             // A lease given up on is shown as `irrevocable`.
             let listed: Vec<serde_json::Value> = live
                 .into_iter()
@@ -108,11 +109,11 @@ pub fn execute(ext: &Extensions, req: &AdminRequest, uid: u32) -> Option<Result<
             Ok(json!({"ok": true, "leases": listed}))
         })(),
         "lease.retry" => (|| {
-            let id = req.id.as_deref().ok_or("lease.retry needs an \"id\"")?;
-            let mut conn = db.store().lock();
-            let tx = conn.transaction().map_err(|e| e.to_string())?;
-            if !leases::retry_now(&tx, id).map_err(|e| e.to_string())? {
-                return Err(format!("no unfinished lease {id}"));
+            let id = need_id(req)?;
+            let mut conn = lm.store().lock();
+            let tx = conn.transaction()?;
+            if !leases::retry_now(&tx, &id)? {
+                return Err(AdminError::NotFound(format!("no unfinished lease {id}")));
             }
             crate::audit::append(
                 &tx,
@@ -121,26 +122,21 @@ pub fn execute(ext: &Extensions, req: &AdminRequest, uid: u32) -> Option<Result<
                     subject: &format!("lease/{id}"),
                     detail: json!({"by_uid": uid}),
                 },
-            )
-            .map_err(|e| e.to_string())?;
-            tx.commit().map_err(|e| e.to_string())?;
+            )?;
+            tx.commit()?;
             Ok(json!({"ok": true, "id": id}))
         })(),
         "lease.mark-revoked" => (|| {
-            let id = req
-                .id
-                .as_deref()
-                .ok_or("lease.mark-revoked needs an \"id\"")?;
-            let mut conn = db.store().lock();
-            let tx = conn.transaction().map_err(|e| e.to_string())?;
-            let lease = leases::get(&tx, id)
-                .map_err(|e| e.to_string())?
+            let id = need_id(req)?;
+            let mut conn = lm.store().lock();
+            let tx = conn.transaction()?;
+            let lease = leases::get(&tx, &id)?
                 .filter(|l| l.state != leases::LeaseState::Revoked)
-                .ok_or_else(|| format!("no unfinished lease {id}"))?;
-            if !leases::transition(&tx, id, lease.state, leases::LeaseState::Revoked)
-                .map_err(|e| e.to_string())?
-            {
-                return Err(format!("lease {id} changed meanwhile; list it again"));
+                .ok_or_else(|| AdminError::NotFound(format!("no unfinished lease {id}")))?;
+            if !leases::transition(&tx, &id, lease.state, leases::LeaseState::Revoked)? {
+                return Err(AdminError::Conflict(format!(
+                    "lease {id} changed meanwhile; list it again"
+                )));
             }
             crate::audit::append(
                 &tx,
@@ -149,29 +145,30 @@ pub fn execute(ext: &Extensions, req: &AdminRequest, uid: u32) -> Option<Result<
                     subject: &format!("lease/{id}"),
                     detail: json!({"by_uid": uid, "was": lease.state.as_str(), "user": lease.external_name}),
                 },
-            )
-            .map_err(|e| e.to_string())?;
-            tx.commit().map_err(|e| e.to_string())?;
+            )?;
+            tx.commit()?;
             Ok(json!({"ok": true, "id": id}))
         })(),
         "lease.revoke" => (|| {
             let (holder, prefix) = (req.params["holder"].as_str(), req.params["prefix"].as_str());
             let targets = match (req.id.as_deref(), holder, prefix) {
                 (Some(id), None, None) => {
-                    vec![rt.block_on(db.lease(id, None)).map_err(|e| e.to_string())?]
+                    vec![rt.block_on(lm.lease(id, None))?]
                 }
                 (None, Some(_), None) | (None, None, Some(_)) => {
-                    leases::live(&db.store().lock(), holder, prefix).map_err(|e| e.to_string())?
+                    leases::live(&lm.store().lock(), holder, prefix)?
                 }
                 _ => {
-                    return Err("lease.revoke takes one of \"id\", \"holder\" or \"prefix\"".into())
+                    return Err(bad(
+                        "lease.revoke takes one of \"id\", \"holder\" or \"prefix\"",
+                    ))
                 }
             };
             let reason = format!("revoked by an operator (uid {uid})");
             let mut revoked = Vec::new();
             for lease in targets {
-                rt.block_on(db.revoke(&lease, &reason))
-                    .map_err(|e| format!("lease {}: {e}", lease.id))?;
+                rt.block_on(lm.revoke(&lease, &reason))
+                    .map_err(|e| AdminError::Conflict(format!("lease {}: {e}", lease.id)))?;
                 revoked.push(lease.id);
             }
             Ok(json!({"ok": true, "revoked": revoked}))

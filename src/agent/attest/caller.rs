@@ -3,7 +3,7 @@
 //! systemd unit the process runs in, read from its cgroup. An unprivileged
 //! process cannot move itself into another unit's cgroup, so the unit names
 //! the program as its operator deployed it, not as it describes itself.
-//! How those facts are read without races is `spiffe::attest`.
+//! How those facts are read without races is `super::peer`.
 
 /// The program that connected.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use tss_esapi::abstraction::ek::{create_ek_object_2, retrieve_ek_pubcert};
-use tss_esapi::abstraction::{ak, pcr, AsymmetricAlgorithmSelection, DefaultKey, KeyCustomization};
-use tss_esapi::attributes::{ObjectAttributesBuilder, SessionAttributesBuilder};
+use tss_esapi::abstraction::{ak, AsymmetricAlgorithmSelection, DefaultKey, KeyCustomization};
+use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::SessionType;
 use tss_esapi::handles::{AuthHandle, KeyHandle, ObjectHandle, SessionHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
@@ -19,16 +19,19 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Data, Digest, EncryptedSecret, HashScheme, HashcheckTicket, IdObject, Nonce,
-    PcrSelectionListBuilder, PcrSlot, Private, Public, SignatureScheme, SymmetricDefinition,
+    Digest, EncryptedSecret, HashScheme, HashcheckTicket, IdObject, Nonce, Private, Public,
+    SignatureScheme, SymmetricDefinition,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall;
 use tss_esapi::Context;
 use zeroize::Zeroizing;
 
-use crate::verify::alg::HashAlg;
-use crate::verify::pcr::{PcrSelection, PcrValues};
+mod evidence;
+mod types;
+
+use types::{input_err, tpm_err, AkTemplate, UnrestrictedSigning};
+pub use types::{AkAlgorithm, AttestError, EkAlgorithm, KeyBlob, Quote, TpmInfo};
 
 /// TPM2_GetRandom returns at most one SHA-256 digest's worth per call.
 const MAX_RANDOM_CHUNK: usize = 32;
@@ -36,135 +39,6 @@ const MAX_RANDOM_CHUNK: usize = 32;
 const MAX_LOADED: usize = 2;
 /// How often a quote is retaken when PCRs change between quote and read.
 const QUOTE_ATTEMPTS: usize = 5;
-
-/// Why a TPM operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AttestError {
-    #[error("invalid TCTI {tcti:?}: {reason} (expected e.g. device:/dev/tpmrm0, swtpm:host=127.0.0.1,port=2321, tabrmd)")]
-    Tcti { tcti: String, reason: String },
-    #[error("cannot open the TPM at {tcti}: {reason}")]
-    Open { tcti: String, reason: String },
-    #[error("TPM {operation} failed: {reason}")]
-    Tpm {
-        operation: &'static str,
-        reason: String,
-    },
-    #[error("invalid input for {operation}: {reason}")]
-    Input {
-        operation: &'static str,
-        reason: String,
-    },
-    #[error("the TPM worker thread is gone")]
-    WorkerGone,
-}
-
-fn tpm_err(operation: &'static str) -> impl FnOnce(tss_esapi::Error) -> AttestError {
-    move |e| AttestError::Tpm {
-        operation,
-        reason: e.to_string(),
-    }
-}
-
-fn input_err(operation: &'static str) -> impl FnOnce(tss_esapi::Error) -> AttestError {
-    move |e| AttestError::Input {
-        operation,
-        reason: e.to_string(),
-    }
-}
-
-/// Which endorsement key family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EkAlgorithm {
-    /// RSA-2048, certificate at NV 0x01c00002 (the TCG default).
-    Rsa2048,
-    /// ECC NIST P-256, certificate at NV 0x01c0000a.
-    EccP256,
-    /// ECC NIST P-384, certificate at NV 0x01c00016.
-    EccP384,
-}
-
-impl EkAlgorithm {
-    fn selection(self) -> AsymmetricAlgorithmSelection {
-        match self {
-            Self::Rsa2048 => AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
-            Self::EccP256 => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
-            Self::EccP384 => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
-        }
-    }
-}
-
-impl fmt::Display for EkAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Rsa2048 => "RSA-2048",
-            Self::EccP256 => "ECC P-256",
-            Self::EccP384 => "ECC P-384",
-        })
-    }
-}
-
-/// Which attestation key to create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AkAlgorithm {
-    /// ECDSA over NIST P-256 with SHA-256 (the default: fast quotes).
-    #[default]
-    EccP256,
-    /// RSASSA-PKCS1-v1_5 with SHA-256 over RSA-2048.
-    Rsa2048,
-}
-
-/// A key created in the TPM under the EK: its public area (TPM2B_PUBLIC)
-/// and its private area wrapped by the TPM (TPM2B_PRIVATE contents), useless
-/// outside that TPM. Safe to keep on disk.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeyBlob {
-    pub public: Vec<u8>,
-    pub private: Vec<u8>,
-}
-
-impl fmt::Debug for KeyBlob {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "KeyBlob {{ public: {} bytes, private: TPM-wrapped }}",
-            self.public.len()
-        )
-    }
-}
-
-/// A quote and the PCR values it covers.
-#[derive(Debug, Clone)]
-pub struct Quote {
-    /// TPMS_ATTEST as the TPM signed it.
-    pub attest: Vec<u8>,
-    /// TPMT_SIGNATURE.
-    pub signature: Vec<u8>,
-    pub pcrs: PcrValues,
-}
-
-/// Facts about the TPM, from TPM2_GetCapability.
-#[derive(Debug, Clone)]
-pub struct TpmInfo {
-    pub manufacturer: String,
-    pub vendor: String,
-    pub firmware: String,
-    pub pcr_banks: Vec<String>,
-}
-
-/// Makes a key a plain (unrestricted) signing key: it may sign any digest,
-/// for mTLS, and is never a decryption key.
-struct UnrestrictedSigning;
-
-impl KeyCustomization for UnrestrictedSigning {
-    fn attributes(&self, b: ObjectAttributesBuilder) -> ObjectAttributesBuilder {
-        b.with_restricted(false)
-    }
-}
-
-/// The attestation key template as the TCG profile defines it.
-struct AkTemplate;
-
-impl KeyCustomization for AkTemplate {}
 
 /// An open TPM. The ESAPI context is not thread-safe: a `Tpm` is used from
 /// one thread at a time (see [`super::Attester`] for the worker thread).
@@ -510,123 +384,6 @@ impl Tpm {
         }
     }
 
-    /// The SHA-256 bank's current values of `pcrs` (what a policy over
-    /// raw PCR values would expect of this machine now).
-    pub fn pcr_values(&mut self, pcrs: &[u8]) -> Result<PcrValues, AttestError> {
-        let slots = pcrs
-            .iter()
-            .map(|p| {
-                PcrSlot::try_from(1u32 << u32::from(*p).min(31))
-                    .map_err(input_err("PCR_Read: PCR index"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let selection = PcrSelectionListBuilder::new()
-            .with_selection(HashingAlgorithm::Sha256, &slots)
-            .build()
-            .map_err(input_err("PCR_Read: PCR selection"))?;
-        let pcr_data = pcr::read_all(&mut self.ctx, selection).map_err(tpm_err("PCR_Read"))?;
-        let mut values = PcrValues::default();
-        if let Some(bank) = pcr_data.pcr_bank(HashingAlgorithm::Sha256) {
-            for (p, slot) in pcrs.iter().zip(&slots) {
-                if let Some(d) = bank.get_digest(*slot) {
-                    values.insert(HashAlg::Sha256, *p, d.value().to_vec());
-                }
-            }
-        }
-        Ok(values)
-    }
-
-    /// TPM2_Quote by `ak` over SHA-256 PCRs `pcrs`, with `nonce` as
-    /// qualifying data, and the PCR values it covers. PCRs read after the
-    /// quote may have moved on (a measurement landed in between): the quote
-    /// is retaken until the values read hash to the quoted digest.
-    pub fn quote(&mut self, ak: &KeyBlob, pcrs: &[u8], nonce: &[u8]) -> Result<Quote, AttestError> {
-        let slots = pcrs
-            .iter()
-            .map(|p| {
-                PcrSlot::try_from(1u32 << u32::from(*p).min(31))
-                    .map_err(input_err("Quote: PCR index"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let selection = PcrSelectionListBuilder::new()
-            .with_selection(HashingAlgorithm::Sha256, &slots)
-            .build()
-            .map_err(input_err("Quote: PCR selection"))?;
-        let data = Data::try_from(nonce.to_vec()).map_err(input_err("Quote: nonce"))?;
-        let ak_handle = self.load(ak)?;
-        let ours = PcrSelection::new(HashAlg::Sha256, pcrs);
-        for _ in 0..QUOTE_ATTEMPTS {
-            let (attest, signature) = self
-                .ctx
-                .execute_with_nullauth_session(|c| {
-                    c.quote(
-                        ak_handle,
-                        data.clone(),
-                        SignatureScheme::Null,
-                        selection.clone(),
-                    )
-                })
-                .map_err(tpm_err("Quote"))?;
-            let pcr_data =
-                pcr::read_all(&mut self.ctx, selection.clone()).map_err(tpm_err("PCR_Read"))?;
-            let mut values = PcrValues::default();
-            if let Some(bank) = pcr_data.pcr_bank(HashingAlgorithm::Sha256) {
-                for (p, slot) in pcrs.iter().zip(&slots) {
-                    if let Some(d) = bank.get_digest(*slot) {
-                        values.insert(HashAlg::Sha256, *p, d.value().to_vec());
-                    }
-                }
-            }
-            let attest = attest.marshall().map_err(tpm_err("marshal TPMS_ATTEST"))?;
-            let signature = signature
-                .marshall()
-                .map_err(tpm_err("marshal TPMT_SIGNATURE"))?;
-            if quoted_digest_matches(&attest, &values, &ours) {
-                return Ok(Quote {
-                    attest,
-                    signature,
-                    pcrs: values,
-                });
-            }
-        }
-        Err(AttestError::Tpm {
-            operation: "Quote",
-            reason: format!(
-                "PCRs kept changing between quote and read ({QUOTE_ATTEMPTS} attempts)"
-            ),
-        })
-    }
-
-    /// TPM2_Certify: `ak` attests that `key` lives in this TPM.
-    /// Returns (TPMS_ATTEST, TPMT_SIGNATURE).
-    pub fn certify(
-        &mut self,
-        key: &KeyBlob,
-        ak: &KeyBlob,
-        nonce: &[u8],
-    ) -> Result<(Vec<u8>, Vec<u8>), AttestError> {
-        let data = Data::try_from(nonce.to_vec()).map_err(input_err("Certify: nonce"))?;
-        let key_handle = self.load(key)?;
-        let ak_handle = self.load(ak)?;
-        let (attest, signature) = self
-            .ctx
-            .execute_with_sessions(
-                (
-                    Some(AuthSession::Password),
-                    Some(AuthSession::Password),
-                    None,
-                ),
-                |c| c.certify(key_handle.into(), ak_handle, data, SignatureScheme::Null),
-            )
-            .map_err(tpm_err("Certify"))?;
-        Ok((
-            attest.marshall().map_err(tpm_err("marshal TPMS_ATTEST"))?,
-            signature
-                .marshall()
-                .map_err(tpm_err("marshal TPMT_SIGNATURE"))?,
-        ))
-    }
-
     /// Signs a SHA-256 digest with an unrestricted signing key; returns the
     /// TPMT_SIGNATURE.
     pub fn sign_digest(&mut self, key: &KeyBlob, digest: &[u8]) -> Result<Vec<u8>, AttestError> {
@@ -652,24 +409,6 @@ impl Tpm {
     pub fn loaded_keys(&self) -> usize {
         self.loaded.len()
     }
-}
-
-fn quoted_digest_matches(attest: &[u8], values: &PcrValues, selection: &PcrSelection) -> bool {
-    use crate::verify::attestation::{Attestation, Attested};
-    let Ok(a) = Attestation::parse(attest) else {
-        return false;
-    };
-    let Attested::Quote {
-        pcr_digest,
-        selection: quoted,
-    } = a.attested
-    else {
-        return false;
-    };
-    quoted == *selection
-        && values
-            .quote_digest(&quoted, HashAlg::Sha256)
-            .is_ok_and(|d| d == pcr_digest)
 }
 
 fn tpm2b_public(public: &Public) -> Result<Vec<u8>, AttestError> {
