@@ -30,6 +30,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// A token host's first token is empty.
+    #[error("the first token at {0} is empty: encrypt one for this host with `zeroth token create --group GROUP | systemd-creds encrypt --name=token - /etc/zeroth/token.cred` and restart zeroth-agent")]
+    NoToken(PathBuf),
 }
 
 /// Where to enrol and with what.

@@ -69,6 +69,9 @@ pub fn exchange(opts: &TokenOptions) -> Result<Rotated, AgentError> {
     } else {
         &state_token
     })?;
+    if from_bootstrap && token.expose_secret().is_empty() {
+        return Err(AgentError::NoToken(opts.bootstrap.clone()));
+    }
     let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
     let http = client(&opts.ca_bundle)?;
     // A reply lost on the way is asked for again at once, with the same
@@ -165,5 +168,31 @@ pub fn run(opts: &TokenOptions, upstream: &Upstream, retry_max: Duration, stop: 
         if super::run::wait_until(std::time::Instant::now() + wait, stop, &notifier) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty first token (a credential that was never made for this
+    /// host) is named as such, before anything is sent.
+    #[test]
+    fn an_empty_first_token_says_how_to_make_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let bootstrap = dir.path().join("token");
+        std::fs::write(&bootstrap, "\n").unwrap();
+        let opts = TokenOptions {
+            server: "https://127.0.0.1:9".into(),
+            ca_bundle: dir.path().join("ca.pem"),
+            bootstrap: bootstrap.clone(),
+            state_dir: dir.path().join("state"),
+        };
+        let e = exchange(&opts).unwrap_err();
+        assert!(
+            matches!(&e, AgentError::NoToken(p) if p == &bootstrap),
+            "{e}"
+        );
+        assert!(e.to_string().contains("systemd-creds encrypt"), "{e}");
     }
 }

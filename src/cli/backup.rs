@@ -20,7 +20,7 @@ pub struct BackupArgs {
     #[arg(long)]
     out: PathBuf,
     /// The running server's admin socket.
-    #[arg(long, default_value = "/var/lib/zeroth/admin.sock")]
+    #[arg(long, default_value_os_t = crate::cli::admin_socket::default())]
     socket: PathBuf,
 }
 

@@ -20,7 +20,7 @@ pub struct DbArgs {
 #[derive(Debug, Args)]
 struct Socket {
     /// The server's admin socket.
-    #[arg(long, default_value = "/var/lib/zeroth/admin.sock")]
+    #[arg(long, default_value_os_t = crate::cli::admin_socket::default())]
     socket: PathBuf,
 }
 

@@ -13,7 +13,7 @@ use crate::wire::entry::Entry;
 #[derive(Debug, Args)]
 pub struct EntryArgs {
     /// The server's admin socket.
-    #[arg(long, default_value = "/var/lib/zeroth/admin.sock", global = true)]
+    #[arg(long, default_value_os_t = crate::cli::admin_socket::default(), global = true)]
     socket: PathBuf,
     /// Print JSON instead of text.
     #[arg(long, global = true)]

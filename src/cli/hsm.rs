@@ -22,6 +22,15 @@ pub struct HsmArgs {
 /// credential, never from the command line or the environment.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
+    /// The server's configuration, whose [hsm] names the module, token and
+    /// PIN (e.g. /etc/zeroth/server.toml), instead of the options below.
+    #[arg(
+        long,
+        value_name = "PATH",
+        global = true,
+        conflicts_with_all = ["module", "token_label", "token_serial", "pin_file", "pin_credential"]
+    )]
+    pub config: Option<PathBuf>,
     /// PKCS#11 module (shared library), e.g. /usr/lib/softhsm/libsofthsm2.so.
     #[arg(long, value_name = "PATH", global = true)]
     pub module: Option<PathBuf>,
@@ -44,15 +53,20 @@ pub struct TokenArgs {
         conflicts_with = "pin_credential"
     )]
     pub pin_file: Option<PathBuf>,
-    /// Name of a systemd credential holding the user PIN ($CREDENTIALS_DIRECTORY/NAME).
+    /// Name of a systemd credential holding the user PIN
+    /// ($CREDENTIALS_DIRECTORY/NAME in the unit; from a root shell,
+    /// /etc/zeroth/NAME.cred decrypted with systemd-creds).
     #[arg(long, value_name = "NAME", global = true)]
     pub pin_credential: Option<String>,
 }
 
 impl TokenArgs {
     pub fn config(&self) -> Result<Pkcs11Config> {
+        if let Some(path) = &self.config {
+            return Ok(crate::config::ServerConfig::load(path)?.hsm.pkcs11());
+        }
         let module = self.module.clone().context(
-            "--module is required: the PKCS#11 module's path, e.g. /usr/lib/softhsm/libsofthsm2.so",
+            "--config (the server's configuration) or --module is required: the PKCS#11 module's path, e.g. /usr/lib/softhsm/libsofthsm2.so",
         )?;
         let token = match (&self.token_label, &self.token_serial) {
             (Some(l), _) => TokenSelector::Label(l.clone()),

@@ -1,5 +1,6 @@
 //! The `zeroth` command line: one module per command group.
 
+mod admin_socket;
 mod agent;
 mod asker;
 mod audit;

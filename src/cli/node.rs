@@ -11,7 +11,7 @@ use crate::server::admin::{call, AdminRequest};
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// The server's admin socket.
-    #[arg(long, default_value = "/var/lib/zeroth/admin.sock", global = true)]
+    #[arg(long, default_value_os_t = crate::cli::admin_socket::default(), global = true)]
     socket: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]

@@ -29,7 +29,7 @@ enum ServerCommand {
     /// answered its last leadership renewal, and when.
     Status {
         /// The server's admin socket.
-        #[arg(long, default_value = "/var/lib/zeroth/admin.sock")]
+        #[arg(long, default_value_os_t = crate::cli::admin_socket::default())]
         socket: PathBuf,
         /// Print JSON instead of lines.
         #[arg(long)]

@@ -63,7 +63,7 @@ enum SshCommand {
         #[arg(long, default_value = "user", global = true)]
         kind: String,
         /// The server's admin socket.
-        #[arg(long, default_value = "/var/lib/zeroth/admin.sock", global = true)]
+        #[arg(long, default_value_os_t = crate::cli::admin_socket::default(), global = true)]
         socket: PathBuf,
         /// Print the server's answer as JSON instead of text.
         #[arg(long, global = true)]

@@ -359,9 +359,33 @@ M=/run/zeroth-medium
 cd "$M"
 PIN=$(cat pin) SO_PIN=$(cat so-pin) sh install.sh >install.log 2>&1
 echo $? >install.status
+journalctl -u zeroth-server --no-pager | tail -30 >server-journal.txt
 systemd-analyze security zeroth-server --no-pager >security.txt 2>&1
 systemd-creds has-tpm2 >tpm2.txt 2>&1
 cp /var/lib/zeroth/bundle.pem bundle.pem
+# An operator without root, in the admin group, and a user outside it.
+useradd -m -G zeroth-admin ops && useradd -m stranger
+runuser -u ops -- zeroth node list >ops-list.txt 2>&1; echo $? >ops-list.status
+runuser -u ops -- zeroth backup --out /home/ops/backup.db >ops-backup.txt 2>&1; echo $? >ops-backup.status
+runuser -u stranger -- zeroth node list >stranger.txt 2>&1; echo $? >stranger.status
+# Offline commands from a root shell: the HSM PIN is the unit's encrypted
+# credential, decrypted with systemd-creds.
+zeroth audit verify --config /etc/zeroth/server.toml >audit.txt 2>&1; echo $? >audit.status
+zeroth hsm status --config /etc/zeroth/server.toml >hsm.txt 2>&1; echo $? >hsm.status
+zeroth restore --config /etc/zeroth/server.toml --state-dir /root/restored /home/ops/backup.db >restore.txt 2>&1; echo $? >restore.status
+# A token host installed from the same package: its first token is
+# encrypted for it and reaches the agent as the unit's credential.
+install -m 0644 /var/lib/zeroth/bundle.pem /etc/zeroth/ca.pem
+printf 'server = "https://127.0.0.1:8443"\nca_bundle = "/etc/zeroth/ca.pem"\ntoken_file = "/run/credentials/zeroth-agent.service/token"\nstate_dir = "/var/lib/zeroth-agent"\n' >/etc/zeroth/agent.toml
+chgrp zeroth /etc/zeroth/agent.toml && chmod 0640 /etc/zeroth/agent.toml
+zeroth token create --group edge 2>token-create.txt | systemd-creds encrypt --with-key=host+tpm2 --name=token - /etc/zeroth/token.cred
+install -D -m 0644 /usr/share/zeroth/token-host.conf /etc/systemd/system/zeroth-agent.service.d/token-host.conf
+systemctl daemon-reload
+systemctl start zeroth-agent
+for i in $(seq 1 120); do [ -s /var/lib/zeroth-agent/svid.pem ] && break; sleep 0.5; done
+{ systemctl is-active zeroth-agent; ls /var/lib/zeroth-agent; } >agent-state.txt 2>&1
+journalctl -u zeroth-agent --no-pager | tail -20 >agent-journal.txt
+zeroth token list >token-list.txt 2>&1
 systemctl show -p NRestarts -p MainPID zeroth-server >before.txt
 touch server-up
 while :; do
@@ -411,7 +435,7 @@ fn a_server_installed_as_the_readme_says_runs_under_systemd() {
         medium.join("ek-intermediate.pem"),
     )
     .unwrap();
-    let server_toml = "listen = \"0.0.0.0:8443\"\ntrust_domain = \"appliance.zeroth\"\nstate_dir = \"/var/lib/zeroth\"\ntls_names = [\"127.0.0.1\", \"zeroth-edge\"]\n\n[hsm]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"zeroth\"\npin_credential = \"hsm-pin\"\n\n[[group]]\nname = \"edge\"\nek_roots = \"/etc/zeroth/ek-roots\"\nek_intermediates = \"/etc/zeroth/ek-intermediate.pem\"\nauto_approve = true\n";
+    let server_toml = "listen = \"0.0.0.0:8443\"\ntrust_domain = \"appliance.zeroth\"\nstate_dir = \"/var/lib/zeroth\"\nadmin_socket = \"/run/zeroth/admin.sock\"\nadmin_group = \"zeroth-admin\"\ntls_names = [\"127.0.0.1\", \"zeroth-edge\"]\n\n[hsm]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"zeroth\"\npin_credential = \"hsm-pin\"\n\n[[group]]\nname = \"edge\"\nek_roots = \"/etc/zeroth/ek-roots\"\nek_intermediates = \"/etc/zeroth/ek-intermediate.pem\"\nauto_approve = true\n";
     medium
         .write("server.toml", server_toml.as_bytes(), 0o644)
         .unwrap();
@@ -458,9 +482,55 @@ fn a_server_installed_as_the_readme_says_runs_under_systemd() {
     }
     let install = m("install.log");
     println!("{install}");
-    assert_eq!(m("install.status").trim(), "0", "{install}");
+    assert_eq!(
+        m("install.status").trim(),
+        "0",
+        "{install}\n{}",
+        m("server-journal.txt")
+    );
     // `zeroth node list` (the README's last line) answered from the admin socket.
     assert!(install.contains("ID "), "{install}");
+    // The admin group reaches the socket without root; others are refused.
+    let said = |name: &str| {
+        (
+            m(&format!("{name}.status")).trim().to_owned(),
+            m(&format!("{name}.txt")),
+        )
+    };
+    let (status, out) = said("ops-list");
+    assert_eq!(status, "0", "an admin-group member's node list: {out}");
+    assert!(out.contains("ID "), "{out}");
+    let (status, out) = said("ops-backup");
+    assert_eq!(status, "0", "an admin-group member's backup: {out}");
+    let (status, out) = said("stranger");
+    assert_ne!(status, "0", "a user outside the admin group: {out}");
+    assert!(out.contains("permission denied"), "{out}");
+    // Offline commands in a root shell get the HSM PIN from the encrypted
+    // credential.
+    for name in ["audit", "hsm", "restore"] {
+        let (status, out) = said(name);
+        println!("zeroth {name} (root shell): {out}");
+        assert_eq!(status, "0", "{name}: {out}");
+    }
+    assert!(m("hsm.txt").contains("x509-ca"), "{}", m("hsm.txt"));
+    // The token host's agent started from its encrypted first token.
+    let agent = m("agent-state.txt");
+    println!("token host agent: {}", agent.replace('\n', " "));
+    assert!(
+        agent.starts_with("active") && agent.contains("svid.pem") && agent.contains("token"),
+        "{agent}\n{}",
+        m("agent-journal.txt")
+    );
+    let chain = m("token-create.txt");
+    let chain = chain
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no chain id in {chain:?}"));
+    assert!(
+        m("token-list.txt").contains(chain),
+        "{}",
+        m("token-list.txt")
+    );
 
     // systemd's own view of the unit's exposure.
     let security = m("security.txt");

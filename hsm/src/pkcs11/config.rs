@@ -44,31 +44,38 @@ impl fmt::Display for PinSource {
     }
 }
 
+/// Where an encrypted credential is looked for outside its unit (an
+/// operator's root shell): `DIR/NAME.cred`, as the packaged units load
+/// them, then systemd's own credential store, `DIR/NAME`.
+pub const ENCRYPTED_CREDENTIALS: [(&str, &str); 2] =
+    [("/etc/zeroth", ".cred"), ("/etc/credstore.encrypted", "")];
+
 impl PinSource {
-    /// Reads the PIN; one trailing newline is dropped.
+    /// Reads the PIN; one trailing newline is dropped. A systemd
+    /// credential is read from `$CREDENTIALS_DIRECTORY` inside its unit;
+    /// outside it (an offline command in a root shell) the same encrypted
+    /// credential is decrypted with `systemd-creds`, which only root can.
     pub fn read(&self) -> Result<SecretString, HsmError> {
-        let path = match self {
-            Self::File(p) => p.clone(),
-            Self::SystemdCredential(name) => {
-                let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-                    HsmError::PinSource {
-                        source_name: self.to_string(),
-                        reason: "$CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential= or LoadCredentialEncrypted=)".into(),
-                    }
-                })?;
-                Path::new(&dir).join(name)
-            }
-        };
         let refused = |reason: String| HsmError::PinSource {
             source_name: self.to_string(),
             reason,
         };
-        let mut file = std::fs::File::open(&path).map_err(|e| refused(e.to_string()))?;
-        if let Self::File(_) = self {
-            check_private(&file).map_err(refused)?;
-        }
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| refused(e.to_string()))?;
+        let bytes = match self {
+            Self::File(p) => {
+                let mut file = std::fs::File::open(p).map_err(|e| refused(e.to_string()))?;
+                check_private(&file).map_err(refused)?;
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut file, &mut bytes)
+                    .map_err(|e| refused(e.to_string()))?;
+                bytes
+            }
+            Self::SystemdCredential(name) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                Some(dir) => {
+                    std::fs::read(Path::new(&dir).join(name)).map_err(|e| refused(e.to_string()))?
+                }
+                None => decrypt_credential(name).map_err(refused)?,
+            },
+        };
         let mut text = String::from_utf8(bytes).map_err(|_| HsmError::PinSource {
             source_name: self.to_string(),
             reason: "the PIN is not UTF-8".into(),
@@ -87,6 +94,47 @@ impl PinSource {
         }
         Ok(SecretString::from(text))
     }
+}
+
+/// Decrypts the encrypted credential `name` outside its unit, with
+/// `systemd-creds decrypt` (the host key and the TPM it was sealed to are
+/// root's).
+fn decrypt_credential(name: &str) -> Result<Vec<u8>, String> {
+    let file = ENCRYPTED_CREDENTIALS
+        .iter()
+        .map(|(dir, ext)| PathBuf::from(format!("{dir}/{name}{ext}")))
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            format!(
+                "$CREDENTIALS_DIRECTORY is not set (this is not the unit) and no encrypted credential {} exists to decrypt",
+                ENCRYPTED_CREDENTIALS
+                    .iter()
+                    .map(|(dir, ext)| format!("{dir}/{name}{ext}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )
+        })?;
+    let out = std::process::Command::new("systemd-creds")
+        .arg("decrypt")
+        .arg(format!("--name={name}"))
+        .arg(&file)
+        .arg("-")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            format!(
+                "cannot run systemd-creds to decrypt {}: {e}",
+                file.display()
+            )
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "systemd-creds could not decrypt {} ({}): run this command as root, on the host the credential was made on",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out.stdout)
 }
 
 /// A PIN file must be this account's (or root's) and closed to everyone

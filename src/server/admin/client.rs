@@ -31,7 +31,7 @@ fn unreachable(socket: &Path, e: &std::io::Error) -> ClientError {
     let at = socket.display();
     ClientError::Unreachable(match e.kind() {
         ErrorKind::NotFound => format!(
-            "no admin socket at {at}: the zeroth server is not running, or not with this state directory (check `systemctl status zeroth-server`; the socket is <state_dir>/admin.sock unless server.toml sets admin_socket; pass --socket PATH)"
+            "no admin socket at {at}: the zeroth server is not running, or its socket is elsewhere (check `systemctl status zeroth-server`; the socket is server.toml's admin_socket, /run/zeroth/admin.sock in the packaged example, else <state_dir>/admin.sock; pass --socket PATH)"
         ),
         ErrorKind::ConnectionRefused => format!(
             "nothing listens on the admin socket {at}: the zeroth server that made it is no longer running (check `systemctl status zeroth-server`)"

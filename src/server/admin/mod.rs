@@ -110,7 +110,24 @@ pub fn serve(
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     if let Some(gid) = access.admin_gid {
-        std::os::unix::fs::chown(path, None, Some(gid))?;
+        // The server may give its socket only to a group it is a member of
+        // (it holds no capability): the packaged unit's
+        // SupplementaryGroups= names the admin group.
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot give the admin socket to the admin group (gid {gid}): {e}; the server must be a member of it: add SupplementaryGroups=<the group> to its unit (systemctl edit zeroth-server)"
+                ),
+            )
+        })?;
+        if let Some(dir) = path.parent().filter(|d| !reachable_by_others(d)) {
+            tracing::warn!(
+                socket = %path.display(),
+                directory = %dir.display(),
+                "the admin group cannot reach the admin socket: its directory is closed to others; set admin_socket to a path in an open directory, such as /run/zeroth/admin.sock"
+            );
+        }
     }
     std::thread::Builder::new()
         .name("admin".into())
@@ -185,6 +202,15 @@ fn handle(mut conn: UnixStream, store: &Store, access: &Access, names: &Names, e
             tracing::warn!(error = %e, "a backup could not be sent whole");
         }
     }
+}
+
+/// Whether users other than the directory's owner and group may pass
+/// through `dir` (and every directory above it).
+fn reachable_by_others(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    dir.ancestors().all(|d| {
+        std::fs::metadata(d).is_ok_and(|m| d.as_os_str().is_empty() || m.mode() & 0o001 != 0)
+    })
 }
 
 /// Admin requests are one line; a database connection's TLS CA (PEM)
