@@ -151,6 +151,7 @@ pub fn run(config: ServerConfig, dev: bool) -> Result<()> {
             ssh: ssh.clone(),
             runtime: runtime.handle().clone(),
             leadership: leadership.clone(),
+            ca_pem: ca.cert_pem(),
         }),
     )
     .with_context(|| format!("bind the admin socket {}", config.admin_socket().display()))?;

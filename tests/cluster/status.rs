@@ -51,3 +51,25 @@ fn each_server_says_its_role_and_when_the_store_is_lost() {
     let (ok, out) = zeroth(&c.a, &["server", "status"], "");
     assert!(ok && out.contains("store     UNREACHABLE"), "{out}");
 }
+
+/// `zeroth server bundle --json` on `server`.
+fn bundle(server: &zeroth::lab::ZerothServer) -> serde_json::Value {
+    let (ok, out) = zeroth(server, &["server", "bundle", "--json"], "");
+    assert!(ok, "{out}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Every server of a cluster hands out one trust bundle: the CA
+/// certificate persisted in the shared store, the one `/v1/bundle` serves,
+/// valid for ten years.
+#[test]
+fn every_server_hands_out_the_same_ca_bundle() {
+    let c = cluster();
+    let (a, b) = (bundle(&c.a), bundle(&c.b));
+    assert_eq!(a["pem"], b["pem"]);
+    let served = String::from_utf8(super::get(&c.a, "/v1/bundle")).unwrap();
+    assert_eq!(a["pem"].as_str().unwrap(), served);
+    let years =
+        (a["not_after"].as_i64().unwrap() - a["not_before"].as_i64().unwrap()) / (365 * 24 * 3600);
+    assert_eq!(years, 10, "{a}");
+}

@@ -68,6 +68,8 @@ pub struct Extensions {
     pub ssh: Arc<crate::creds::ssh::issuer::SshIssuer>,
     pub runtime: tokio::runtime::Handle,
     pub leadership: Arc<crate::store::leader::Leadership>,
+    /// The X.509 CA certificate (PEM): the trust bundle agents need.
+    pub ca_pem: String,
 }
 
 /// What operator requests are checked against: the configured node
@@ -173,6 +175,9 @@ fn handle(mut conn: UnixStream, store: &Store, access: &Access, names: &Names, e
                         let mut status = serde_json::json!(ext.leadership.status());
                         status["ok"] = true.into();
                         status
+                    }
+                    Ok(req) if req.op == "ca.bundle" => {
+                        serde_json::json!({"ok": true, "pem": ext.ca_pem})
                     }
                     Ok(req) if req.op == "store.backup" => match backup::take(store, uid) {
                         Ok((answer, snap)) => {
