@@ -105,10 +105,10 @@ pub fn first_answer<T, E: Failover>(
 /// a server that answers 503 (its store or HSM is away) is passed over for
 /// the next too, and its 503 is the answer only when no other server does
 /// better.
-pub fn first_served<E: Failover>(
+pub fn first_served<E: Failover, B: Default>(
     server: &str,
-    mut call: impl FnMut(&str) -> Result<(u16, String), E>,
-) -> Result<(u16, String), E> {
+    mut call: impl FnMut(&str) -> Result<(u16, B), E>,
+) -> Result<(u16, B), E> {
     let bases = bases(server);
     let mut unavailable = None;
     let answer = first_answer(server, |base| match call(base) {
@@ -127,7 +127,7 @@ pub fn first_served<E: Failover>(
             Some(a) => Ok(a),
             None => Err(e),
         },
-        Err(None) => Ok(unavailable.unwrap_or((503, String::new()))),
+        Err(None) => Ok(unavailable.unwrap_or((503, B::default()))),
     }
 }
 

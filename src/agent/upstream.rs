@@ -115,6 +115,21 @@ impl Connected {
         })
     }
 
+    /// GETs `path`: the answer's status and its bytes (a KRL).
+    pub fn get_bytes(&self, path: &str) -> Result<(u16, Vec<u8>), UpstreamError> {
+        super::servers::first_served(&self.base, |base| {
+            self.http
+                .get(format!("{base}{path}"))
+                .timeout(super::servers::attempt_wait())
+                .send()
+                .map(|r| {
+                    let status = r.status().as_u16();
+                    (status, r.bytes().map(|b| b.to_vec()).unwrap_or_default())
+                })
+                .map_err(unreachable)
+        })
+    }
+
     /// GETs `path`: the answer's status and body.
     pub fn get(&self, path: &str) -> Result<(u16, String), UpstreamError> {
         super::servers::first_served(&self.base, |base| {

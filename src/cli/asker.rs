@@ -87,6 +87,33 @@ impl Asker {
         serde_json::from_value(answer).context("the server's answer")
     }
 
+    /// The server's KRL of revoked host certificates.
+    pub fn host_krl(&self) -> Result<Vec<u8>> {
+        match self {
+            Self::Tpm { http, base, .. } => crate::agent::servers::first_answer(base, |b| {
+                crate::agent::ssh_host::get(http, &format!("{b}/v1/ssh/krl/host"))
+            })
+            .map_err(anyhow::Error::from),
+            Self::Agent(socket) => {
+                use base64::Engine;
+                let answer = workload_api::call(
+                    socket,
+                    &WorkloadRequest {
+                        op: workload_api::HOST_KRL.into(),
+                        ..Default::default()
+                    },
+                )
+                .map_err(|(status, reason)| anyhow::anyhow!("refused ({status}): {reason}"))?;
+                let krl = answer["krl"]
+                    .as_str()
+                    .context("the agent's answer holds no KRL")?;
+                base64::engine::general_purpose::STANDARD
+                    .decode(krl)
+                    .context("the agent's KRL is not base64")
+            }
+        }
+    }
+
     /// Gives the lease back; whether that worked.
     pub fn give_back(&self, lease_id: &str) -> bool {
         match self {

@@ -91,6 +91,11 @@ struct LoginArgs {
     /// The agent configuration whose identity asks.
     #[arg(long, default_value = "/etc/zeroth/agent.toml")]
     config: PathBuf,
+    /// Ask through this agent workload socket instead of reading the agent
+    /// configuration (a program's user may not read it; without either,
+    /// the packaged agent's socket is used when the configuration is closed).
+    #[arg(long = "socket", value_name = "PATH")]
+    agent_socket: Option<PathBuf>,
     /// Certificate lifetime, e.g. "5m" (the role's default otherwise).
     #[arg(long, value_parser = humantime::parse_duration)]
     ttl: Option<std::time::Duration>,
@@ -241,8 +246,7 @@ fn login(args: &LoginArgs) -> Result<()> {
         args.destination.is_some() || !args.ssh.is_empty(),
         "give a destination, e.g. `zeroth ssh --role ops deploy@db1 -- uptime`"
     );
-    let c = crate::config::AgentConfig::load(&args.config)?;
-    let asker = Asker::open(&c)?;
+    let asker = Asker::for_command(&args.config, args.agent_socket.as_deref())?;
     let key = ssh_key::PrivateKey::random(
         &mut p256::elliptic_curve::rand_core::OsRng,
         ssh_key::Algorithm::Ed25519,
@@ -268,7 +272,7 @@ fn login(args: &LoginArgs) -> Result<()> {
     // Hosts whose certificates were revoked are refused: the current host
     // KRL, kept next to the agent's socket for this session only.
     let revoked_hosts = agent.dir().join("revoked_host_keys");
-    crate::agent::enrol::write(&revoked_hosts, "write the host KRL", &host_krl(&c)?)?;
+    crate::agent::enrol::write(&revoked_hosts, "write the host KRL", &asker.host_krl()?)?;
     let status = std::process::Command::new("ssh")
         .arg("-o")
         .arg(format!("IdentityAgent={}", agent.socket().display()))

@@ -1,6 +1,7 @@
 //! SSH user certificates end to end: a real zeroth server signs with its
 //! HSM-held CA key, a real sshd trusts that CA, the real ssh client logs in.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -405,7 +406,7 @@ fn a_host_without_a_tpm_logs_in_through_its_agents_workload_api() {
         .write(
             "token-host.toml",
             format!(
-                "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\n[workload_api]\nsocket = \"{}\"\n",
+                "server = \"{}\"\nca_bundle = \"{}\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\n[workload_api]\nsocket = \"{}\"\nroles = {{ \"65534\" = [\"ops\"] }}\n",
                 lab.server.url(),
                 lab.server.bundle().display(),
                 bootstrap.display(),
@@ -424,12 +425,52 @@ fn a_host_without_a_tpm_logs_in_through_its_agents_workload_api() {
         })
         .unwrap();
     zeroth_ssh_echo(&lab, &config, "hello from a token host");
+    // A program's user cannot read the agent's configuration (0600 as
+    // packaged): it names the agent's socket instead, and still gets the
+    // host KRL through it.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let zeroth = zeroth::lab::RunnableCopy::of(Path::new(env!("CARGO_BIN_EXE_zeroth"))).unwrap();
+    let as_nobody = |extra: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(zeroth.path())
+            .args(["ssh", "--role", "ops", "--principal", &lab.user, "--config"])
+            .arg(&config)
+            .args(extra)
+            .args(["--", "-F", "/dev/null", "-o", "BatchMode=yes"])
+            .args(["-o", "UserKnownHostsFile=/dev/null"])
+            .args(["-o", "StrictHostKeyChecking=no", "-o", "LogLevel=ERROR"])
+            .args(["-o", "IdentitiesOnly=no"])
+            .args(["-p", &lab.sshd.port().to_string()])
+            .arg(format!("{}@127.0.0.1", lab.user))
+            .args(["echo", "hello by the socket"])
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--socket"),
+        "{stderr}"
+    );
+    let socket = lab.work.join("api.sock");
+    let out = as_nobody(&["--socket", socket.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{}", lab.sshd.log());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello by the socket"
+    );
     // The certificate named the token host, and the agent's caller.
     let issued = lab.server.audit_details("ssh.cert.issued").unwrap();
-    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(issued.len(), 2, "{issued:?}");
     let key_id = issued[0]["key_id"].as_str().unwrap();
     assert!(key_id.starts_with("spiffe://lab.zeroth/token/"), "{key_id}");
     assert!(issued[0]["workload"].as_str().unwrap().starts_with("uid "));
+    assert!(issued[1]["workload"]
+        .as_str()
+        .unwrap()
+        .starts_with("uid 65534 "));
     agent.stop().unwrap();
 }
 

@@ -3,7 +3,7 @@
 //! to.
 
 use super::refusal;
-use super::requests::{route, WorkloadRequest};
+use super::requests::{route, WorkloadRequest, HOST_KRL};
 use crate::agent::attest::Caller;
 use crate::agent::lease_owners::LeaseOwners;
 use crate::agent::upstream::Upstream;
@@ -48,8 +48,32 @@ pub(super) fn owned(
     answer
 }
 
+/// The server's KRL of revoked host certificates (base64), which `zeroth
+/// ssh` hands to the system ssh: public, so any caller the socket admits
+/// may have it.
+fn host_krl(upstream: &Upstream) -> serde_json::Value {
+    use base64::Engine;
+    let got = upstream
+        .connect()
+        .and_then(|c| c.get_bytes("/v1/ssh/krl/host"));
+    match got {
+        Ok((200, krl)) => serde_json::json!({
+            "ok": true,
+            "krl": base64::engine::general_purpose::STANDARD.encode(krl),
+        }),
+        Ok((status, _)) => refusal(
+            status,
+            format!("the server answered HTTP {status} for the host KRL"),
+        ),
+        Err(e) => refusal(503, e.to_string()),
+    }
+}
+
 /// Asks the server for `req`, naming the local program `who` for its audit.
 pub(super) fn forward(req: &WorkloadRequest, who: &str, upstream: &Upstream) -> serde_json::Value {
+    if req.op == HOST_KRL {
+        return host_krl(upstream);
+    }
     let (path, body) = match route(req) {
         Ok(r) => r,
         Err(e) => return refusal(400, e.to_string()),

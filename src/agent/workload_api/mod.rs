@@ -30,7 +30,7 @@ use std::time::Duration;
 mod forward;
 mod requests;
 
-pub use requests::{call, route, BadRequest, WorkloadRequest};
+pub use requests::{call, route, BadRequest, WorkloadRequest, HOST_KRL};
 
 use super::attest::{Access, AttestError, Attested, Caller, Granted};
 use super::enrol::AgentError;

@@ -27,6 +27,10 @@ pub struct WorkloadRequest {
     pub principals: Option<Vec<String>>,
 }
 
+/// The request for the host KRL (`{"op": "ssh.host_krl"}`), answered
+/// `{"ok": true, "krl": BASE64}`.
+pub const HOST_KRL: &str = "ssh.host_krl";
+
 /// Why a request names no server call.
 #[derive(Debug, thiserror::Error)]
 pub enum BadRequest {
