@@ -93,7 +93,7 @@ enum ConnectionCommand {
         /// Database to connect to (PostgreSQL: where roles' schemas live).
         #[arg(long, default_value = "postgres")]
         dbname: String,
-        /// The admin zeroth makes and drops users as (see the README for
+        /// The admin zeroth makes and drops users as (docs/reference.md has
         /// the privileges each engine needs).
         #[arg(long)]
         admin_user: String,

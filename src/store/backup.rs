@@ -48,7 +48,7 @@ pub fn snapshot(store: &Store) -> Result<Snapshot, StoreError> {
     let file = store.file().ok_or_else(|| {
         refused(
             "this server's store is PostgreSQL: back it up with PostgreSQL's tools \
-             (pg_basebackup with WAL archiving, or pg_dump), as the README's \
+             (pg_basebackup with WAL archiving, or pg_dump), as docs/operations.md, \
              \"Back up and restore\" says",
         )
     })?;
