@@ -14,7 +14,14 @@ pub const PACKAGED: &str = "/run/zeroth/admin.sock";
 /// `state_dir/admin.sock`, as the server decides) when this user can read
 /// it, as root can; otherwise the packaged socket. Members of the admin
 /// group cannot read the server's configuration, and need not.
+/// Read once per run: clap asks for the default of every command that has
+/// `--socket` while it builds the command line.
 pub fn default() -> PathBuf {
+    static FOUND: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FOUND.get_or_init(find).clone()
+}
+
+fn find() -> PathBuf {
     #[derive(serde::Deserialize)]
     struct Named {
         admin_socket: Option<PathBuf>,

@@ -431,19 +431,10 @@ fn a_host_without_a_tpm_logs_in_through_its_agents_workload_api() {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
     let zeroth = zeroth::lab::RunnableCopy::of(Path::new(env!("CARGO_BIN_EXE_zeroth"))).unwrap();
     let as_nobody = |extra: &[&str]| {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(zeroth.path())
-            .args(["ssh", "--role", "ops", "--principal", &lab.user, "--config"])
-            .arg(&config)
-            .args(extra)
-            .args(["--", "-F", "/dev/null", "-o", "BatchMode=yes"])
-            .args(["-o", "UserKnownHostsFile=/dev/null"])
-            .args(["-o", "StrictHostKeyChecking=no", "-o", "LogLevel=ERROR"])
-            .args(["-o", "IdentitiesOnly=no"])
-            .args(["-p", &lab.sshd.port().to_string()])
-            .arg(format!("{}@127.0.0.1", lab.user))
-            .args(["echo", "hello by the socket"])
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(zeroth.path());
+        zeroth_ssh_args(&mut cmd, &lab, &config, extra, "hello by the socket")
             .output()
             .unwrap()
     };
@@ -477,9 +468,29 @@ fn a_host_without_a_tpm_logs_in_through_its_agents_workload_api() {
 /// `zeroth ssh --role ops` into the lab's sshd, running `echo text`;
 /// asserts the login worked and returns what zeroth said on stderr.
 fn zeroth_ssh_echo(lab: &SshLab, config: &Path, text: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_zeroth"))
-        .args(["ssh", "--role", "ops", "--principal", &lab.user, "--config"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zeroth"));
+    let out = zeroth_ssh_args(&mut cmd, lab, config, &[], text)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}\n{}", lab.sshd.log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), text);
+    stderr
+}
+
+/// Appends to `cmd` (the zeroth binary, or a wrapper running it) the
+/// arguments of `zeroth ssh --role ops` into the lab's sshd running
+/// `echo text`, with `extra` zeroth options.
+fn zeroth_ssh_args<'c>(
+    cmd: &'c mut Command,
+    lab: &SshLab,
+    config: &Path,
+    extra: &[&str],
+    text: &str,
+) -> &'c mut Command {
+    cmd.args(["ssh", "--role", "ops", "--principal", &lab.user, "--config"])
         .arg(config)
+        .args(extra)
         .args(["--", "-F", "/dev/null", "-o", "BatchMode=yes"])
         .args(["-o", "UserKnownHostsFile=/dev/null"])
         .args(["-o", "StrictHostKeyChecking=no", "-o", "LogLevel=ERROR"])
@@ -487,12 +498,6 @@ fn zeroth_ssh_echo(lab: &SshLab, config: &Path, text: &str) -> String {
         .args(["-p", &lab.sshd.port().to_string()])
         .arg(format!("{}@127.0.0.1", lab.user))
         .args(["echo", text])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}\n{}", lab.sshd.log());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), text);
-    stderr
 }
 
 /// agent.toml for the lab's node, with `extra` lines at the end.

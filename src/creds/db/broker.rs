@@ -14,9 +14,8 @@ use super::connections::binding;
 use super::role::RoleStatements;
 use super::secret;
 use super::{DbAdmin, DbError, Engine, NewUser, Target};
-use crate::audit::Event;
 use crate::config::DbRoleConfig;
-use crate::creds::lease::ledger::{blocking, record};
+use crate::creds::lease::ledger::blocking;
 use crate::creds::lease::{Ledger, Settlement};
 use crate::creds::{CredsError, Holder};
 use crate::store::db_connections::{self, DbConnectionRow};
@@ -215,29 +214,16 @@ impl DbBroker {
             .clone()
             .ok_or_else(|| CredsError::Unavailable("no rotation was under way".into()))?;
         let admin = DbAdmin::connect(self.target_with(&row, &pending)?).await?;
-        let (me, name, user) = (self.clone(), row.name.clone(), row.admin_user.clone());
-        blocking(move || {
-            record(
-                me.ledger.store(),
-                |tx| db_connections::switch_to_pending(tx, &name),
-                Event {
-                    kind: "db.connection.rotated",
-                    subject: &format!("db/{name}"),
-                    detail: serde_json::json!({"admin_user": user, "finished": "after an interruption"}),
-                },
+        let name = row.name.clone();
+        let row = self
+            .make_pending_current(
+                row,
+                pending,
+                serde_json::json!({"finished": "after an interruption"}),
             )
-        })
-        .await?;
-        tracing::info!(connection = %row.name, "finished an interrupted rotate-root");
-        Ok((
-            admin,
-            DbConnectionRow {
-                sealed_password: pending,
-                pending_password: None,
-                rotated: Some(now()),
-                ..row
-            },
-        ))
+            .await?;
+        tracing::info!(connection = %name, "finished an interrupted rotate-root");
+        Ok((admin, row))
     }
 
     fn statements(role: &DbRoleConfig, engine: Engine) -> RoleStatements {

@@ -161,25 +161,9 @@ impl DbBroker {
         self.admins.lock().await.remove(name);
         admin.set_admin_password(&new).await?;
         crash_point("rotate-root:database-changed");
-        let (me, n, user) = (self.clone(), name.to_owned(), row.admin_user.clone());
-        blocking(move || {
-            record(
-                me.ledger.store(),
-                |tx| db_connections::switch_to_pending(tx, &n),
-                Event {
-                    kind: "db.connection.rotated",
-                    subject: &format!("db/{n}"),
-                    detail: serde_json::json!({"admin_user": user, "by_uid": by_uid}),
-                },
-            )
-        })
-        .await?;
-        let rotated = DbConnectionRow {
-            sealed_password: sealed,
-            pending_password: None,
-            rotated: Some(now()),
-            ..row
-        };
+        let rotated = self
+            .make_pending_current(row, sealed, serde_json::json!({"by_uid": by_uid}))
+            .await?;
         let mut target = self.target(&rotated)?;
         target.admin_password = new;
         let fresh = Arc::new(DbAdmin::connect(target).await?);
@@ -188,6 +172,37 @@ impl DbBroker {
             .await
             .insert(name.to_owned(), (fresh, rotated));
         Ok(())
+    }
+
+    /// Makes the pending admin password `sealed` the connection's current
+    /// one, with its audit event (`detail` plus the admin user): the row as
+    /// it now is.
+    pub(super) async fn make_pending_current(
+        self: &Arc<Self>,
+        row: DbConnectionRow,
+        sealed: Vec<u8>,
+        mut detail: serde_json::Value,
+    ) -> Result<DbConnectionRow, CredsError> {
+        detail["admin_user"] = row.admin_user.clone().into();
+        let (me, name) = (self.clone(), row.name.clone());
+        blocking(move || {
+            record(
+                me.ledger.store(),
+                |tx| db_connections::switch_to_pending(tx, &name),
+                Event {
+                    kind: "db.connection.rotated",
+                    subject: &format!("db/{name}"),
+                    detail,
+                },
+            )
+        })
+        .await?;
+        Ok(DbConnectionRow {
+            sealed_password: sealed,
+            pending_password: None,
+            rotated: Some(now()),
+            ..row
+        })
     }
 
     pub async fn remove_connection(

@@ -4,7 +4,7 @@
 //! operator) and the reconciler. It knows engines only through
 //! [`Engine`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -242,10 +242,19 @@ impl LeaseManager {
         let permits = Arc::new(tokio::sync::Semaphore::new(REVOKE_CONCURRENCY));
         let batched = Arc::new(tokio::sync::Semaphore::new(BATCHED_REVOKE_CONCURRENCY));
         let mut running = tokio::task::JoinSet::new();
+        // Asked once per kind and connection, not once per lease.
+        let mut batching: HashMap<(String, String), bool> = HashMap::new();
         for lease in due {
-            let batches = match self.engine(&lease) {
-                Ok(e) => e.batches_revocations(&lease).await,
-                Err(_) => false,
+            let key = (lease.kind.clone(), lease.connection.clone());
+            let batches = match batching.get(&key) {
+                Some(b) => *b,
+                None => {
+                    let b = match self.engine(&lease) {
+                        Ok(e) => e.batches_revocations(&lease).await,
+                        Err(_) => false,
+                    };
+                    *batching.entry(key).or_insert(b)
+                }
             };
             let pool = if batches { &batched } else { &permits };
             let Ok(permit) = pool.clone().acquire_owned().await else {
