@@ -96,7 +96,7 @@ impl Pkcs11KeyStore {
                 generation: 0,
             }),
         };
-        store.login()?;
+        store.login_patiently()?;
         Ok(store)
     }
 

@@ -126,6 +126,29 @@ pub(super) fn reach_patiently(
     }
 }
 
+impl Pkcs11KeyStore {
+    /// Logs in at start, trying again for a few seconds after a general
+    /// error: SoftHSM's file store, while other servers make keys in the
+    /// same token at the same moment, can fail a login it answers a moment
+    /// later. A wrong or locked PIN fails at once.
+    pub(super) fn login_patiently(&self) -> Result<(), HsmError> {
+        let deadline = std::time::Instant::now() + OPEN_PATIENCE;
+        loop {
+            match self.login() {
+                Err(e)
+                    if e.rv() == Some(RvError::GeneralError)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(error = %e, "logging in to the token failed; trying again");
+                    self.pool.drain();
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// Fails (as a lost session, which recovery cures) unless `s` holds the
 /// user's login.
 pub(super) fn logged_in(s: &Session) -> Result<(), HsmError> {
